@@ -1,0 +1,2 @@
+//! `ptm`: the command-line interface (placeholder while the workspace is set up).
+fn main() {}

@@ -93,12 +93,18 @@ pub enum Error {
 impl Error {
     /// An [`Error::Invalid`] from anything printable.
     pub fn invalid(context: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { context: context.into(), message: message.into() }
+        Error::Invalid {
+            context: context.into(),
+            message: message.into(),
+        }
     }
 
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Converts a `ron` error into an [`Error::Parse`] naming `path`, line and column.
@@ -113,12 +119,20 @@ impl Error {
 
     /// Converts a `serde_json` error into an [`Error::Parse`] naming `path`, line and column.
     pub fn from_json(path: &str, err: &serde_json::Error) -> Self {
-        let full = err.to_string();
-        // serde_json appends " at line L column C"; keep only the message part.
-        let message = match full.rfind(" at line ") {
-            Some(i) => full[..i].to_string(),
-            None => full,
-        };
-        Error::Parse { path: path.to_string(), line: err.line(), column: err.column(), message }
+        Error::Parse {
+            path: path.to_string(),
+            line: err.line(),
+            column: err.column(),
+            message: json_message(err),
+        }
+    }
+}
+
+/// A `serde_json` error's message without the " at line L column C" it appends.
+pub(crate) fn json_message(err: &serde_json::Error) -> String {
+    let full = err.to_string();
+    match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
     }
 }

@@ -27,18 +27,21 @@
 //! iteration decides anything. Same scenario and seed ⇒ byte-identical report.
 //!
 //! ```
-//! use ptm_sim::{engine, profile::Profile, scenario::LoadingMode, scheduler, workload};
+//! use ptm_sim::{engine, metrics::Report, profile::Profile, scheduler, workload};
 //!
 //! let profile = Profile::example();
 //! let spec: workload::WorkloadSpec =
 //!     ron::from_str("Sequence(repeat: 2, types: 3, shuffle: false, gap_ms: 100.0)").unwrap();
-//! let defaults = workload::RequestDefaults::default();
-//! let load = workload::build(&spec, &defaults, "bert-base", 7, &workload::NoFiles).unwrap();
-//! let setup = engine::Setup::new(&profile, &load, 2, LoadingMode::Split).unwrap();
-//! let mut policy = scheduler::by_name("fcfs-rr", &Default::default()).unwrap();
-//! let report = engine::simulate(&setup, policy.as_mut(), 7, engine::Preload::Policy).unwrap();
+//! let load = workload::build(&spec, &Default::default(), "bert-base", 7, &workload::NoFiles).unwrap();
+//! let serving = engine::Serving { instances: 2, loading: engine::LoadingMode::Split, forward_batch: 1 };
+//! let setup = engine::Setup::new(&profile, "example", &load, serving).unwrap();
+//! let shape = scheduler::Shape { instances: 2, tenants: load.tenants.len() };
+//! let mut policy = scheduler::by_name("fcfs-rr", &Default::default(), shape).unwrap();
+//! let run = engine::simulate(&setup, policy.as_mut(), 7, Default::default()).unwrap();
+//! let report = Report::new("doc", "fcfs-rr", 7, &setup, &run);
 //! assert_eq!(report.completed, 6);
-//! ```
+//! assert_eq!(report.cold_loads, 2); // each instance's first load
+//! //! ```
 
 pub mod engine;
 pub mod error;

@@ -10,13 +10,19 @@ pub const NS_PER_S: Nanos = 1_000_000_000;
 
 /// Milliseconds (finite, ≥ 0) to nanoseconds, rounded to the nearest.
 pub fn ms_to_ns(ms: f64) -> Nanos {
-    assert!(ms.is_finite() && ms >= 0.0, "duration must be finite and ≥ 0, got {ms} ms");
+    assert!(
+        ms.is_finite() && ms >= 0.0,
+        "duration must be finite and ≥ 0, got {ms} ms"
+    );
     (ms * NS_PER_MS as f64).round() as Nanos
 }
 
 /// Seconds (finite, ≥ 0) to nanoseconds, rounded to the nearest.
 pub fn secs_to_ns(s: f64) -> Nanos {
-    assert!(s.is_finite() && s >= 0.0, "duration must be finite and ≥ 0, got {s} s");
+    assert!(
+        s.is_finite() && s >= 0.0,
+        "duration must be finite and ≥ 0, got {s} s"
+    );
     (s * NS_PER_S as f64).round() as Nanos
 }
 

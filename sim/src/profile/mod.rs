@@ -1,0 +1,259 @@
+//! Profiles: what a GPU costs, per model, as the simulator consumes it.
+//!
+//! A profile (a `ron` file) describes one GPU and, for each model it was measured with, the
+//! memory an instance takes, the cold load, the switch per loading mode, the per-request overhead
+//! and the forward-pass latency over (batch, sequence length). Every cost is a [`Cost`]: a
+//! distribution at one busy instance plus a *stretch* curve, the factor by which it grows when
+//! `k` instances are busy at once (`stretch[k-1]`; beyond the curve's end its last value holds).
+//! The simulator applies the stretch with the number of instances busy when a phase starts.
+//!
+//! Forward latency between measured points is interpolated linearly, first in batch within a
+//! sequence length, then in sequence length. Below the smallest measured batch or sequence
+//! length the smallest measured value holds (small shapes are launch-bound); above the largest
+//! the latency grows in proportion (large shapes are compute-bound). Noise is that of the
+//! nearest measured point, scaled to the interpolated mean.
+
+pub mod dist;
+pub mod forward;
+
+pub use dist::Dist;
+pub use forward::{ForwardPoint, ForwardTable};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A measured (or documented) GPU and the models it was measured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The GPU.
+    pub gpu: Gpu,
+    /// Where the numbers come from: a command, a paper, a log.
+    #[serde(default)]
+    pub source: String,
+    /// Per model: its costs on this GPU. Keys are model names that scenarios use.
+    pub models: BTreeMap<String, ModelProfile>,
+}
+
+/// The GPU a profile describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    /// Its name as the driver reports it.
+    pub name: String,
+    /// Device memory available to instances, bytes.
+    pub memory_bytes: u64,
+}
+
+/// A cost: its distribution with one busy instance and how it stretches with more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cost {
+    /// The duration with one instance busy, milliseconds.
+    pub ms: Dist,
+    /// Factor with k instances busy at `stretch[k-1]`; empty means 1.0 for any k.
+    #[serde(default)]
+    pub stretch: Vec<f64>,
+}
+
+impl Cost {
+    /// A cost that does not stretch.
+    pub fn flat(ms: Dist) -> Self {
+        Cost {
+            ms,
+            stretch: Vec::new(),
+        }
+    }
+
+    /// The stretch factor with `busy` instances busy (≥ 1).
+    pub fn stretch_at(&self, busy: usize) -> f64 {
+        stretch_at(&self.stretch, busy)
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        self.ms.validate(&format!("{field}.ms"))?;
+        validate_stretch(&self.stretch, &format!("{field}.stretch"))
+    }
+}
+
+fn stretch_at(curve: &[f64], busy: usize) -> f64 {
+    match curve.len() {
+        0 => 1.0,
+        n => curve[busy.clamp(1, n) - 1],
+    }
+}
+
+fn validate_stretch(curve: &[f64], field: &str) -> Result<()> {
+    if curve.iter().all(|f| f.is_finite() && *f > 0.0) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("expected positive factors, got {curve:?}"),
+        ))
+    }
+}
+
+/// Switch costs per loading mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchCosts {
+    /// Weights copied into the instance's resident model structure.
+    pub split: Cost,
+    /// The model rebuilt from its configuration and checkpoint.
+    pub full: Cost,
+}
+
+/// One model's costs on the profile's GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelProfile {
+    /// Device memory one instance of this model takes, bytes.
+    pub memory_per_instance_bytes: u64,
+    /// An instance's first load: context, structure and weights.
+    pub cold_load: Cost,
+    /// A switch to another tenant's weights.
+    pub switch: SwitchCosts,
+    /// Per-request work besides forward passes (data preparation, copies), milliseconds; it
+    /// stretches with the forward passes.
+    #[serde(default = "zero_ms")]
+    pub request_overhead_ms: Dist,
+    /// Forward-pass latency over (batch, sequence length).
+    pub forward: ForwardTable,
+}
+
+fn zero_ms() -> Dist {
+    Dist::Constant(0.0)
+}
+
+impl Profile {
+    /// Parses and validates a profile; `name` is used in messages.
+    pub fn from_ron(text: &str, name: &str) -> Result<Profile> {
+        let profile: Profile = ron::from_str(text).map_err(|e| Error::from_ron(name, e))?;
+        profile.validate(name)?;
+        Ok(profile)
+    }
+
+    /// Checks every cost; errors name the file and the field.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        if self.gpu.memory_bytes == 0 {
+            return Err(Error::invalid(
+                format!("{name}: gpu.memory_bytes"),
+                "expected > 0",
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(Error::invalid(
+                format!("{name}: models"),
+                "the profile describes no model",
+            ));
+        }
+        for (model, m) in &self.models {
+            let f = |field: &str| format!("{name}: models.{model}.{field}");
+            if m.memory_per_instance_bytes == 0 {
+                return Err(Error::invalid(
+                    f("memory_per_instance_bytes"),
+                    "expected > 0",
+                ));
+            }
+            m.cold_load.validate(&f("cold_load"))?;
+            m.switch.split.validate(&f("switch.split"))?;
+            m.switch.full.validate(&f("switch.full"))?;
+            m.request_overhead_ms.validate(&f("request_overhead_ms"))?;
+            m.forward.validate(&f("forward"))?;
+        }
+        Ok(())
+    }
+
+    /// The model `model`, or an error naming it, who used it, and what the profile has.
+    pub fn model(&self, profile_name: &str, model: &str, used_by: &str) -> Result<&ModelProfile> {
+        self.models.get(model).ok_or_else(|| Error::UnknownModel {
+            profile: profile_name.to_string(),
+            model: model.to_string(),
+            used_by: used_by.to_string(),
+            known: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// A small profile for examples and tests: one model `bert-base` on a 24 GiB GPU, 100 ms
+    /// switches, 4 ms batch-1 forwards.
+    pub fn example() -> Profile {
+        let mut models = BTreeMap::new();
+        models.insert(
+            "bert-base".to_string(),
+            ModelProfile {
+                memory_per_instance_bytes: 2_000_000_000,
+                cold_load: Cost::flat(Dist::Constant(1000.0)),
+                switch: SwitchCosts {
+                    split: Cost::flat(Dist::Constant(100.0)),
+                    full: Cost::flat(Dist::Constant(800.0)),
+                },
+                request_overhead_ms: zero_ms(),
+                forward: ForwardTable {
+                    points: vec![ForwardPoint {
+                        batch: 1,
+                        seq_len: 128,
+                        ms: Dist::Constant(4.0),
+                    }],
+                    stretch: Vec::new(),
+                },
+            },
+        );
+        Profile {
+            gpu: Gpu {
+                name: "example".into(),
+                memory_bytes: 24 << 30,
+            },
+            source: "made up for examples".into(),
+            models,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_round_trips_through_ron() {
+        let p = Profile::example();
+        let text = ron::ser::to_string_pretty(&p, Default::default()).unwrap();
+        assert_eq!(Profile::from_ron(&text, "p.ron").unwrap(), p);
+    }
+
+    #[test]
+    fn stretch_holds_its_last_value() {
+        let c = Cost {
+            ms: Dist::Constant(1.0),
+            stretch: vec![1.0, 1.5, 2.0],
+        };
+        assert_eq!(c.stretch_at(1), 1.0);
+        assert_eq!(c.stretch_at(3), 2.0);
+        assert_eq!(c.stretch_at(9), 2.0);
+        assert_eq!(Cost::flat(Dist::Constant(1.0)).stretch_at(4), 1.0);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut p = Profile::example();
+        p.models.get_mut("bert-base").unwrap().switch.split.stretch = vec![1.0, -2.0];
+        let err = p.validate("p.ron").unwrap_err().to_string();
+        assert!(
+            err.starts_with("p.ron: models.bert-base.switch.split.stretch"),
+            "{err}"
+        );
+        let err = Profile::from_ron("Profile(gpu: Gpu(name: \"x\"))", "p.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.ron:1:"), "{err}");
+        let err = p
+            .model("p.ron", "bert-large", "tenant A")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bert-large") && err.contains("tenant A") && err.contains("bert-base"),
+            "{err}"
+        );
+    }
+}

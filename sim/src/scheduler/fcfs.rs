@@ -1,0 +1,76 @@
+//! `fcfs`: the textbook first-come first-served: one global FIFO; whenever instances are idle,
+//! the lowest-numbered one starts the oldest request.
+
+use super::{Dispatch, Scheduler, View};
+use crate::workload::RequestId;
+use std::collections::VecDeque;
+
+/// One global FIFO.
+#[derive(Debug, Default)]
+pub struct Fcfs {
+    queue: VecDeque<RequestId>,
+}
+
+impl Fcfs {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Fcfs::default()
+    }
+}
+
+impl Scheduler for Fcfs {
+    fn name(&self) -> &'static str {
+        "fcfs"
+    }
+
+    fn on_arrival(&mut self, id: RequestId, _view: &View<'_>) {
+        self.queue.push_back(id);
+    }
+
+    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+        for instance in view.idle() {
+            match self.queue.pop_front() {
+                Some(request) => out.push(Dispatch { instance, request }),
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn oldest_first_to_lowest_idle() {
+        let reqs = requests(&[0, 1, 2]);
+        let est = estimates(reqs.len());
+        let inst = instances(&[Some(2), None, None], &[false, true, false]);
+        let view = View {
+            now_ns: 0,
+            instances: &inst,
+            requests: &reqs,
+            estimates: &est,
+        };
+        let mut s = Fcfs::new();
+        for id in 0..3 {
+            s.on_arrival(id, &view);
+        }
+        let mut out = Vec::new();
+        s.decide(&view, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Dispatch {
+                    instance: 0,
+                    request: 0
+                },
+                Dispatch {
+                    instance: 2,
+                    request: 1
+                }
+            ]
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Schedulers: who runs what, when. One small trait, one policy per file, chosen by name.
+//!
+//! The engine tells a scheduler about each arrival ([`Scheduler::on_arrival`]) and asks it to
+//! [`decide`](Scheduler::decide) once per instant at which something changed (or, for a policy
+//! with a [`tick`](Scheduler::tick_ns), only at its ticks). A decision is a list of
+//! [`Dispatch`]es, each starting one waiting request on one idle instance; the engine performs
+//! the switch the request needs and checks the rules (idle instance, waiting request, each
+//! used once). The [`View`] shows the instant: instances, requests and cost estimates (means
+//! from the profile, never the sampled future).
+//!
+//! | name | policy |
+//! | --- | --- |
+//! | `fcfs-rr` | FastPTM's FCFS: arrivals dealt round-robin to per-instance FIFO queues |
+//! | `fcfs-mod` | per-instance FIFOs, tenant index mod instances (FastPTM's switch tests) |
+//! | `fcfs` | one global FIFO, lowest-numbered idle instance first |
+//! | `omls` | FastPTM's online multi-list scheduler, as its code behaves |
+//! | `edf` | earliest deadline first, preferring an idle instance that holds the tenant |
+//! | `sjf` | shortest estimated job first, the needed switch included |
+//! | `affinity` | ours: per-tenant queues, own tenant first unless another must go now |
+
+mod affinity;
+mod edf;
+mod fcfs;
+mod fcfs_mod;
+mod fcfs_rr;
+mod omls;
+mod sjf;
+
+pub use affinity::{Affinity, AffinityOptions};
+pub use edf::Edf;
+pub use fcfs::Fcfs;
+pub use fcfs_mod::FcfsMod;
+pub use fcfs_rr::FcfsRr;
+pub use omls::{Omls, OmlsOptions};
+pub use sjf::Sjf;
+
+use crate::engine::Estimates;
+use crate::error::{Error, Result};
+use crate::time::Nanos;
+use crate::workload::{Request, RequestId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// Every policy name, in the order reports list them.
+pub const POLICIES: &[&str] = &[
+    "fcfs-rr", "fcfs-mod", "fcfs", "omls", "edf", "sjf", "affinity",
+];
+
+/// Start `request` on `instance` (which must be idle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The instance.
+    pub instance: u32,
+    /// The request.
+    pub request: RequestId,
+}
+
+/// One instance as a scheduler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceView {
+    /// The tenant whose weights it holds (or is loading), if any.
+    pub resident: Option<TenantId>,
+    /// Whether it is running a request (loading or inferring).
+    pub busy: bool,
+    /// When it is expected to be free, from the profile's means (≤ now when idle).
+    pub free_at_est_ns: Nanos,
+}
+
+/// The instant a scheduler decides in.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// Simulated time.
+    pub now_ns: Nanos,
+    /// The instances, by index.
+    pub instances: &'a [InstanceView],
+    /// All requests of the run, by id (only arrived ones are ever handed to a scheduler).
+    pub requests: &'a [Request],
+    /// Mean costs.
+    pub estimates: &'a Estimates,
+}
+
+impl View<'_> {
+    /// The request `id`.
+    pub fn request(&self, id: RequestId) -> &Request {
+        &self.requests[id as usize]
+    }
+
+    /// Indices of idle instances, in order.
+    pub fn idle(&self) -> impl Iterator<Item = u32> + '_ {
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !i.busy)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Estimated inference time of request `id` on one busy instance.
+    pub fn est_service_ns(&self, id: RequestId) -> Nanos {
+        self.estimates.service_ns(id)
+    }
+
+    /// Estimated load before `instance` can serve `tenant`: 0 if it holds it, else a cold load
+    /// or a switch.
+    pub fn est_load_ns(&self, instance: u32, tenant: TenantId) -> Nanos {
+        self.estimates
+            .load_ns(self.instances[instance as usize].resident, tenant)
+    }
+}
+
+/// A scheduling policy.
+pub trait Scheduler {
+    /// The policy's name (as [`by_name`] takes it).
+    fn name(&self) -> &'static str;
+
+    /// Request `id` arrived and now waits.
+    fn on_arrival(&mut self, id: RequestId, view: &View<'_>);
+
+    /// Push dispatches for idle instances into `out`. Called only when an instance is idle and
+    /// a request waits.
+    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>);
+
+    /// For a periodic policy, its period: [`decide`](Self::decide) is then called only at its
+    /// ticks (0, p, 2p, …), after all other events of that instant.
+    fn tick_ns(&self) -> Option<Nanos> {
+        None
+    }
+
+    /// Tenants the instances hold before time 0 (the engine's `Preload::Policy`).
+    fn preload(&self) -> Vec<Option<TenantId>> {
+        Vec::new()
+    }
+}
+
+/// Options of the policies that have any, as a scenario's `policy_options` writes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyOptions {
+    /// FastPTM's OMLS.
+    pub omls: OmlsOptions,
+    /// Ours.
+    pub affinity: AffinityOptions,
+}
+
+/// How many instances and tenants a scheduler is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Instances on the GPU.
+    pub instances: usize,
+    /// Tenants in the workload.
+    pub tenants: usize,
+}
+
+/// Builds the policy called `name`.
+pub fn by_name(name: &str, options: &PolicyOptions, shape: Shape) -> Result<Box<dyn Scheduler>> {
+    assert!(shape.instances > 0, "at least one instance");
+    Ok(match name {
+        "fcfs-rr" => Box::new(FcfsRr::new(shape)),
+        "fcfs-mod" => Box::new(FcfsMod::new(shape)),
+        "fcfs" => Box::new(Fcfs::new()),
+        "omls" => Box::new(Omls::new(shape, options.omls.clone())?),
+        "edf" => Box::new(Edf::new()),
+        "sjf" => Box::new(Sjf::new(shape)),
+        "affinity" => Box::new(Affinity::new(shape, options.affinity.clone())),
+        _ => {
+            return Err(Error::UnknownPolicy {
+                name: name.to_string(),
+                known: POLICIES.join(", "),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A hand-made instant for unit tests of policies.
+    use super::*;
+    use crate::engine::Estimates;
+
+    /// Requests of tenants `tenants[i]` arriving at `i` ms with a 3 s deadline.
+    pub fn requests(tenants: &[u32]) -> Vec<Request> {
+        tenants
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Request {
+                arrival_ns: i as u64 * 1_000_000,
+                tenant: t,
+                samples: 16,
+                seq_len: 128,
+                deadline_ns: 3_000_000_000,
+            })
+            .collect()
+    }
+
+    /// Estimates: 10 ms service, 100 ms switch, 1 s cold load.
+    pub fn estimates(requests: usize) -> Estimates {
+        Estimates::uniform(requests, 10_000_000, 100_000_000, 1_000_000_000)
+    }
+
+    /// Instances holding `resident`, busy where `busy`.
+    pub fn instances(resident: &[Option<u32>], busy: &[bool]) -> Vec<InstanceView> {
+        resident
+            .iter()
+            .zip(busy)
+            .map(|(&r, &b)| InstanceView {
+                resident: r,
+                busy: b,
+                free_at_est_ns: 0,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_builds_and_unknown_names_are_listed() {
+        for name in POLICIES {
+            let s = by_name(
+                name,
+                &PolicyOptions::default(),
+                Shape {
+                    instances: 2,
+                    tenants: 3,
+                },
+            )
+            .unwrap();
+            assert_eq!(&s.name(), name);
+        }
+        let err = by_name(
+            "lifo",
+            &PolicyOptions::default(),
+            Shape {
+                instances: 1,
+                tenants: 1,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("lifo") && err.contains("omls"), "{err}");
+    }
+}

@@ -1,0 +1,243 @@
+//! End-to-end tests of the `ptm` binary: the README's commands, every shipped scenario, and
+//! what bad input gets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ptm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .args(args)
+        .output()
+        .expect("ptm runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ptm(args);
+    assert!(
+        out.status.success(),
+        "ptm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = ptm(args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "ptm {args:?} should fail with code 2"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bare_ptm_runs_the_default_with_every_policy() {
+    let table = ok(&[]);
+    assert!(
+        table.starts_with("fastptm-overall: 480 requests, 12 tenants, 3 instances"),
+        "{table}"
+    );
+    for policy in [
+        "fcfs-rr", "fcfs-mod", "fcfs ", "omls", "edf", "sjf", "affinity",
+    ] {
+        assert!(
+            table.contains(&format!("\n{policy}")),
+            "{policy} missing from\n{table}"
+        );
+    }
+}
+
+#[test]
+fn json_reports_have_the_documented_fields_and_are_deterministic() {
+    let a = ok(&["run", "--json"]);
+    assert_eq!(a, ok(&["run", "--json"]), "two runs must be byte-identical");
+    let reports: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 7);
+    for r in reports {
+        for key in [
+            "scenario",
+            "policy",
+            "seed",
+            "instances",
+            "requests",
+            "completed",
+            "throughput_rps",
+            "makespan_s",
+            "switches",
+            "cold_loads",
+            "overtimes",
+            "slo_attainment",
+            "latency_ms",
+            "wait_ms",
+            "gpu_busy_frac",
+            "per_instance",
+            "per_tenant",
+        ] {
+            assert!(r.get(key).is_some(), "missing {key}");
+        }
+        for key in ["mean", "p50", "p95", "p99", "max"] {
+            assert!(r["latency_ms"][key].is_number() && r["wait_ms"][key].is_number());
+        }
+        assert_eq!(r["completed"], r["requests"]);
+        assert_eq!(r["per_instance"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn every_shipped_scenario_parses_and_runs() {
+    let names = ok(&["list"]);
+    let scenarios: Vec<&str> = names
+        .lines()
+        .filter(|n| n.ends_with(".ron") && !n.starts_with("profiles/"))
+        .collect();
+    assert!(scenarios.len() >= 6, "{names}");
+    for name in scenarios {
+        // Embedded by name, and the same file from disk, give the same reports.
+        let embedded = ok(&["run", name, "--json", "--seed", "1"]);
+        let on_disk = ok(&[
+            "run",
+            &repo(&format!("scenarios/{name}")),
+            "--json",
+            "--seed",
+            "1",
+        ]);
+        let strip = |s: &str| s.replace(&repo("scenarios/"), "");
+        assert_eq!(strip(&embedded), strip(&on_disk), "{name}");
+        let reports: serde_json::Value = serde_json::from_str(&embedded).unwrap();
+        assert!(!reports.as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_trace_and_a_policy_run_on_their_own() {
+    let trace = repo("scenarios/traces/fastptm/167281892426_dat_T240_L12_M0.10.json");
+    let out = ok(&["run", "--trace", &trace, "--policy", "omls", "--json"]);
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 1);
+    assert_eq!(reports[0]["policy"], "omls");
+    assert_eq!(reports[0]["requests"], 240);
+}
+
+#[test]
+fn an_exported_trace_replays_identically_in_every_format() {
+    let dir = temp_dir("export");
+    let original = ok(&["run", "--json", "--policy", "omls", "--policy", "affinity"]);
+    for ext in ["csv", "jsonl", "json"] {
+        let file = dir.join(format!("overall.{ext}"));
+        let file = file.to_str().unwrap();
+        ok(&["trace", "export", "--out", file]);
+        let replayed = ok(&[
+            "run", "--trace", file, "--json", "--policy", "omls", "--policy", "affinity",
+        ]);
+        assert_eq!(original, replayed, "{ext}");
+    }
+}
+
+#[test]
+fn overrides_apply() {
+    let out = ok(&[
+        "run",
+        "--instances",
+        "5",
+        "--loading",
+        "full",
+        "--seed",
+        "3",
+        "--seed",
+        "4",
+        "--policy",
+        "fcfs",
+        "--json",
+    ]);
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["instances"], 5);
+    assert_eq!(reports[0]["loading"], "full");
+    assert_eq!(
+        (reports[0]["seed"].as_u64(), reports[1]["seed"].as_u64()),
+        (Some(3), Some(4))
+    );
+}
+
+#[test]
+fn a_malformed_scenario_is_refused_with_file_line_and_column() {
+    let dir = temp_dir("bad-scenario");
+    let file = dir.join("bad.ron");
+    std::fs::write(
+        &file,
+        "Scenario(\n  name: \"x\",\n  profile: \"p.ron\",\n  model: 3,\n)",
+    )
+    .unwrap();
+    let err = fails(&["run", file.to_str().unwrap()]);
+    assert!(err.contains(&format!("{}:4:", file.display())), "{err}");
+}
+
+#[test]
+fn bad_traces_are_refused_with_their_position() {
+    let dir = temp_dir("bad-trace");
+    for (name, text, wanted) in [
+        ("letter.json", "[[\"A\", 0.1],\n[\"?\", 0.1]]", ":2:"),
+        ("gap.json", "[[\"A\", -0.1]]", "entry 0: gap -0.1"),
+        (
+            "nan.json",
+            "[[\"A\", 0.1], [\"B\", \"soon\"]]",
+            "entry 1: gap seconds",
+        ),
+        (
+            "rows.csv",
+            "arrival_ms,tenant,samples,seq_len\n0,a,16,128\n5,b,many,128\n",
+            "rows.csv:3:",
+        ),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let err = fails(&["run", "--trace", file.to_str().unwrap()]);
+        assert!(err.contains(name) && err.contains(wanted), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_profile_lacking_the_model_is_named() {
+    let dir = temp_dir("bad-profile");
+    let text = std::fs::read_to_string(repo("scenarios/profiles/rtx3090-fastptm.ron")).unwrap();
+    let file = dir.join("other.ron");
+    std::fs::write(
+        &file,
+        text.replace("\"bert-wwm-base-chinese\"", "\"roberta-base\""),
+    )
+    .unwrap();
+    let err = fails(&["run", "--profile", file.to_str().unwrap()]);
+    assert!(
+        err.contains("bert-wwm-base-chinese")
+            && err.contains("roberta-base")
+            && err.contains("other.ron"),
+        "{err}"
+    );
+}
+
+#[test]
+fn too_many_instances_and_unknown_policies_are_refused() {
+    let err = fails(&["run", "--instances", "10"]);
+    assert!(err.contains("at most 9 instances fit"), "{err}");
+    let err = fails(&["run", "--policy", "lottery"]);
+    assert!(err.contains("lottery") && err.contains("affinity"), "{err}");
+    let err = fails(&["run", "no/such/scenario.ron"]);
+    assert!(err.contains("no/such/scenario.ron"), "{err}");
+}

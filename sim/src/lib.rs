@@ -50,6 +50,7 @@ pub mod profile;
 pub mod rng;
 pub mod scenario;
 pub mod scheduler;
+pub mod sweep;
 pub mod time;
 pub mod workload;
 

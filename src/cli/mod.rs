@@ -2,6 +2,7 @@
 
 mod bench;
 mod run;
+mod sweep;
 mod trace;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ struct Cli {
 pub enum Command {
     /// Simulate a scenario: every (policy, seed) cell, a table or JSON reports.
     Run(run::RunArgs),
+    /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
+    Sweep(sweep::SweepArgs),
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -41,6 +44,7 @@ pub fn parse() -> Command {
 pub fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::execute(args),
+        Command::Sweep(args) => sweep::execute(args),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),
         Command::List => {

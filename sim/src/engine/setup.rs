@@ -2,7 +2,7 @@
 //! per tenant and per request, and the mean estimates schedulers see.
 
 use crate::error::{Error, Result};
-use crate::profile::{Cost, Dist, ModelProfile, Profile};
+use crate::profile::{stretch_at, Cost, Dist, ModelProfile, Profile};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId, Workload};
@@ -70,6 +70,17 @@ pub struct Estimates {
     switch_ns: Vec<Nanos>,
     /// Switch into a model from another model (the structure must be rebuilt: full mode).
     rebuild_ns: Vec<Nanos>,
+    /// Per model: how cold loads, switches, rebuilds and inference stretch with busy instances.
+    stretch: Vec<ModelStretch>,
+}
+
+/// One model's contention curves (see [`crate::profile::Cost`]).
+#[derive(Debug, Clone, PartialEq)]
+struct ModelStretch {
+    cold: Vec<f64>,
+    switch: Vec<f64>,
+    rebuild: Vec<f64>,
+    forward: Vec<f64>,
 }
 
 impl Estimates {
@@ -82,6 +93,7 @@ impl Estimates {
             cold_ns: vec![cold_ns],
             switch_ns: vec![switch_ns],
             rebuild_ns: vec![switch_ns],
+            stretch: Vec::new(),
         }
     }
 
@@ -97,15 +109,32 @@ impl Estimates {
             .map_or(0, |&m| m as usize)
     }
 
-    /// Estimated load before an instance holding `resident` can serve `tenant`.
+    /// Estimated load before an instance holding `resident` can serve `tenant`, with one
+    /// instance busy.
     pub fn load_ns(&self, resident: Option<TenantId>, tenant: TenantId) -> Nanos {
+        self.load_ns_busy(resident, tenant, 1)
+    }
+
+    /// The same with `busy` instances busy (the profile's contention stretch applied).
+    pub fn load_ns_busy(&self, resident: Option<TenantId>, tenant: TenantId, busy: usize) -> Nanos {
         let to = self.model_of(tenant);
-        match resident {
-            None => self.cold_ns[to],
-            Some(r) if r == tenant => 0,
-            Some(r) if self.model_of(r) == to => self.switch_ns[to],
-            Some(_) => self.rebuild_ns[to],
-        }
+        let curves = self.stretch.get(to);
+        let (ns, curve) = match resident {
+            None => (self.cold_ns[to], curves.map(|c| &c.cold)),
+            Some(r) if r == tenant => return 0,
+            Some(r) if self.model_of(r) == to => (self.switch_ns[to], curves.map(|c| &c.switch)),
+            Some(_) => (self.rebuild_ns[to], curves.map(|c| &c.rebuild)),
+        };
+        scale(ns, curve.map_or(1.0, |c| stretch_at(c, busy)))
+    }
+
+    /// Estimated inference of request `id` with `busy` instances busy.
+    pub fn service_ns_busy(&self, id: RequestId, tenant: TenantId, busy: usize) -> Nanos {
+        let f = self
+            .stretch
+            .get(self.model_of(tenant))
+            .map_or(1.0, |c| stretch_at(&c.forward, busy));
+        scale(self.service_ns[id as usize], f)
     }
 }
 
@@ -216,6 +245,18 @@ impl<'a> Setup<'a> {
                 .iter()
                 .map(|m| ms_to_ns(m.switch.full.ms.mean()))
                 .collect(),
+            stretch: models
+                .iter()
+                .map(|m| ModelStretch {
+                    cold: m.cold_load.stretch.clone(),
+                    switch: match serving.loading {
+                        LoadingMode::Split => m.switch.split.stretch.clone(),
+                        LoadingMode::Full => m.switch.full.stretch.clone(),
+                    },
+                    rebuild: m.switch.full.stretch.clone(),
+                    forward: m.forward.stretch.clone(),
+                })
+                .collect(),
         };
         Ok(Setup {
             workload,
@@ -267,6 +308,10 @@ impl<'a> Setup<'a> {
             .model_of(self.workload.requests[id as usize].tenant)];
         ms_to_ns(ms * m.forward.stretch_at(busy))
     }
+}
+
+fn scale(ns: Nanos, factor: f64) -> Nanos {
+    (ns as f64 * factor).round() as Nanos
 }
 
 fn plan(m: &ModelProfile, samples: u32, seq_len: u32, batch: u32) -> ServicePlan {

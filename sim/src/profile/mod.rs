@@ -77,7 +77,9 @@ impl Cost {
     }
 }
 
-fn stretch_at(curve: &[f64], busy: usize) -> f64 {
+/// The factor of a stretch curve with `busy` instances busy (1.0 for an empty curve; the last
+/// value beyond its end).
+pub fn stretch_at(curve: &[f64], busy: usize) -> f64 {
     match curve.len() {
         0 => 1.0,
         n => curve[busy.clamp(1, n) - 1],

@@ -100,7 +100,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn workload_id(&self) -> (String, Option<u64>) {
+    fn workload_id(&self) -> WorkloadId {
         // Traces do not depend on the seed; generators do.
         let seed = if matches!(self.workload, WorkloadSpec::Trace(_)) {
             None
@@ -227,10 +227,13 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     out
 }
 
+/// Identifies a built workload: its spec, and the seed for generated ones.
+type WorkloadId = (String, Option<u64>);
+
 /// The inputs of a set of cells, each read or generated once.
 pub struct Inputs {
     profiles: BTreeMap<PathBuf, (Profile, String)>,
-    workloads: BTreeMap<(String, Option<u64>), Workload>,
+    workloads: BTreeMap<WorkloadId, Workload>,
 }
 
 impl Inputs {
@@ -243,7 +246,7 @@ impl Inputs {
                 profiles.insert(c.profile.clone(), (Profile::from_ron(&text, &name)?, name));
             }
         }
-        let mut wanted: BTreeMap<(String, Option<u64>), &Cell> = BTreeMap::new();
+        let mut wanted: BTreeMap<WorkloadId, &Cell> = BTreeMap::new();
         for c in cells {
             wanted.entry(c.workload_id()).or_insert(c);
         }
@@ -256,7 +259,7 @@ impl Inputs {
                 }
             }
         }
-        let built: Vec<Result<((String, Option<u64>), Workload)>> = wanted
+        let built: Vec<Result<(WorkloadId, Workload)>> = wanted
             .into_par_iter()
             .map(|(id, c)| {
                 let w = match &c.workload {

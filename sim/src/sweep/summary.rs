@@ -95,7 +95,8 @@ pub fn seeds_csv(cells: &[CellReport]) -> String {
             .1
             .push(c);
     }
-    let metrics: [(&str, fn(&CellReport) -> f64); 7] = [
+    type Metric = (&'static str, fn(&CellReport) -> f64);
+    let metrics: [Metric; 7] = [
         ("throughput_rps", |c| c.report.throughput_rps),
         ("switches", |c| c.report.switches as f64),
         ("overtimes", |c| c.report.overtimes as f64),

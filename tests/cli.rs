@@ -247,19 +247,55 @@ fn sweeps_are_identical_whatever_the_thread_count() {
     let dir = temp_dir("sweep-jobs");
     let one = dir.join("one");
     let two = dir.join("two");
-    ok(&["sweep", "fastptm/omls-vs-fcfs", "--out", one.to_str().unwrap(), "--jobs", "1", "-q"]);
-    ok(&["sweep", "fastptm/omls-vs-fcfs", "--out", two.to_str().unwrap(), "--jobs", "2", "-q"]);
-    for file in ["summary.csv", "seeds.csv", "cells/00000.json", "cells/00053.json"] {
+    ok(&[
+        "sweep",
+        "fastptm/omls-vs-fcfs",
+        "--out",
+        one.to_str().unwrap(),
+        "--jobs",
+        "1",
+        "-q",
+    ]);
+    ok(&[
+        "sweep",
+        "fastptm/omls-vs-fcfs",
+        "--out",
+        two.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "-q",
+    ]);
+    for file in [
+        "summary.csv",
+        "seeds.csv",
+        "cells/00000.json",
+        "cells/00053.json",
+    ] {
         let a = std::fs::read(one.join(file)).unwrap();
         assert_eq!(a, std::fs::read(two.join(file)).unwrap(), "{file}");
     }
     let summary = std::fs::read_to_string(one.join("summary.csv")).unwrap();
-    assert_eq!(summary.lines().count(), 1 + 6 * 3 * 3, "6 workloads × 3 instance counts × 3 policies");
+    assert_eq!(
+        summary.lines().count(),
+        1 + 6 * 3 * 3,
+        "6 workloads × 3 instance counts × 3 policies"
+    );
     // The cell's JSON holds the same report a single `ptm run` of that configuration gives.
-    let cell: serde_json::Value = serde_json::from_slice(&std::fs::read(one.join("cells/00000.json")).unwrap()).unwrap();
+    let cell: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(one.join("cells/00000.json")).unwrap()).unwrap();
     assert_eq!(cell["cell"]["workload"], "T240-mu0.10");
     let trace = repo("scenarios/traces/fastptm/167281892426_dat_T240_L12_M0.10.json");
-    let single = ok(&["run", "fastptm/omls-vs-fcfs", "--trace", &trace, "--instances", "1", "--policy", "fcfs-rr", "--json"]);
+    let single = ok(&[
+        "run",
+        "fastptm/omls-vs-fcfs",
+        "--trace",
+        &trace,
+        "--instances",
+        "1",
+        "--policy",
+        "fcfs-rr",
+        "--json",
+    ]);
     let single: serde_json::Value = serde_json::from_str(&single).unwrap();
     assert_eq!(cell["report"], single[0]);
 }

@@ -299,3 +299,106 @@ fn sweeps_are_identical_whatever_the_thread_count() {
     let single: serde_json::Value = serde_json::from_str(&single).unwrap();
     assert_eq!(cell["report"], single[0]);
 }
+
+#[test]
+fn a_grid_run_in_shards_and_merged_equals_the_whole_run() {
+    let dir = temp_dir("shards");
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    ok(&["sweep", "fastptm/loading", "--out", &path("whole"), "-q"]);
+    for k in 1..=3 {
+        ok(&[
+            "sweep",
+            "fastptm/loading",
+            "--shard",
+            &format!("{k}/3"),
+            "--out",
+            &path(&format!("s{k}")),
+            "-q",
+        ]);
+        assert!(
+            !dir.join(format!("s{k}/summary.csv")).exists(),
+            "a shard alone writes no summary"
+        );
+    }
+    ok(&[
+        "sweep",
+        "--merge",
+        &path("s1"),
+        &path("s2"),
+        &path("s3"),
+        "--out",
+        &path("merged"),
+    ]);
+    for file in ["summary.csv", "seeds.csv", "cells/00047.json"] {
+        let whole = std::fs::read(dir.join("whole").join(file)).unwrap();
+        assert_eq!(
+            whole,
+            std::fs::read(dir.join("merged").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let err = fails(&[
+        "sweep",
+        "--merge",
+        &path("s1"),
+        &path("s3"),
+        "--out",
+        &path("broken"),
+    ]);
+    assert!(err.contains("cell 1 is missing"), "{err}");
+    let err = fails(&[
+        "sweep",
+        "--merge",
+        &path("s1"),
+        &path("s1"),
+        "--out",
+        &path("broken"),
+    ]);
+    assert!(err.contains("cell 0 is twice"), "{err}");
+    let err = fails(&[
+        "sweep",
+        "fastptm/loading",
+        "--shard",
+        "4/3",
+        "--out",
+        &path("x"),
+    ]);
+    assert!(err.contains("K/N"), "{err}");
+}
+
+#[test]
+fn a_timeline_tiles_each_instance_from_start_to_end() {
+    let dir = temp_dir("timeline");
+    let file = dir.join("tl.csv");
+    ok(&[
+        "run",
+        "--policy",
+        "omls",
+        "--timeline",
+        file.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("instance,kind,start_ms,end_ms,request,tenant")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let inferences = rows.iter().filter(|r| r[1] == "inference").count();
+    assert_eq!(inferences, 480, "one inference per request");
+    let end: f64 = rows
+        .iter()
+        .map(|r| r[3].parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    for i in 0..3 {
+        let mine: Vec<_> = rows.iter().filter(|r| r[0] == i.to_string()).collect();
+        assert_eq!(mine[0][2], "0.000000");
+        assert!(
+            mine.windows(2).all(|w| w[0][3] == w[1][2]),
+            "instance {i} has a gap or overlap"
+        );
+        assert_eq!(mine.last().unwrap()[3].parse::<f64>().unwrap(), end);
+    }
+    let err = fails(&["run", "--timeline", file.to_str().unwrap()]);
+    assert!(err.contains("one --policy"), "{err}");
+}

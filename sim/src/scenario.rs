@@ -22,7 +22,7 @@
 //! `ptm run` runs every (policy, seed) cell of the scenario itself; the `sweep` section adds a
 //! grid for `ptm sweep` (see [`Sweep`]).
 
-use crate::engine::{self, LoadingMode, Preload, RunOptions, Serving, Setup};
+use crate::engine::{self, LoadingMode, Preload, RunOptions, Serving, Setup, Span};
 use crate::error::{Error, Result};
 use crate::metrics::Report;
 use crate::profile::Profile;
@@ -237,6 +237,18 @@ impl Scenario {
 
     /// Runs one policy on a prepared setup.
     pub fn run_cell(&self, setup: &Setup<'_>, policy: &str, seed: u64) -> Result<Report> {
+        Ok(self.run_cell_with_timeline(setup, policy, seed, false)?.0)
+    }
+
+    /// Runs one policy on a prepared setup, recording every phase of every instance when
+    /// `timeline` is set.
+    pub fn run_cell_with_timeline(
+        &self,
+        setup: &Setup<'_>,
+        policy: &str,
+        seed: u64,
+        timeline: bool,
+    ) -> Result<(Report, Option<Vec<Span>>)> {
         let shape = Shape {
             instances: setup.serving.instances,
             tenants: setup.workload.tenants.len(),
@@ -244,10 +256,11 @@ impl Scenario {
         let mut scheduler = scheduler::by_name(policy, &self.policy_options, shape)?;
         let options = RunOptions {
             preload: self.preload,
-            timeline: false,
+            timeline,
         };
         let run = engine::simulate(setup, scheduler.as_mut(), seed, options)?;
-        Ok(Report::new(&self.name, policy, seed, setup, &run))
+        let report = Report::new(&self.name, policy, seed, setup, &run);
+        Ok((report, run.timeline))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ptm run`: simulate one scenario's (policy, seed) cells and print a table or JSON.
 
 use crate::embedded;
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use ptm_sim::engine::LoadingMode;
 use ptm_sim::workload::WorkloadSpec;
@@ -32,6 +33,9 @@ pub struct RunArgs {
     /// Print a JSON array of reports instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write the per-instance timeline (CSV) of the run; needs exactly one (policy, seed) cell.
+    #[arg(long, value_name = "PATH")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `--loading` values.
@@ -71,11 +75,37 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
         s.seeds = args.seeds.clone();
     }
     s.validate("command line")?;
-    let reports = s.run(loaded.files.as_ref())?;
+    let reports = match &args.timeline {
+        None => s.run(loaded.files.as_ref())?,
+        Some(path) => vec![run_with_timeline(s, loaded.files.as_ref(), path)?],
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         print!("{}", crate::table::reports(&reports));
     }
     Ok(())
+}
+
+/// Runs the scenario's single cell and writes its timeline to `path`.
+fn run_with_timeline(
+    s: &ptm_sim::scenario::Scenario,
+    files: &dyn ptm_sim::workload::FileSource,
+    path: &std::path::Path,
+) -> anyhow::Result<ptm_sim::metrics::Report> {
+    if s.policies.len() != 1 || s.seeds.len() != 1 {
+        anyhow::bail!(
+            "--timeline records one cell, but this run has {} policies × {} seeds: pass one --policy and one --seed",
+            s.policies.len(),
+            s.seeds.len()
+        );
+    }
+    let (profile, profile_name) = s.load_profile(files)?;
+    let workload = s.load_workload(files, s.seeds[0])?;
+    let setup = ptm_sim::engine::Setup::new(&profile, &profile_name, &workload, s.serving())?;
+    let (report, spans) = s.run_cell_with_timeline(&setup, &s.policies[0], s.seeds[0], true)?;
+    let spans = spans.expect("a timeline was asked for");
+    let csv = ptm_sim::metrics::timeline::csv(&spans, s.instances, &workload);
+    std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(report)
 }

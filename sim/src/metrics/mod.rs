@@ -10,6 +10,7 @@
 //! - percentiles are nearest-rank over all completed requests (p-th: the ⌈p·n/100⌉-th smallest).
 
 mod summary;
+pub mod timeline;
 
 pub use summary::Summary;
 

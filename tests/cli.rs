@@ -402,3 +402,35 @@ fn a_timeline_tiles_each_instance_from_start_to_end() {
     let err = fails(&["run", "--timeline", file.to_str().unwrap()]);
     assert!(err.contains("one --policy"), "{err}");
 }
+
+#[test]
+fn capacity_brackets_the_slo_target_per_policy() {
+    let out = ok(&[
+        "capacity", "--policy", "fcfs-rr", "--policy", "affinity", "--slo", "0.95", "--json",
+    ]);
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let (cap, miss) = (
+            r["capacity_rps"].as_f64().unwrap(),
+            r["missed_at_rps"].as_f64().unwrap(),
+        );
+        assert!(
+            cap > 0.0 && miss > cap && (miss - cap) / miss <= 0.01,
+            "{r}"
+        );
+        assert!(r["slo_attainment"].as_f64().unwrap() >= 0.95);
+    }
+    // Round-robin FCFS switches on almost every request: it saturates first.
+    assert!(results[1]["capacity_rps"].as_f64() > results[0]["capacity_rps"].as_f64());
+    assert_eq!(
+        out,
+        ok(
+            &[
+                "capacity", "--policy", "fcfs-rr", "--policy", "affinity", "--slo", "0.95",
+                "--json"
+            ]
+        )
+    );
+}

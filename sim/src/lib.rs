@@ -43,6 +43,7 @@
 //! assert_eq!(report.cold_loads, 2); // each instance's first load
 //! //! ```
 
+pub mod capacity;
 pub mod engine;
 pub mod error;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The command line: flags parsed by `clap` into one typed [`Command`], then executed.
 
 mod bench;
+mod capacity;
 mod run;
 mod sweep;
 mod trace;
@@ -23,6 +24,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
     Sweep(sweep::SweepArgs),
+    /// Per policy, the highest offered rate that meets an SLO target (bisection).
+    Capacity(capacity::CapacityArgs),
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -45,6 +48,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::execute(args),
         Command::Sweep(args) => sweep::execute(args),
+        Command::Capacity(args) => capacity::execute(args),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),
         Command::List => {

@@ -177,7 +177,7 @@ pub enum WorkloadSpec {
 
 /// Reads the files a workload names. The simulator never touches the file system directly, so
 /// that scenarios can be embedded in a binary.
-pub trait FileSource {
+pub trait FileSource: Send + Sync {
     /// The file's text and the name to use for it in messages.
     fn read(&self, path: &Path) -> Result<(String, String)>;
 }

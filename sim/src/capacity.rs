@@ -59,7 +59,7 @@ pub fn search(
     target: f64,
     tolerance: f64,
 ) -> Result<Capacity> {
-    if !(0.0..=1.0).contains(&target) || !(tolerance > 0.0 && tolerance < 1.0) {
+    if !((0.0..=1.0).contains(&target) && tolerance > 0.0 && tolerance < 1.0) {
         return Err(Error::invalid(
             "capacity",
             format!("expected 0 ≤ slo ≤ 1 and 0 < tolerance < 1, got {target}, {tolerance}"),
@@ -77,7 +77,7 @@ pub fn search(
         (None, WorkloadSpec::Sequence { gap_ms, .. }) => 1000.0 / gap_ms,
         (None, WorkloadSpec::Trace(_)) => unreachable!("traces are read above"),
     };
-    if !(base_rate > 0.0) {
+    if base_rate.is_nan() || base_rate <= 0.0 {
         return Err(Error::invalid(
             "capacity",
             "the workload has no arrival rate to scale (one request?)",

@@ -27,6 +27,7 @@ static FILES: &[(&str, &str)] = embed![
     "fastptm/omls-vs-fcfs.ron",
     "fastptm/sequence.ron",
     "synthetic/zipf-tenants.ron",
+    "bench/sweep-10k.ron",
     "profiles/rtx3090-fastptm.ron",
     "traces/fastptm/167281324864_dat_T240_L12_M0.20.json",
     "traces/fastptm/167281324903_dat_T480_L12_M0.20.json",

@@ -46,8 +46,23 @@ fn repo(path: &str) -> String {
 }
 
 #[test]
-fn bare_ptm_runs_the_default_with_every_policy() {
-    let table = ok(&[]);
+fn bare_ptm_runs_the_default_with_every_policy_and_writes_figures() {
+    let dir = temp_dir("bare");
+    let out = Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(table, ok(&["run"]), "the table is `ptm run`'s");
+    let figures = dir.join("results/fastptm-overall/plots");
+    assert!(
+        figures.join("throughput.png").exists() && figures.join("latency-cdf-split.svg").exists()
+    );
     assert!(
         table.starts_with("fastptm-overall: 480 requests, 12 tenants, 3 instances"),
         "{table}"
@@ -433,4 +448,48 @@ fn capacity_brackets_the_slo_target_per_policy() {
             ]
         )
     );
+}
+
+#[test]
+fn plot_renders_a_sweep_and_a_timeline() {
+    let dir = temp_dir("plot");
+    let sweep = dir.join("sweep");
+    ok(&[
+        "sweep",
+        "fastptm/overall",
+        "--out",
+        sweep.to_str().unwrap(),
+        "-q",
+    ]);
+    let listed = ok(&["plot", sweep.to_str().unwrap()]);
+    for stem in [
+        "throughput",
+        "overtimes",
+        "switches",
+        "latency-p99",
+        "latency-cdf-split",
+        "latency-cdf-full",
+    ] {
+        for ext in ["png", "svg"] {
+            let f = sweep.join("plots").join(format!("{stem}.{ext}"));
+            assert!(
+                f.exists() && std::fs::metadata(&f).unwrap().len() > 10_000,
+                "{}",
+                f.display()
+            );
+            assert!(listed.contains(&f.display().to_string()));
+        }
+    }
+    let tl = dir.join("tl.csv");
+    ok(&[
+        "run",
+        "--policy",
+        "affinity",
+        "--timeline",
+        tl.to_str().unwrap(),
+    ]);
+    ok(&["plot", "--timeline", tl.to_str().unwrap()]);
+    assert!(dir.join("timeline.png").exists());
+    let err = fails(&["plot", dir.join("nothing").to_str().unwrap()]);
+    assert!(err.contains("ptm sweep"), "{err}");
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod capacity;
+mod plot;
 mod run;
 mod sweep;
 mod trace;
@@ -24,6 +25,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
     Sweep(sweep::SweepArgs),
+    /// Render PNG and SVG figures of a sweep (and of a `--timeline` CSV).
+    Plot(plot::PlotArgs),
     /// Per policy, the highest offered rate that meets an SLO target (bisection).
     Capacity(capacity::CapacityArgs),
     /// Convert, generate and export workload traces.
@@ -34,13 +37,15 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// List the scenarios, profiles and traces built into this binary.
     List,
+    /// No subcommand: the main job on embedded defaults — `ptm run` of the default scenario
+    /// (table), then its sweep and figures written to `results/<scenario>/`.
+    #[command(skip)]
+    Default,
 }
 
 /// Parses the process's arguments. No subcommand means `ptm run` on the embedded default.
 pub fn parse() -> Command {
-    Cli::parse()
-        .command
-        .unwrap_or_else(|| Command::Run(run::RunArgs::default()))
+    Cli::parse().command.unwrap_or(Command::Default)
 }
 
 /// Runs `command`.
@@ -49,8 +54,29 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::execute(args),
         Command::Sweep(args) => sweep::execute(args),
         Command::Capacity(args) => capacity::execute(args),
+        Command::Plot(args) => plot::execute(args),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),
+        Command::Default => {
+            run::execute(run::RunArgs::default())?;
+            let out = std::path::PathBuf::from("results").join("fastptm-overall");
+            sweep::execute(sweep::SweepArgs {
+                scenario: Some(crate::embedded::DEFAULT_SCENARIO.into()),
+                out: out.clone(),
+                shard: None,
+                merge: Vec::new(),
+                jobs: None,
+                quiet: true,
+            })?;
+            let figures = out.join("plots");
+            plot::execute(plot::PlotArgs {
+                dir: Some(out),
+                timeline: None,
+                out: Some(figures.clone()),
+                quiet: true,
+            })
+            .map(|_| eprintln!("figures in {}", figures.display()))
+        }
         Command::List => {
             for name in crate::embedded::names() {
                 println!("{name}");

@@ -57,6 +57,9 @@ pub struct Report {
     pub latency_ms: Summary,
     /// Waiting time before the instance started on it, milliseconds.
     pub wait_ms: Summary,
+    /// Response-time percentiles 0, 1, …, 100 (nearest rank; 0 = the minimum), milliseconds:
+    /// the latency CDF.
+    pub latency_quantiles_ms: Vec<f64>,
     /// Share of the makespan with at least one instance busy.
     pub gpu_busy_frac: f64,
     /// Per instance.
@@ -165,6 +168,7 @@ impl Report {
                 1.0 - overtimes as f64 / n as f64
             },
             latency_ms: Summary::of_ns(&mut latencies),
+            latency_quantiles_ms: summary::quantiles_ms(&latencies),
             wait_ms: Summary::of_ns(&mut waits),
             gpu_busy_frac: frac(run.gpu_busy_ns),
             per_instance: run

@@ -45,6 +45,23 @@ pub fn nearest_rank(sorted: &[Nanos], p: u32) -> Nanos {
     sorted[rank - 1]
 }
 
+/// Percentiles 0, 1, …, 100 of sorted `values` in milliseconds (0 = the minimum); empty when
+/// there are no values.
+pub fn quantiles_ms(sorted: &[Nanos]) -> Vec<f64> {
+    if sorted.is_empty() {
+        return Vec::new();
+    }
+    (0..=100)
+        .map(|p| {
+            ns_to_ms(if p == 0 {
+                sorted[0]
+            } else {
+                nearest_rank(sorted, p)
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +75,7 @@ mod tests {
         let mut one = vec![7_000_000];
         assert_eq!(Summary::of_ns(&mut one).p50, 7.0);
         assert_eq!(Summary::of_ns(&mut []).max, 0.0);
+        let q = quantiles_ms(&v);
+        assert_eq!((q.len(), q[0], q[50], q[100]), (101, 1.0, 50.0, 100.0));
     }
 }

@@ -17,7 +17,7 @@ use crate::scenario::{with_rate, Scenario};
 use crate::workload::{self, FileSource, Popularity, Workload, WorkloadSpec};
 mod summary;
 
-pub use summary::{seeds_csv, summary_csv};
+pub use summary::{mean_ci95, seeds_csv, summary_csv};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

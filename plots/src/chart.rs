@@ -1,7 +1,7 @@
 //! Chart primitives: line charts with bands, grouped bars, rendered to PNG and SVG alike.
 
 use crate::{Error, Result};
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -171,14 +171,7 @@ impl Figure for LineChart {
                             .map_err(e)?;
                     }
                 }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .label_font(("sans-serif", 15))
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .map_err(e)?;
+                legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
             }};
         }
         if self.log_x {
@@ -191,6 +184,21 @@ impl Figure for LineChart {
         }
         Ok(())
     }
+}
+
+/// Draws the series legend in the house style at `position`.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 15))
+        .position(position)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// A tick label: integers without decimals, others with up to two.
@@ -276,14 +284,7 @@ impl Figure for BarChart {
                 )
                 .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 15))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }

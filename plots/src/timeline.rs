@@ -1,6 +1,6 @@
 //! Per-instance timelines (Gantt charts) from the CSV that `ptm run --timeline` writes.
 
-use crate::chart::{colour, render, Figure};
+use crate::chart::{colour, legend, render, Figure};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -120,14 +120,7 @@ impl Figure for Gantt<'_> {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 15))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }

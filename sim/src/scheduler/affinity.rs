@@ -163,13 +163,6 @@ mod tests {
         inst: &[InstanceView],
         now_ns: Nanos,
     ) -> Vec<Dispatch> {
-        let est = estimates(reqs.len());
-        let view = View {
-            now_ns,
-            instances: inst,
-            requests: reqs,
-            estimates: &est,
-        };
         let mut s = Affinity::new(
             Shape {
                 instances: inst.len(),
@@ -177,12 +170,7 @@ mod tests {
             },
             AffinityOptions::default(),
         );
-        for id in 0..reqs.len() as u32 {
-            s.on_arrival(id, &view);
-        }
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
-        out
+        arrive_all_then_decide(&mut s, reqs, inst, now_ns)
     }
 
     #[test]

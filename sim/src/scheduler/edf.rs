@@ -58,20 +58,9 @@ mod tests {
     fn earliest_deadline_goes_first_to_its_holder() {
         let mut reqs = requests(&[0, 1, 2]);
         reqs[2].deadline_ns = 1_000_000; // due at 3 ms: the most urgent
-        let est = estimates(reqs.len());
         let inst = instances(&[None, Some(2)], &[false, false]);
-        let view = View {
-            now_ns: 5_000_000,
-            instances: &inst,
-            requests: &reqs,
-            estimates: &est,
-        };
         let mut s = Edf::new();
-        for id in 0..3 {
-            s.on_arrival(id, &view);
-        }
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
+        let out = arrive_all_then_decide(&mut s, &reqs, &inst, 5_000_000);
         assert_eq!(
             out,
             vec![

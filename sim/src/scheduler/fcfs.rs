@@ -45,20 +45,9 @@ mod tests {
     #[test]
     fn oldest_first_to_lowest_idle() {
         let reqs = requests(&[0, 1, 2]);
-        let est = estimates(reqs.len());
         let inst = instances(&[Some(2), None, None], &[false, true, false]);
-        let view = View {
-            now_ns: 0,
-            instances: &inst,
-            requests: &reqs,
-            estimates: &est,
-        };
         let mut s = Fcfs::new();
-        for id in 0..3 {
-            s.on_arrival(id, &view);
-        }
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
+        let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
         assert_eq!(
             out,
             vec![

@@ -44,23 +44,12 @@ mod tests {
     #[test]
     fn routes_by_tenant_modulo_instances() {
         let reqs = requests(&[3, 2, 5]);
-        let est = estimates(reqs.len());
         let inst = instances(&[None, None], &[false, false]);
-        let view = View {
-            now_ns: 0,
-            instances: &inst,
-            requests: &reqs,
-            estimates: &est,
-        };
         let mut s = FcfsMod::new(Shape {
             instances: 2,
             tenants: 6,
         });
-        for id in 0..3 {
-            s.on_arrival(id, &view);
-        }
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
+        let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
         assert_eq!(
             out,
             vec![

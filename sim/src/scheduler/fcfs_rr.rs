@@ -60,23 +60,12 @@ mod tests {
     #[test]
     fn deals_round_robin_and_serves_own_queue_only() {
         let reqs = requests(&[0, 1, 2, 3, 4]);
-        let est = estimates(reqs.len());
         let inst = instances(&[None, None], &[true, false]);
-        let view = View {
-            now_ns: 0,
-            instances: &inst,
-            requests: &reqs,
-            estimates: &est,
-        };
         let mut s = FcfsRr::new(Shape {
             instances: 2,
             tenants: 5,
         });
-        for id in 0..5 {
-            s.on_arrival(id, &view);
-        }
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
+        let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
         // Instance 0 is busy: its requests 0, 2, 4 wait even though instance 1 is idle.
         assert_eq!(
             out,

@@ -195,6 +195,29 @@ pub(crate) mod testing {
         Estimates::uniform(requests, 10_000_000, 100_000_000, 1_000_000_000)
     }
 
+    /// Hands every request of `reqs` to `s` as an arrival, then lets it decide once at
+    /// `now_ns` with instances `inst`.
+    pub fn arrive_all_then_decide(
+        s: &mut dyn Scheduler,
+        reqs: &[Request],
+        inst: &[InstanceView],
+        now_ns: Nanos,
+    ) -> Vec<Dispatch> {
+        let est = estimates(reqs.len());
+        let view = View {
+            now_ns,
+            instances: inst,
+            requests: reqs,
+            estimates: &est,
+        };
+        for id in 0..reqs.len() as RequestId {
+            s.on_arrival(id, &view);
+        }
+        let mut out = Vec::new();
+        s.decide(&view, &mut out);
+        out
+    }
+
     /// Instances holding `resident`, busy where `busy`.
     pub fn instances(resident: &[Option<u32>], busy: &[bool]) -> Vec<InstanceView> {
         resident

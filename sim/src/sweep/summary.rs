@@ -1,7 +1,7 @@
 //! The sweep's tables: `summary.csv` (one row per cell, every metric) and `seeds.csv` (per
 //! configuration and policy: the mean over seeds and its 95 % confidence interval, Student's t).
 
-use super::{popularity_name, CellReport};
+use super::{popularity_name, CellKey, CellReport};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,16 +23,9 @@ pub fn summary_csv(cells: &[CellReport]) -> String {
         let (l, w) = (&r.latency_ms, &r.wait_ms);
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             k.index,
-            csv_field(&k.workload),
-            csv_field(&k.profile),
-            k.instances,
-            k.loading.name(),
-            opt(k.offered_rps),
-            opt(k.tenants),
-            opt(k.popularity.as_ref().map(popularity_name)),
-            k.policy,
+            config_columns(k),
             k.seed,
             r.requests,
             r.completed,
@@ -57,6 +50,21 @@ pub fn summary_csv(cells: &[CellReport]) -> String {
         );
     }
     out
+}
+
+/// workload,profile,instances,loading,offered_rps,tenants,popularity,policy
+fn config_columns(k: &CellKey) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{}",
+        csv_field(&k.workload),
+        csv_field(&k.profile),
+        k.instances,
+        k.loading.name(),
+        opt(k.offered_rps),
+        opt(k.tenants),
+        opt(k.popularity.as_ref().map(popularity_name)),
+        k.policy
+    )
 }
 
 fn csv_field(s: &str) -> String {
@@ -114,19 +122,7 @@ pub fn seeds_csv(cells: &[CellReport]) -> String {
     out.push('\n');
     for (first, members) in groups.values() {
         let k = &first.cell;
-        let _ = write!(
-            out,
-            "{},{},{},{},{},{},{},{},{}",
-            csv_field(&k.workload),
-            csv_field(&k.profile),
-            k.instances,
-            k.loading.name(),
-            opt(k.offered_rps),
-            opt(k.tenants),
-            opt(k.popularity.as_ref().map(popularity_name)),
-            k.policy,
-            members.len()
-        );
+        let _ = write!(out, "{},{}", config_columns(k), members.len());
         for (_, f) in &metrics {
             let xs: Vec<f64> = members.iter().map(|c| f(c)).collect();
             let (m, h) = mean_ci95(&xs);

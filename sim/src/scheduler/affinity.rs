@@ -9,7 +9,8 @@
 //!    enough to serve it without a switch;
 //! 2. if `c` has nothing waiting (or the instance is empty), it switches to the tenant of the
 //!    most urgent waiting request, skipping tenants whose holders will clear their backlog
-//!    sooner than this instance could switch (`backlog ≤ switch estimate`);
+//!    within two switch estimates (`backlog ≤ 2 × switch`: the switch costs one load now and
+//!    displaces this instance's own tenant, which may need a load back later);
 //! 3. else it stays idle until the next event.
 //!
 //! "Most urgent" is earliest absolute deadline (ties: older). Estimates are the profile's means.
@@ -126,8 +127,10 @@ impl Scheduler for Affinity {
                 }
                 let switch = view.est_load_ns(instance, tenant);
                 let backlog = self.holders_backlog_ns(tenant, instance, &taken, view);
-                if backlog.is_some_and(|b| b <= switch) {
-                    continue; // its holder will serve it sooner than we could switch
+                if backlog.is_some_and(|b| b <= 2 * switch) {
+                    // Its holders will serve it about as soon as we could switch; and switching
+                    // would also displace our own tenant (a switch back later): leave it.
+                    continue;
                 }
                 match own {
                     None => pick = Some(tenant),
@@ -230,7 +233,7 @@ mod tests {
                 request: 0
             }]
         );
-        // With only 3 waiting (25 ms of backlog < 100 ms switch) the holder keeps them.
+        // With only 3 waiting (25 ms of backlog < two 100 ms switches) the holder keeps them.
         let reqs = requests(&[0; 3]);
         assert!(run(&reqs, &inst, 0).is_empty());
     }

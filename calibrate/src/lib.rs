@@ -1,4 +1,309 @@
-//! Calibration: measures a GPU with the real runtime and writes the simulator's profile.
+//! # ptm-calibrate — measure a device, write the simulator's profile
 //!
-//! Not built yet: until it is, profiles are written by hand from published measurements
-//! (see `scenarios/profiles/`). The README's status table says what works today.
+//! Calibration drives a [`Target`] — the real runtime on a GPU or the CPU — through every figure
+//! the simulator's [`Profile`] holds: an instance's cold load, a switch per loading mode,
+//! forward-pass latency over a (batch × sequence length) grid, and how switches and forward
+//! passes stretch when several instances work at once. Each figure gets warm-up runs, then
+//! repeats; [`stats::summarise`] turns the repeats into a median, percentiles, a standard
+//! deviation and a fitted distribution (normal or log-normal, by likelihood), and the profile
+//! records both the distribution the simulator samples and the statistics behind it.
+//!
+//! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
+//! target with known costs.
+
+pub mod plan;
+pub mod stats;
+
+pub use plan::Plan;
+
+use ptm_sim::profile::{
+    Calibration, Cost, ForwardPoint, ForwardTable, Gpu, ModelProfile, Profile, SwitchCosts,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What calibration can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target failed to perform a measured operation.
+    #[error("measuring {what} of {model}: {message}")]
+    Target {
+        /// The model.
+        model: String,
+        /// The figure being measured.
+        what: String,
+        /// The target's error.
+        message: String,
+    },
+    /// A plan or input that cannot be measured.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A result whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a switch loads weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// From the pinned host cache into a resident slot (ptm's split loading).
+    HostCache,
+    /// FastPTM's split mode: re-read the checkpoint into pageable memory, copy in place.
+    FastPtm,
+    /// Rebuild: read the checkpoint, allocate and upload tensor by tensor, build the model.
+    Full,
+}
+
+/// One measurable operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A switch in the given mode.
+    Switch(SwitchMode),
+    /// One forward pass.
+    Forward {
+        /// Samples.
+        batch: u32,
+        /// Tokens per sample.
+        seq_len: u32,
+    },
+}
+
+/// The device being calibrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Its name, as the driver reports it.
+    pub name: String,
+    /// Driver version (or "cpu").
+    pub driver: String,
+    /// Memory available to instances, bytes.
+    pub memory_bytes: u64,
+}
+
+/// Something calibration can measure: models on one device.
+pub trait Target {
+    /// The device.
+    fn device(&self) -> DeviceInfo;
+    /// Memory one instance of `model` takes, bytes.
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String>;
+    /// One cold load of `model` (checkpoint to ready instance).
+    fn cold_load(&mut self, model: &str) -> Result<Duration, String>;
+    /// `op` once on each of `instances` instances at the same time; each one's latency.
+    fn concurrent(
+        &mut self,
+        model: &str,
+        instances: usize,
+        op: Op,
+    ) -> Result<Vec<Duration>, String>;
+}
+
+/// A step of a calibration, for progress reporting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Steps done so far (including this one).
+    pub done: usize,
+    /// Steps in total.
+    pub total: usize,
+    /// What was just measured.
+    pub what: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Measures `models` on `target` following `plan`, calling `progress` after each figure, and
+/// returns the profile. `command` is recorded as the calibration's provenance, `date` as its
+/// time (ISO 8601, UTC).
+pub fn calibrate(
+    target: &mut dyn Target,
+    models: &[String],
+    plan: &Plan,
+    command: &str,
+    date: &str,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Profile> {
+    plan.validate()?;
+    if models.is_empty() {
+        return Err(Error::Invalid("no models to calibrate".into()));
+    }
+    let total = models.len() * plan.steps_per_model();
+    let mut done = 0;
+    let mut step = |what: String, progress: &mut dyn FnMut(Step)| {
+        done += 1;
+        progress(Step { done, total, what });
+    };
+    let mut out = BTreeMap::new();
+    for model in models {
+        let fail = |what: &str| {
+            let (model, what) = (model.clone(), what.to_string());
+            move |message: String| Error::Target {
+                model,
+                what,
+                message,
+            }
+        };
+        let memory = target
+            .memory_per_instance_bytes(model)
+            .map_err(fail("memory"))?;
+
+        let mut cold = Vec::new();
+        for i in 0..plan.warmup + plan.repeats {
+            let d = target.cold_load(model).map_err(fail("cold load"))?;
+            if i >= plan.warmup {
+                cold.push(ms(d));
+            }
+        }
+        step(format!("{model}: cold load"), progress);
+
+        // One op on k instances at once, repeated: every instance's latency is a sample.
+        let mut measure = |op: Op, k: usize, what: &str| -> Result<Vec<f64>> {
+            let mut samples = Vec::new();
+            for i in 0..plan.warmup + plan.repeats {
+                let ds = target.concurrent(model, k, op).map_err(fail(what))?;
+                if ds.len() != k {
+                    return Err(fail(what)(format!(
+                        "{} latencies for {k} instances",
+                        ds.len()
+                    )));
+                }
+                if i >= plan.warmup {
+                    samples.extend(ds.into_iter().map(ms));
+                }
+            }
+            Ok(samples)
+        };
+        let switch = |mode: SwitchMode,
+                      name: &str,
+                      measure: &mut dyn FnMut(Op, usize, &str) -> Result<Vec<f64>>|
+         -> Result<Cost> {
+            let mut medians = Vec::new();
+            let mut base = Vec::new();
+            for k in 1..=plan.max_instances {
+                let samples = measure(Op::Switch(mode), k, name)?;
+                medians.push(stats::median(&samples));
+                if k == 1 {
+                    base = samples;
+                }
+            }
+            Ok(cost(&base, &medians))
+        };
+        let split = switch(SwitchMode::HostCache, "host-cache switch", &mut measure)?;
+        step(
+            format!(
+                "{model}: host-cache switch × 1–{} instances",
+                plan.max_instances
+            ),
+            progress,
+        );
+        let fastptm = switch(SwitchMode::FastPtm, "FastPTM-mode switch", &mut measure)?;
+        step(
+            format!(
+                "{model}: FastPTM-mode switch × 1–{} instances",
+                plan.max_instances
+            ),
+            progress,
+        );
+        let full = switch(SwitchMode::Full, "full switch", &mut measure)?;
+        step(
+            format!("{model}: full switch × 1–{} instances", plan.max_instances),
+            progress,
+        );
+
+        let mut points = Vec::new();
+        for &seq_len in &plan.seq_lens {
+            for &batch in &plan.batches {
+                let samples = measure(Op::Forward { batch, seq_len }, 1, "forward")?;
+                let summary = stats::summarise(&samples);
+                points.push(ForwardPoint {
+                    batch,
+                    seq_len,
+                    ms: stats::fit(&samples),
+                    measured: Some(summary),
+                });
+            }
+            step(
+                format!(
+                    "{model}: forward, seq_len {seq_len}, batch {:?}",
+                    plan.batches
+                ),
+                progress,
+            );
+        }
+        let (b, s) = plan.stretch_shape();
+        let mut medians = Vec::new();
+        for k in 1..=plan.max_instances {
+            medians.push(stats::median(&measure(
+                Op::Forward {
+                    batch: b,
+                    seq_len: s,
+                },
+                k,
+                "concurrent forward",
+            )?));
+        }
+        step(
+            format!("{model}: forward × 1–{} instances", plan.max_instances),
+            progress,
+        );
+
+        out.insert(
+            model.clone(),
+            ModelProfile {
+                memory_per_instance_bytes: memory,
+                cold_load: Cost {
+                    measured: Some(stats::summarise(&cold)),
+                    ..Cost::flat(stats::fit(&cold))
+                },
+                switch: SwitchCosts {
+                    split,
+                    full,
+                    fastptm: Some(fastptm),
+                },
+                request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
+                forward: ForwardTable {
+                    points,
+                    stretch: stretch(&medians),
+                },
+            },
+        );
+    }
+    let device = target.device();
+    Ok(Profile {
+        gpu: Gpu {
+            name: device.name.clone(),
+            memory_bytes: device.memory_bytes,
+        },
+        source: format!("measured by `{command}` on {date}"),
+        models: out,
+        calibration: Some(Calibration {
+            date: date.to_string(),
+            command: command.to_string(),
+            driver: device.driver,
+            warmup: plan.warmup,
+            repeats: plan.repeats,
+            interpolation:
+                "forward latency: linear in batch within a sequence length, then linear in \
+                sequence length; clamped below the smallest measured point, proportional above the \
+                largest. Stretch: median latency with k instances busy over the median with one, \
+                the last factor holding beyond the measured instance counts."
+                    .into(),
+        }),
+    })
+}
+
+/// A cost from its one-instance samples and the medians with 1, 2, … instances.
+fn cost(base: &[f64], medians: &[f64]) -> Cost {
+    Cost {
+        ms: stats::fit(base),
+        stretch: stretch(medians),
+        measured: Some(stats::summarise(base)),
+    }
+}
+
+/// Factors relative to the first median.
+fn stretch(medians: &[f64]) -> Vec<f64> {
+    match medians.first() {
+        Some(&m1) if m1 > 0.0 => medians.iter().map(|m| m / m1).collect(),
+        _ => vec![1.0; medians.len()],
+    }
+}

@@ -15,6 +15,9 @@ pub struct ForwardPoint {
     pub seq_len: u32,
     /// Latency of one forward pass, milliseconds.
     pub ms: Dist,
+    /// The measurement behind `ms`, when calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<super::Measured>,
 }
 
 /// Measured forward passes and their stretch under contention.
@@ -117,6 +120,7 @@ mod tests {
             batch,
             seq_len,
             ms: Dist::Constant(ms),
+            measured: None,
         };
         ForwardTable {
             points: vec![

@@ -34,6 +34,49 @@ pub struct Profile {
     pub source: String,
     /// Per model: its costs on this GPU. Keys are model names that scenarios use.
     pub models: BTreeMap<String, ModelProfile>,
+    /// How the profile was measured, when `ptm calibrate` wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// Provenance of a measured profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// When (UTC, ISO 8601).
+    pub date: String,
+    /// The command that measured it.
+    pub command: String,
+    /// The GPU driver (or "cpu").
+    pub driver: String,
+    /// Warm-up runs before each measured figure.
+    pub warmup: usize,
+    /// Measured repeats per figure.
+    pub repeats: usize,
+    /// How the simulator interpolates between the measured points.
+    pub interpolation: String,
+}
+
+/// Statistics of one measured figure, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measured {
+    /// Repeats measured.
+    pub n: usize,
+    /// Median.
+    pub median_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Standard deviation.
+    pub std_ms: f64,
+    /// 5th percentile.
+    pub p5_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The distribution chosen for `ms` and why (e.g. "log-normal: higher likelihood than normal").
+    pub fit: String,
 }
 
 /// The GPU a profile describes.
@@ -55,6 +98,9 @@ pub struct Cost {
     /// Factor with k instances busy at `stretch[k-1]`; empty means 1.0 for any k.
     #[serde(default)]
     pub stretch: Vec<f64>,
+    /// The measurement behind `ms`, when calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Measured>,
 }
 
 impl Cost {
@@ -63,6 +109,7 @@ impl Cost {
         Cost {
             ms,
             stretch: Vec::new(),
+            measured: None,
         }
     }
 
@@ -105,6 +152,10 @@ pub struct SwitchCosts {
     pub split: Cost,
     /// The model rebuilt from its configuration and checkpoint.
     pub full: Cost,
+    /// FastPTM's split mode (checkpoint re-read into pageable memory, copied in place), when
+    /// calibrated: recorded for comparison; the simulator's split mode uses `split`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fastptm: Option<Cost>,
 }
 
 /// One model's costs on the profile's GPU.
@@ -162,6 +213,9 @@ impl Profile {
             m.cold_load.validate(&f("cold_load"))?;
             m.switch.split.validate(&f("switch.split"))?;
             m.switch.full.validate(&f("switch.full"))?;
+            if let Some(c) = &m.switch.fastptm {
+                c.validate(&f("switch.fastptm"))?;
+            }
             m.request_overhead_ms.validate(&f("request_overhead_ms"))?;
             m.forward.validate(&f("forward"))?;
         }
@@ -190,6 +244,7 @@ impl Profile {
                 switch: SwitchCosts {
                     split: Cost::flat(Dist::Constant(100.0)),
                     full: Cost::flat(Dist::Constant(800.0)),
+                    fastptm: None,
                 },
                 request_overhead_ms: zero_ms(),
                 forward: ForwardTable {
@@ -197,6 +252,7 @@ impl Profile {
                         batch: 1,
                         seq_len: 128,
                         ms: Dist::Constant(4.0),
+                        measured: None,
                     }],
                     stretch: Vec::new(),
                 },
@@ -209,6 +265,7 @@ impl Profile {
             },
             source: "made up for examples".into(),
             models,
+            calibration: None,
         }
     }
 }
@@ -227,8 +284,8 @@ mod tests {
     #[test]
     fn stretch_holds_its_last_value() {
         let c = Cost {
-            ms: Dist::Constant(1.0),
             stretch: vec![1.0, 1.5, 2.0],
+            ..Cost::flat(Dist::Constant(1.0))
         };
         assert_eq!(c.stretch_at(1), 1.0);
         assert_eq!(c.stretch_at(3), 2.0);

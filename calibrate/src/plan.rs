@@ -1,0 +1,80 @@
+//! What to measure: the grid, the instance counts, warm-up and repeats.
+
+use crate::{Error, Result};
+
+/// A calibration plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Batch sizes of the forward grid.
+    pub batches: Vec<u32>,
+    /// Sequence lengths of the forward grid.
+    pub seq_lens: Vec<u32>,
+    /// Stretch measured with 1..=max_instances busy at once.
+    pub max_instances: usize,
+    /// Unmeasured runs before each figure.
+    pub warmup: usize,
+    /// Measured runs per figure.
+    pub repeats: usize,
+}
+
+impl Plan {
+    /// The full plan of the issue: batch 1–64 × sequence 32–512, 1–8 instances, 3 warm-ups,
+    /// 30 repeats.
+    pub fn full() -> Plan {
+        Plan {
+            batches: vec![1, 2, 4, 8, 16, 32, 64],
+            seq_lens: vec![32, 64, 128, 256, 512],
+            max_instances: 8,
+            warmup: 3,
+            repeats: 30,
+        }
+    }
+
+    /// A quick plan for CI and smoke tests: two batches, two lengths, 1–2 instances.
+    pub fn quick() -> Plan {
+        Plan {
+            batches: vec![1, 4],
+            seq_lens: vec![16, 32],
+            max_instances: 2,
+            warmup: 1,
+            repeats: 5,
+        }
+    }
+
+    /// Refuses empty grids and zero repeats.
+    pub fn validate(&self) -> Result<()> {
+        if self.batches.is_empty()
+            || self.seq_lens.is_empty()
+            || self.batches.contains(&0)
+            || self.seq_lens.contains(&0)
+        {
+            return Err(Error::Invalid(
+                "the plan needs batches and sequence lengths ≥ 1".into(),
+            ));
+        }
+        if self.max_instances == 0 || self.repeats < 2 {
+            return Err(Error::Invalid(
+                "the plan needs ≥ 1 instance and ≥ 2 repeats".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Progress steps per model: cold load, three switch modes, one per sequence length, and
+    /// the concurrent forward.
+    pub fn steps_per_model(&self) -> usize {
+        1 + 3 + self.seq_lens.len() + 1
+    }
+
+    /// The forward shape whose stretch is measured: batch 1 at the length nearest 128 (FastPTM's
+    /// requests).
+    pub fn stretch_shape(&self) -> (u32, u32) {
+        let s = *self
+            .seq_lens
+            .iter()
+            .min_by_key(|&&s| s.abs_diff(128))
+            .expect("validated: non-empty");
+        let b = *self.batches.iter().min().expect("validated: non-empty");
+        (b, s)
+    }
+}

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Replace the number of instances.
     #[arg(long)]
     pub instances: Option<usize>,
+    /// Replace the profile model every tenant is a fine-tune of (e.g. one a calibrated profile
+    /// describes).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Replace the loading mode.
     #[arg(long, value_enum)]
     pub loading: Option<Loading>,
@@ -64,6 +68,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.instances {
         s.instances = n;
+    }
+    if let Some(m) = &args.model {
+        s.model = m.clone();
     }
     if let Some(l) = args.loading {
         s.loading = match l {

@@ -128,124 +128,52 @@ pub fn calibrate(
     }
     let total = models.len() * plan.steps_per_model();
     let mut done = 0;
-    let mut step = |what: String, progress: &mut dyn FnMut(Step)| {
+    let mut step = |what: String| {
         done += 1;
         progress(Step { done, total, what });
     };
+    let instances = format!("1–{} instances", plan.max_instances);
     let mut out = BTreeMap::new();
     for model in models {
-        let fail = |what: &str| {
-            let (model, what) = (model.clone(), what.to_string());
-            move |message: String| Error::Target {
-                model,
-                what,
-                message,
-            }
+        let mut session = Session {
+            target: &mut *target,
+            plan,
+            model,
         };
-        let memory = target
+        let memory = session
+            .target
             .memory_per_instance_bytes(model)
-            .map_err(fail("memory"))?;
-
-        let mut cold = Vec::new();
-        for i in 0..plan.warmup + plan.repeats {
-            let d = target.cold_load(model).map_err(fail("cold load"))?;
-            if i >= plan.warmup {
-                cold.push(ms(d));
-            }
-        }
-        step(format!("{model}: cold load"), progress);
-
-        // One op on k instances at once, repeated: every instance's latency is a sample.
-        let mut measure = |op: Op, k: usize, what: &str| -> Result<Vec<f64>> {
-            let mut samples = Vec::new();
-            for i in 0..plan.warmup + plan.repeats {
-                let ds = target.concurrent(model, k, op).map_err(fail(what))?;
-                if ds.len() != k {
-                    return Err(fail(what)(format!(
-                        "{} latencies for {k} instances",
-                        ds.len()
-                    )));
-                }
-                if i >= plan.warmup {
-                    samples.extend(ds.into_iter().map(ms));
-                }
-            }
-            Ok(samples)
-        };
-        let switch = |mode: SwitchMode,
-                      name: &str,
-                      measure: &mut dyn FnMut(Op, usize, &str) -> Result<Vec<f64>>|
-         -> Result<Cost> {
-            let mut medians = Vec::new();
-            let mut base = Vec::new();
-            for k in 1..=plan.max_instances {
-                let samples = measure(Op::Switch(mode), k, name)?;
-                medians.push(stats::median(&samples));
-                if k == 1 {
-                    base = samples;
-                }
-            }
-            Ok(cost(&base, &medians))
-        };
-        let split = switch(SwitchMode::HostCache, "host-cache switch", &mut measure)?;
-        step(
-            format!(
-                "{model}: host-cache switch × 1–{} instances",
-                plan.max_instances
-            ),
-            progress,
-        );
-        let fastptm = switch(SwitchMode::FastPtm, "FastPTM-mode switch", &mut measure)?;
-        step(
-            format!(
-                "{model}: FastPTM-mode switch × 1–{} instances",
-                plan.max_instances
-            ),
-            progress,
-        );
-        let full = switch(SwitchMode::Full, "full switch", &mut measure)?;
-        step(
-            format!("{model}: full switch × 1–{} instances", plan.max_instances),
-            progress,
-        );
-
+            .map_err(|m| session.fail("memory", m))?;
+        let cold = session.cold_loads()?;
+        step(format!("{model}: cold load"));
+        let split =
+            session.cost_over_instances(Op::Switch(SwitchMode::HostCache), "host-cache switch")?;
+        step(format!("{model}: host-cache switch, {instances}"));
+        let fastptm =
+            session.cost_over_instances(Op::Switch(SwitchMode::FastPtm), "FastPTM-mode switch")?;
+        step(format!("{model}: FastPTM-mode switch, {instances}"));
+        let full = session.cost_over_instances(Op::Switch(SwitchMode::Full), "full switch")?;
+        step(format!("{model}: full switch, {instances}"));
         let mut points = Vec::new();
         for &seq_len in &plan.seq_lens {
             for &batch in &plan.batches {
-                let samples = measure(Op::Forward { batch, seq_len }, 1, "forward")?;
-                let summary = stats::summarise(&samples);
+                let samples = session.samples(Op::Forward { batch, seq_len }, 1, "forward")?;
                 points.push(ForwardPoint {
                     batch,
                     seq_len,
                     ms: stats::fit(&samples),
-                    measured: Some(summary),
+                    measured: Some(stats::summarise(&samples)),
                 });
             }
-            step(
-                format!(
-                    "{model}: forward, seq_len {seq_len}, batch {:?}",
-                    plan.batches
-                ),
-                progress,
-            );
+            step(format!(
+                "{model}: forward, seq_len {seq_len}, batch {:?}",
+                plan.batches
+            ));
         }
-        let (b, s) = plan.stretch_shape();
-        let mut medians = Vec::new();
-        for k in 1..=plan.max_instances {
-            medians.push(stats::median(&measure(
-                Op::Forward {
-                    batch: b,
-                    seq_len: s,
-                },
-                k,
-                "concurrent forward",
-            )?));
-        }
-        step(
-            format!("{model}: forward × 1–{} instances", plan.max_instances),
-            progress,
-        );
-
+        let (batch, seq_len) = plan.stretch_shape();
+        let concurrent =
+            session.cost_over_instances(Op::Forward { batch, seq_len }, "concurrent forward")?;
+        step(format!("{model}: forward, {instances}"));
         out.insert(
             model.clone(),
             ModelProfile {
@@ -262,7 +190,7 @@ pub fn calibrate(
                 request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
                 forward: ForwardTable {
                     points,
-                    stretch: stretch(&medians),
+                    stretch: concurrent.stretch,
                 },
             },
         );
@@ -291,12 +219,68 @@ pub fn calibrate(
     })
 }
 
-/// A cost from its one-instance samples and the medians with 1, 2, … instances.
-fn cost(base: &[f64], medians: &[f64]) -> Cost {
-    Cost {
-        ms: stats::fit(base),
-        stretch: stretch(medians),
-        measured: Some(stats::summarise(base)),
+/// One model's measurements on a target.
+struct Session<'a> {
+    target: &'a mut dyn Target,
+    plan: &'a Plan,
+    model: &'a str,
+}
+
+impl Session<'_> {
+    fn fail(&self, what: &str, message: String) -> Error {
+        Error::Target {
+            model: self.model.to_string(),
+            what: what.to_string(),
+            message,
+        }
+    }
+
+    /// Cold loads after the warm-up, `repeats` times (ms).
+    fn cold_loads(&mut self) -> Result<Vec<f64>> {
+        let mut samples = Vec::new();
+        for i in 0..self.plan.warmup + self.plan.repeats {
+            let d = self
+                .target
+                .cold_load(self.model)
+                .map_err(|m| self.fail("cold load", m))?;
+            if i >= self.plan.warmup {
+                samples.push(ms(d));
+            }
+        }
+        Ok(samples)
+    }
+
+    /// `op` on `k` instances at once, after the warm-up, `repeats` times: every instance's
+    /// latency of every repeat is a sample (ms).
+    fn samples(&mut self, op: Op, k: usize, what: &str) -> Result<Vec<f64>> {
+        let mut samples = Vec::new();
+        for i in 0..self.plan.warmup + self.plan.repeats {
+            let ds = self
+                .target
+                .concurrent(self.model, k, op)
+                .map_err(|m| self.fail(what, m))?;
+            if ds.len() != k {
+                return Err(self.fail(what, format!("{} latencies for {k} instances", ds.len())));
+            }
+            if i >= self.plan.warmup {
+                samples.extend(ds.into_iter().map(ms));
+            }
+        }
+        Ok(samples)
+    }
+
+    /// `op`'s cost: its distribution with one instance and its stretch with 1, 2, … busy.
+    fn cost_over_instances(&mut self, op: Op, what: &str) -> Result<Cost> {
+        let base = self.samples(op, 1, what)?;
+        let mut medians = vec![stats::median(&base)];
+        for k in 2..=self.plan.max_instances {
+            medians.push(stats::median(&self.samples(op, k, what)?));
+        }
+        Ok(Cost {
+            ms: stats::fit(&base),
+            stretch: stretch(&medians),
+            measured: Some(stats::summarise(&base)),
+        })
     }
 }
 

@@ -1,25 +1,637 @@
-//! The GPU backend (cudarc): placeholder while the CPU path is completed.
+//! The GPU backend: cudarc with run-time loading of libcuda, cuBLAS and NVRTC.
+//!
+//! Weights live in one device arena per model with fixed addresses (the packed [`Layout`]);
+//! activations in a workspace sized for the largest bucket seen. A forward pass for a
+//! (batch, sequence) bucket runs once eagerly, is then captured as a CUDA graph and replayed.
+//! GEMMs are cuBLAS strided-batched GEMMs with f32 accumulation; attention is two batched GEMMs
+//! around a masked softmax kernel; the rest are small NVRTC kernels (`kernels.cu`).
+// Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
+
+pub mod cuda;
 
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
-use crate::config::Config;
+use crate::config::{Activation, Config, Task};
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::tokenize::Batch;
+use cuda::{cu, Arg, DevBuf, Gpu, Kernel};
+use cudarc::driver::{sys as drv_sys, CudaGraph};
+use std::collections::BTreeMap;
+
+struct LayerPtrs {
+    qkv_w: u64,
+    qkv_w_stride: usize,
+    qkv_b: u64,
+    qkv_b_stride: usize,
+    o_w: u64,
+    o_b: u64,
+    ln1_g: u64,
+    ln1_b: u64,
+    up_w: u64,
+    up_b: u64,
+    down_w: u64,
+    down_b: u64,
+    ln2_g: u64,
+    ln2_b: u64,
+}
+
+/// Activation buffers for one (batch, seq) capacity.
+struct Workspace {
+    batch: usize,
+    seq: usize,
+    ids: DevBuf,
+    types: DevBuf,
+    mask: DevBuf,
+    x: DevBuf,
+    a: DevBuf,
+    tmp: DevBuf,
+    qkv: DevBuf,
+    heads: DevBuf,
+    scores: DevBuf,
+    probs: DevBuf,
+    ctx: DevBuf,
+    inter: DevBuf,
+    first: DevBuf,
+    out: DevBuf,
+}
 
 /// A model on one GPU.
-pub struct GpuModel {}
+pub struct GpuModel {
+    graphs: BTreeMap<(usize, usize), CudaGraph>,
+    ws: Option<Workspace>,
+    layers: Vec<LayerPtrs>,
+    arena: DevBuf,
+    layout: Layout,
+    cfg: Config,
+    task: Task,
+    use_graphs: bool,
+    gpu: Gpu,
+}
+
+/// The bucket a batch of `batch` rows and `seq` columns runs in.
+pub fn bucket(batch: usize, seq: usize, max_seq: usize) -> (usize, usize) {
+    (
+        batch.next_power_of_two(),
+        seq.max(16).next_power_of_two().min(max_seq),
+    )
+}
 
 impl GpuModel {
-    /// Uploads the weights to GPU `ordinal`.
-    pub fn new(_w: &PackedWeights, _cfg: &Config, ordinal: usize) -> Result<Self> {
-        Err(Error::NoGpu {
-            requested: format!("cuda:{ordinal}"),
-            reason: "not built yet".into(),
+    /// Opens GPU `ordinal`, compiles the kernels and uploads the weights into the arena.
+    pub fn new(w: &PackedWeights, cfg: &Config, ordinal: usize) -> Result<Self> {
+        let gpu = Gpu::new(ordinal, w.dtype)?;
+        let arena = DevBuf::new(&gpu.ctx, w.bytes.len())?;
+        gpu.upload(arena.ptr, &w.bytes)?;
+        let esz = w.dtype.size_bytes() as u64;
+        let ptr = |name: &str| -> Result<u64> {
+            let e = w.layout.get(name).ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+                tried: "the packed layout".into(),
+                expected: vec![],
+            })?;
+            Ok(arena.ptr + e.offset as u64 * esz)
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|n| {
+                let p = format!("encoder.layer.{n}");
+                let q = |m: &str, s: &str| ptr(&format!("{p}.attention.self.{m}.{s}"));
+                let (qw, kw, vw) = (
+                    q("query", "weight")?,
+                    q("key", "weight")?,
+                    q("value", "weight")?,
+                );
+                let (qb, kb, vb) = (q("query", "bias")?, q("key", "bias")?, q("value", "bias")?);
+                if kw - qw != vw - kw || kb - qb != vb - kb {
+                    return Err(Error::Cuda(
+                        "query/key/value are not evenly spaced in the arena".into(),
+                    ));
+                }
+                Ok(LayerPtrs {
+                    qkv_w: qw,
+                    qkv_w_stride: ((kw - qw) / esz) as usize,
+                    qkv_b: qb,
+                    qkv_b_stride: ((kb - qb) / esz) as usize,
+                    o_w: ptr(&format!("{p}.attention.output.dense.weight"))?,
+                    o_b: ptr(&format!("{p}.attention.output.dense.bias"))?,
+                    ln1_g: ptr(&format!("{p}.attention.output.LayerNorm.weight"))?,
+                    ln1_b: ptr(&format!("{p}.attention.output.LayerNorm.bias"))?,
+                    up_w: ptr(&format!("{p}.intermediate.dense.weight"))?,
+                    up_b: ptr(&format!("{p}.intermediate.dense.bias"))?,
+                    down_w: ptr(&format!("{p}.output.dense.weight"))?,
+                    down_b: ptr(&format!("{p}.output.dense.bias"))?,
+                    ln2_g: ptr(&format!("{p}.output.LayerNorm.weight"))?,
+                    ln2_b: ptr(&format!("{p}.output.LayerNorm.bias"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuModel {
+            graphs: BTreeMap::new(),
+            ws: None,
+            layers,
+            layout: w.layout.clone(),
+            arena,
+            cfg: cfg.clone(),
+            task: cfg.task(),
+            use_graphs: true,
+            gpu,
         })
     }
-    /// Runs a batch.
-    pub fn forward(&mut self, _b: &Batch) -> Result<HeadOutput> {
-        Err(Error::Cuda("not built".into()))
+
+    /// Turns CUDA-graph capture and replay on (default) or off (eager launches).
+    pub fn set_use_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+    }
+
+    /// The device address and size in bytes of the weight arena (fixed for the model's life).
+    pub fn arena(&self) -> (u64, usize) {
+        (self.arena.ptr, self.arena.bytes)
+    }
+
+    /// The GPU's name.
+    pub fn device_name(&self) -> String {
+        self.gpu.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    fn w(&self, name: &str) -> u64 {
+        let esz = self.gpu.dtype.size_bytes() as u64;
+        self.layout
+            .get(name)
+            .map(|e| self.arena.ptr + e.offset as u64 * esz)
+            .unwrap_or(0)
+    }
+
+    fn ensure_workspace(&mut self, batch: usize, seq: usize) -> Result<()> {
+        if let Some(ws) = &self.ws {
+            if ws.batch >= batch && ws.seq >= seq {
+                return Ok(());
+            }
+        }
+        // New addresses: every captured graph is stale.
+        self.graphs.clear();
+        self.ws = None;
+        let c = &self.cfg;
+        let (b, s) = (
+            batch.max(self.ws.as_ref().map_or(0, |w| w.batch)),
+            seq.max(self.ws.as_ref().map_or(0, |w| w.seq)),
+        );
+        let (n, h, e) = (b * s, c.hidden_size, self.gpu.dtype.size_bytes());
+        let nh = c.num_attention_heads;
+        let out_f32 = (n * c.labels().max(1)).max(b * h);
+        let ctx = &self.gpu.ctx;
+        let buf = |bytes: usize| DevBuf::new(ctx, bytes);
+        self.ws = Some(Workspace {
+            batch: b,
+            seq: s,
+            ids: buf(n * 4)?,
+            types: buf(n * 4)?,
+            mask: buf(n * 4)?,
+            x: buf(n * h * e)?,
+            a: buf(n * h * e)?,
+            tmp: buf(n * h * e)?,
+            qkv: buf(3 * n * h * e)?,
+            heads: buf(3 * n * h * e)?,
+            scores: buf(b * nh * s * s * 4)?,
+            probs: buf(b * nh * s * s * e)?,
+            ctx: buf(n * h * e)?,
+            inter: buf(n * c.intermediate_size * e)?,
+            first: buf(2 * b * h * e)?,
+            out: buf(out_f32 * 4)?,
+        });
+        Ok(())
+    }
+
+    /// Runs the encoder and head on a batch (padded up to its bucket on the device).
+    pub fn forward(&mut self, batch: &Batch) -> Result<HeadOutput> {
+        batch.check(&self.cfg)?;
+        cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
+        let (bb, sb) = bucket(batch.batch, batch.seq, self.cfg.max_tokens());
+        self.ensure_workspace(bb, sb)?;
+        let (ids, types, mask) = pad_inputs(batch, bb, sb, self.cfg.pad_token_id);
+        let ws = self
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        self.gpu.upload_async(ws.ids.ptr, &ids)?;
+        self.gpu.upload_async(ws.types.ptr, &types)?;
+        self.gpu.upload_async(ws.mask.ptr, &mask)?;
+        self.run_bucket(bb, sb)?;
+        let ws = self
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        let (b, s, l, h) = (
+            batch.batch,
+            batch.seq,
+            self.cfg.labels(),
+            self.cfg.hidden_size,
+        );
+        let (values, shape) = match self.task {
+            Task::SequenceClassification => (self.gpu.download_f32(ws.out.ptr, b * l)?, vec![b, l]),
+            Task::TokenClassification => {
+                let all = self.gpu.download_f32(ws.out.ptr, bb * sb * l)?;
+                let mut v = Vec::with_capacity(b * s * l);
+                for r in 0..b {
+                    v.extend_from_slice(&all[r * sb * l..(r * sb + s) * l]);
+                }
+                (v, vec![b, s, l])
+            }
+            Task::Embedding => (self.gpu.download_f32(ws.out.ptr, b * h)?, vec![b, h]),
+        };
+        Ok(HeadOutput {
+            task: self.task,
+            values,
+            shape,
+        })
+    }
+
+    /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace:
+    /// replays its graph (capturing it on first use) or launches eagerly.
+    pub fn run_bucket(&mut self, bb: usize, sb: usize) -> Result<()> {
+        self.ensure_workspace(bb, sb)?;
+        if !self.use_graphs {
+            return self.enqueue(bb, sb);
+        }
+        if !self.graphs.contains_key(&(bb, sb)) {
+            // Warm up eagerly (cuBLAS picks its kernels), then capture.
+            self.enqueue(bb, sb)?;
+            cu(self.gpu.stream.synchronize(), "cuStreamSynchronize")?;
+            cu(
+                self.gpu.stream.begin_capture(
+                    drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                ),
+                "cuStreamBeginCapture",
+            )?;
+            let enq = self.enqueue(bb, sb);
+            let graph = cu(
+                self.gpu
+                    .stream
+                    .end_capture(drv_sys::CUgraphInstantiate_flags(0)),
+                "cuStreamEndCapture",
+            );
+            enq?;
+            let graph = graph?.ok_or_else(|| Error::Cuda("captured an empty graph".into()))?;
+            cu(graph.upload(), "cuGraphUpload")?;
+            self.graphs.insert((bb, sb), graph);
+        }
+        let g = self
+            .graphs
+            .get(&(bb, sb))
+            .ok_or_else(|| Error::Cuda("graph missing".into()))?;
+        cu(g.launch(), "cuGraphLaunch")
+    }
+
+    /// Waits for the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        cu(self.gpu.stream.synchronize(), "cuStreamSynchronize")
+    }
+
+    /// The stream's raw handle (for timing with events).
+    pub fn stream(&self) -> &std::sync::Arc<cudarc::driver::CudaStream> {
+        &self.gpu.stream
+    }
+
+    fn enqueue(&self, bb: usize, sb: usize) -> Result<()> {
+        use Arg::{F, I, L, P};
+        let ws = self
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        let g = &self.gpu;
+        let c = &self.cfg;
+        let (h, nh, dh, im) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.head_dim(),
+            c.intermediate_size,
+        );
+        let n = bb * sb;
+        let e = g.dtype.size_bytes();
+        let eps = c.layer_norm_eps as f32;
+        let row_threads = (h.div_ceil(32) * 32).clamp(32, 256) as u32;
+        let row_smem = ((32 + h) * 4) as u32;
+        g.launch(
+            Kernel::EmbedLn,
+            n as u32,
+            row_threads,
+            row_smem,
+            &[
+                P(ws.ids.ptr),
+                P(ws.types.ptr),
+                P(self.w("embeddings.word_embeddings.weight")),
+                P(self.w("embeddings.position_embeddings.weight")),
+                P(self.w("embeddings.token_type_embeddings.weight")),
+                P(self.w("embeddings.LayerNorm.weight")),
+                P(self.w("embeddings.LayerNorm.bias")),
+                P(ws.x.ptr),
+                I(sb as i32),
+                I(h as i32),
+                I(c.position_offset() as i32),
+                F(eps),
+            ],
+        )?;
+        let act = match c.activation()? {
+            Activation::GeluErf => 1,
+            Activation::GeluTanh => 2,
+            Activation::Relu => 3,
+        };
+        let scale = 1.0 / (dh as f32).sqrt();
+        for l in &self.layers {
+            // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
+            g.gemm(
+                true,
+                (h, n, h),
+                1.0,
+                (l.qkv_w, h, l.qkv_w_stride),
+                (ws.x.ptr, h, 0),
+                (ws.qkv.ptr, h, n * h),
+                3,
+                false,
+            )?;
+            g.launch_n(
+                Kernel::SplitHeads,
+                3 * n * h,
+                &[
+                    P(ws.qkv.ptr),
+                    P(l.qkv_b),
+                    L(l.qkv_b_stride as i64),
+                    P(ws.heads.ptr),
+                    L(n as i64),
+                    I(sb as i32),
+                    I(h as i32),
+                    I(dh as i32),
+                ],
+            )?;
+            let (q, k, v) = (
+                ws.heads.ptr,
+                ws.heads.ptr + (n * h * e) as u64,
+                ws.heads.ptr + (2 * n * h * e) as u64,
+            );
+            // scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ, in f32.
+            g.gemm(
+                true,
+                (sb, sb, dh),
+                scale,
+                (k, dh, sb * dh),
+                (q, dh, sb * dh),
+                (ws.scores.ptr, sb, sb * sb),
+                bb * nh,
+                true,
+            )?;
+            let rows = bb * nh * sb;
+            g.launch(
+                Kernel::MaskedSoftmax,
+                rows.div_ceil(8) as u32,
+                256,
+                0,
+                &[
+                    P(ws.scores.ptr),
+                    P(ws.mask.ptr),
+                    P(ws.probs.ptr),
+                    L(rows as i64),
+                    I(sb as i32),
+                    I(nh as i32),
+                ],
+            )?;
+            // ctx[i] (Sq × dh) = P_i V_i.
+            g.gemm(
+                false,
+                (dh, sb, sb),
+                1.0,
+                (v, dh, sb * dh),
+                (ws.probs.ptr, sb, sb * sb),
+                (ws.ctx.ptr, dh, sb * dh),
+                bb * nh,
+                false,
+            )?;
+            g.launch_n(
+                Kernel::MergeHeads,
+                n * h,
+                &[
+                    P(ws.ctx.ptr),
+                    P(ws.tmp.ptr),
+                    L(n as i64),
+                    I(sb as i32),
+                    I(h as i32),
+                    I(dh as i32),
+                ],
+            )?;
+            g.gemm(
+                true,
+                (h, n, h),
+                1.0,
+                (l.o_w, h, 0),
+                (ws.tmp.ptr, h, 0),
+                (ws.ctx.ptr, h, 0),
+                1,
+                false,
+            )?;
+            g.launch(
+                Kernel::BiasResLn,
+                n as u32,
+                row_threads,
+                row_smem,
+                &[
+                    P(ws.ctx.ptr),
+                    P(l.o_b),
+                    P(ws.x.ptr),
+                    P(l.ln1_g),
+                    P(l.ln1_b),
+                    P(ws.a.ptr),
+                    I(h as i32),
+                    F(eps),
+                ],
+            )?;
+            g.gemm(
+                true,
+                (im, n, h),
+                1.0,
+                (l.up_w, h, 0),
+                (ws.a.ptr, h, 0),
+                (ws.inter.ptr, im, 0),
+                1,
+                false,
+            )?;
+            g.launch_n(
+                Kernel::BiasAct,
+                n * im,
+                &[
+                    P(ws.inter.ptr),
+                    P(l.up_b),
+                    L(n as i64),
+                    I(im as i32),
+                    I(act),
+                ],
+            )?;
+            g.gemm(
+                true,
+                (h, n, im),
+                1.0,
+                (l.down_w, im, 0),
+                (ws.inter.ptr, im, 0),
+                (ws.tmp.ptr, h, 0),
+                1,
+                false,
+            )?;
+            g.launch(
+                Kernel::BiasResLn,
+                n as u32,
+                row_threads,
+                row_smem,
+                &[
+                    P(ws.tmp.ptr),
+                    P(l.down_b),
+                    P(ws.a.ptr),
+                    P(l.ln2_g),
+                    P(l.ln2_b),
+                    P(ws.x.ptr),
+                    I(h as i32),
+                    F(eps),
+                ],
+            )?;
+        }
+        let labels = c.labels();
+        match self.task {
+            Task::SequenceClassification => {
+                let pooled = ws.first.ptr + (bb * h * e) as u64;
+                g.launch_n(
+                    Kernel::GatherFirst,
+                    bb * h,
+                    &[
+                        P(ws.x.ptr),
+                        P(ws.first.ptr),
+                        I(bb as i32),
+                        I(sb as i32),
+                        I(h as i32),
+                    ],
+                )?;
+                g.gemm(
+                    true,
+                    (h, bb, h),
+                    1.0,
+                    (self.w("pooler.dense.weight"), h, 0),
+                    (ws.first.ptr, h, 0),
+                    (pooled, h, 0),
+                    1,
+                    false,
+                )?;
+                g.launch_n(
+                    Kernel::BiasAct,
+                    bb * h,
+                    &[
+                        P(pooled),
+                        P(self.w("pooler.dense.bias")),
+                        L(bb as i64),
+                        I(h as i32),
+                        I(4),
+                    ],
+                )?;
+                g.gemm(
+                    true,
+                    (labels, bb, h),
+                    1.0,
+                    (self.w("classifier.weight"), h, 0),
+                    (pooled, h, 0),
+                    (ws.out.ptr, labels, 0),
+                    1,
+                    true,
+                )?;
+                g.launch_n(
+                    Kernel::BiasF32,
+                    bb * labels,
+                    &[
+                        P(ws.out.ptr),
+                        P(self.w("classifier.bias")),
+                        L(bb as i64),
+                        I(labels as i32),
+                    ],
+                )?;
+            }
+            Task::TokenClassification => {
+                g.gemm(
+                    true,
+                    (labels, n, h),
+                    1.0,
+                    (self.w("classifier.weight"), h, 0),
+                    (ws.x.ptr, h, 0),
+                    (ws.out.ptr, labels, 0),
+                    1,
+                    true,
+                )?;
+                g.launch_n(
+                    Kernel::BiasF32,
+                    n * labels,
+                    &[
+                        P(ws.out.ptr),
+                        P(self.w("classifier.bias")),
+                        L(n as i64),
+                        I(labels as i32),
+                    ],
+                )?;
+            }
+            Task::Embedding => {
+                g.launch(
+                    Kernel::MeanPoolNorm,
+                    bb as u32,
+                    row_threads,
+                    row_smem,
+                    &[
+                        P(ws.x.ptr),
+                        P(ws.mask.ptr),
+                        P(ws.out.ptr),
+                        I(sb as i32),
+                        I(h as i32),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pads a batch to `(bb, sb)`; extra rows are fully masked.
+fn pad_inputs(b: &Batch, bb: usize, sb: usize, pad: u32) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
+    let mut ids = vec![pad as i32; bb * sb];
+    let mut types = vec![0i32; bb * sb];
+    let mut mask = vec![0i32; bb * sb];
+    for r in 0..b.batch {
+        for s in 0..b.seq {
+            let (src, dst) = (r * b.seq + s, r * sb + s);
+            ids[dst] = b.ids[src] as i32;
+            types[dst] = b.type_ids[src] as i32;
+            mask[dst] = b.mask[src] as i32;
+        }
+    }
+    (ids, types, mask)
+}
+
+impl Drop for GpuModel {
+    fn drop(&mut self) {
+        let _ = self.gpu.ctx.bind_to_thread();
+        let _ = self.gpu.stream.synchronize();
+        self.graphs.clear();
+        self.ws = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_up() {
+        assert_eq!(bucket(1, 9, 512), (1, 16));
+        assert_eq!(bucket(5, 128, 512), (8, 128));
+        assert_eq!(bucket(32, 300, 512), (32, 512));
+        assert_eq!(bucket(3, 60, 62), (4, 62));
+    }
+
+    #[test]
+    fn padding_masks_extra_rows() {
+        let b = Batch::from_rows(&[vec![5, 6], vec![7]], 0, None).unwrap();
+        let (ids, _, mask) = pad_inputs(&b, 4, 4, 0);
+        assert_eq!(ids[..8], [5, 6, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(mask, vec![1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

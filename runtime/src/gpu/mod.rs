@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 pub mod cuda;
+pub mod timing;
 
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;

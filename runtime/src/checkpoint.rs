@@ -32,6 +32,18 @@ impl PackedWeights {
         Some(self.dtype.decode_f32(self.tensor_bytes(e)))
     }
 
+    /// The same values in another dtype (same layout), e.g. half weights widened to fp32 so
+    /// that the CPU can compute in fp32 on exactly the weights a half-precision model holds.
+    pub fn to_dtype(&self, dtype: DType) -> PackedWeights {
+        let mut bytes = Vec::with_capacity(self.layout.total_elements() * dtype.size_bytes());
+        dtype.convert_from(self.dtype, &self.bytes, &mut bytes);
+        PackedWeights {
+            layout: self.layout.clone(),
+            dtype,
+            bytes,
+        }
+    }
+
     /// Reads `path` (a safetensors file) for `cfg`, converting every tensor to `dtype`.
     pub fn from_file(path: &Path, cfg: &Config, dtype: DType) -> Result<Self> {
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -167,7 +167,7 @@ impl Gpu {
             DType::Fp16 => "F16",
             DType::Bf16 => "BF16",
         };
-        let src = format!("typedef {d} D;\n{KERNELS}");
+        let src = format!("#define DTYPE {d}\n{KERNELS}");
         let opts = cudarc::nvrtc::CompileOptions {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()

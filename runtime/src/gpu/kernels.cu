@@ -1,4 +1,4 @@
-// Kernels of the GPU backend, compiled once per model by NVRTC with `typedef <F32|F16|BF16> D;`
+// Kernels of the GPU backend, compiled once per model by NVRTC with `#define DTYPE <F32|F16|BF16>`
 // prepended. No headers: half and bfloat16 are handled as 16-bit storage with PTX conversions.
 // All arithmetic is in f32; storage is D::S.
 
@@ -24,6 +24,7 @@ struct BF16 {
   }
 };
 
+typedef DTYPE D;
 typedef D::S T;
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -130,7 +131,7 @@ extern "C" __global__ void masked_softmax(const float* scores, const int* mask, 
   long bb = row / ((long)nh * Sq);
   const float* x = scores + row * Sq;
   const int* m = mask + bb * Sq;
-  float mx = -INFINITY;
+  float mx = __int_as_float(0xff800000);
   for (int j = lane; j < Sq; j += 32) if (m[j]) mx = fmaxf(mx, x[j]);
   mx = warp_max(mx);
   float sum = 0.f;

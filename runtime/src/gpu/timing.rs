@@ -47,8 +47,9 @@ impl GpuModel {
             self.gpu.upload_async(ws.mask.ptr, &mask)?;
         }
         let ctx = self.gpu.ctx.clone();
-        let e0 = cu(ctx.new_event(None), "cuEventCreate")?;
-        let e1 = cu(ctx.new_event(None), "cuEventCreate")?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let e0 = cu(ctx.new_event(timing), "cuEventCreate")?;
+        let e1 = cu(ctx.new_event(timing), "cuEventCreate")?;
         for _ in 0..iters {
             cu(e0.record(&self.gpu.stream), "cuEventRecord")?;
             self.run_bucket(bb, sb)?;

@@ -45,6 +45,9 @@ enum BenchCommand {
         /// Where to write the models (a temporary folder if absent).
         #[arg(long)]
         work: Option<PathBuf>,
+        /// Also print the device time of each step of one eager forward pass.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -74,6 +77,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         device,
         peak_tflops,
         work,
+        profile,
     } = args.command;
     let dtype: DType = dtype.parse()?;
     let Device::Cuda(ordinal) = device.parse::<Device>()? else {
@@ -86,6 +90,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut json = Vec::new();
+    let mut profiles = Vec::new();
     for a in &arch {
         let a: Arch = a.parse()?;
         let cfg = a.config(Task::SequenceClassification, 2);
@@ -108,6 +113,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let g = m.time_forward(&input, 20, iters)?;
             m.set_use_graphs(false);
             let e = m.time_forward(&input, 5, iters.min(50))?;
+            if profile {
+                let steps = m.profile(&input)?;
+                let total: f64 = steps.iter().map(|s| s.1).sum();
+                let mut line = format!("profile {a} {dtype} batch {b}: total {total:.3} ms");
+                for (name, ms) in steps {
+                    line += &format!("; {name} {ms:.3}");
+                }
+                profiles.push(line);
+            }
             m.set_use_graphs(true);
             let flops = forward_flops(&cfg, b, seq);
             let (gm, em, cm) = (
@@ -127,6 +141,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+    for p in profiles {
+        println!("{p}");
     }
     for j in json {
         println!("{j}");

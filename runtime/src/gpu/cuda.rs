@@ -204,8 +204,15 @@ impl Gpu {
         })
     }
 
-    /// Launches `k` on the stream with a 1-D grid.
-    pub fn launch(&self, k: Kernel, grid: u32, block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+    /// Launches `k` on the stream with grid `(x, y)`.
+    pub fn launch(
+        &self,
+        k: Kernel,
+        grid: (u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
         let mut params: Vec<*mut c_void> = vals
             .iter_mut()
@@ -222,7 +229,7 @@ impl Gpu {
             unsafe {
                 drv::launch_kernel(
                     self.kernels[k as usize],
-                    (grid.max(1), 1, 1),
+                    (grid.0.max(1), grid.1.max(1), 1),
                     (block, 1, 1),
                     smem,
                     self.stream.cu_stream(),
@@ -231,12 +238,6 @@ impl Gpu {
             },
             NAMES[k as usize],
         )
-    }
-
-    /// A grid-stride launch over `n` elements.
-    pub fn launch_n(&self, k: Kernel, n: usize, args: &[Arg]) -> Result<()> {
-        let grid = n.div_ceil(256).min(65535 * 4) as u32;
-        self.launch(k, grid, 256, 0, args)
     }
 
     /// Column-major strided-batched GEMM `C = alpha op(A) op(B)` with f32 accumulation; A and B

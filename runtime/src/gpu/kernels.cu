@@ -51,74 +51,73 @@ __device__ float block_sum(float v, float* sh) {
   return r;
 }
 
-// Normalises row[0..H) (shared memory) and writes it to out.
-__device__ void ln_row(float* row, float* sh, const T* g, const T* b, T* out, int H, float eps) {
+// Normalises row[0..H) (shared memory) and writes it to out (model dtype, the next GEMM's input)
+// and out32 (f32, the residual stream).
+__device__ void ln_row(float* row, float* sh, const T* g, const T* b, T* out, float* out32, int H,
+                       float eps) {
   float s = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) s += row[i];
   float mean = block_sum(s, sh) / H;
   float q = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) { float d = row[i] - mean; q += d * d; }
   float rstd = rsqrtf(block_sum(q, sh) / H + eps);
-  for (int i = threadIdx.x; i < H; i += blockDim.x)
-    out[i] = D::st((row[i] - mean) * rstd * D::ld(g[i]) + D::ld(b[i]));
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = (row[i] - mean) * rstd * D::ld(g[i]) + D::ld(b[i]);
+    out[i] = D::st(v);
+    out32[i] = v;
+  }
 }
 
 // One block per token: word + position + type embedding, then layer norm.
 extern "C" __global__ void embed_ln(const int* ids, const int* types, const T* word, const T* pos,
-                                    const T* typ, const T* g, const T* b, T* out, int Sq, int H,
-                                    int pos_off, float eps) {
+                                    const T* typ, const T* g, const T* b, T* out, float* out32,
+                                    int Sq, int H, int pos_off, float eps) {
   extern __shared__ float smem[];
   float* sh = smem; float* row = smem + 32;
   long t = blockIdx.x;
   int s = (int)(t % Sq);
   long id = ids[t], tt = types[t];
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    float v = D::ld(D::st(D::ld(word[id * H + i]) + D::ld(pos[(long)(s + pos_off) * H + i])));
-    row[i] = D::ld(D::st(v + D::ld(typ[tt * H + i])));
+    row[i] = D::ld(word[id * H + i]) + D::ld(pos[(long)(s + pos_off) * H + i]) + D::ld(typ[tt * H + i]);
   }
   __syncthreads();
-  ln_row(row, sh, g, b, out + t * H, H, eps);
+  ln_row(row, sh, g, b, out + t * H, out32 + t * H, H, eps);
 }
 
-// One block per row: out = LN(y + bias + res).
-extern "C" __global__ void bias_res_ln(const T* y, const T* bias, const T* res, const T* g,
-                                       const T* b, T* out, int H, float eps) {
+// One block per row: out = LN(y + bias + res), with y (GEMM output) and res in f32.
+extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const float* res,
+                                       const T* g, const T* b, T* out, float* out32, int H,
+                                       float eps) {
   extern __shared__ float smem[];
   float* sh = smem; float* row = smem + 32;
   long r = blockIdx.x;
   for (int i = threadIdx.x; i < H; i += blockDim.x)
-    row[i] = D::ld(D::st(D::ld(D::st(D::ld(y[r * H + i]) + D::ld(bias[i]))) + D::ld(res[r * H + i])));
+    row[i] = y[r * H + i] + D::ld(bias[i]) + res[r * H + i];
   __syncthreads();
-  ln_row(row, sh, g, b, out + r * H, H, eps);
+  ln_row(row, sh, g, b, out + r * H, out32 + r * H, H, eps);
 }
 
 // qkv: [3][n][H] GEMM outputs; adds the biases (q, k, v at bias0 + w*bias_stride) and writes
-// out: [3][B][nh][Sq][dh].
+// out: [3][B][nh][Sq][dh]. Grid (n tokens, 3).
 extern "C" __global__ void split_heads(const T* qkv, const T* bias0, long bias_stride, T* out,
-                                       long n, int Sq, int H, int dh) {
-  long total = 3 * n * H;
-  int nh = H / dh;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total;
-       i += (long)gridDim.x * blockDim.x) {
-    long w = i / (n * H), rem = i % (n * H);
-    long tok = rem / H; int col = (int)(rem % H);
-    long bb = tok / Sq; int s = (int)(tok % Sq);
-    int h = col / dh, d = col % dh;
-    float v = D::ld(D::st(D::ld(qkv[i]) + D::ld(bias0[w * bias_stride + col])));
-    out[w * n * H + ((bb * nh + h) * Sq + s) * dh + d] = D::st(v);
+                                       int n, int Sq, int H, int dh) {
+  int tok = blockIdx.x, w = blockIdx.y, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
+  const T* src = qkv + ((long)w * n + tok) * H;
+  const T* bias = bias0 + w * bias_stride;
+  T* dst = out + (long)w * n * H + ((long)bb * nh * Sq + s) * dh;
+  for (int c = threadIdx.x; c < H; c += blockDim.x) {
+    int h = c / dh, d = c - h * dh;
+    dst[(long)h * Sq * dh + d] = D::st(D::ld(src[c]) + D::ld(bias[c]));
   }
 }
 
-// ctx: [B][nh][Sq][dh] -> out: [B][Sq][H].
-extern "C" __global__ void merge_heads(const T* ctx, T* out, long n, int Sq, int H, int dh) {
-  long total = n * H;
-  int nh = H / dh;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total;
-       i += (long)gridDim.x * blockDim.x) {
-    long tok = i / H; int col = (int)(i % H);
-    long bb = tok / Sq; int s = (int)(tok % Sq);
-    int h = col / dh, d = col % dh;
-    out[i] = ctx[((bb * nh + h) * Sq + s) * dh + d];
+// ctx: [B][nh][Sq][dh] -> out: [B][Sq][H]. Grid (n tokens).
+extern "C" __global__ void merge_heads(const T* ctx, T* out, int Sq, int H, int dh) {
+  int tok = blockIdx.x, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
+  const T* src = ctx + ((long)bb * nh * Sq + s) * dh;
+  for (int c = threadIdx.x; c < H; c += blockDim.x) {
+    int h = c / dh, d = c - h * dh;
+    out[(long)tok * H + c] = src[(long)h * Sq * dh + d];
   }
 }
 
@@ -143,33 +142,29 @@ extern "C" __global__ void masked_softmax(const float* scores, const int* mask, 
 }
 
 // x[r][c] = act(x[r][c] + bias[c]); act 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
-extern "C" __global__ void bias_act(T* x, const T* bias, long rows, int cols, int act) {
-  long total = rows * cols;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total;
-       i += (long)gridDim.x * blockDim.x) {
-    float v = D::ld(D::st(D::ld(x[i]) + D::ld(bias[i % cols])));
+// Grid (rows).
+extern "C" __global__ void bias_act(T* x, const T* bias, int cols, int act) {
+  T* row = x + (long)blockIdx.x * cols;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    float v = D::ld(row[c]) + D::ld(bias[c]);
     if (act == 1) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
     else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
     else if (act == 3) v = fmaxf(v, 0.f);
     else if (act == 4) v = tanhf(v);
-    x[i] = D::st(v);
+    row[c] = D::st(v);
   }
 }
 
-// logits[r][c] += bias[c] (f32 logits, bias in T).
-extern "C" __global__ void bias_f32(float* x, const T* bias, long rows, int cols) {
-  long total = rows * cols;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total;
-       i += (long)gridDim.x * blockDim.x)
-    x[i] = D::ld(D::st(x[i])) + D::ld(bias[i % cols]);
+// logits[r][c] += bias[c] (f32 logits, bias in T). Grid (rows).
+extern "C" __global__ void bias_f32(float* x, const T* bias, int cols) {
+  float* row = x + (long)blockIdx.x * cols;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) row[c] += D::ld(bias[c]);
 }
 
-// out[b][:] = x[b][0][:] (first token of each row).
-extern "C" __global__ void gather_first(const T* x, T* out, int B, int Sq, int H) {
-  long total = (long)B * H;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total;
-       i += (long)gridDim.x * blockDim.x)
-    out[i] = x[(i / H) * Sq * H + i % H];
+// out[b][:] = x[b][0][:] (first token of each row). Grid (B).
+extern "C" __global__ void gather_first(const T* x, T* out, int Sq, int H) {
+  for (int c = threadIdx.x; c < H; c += blockDim.x)
+    out[(long)blockIdx.x * H + c] = x[(long)blockIdx.x * Sq * H + c];
 }
 
 // One block per row b: mean of x[b][s][:] over the real tokens, L2-normalised, as f32.

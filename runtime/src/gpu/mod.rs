@@ -4,7 +4,9 @@
 //! activations in a workspace sized for the largest bucket seen. A forward pass for a
 //! (batch, sequence) bucket runs once eagerly, is then captured as a CUDA graph and replayed.
 //! GEMMs are cuBLAS strided-batched GEMMs with f32 accumulation; attention is two batched GEMMs
-//! around a masked softmax kernel; the rest are small NVRTC kernels (`kernels.cu`).
+//! around a masked softmax kernel; the rest are small NVRTC kernels (`kernels.cu`). GEMM
+//! operands are in the model dtype; the residual stream, the GEMM outputs that feed a layer
+//! norm, attention scores and all kernel arithmetic are f32.
 // Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
@@ -46,8 +48,11 @@ struct Workspace {
     types: DevBuf,
     mask: DevBuf,
     x: DevBuf,
+    x32: DevBuf,
     a: DevBuf,
+    a32: DevBuf,
     tmp: DevBuf,
+    tmp32: DevBuf,
     qkv: DevBuf,
     heads: DevBuf,
     scores: DevBuf,
@@ -189,8 +194,11 @@ impl GpuModel {
             types: buf(n * 4)?,
             mask: buf(n * 4)?,
             x: buf(n * h * e)?,
+            x32: buf(n * h * 4)?,
             a: buf(n * h * e)?,
+            a32: buf(n * h * 4)?,
             tmp: buf(n * h * e)?,
+            tmp32: buf(n * h * 4)?,
             qkv: buf(3 * n * h * e)?,
             heads: buf(3 * n * h * e)?,
             scores: buf(b * nh * s * s * 4)?,
@@ -293,7 +301,14 @@ impl GpuModel {
         &self.gpu.stream
     }
 
-    fn enqueue(&self, bb: usize, sb: usize) -> Result<()> {
+    /// Enqueues the forward pass of bucket `(bb, sb)`; `mark(name)` is called after each step
+    /// (a no-op except when profiling).
+    fn enqueue_marked(
+        &self,
+        bb: usize,
+        sb: usize,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
         use Arg::{F, I, L, P};
         let ws = self
             .ws
@@ -307,16 +322,16 @@ impl GpuModel {
             c.head_dim(),
             c.intermediate_size,
         );
-        let n = bb * sb;
-        let e = g.dtype.size_bytes();
-        let eps = c.layer_norm_eps as f32;
-        let row_threads = (h.div_ceil(32) * 32).clamp(32, 256) as u32;
-        let row_smem = ((32 + h) * 4) as u32;
+        let (n, e, eps) = (bb * sb, g.dtype.size_bytes(), c.layer_norm_eps as f32);
+        let threads = (h.div_ceil(32) * 32).clamp(32, 256) as u32;
+        let smem = ((32 + h) * 4) as u32;
+        let (nu, bu) = ((n as u32, 1), (bb as u32, 1));
+        let (hi, sbi, dhi) = (I(h as i32), I(sb as i32), I(dh as i32));
         g.launch(
             Kernel::EmbedLn,
-            n as u32,
-            row_threads,
-            row_smem,
+            nu,
+            threads,
+            smem,
             &[
                 P(ws.ids.ptr),
                 P(ws.types.ptr),
@@ -326,18 +341,25 @@ impl GpuModel {
                 P(self.w("embeddings.LayerNorm.weight")),
                 P(self.w("embeddings.LayerNorm.bias")),
                 P(ws.x.ptr),
-                I(sb as i32),
-                I(h as i32),
+                P(ws.x32.ptr),
+                sbi,
+                hi,
                 I(c.position_offset() as i32),
                 F(eps),
             ],
         )?;
+        mark("embeddings + layer norm")?;
         let act = match c.activation()? {
             Activation::GeluErf => 1,
             Activation::GeluTanh => 2,
             Activation::Relu => 3,
         };
         let scale = 1.0 / (dh as f32).sqrt();
+        let (q, k, v) = (
+            ws.heads.ptr,
+            ws.heads.ptr + (n * h * e) as u64,
+            ws.heads.ptr + (2 * n * h * e) as u64,
+        );
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
             g.gemm(
@@ -350,25 +372,24 @@ impl GpuModel {
                 3,
                 false,
             )?;
-            g.launch_n(
+            mark("QKV GEMM")?;
+            g.launch(
                 Kernel::SplitHeads,
-                3 * n * h,
+                (n as u32, 3),
+                threads,
+                0,
                 &[
                     P(ws.qkv.ptr),
                     P(l.qkv_b),
                     L(l.qkv_b_stride as i64),
                     P(ws.heads.ptr),
-                    L(n as i64),
-                    I(sb as i32),
-                    I(h as i32),
-                    I(dh as i32),
+                    I(n as i32),
+                    sbi,
+                    hi,
+                    dhi,
                 ],
             )?;
-            let (q, k, v) = (
-                ws.heads.ptr,
-                ws.heads.ptr + (n * h * e) as u64,
-                ws.heads.ptr + (2 * n * h * e) as u64,
-            );
+            mark("bias + split heads")?;
             // scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ, in f32.
             g.gemm(
                 true,
@@ -380,10 +401,11 @@ impl GpuModel {
                 bb * nh,
                 true,
             )?;
+            mark("attention scores GEMM")?;
             let rows = bb * nh * sb;
             g.launch(
                 Kernel::MaskedSoftmax,
-                rows.div_ceil(8) as u32,
+                (rows.div_ceil(8) as u32, 1),
                 256,
                 0,
                 &[
@@ -391,10 +413,11 @@ impl GpuModel {
                     P(ws.mask.ptr),
                     P(ws.probs.ptr),
                     L(rows as i64),
-                    I(sb as i32),
+                    sbi,
                     I(nh as i32),
                 ],
             )?;
+            mark("masked softmax")?;
             // ctx[i] (Sq × dh) = P_i V_i.
             g.gemm(
                 false,
@@ -406,44 +429,44 @@ impl GpuModel {
                 bb * nh,
                 false,
             )?;
-            g.launch_n(
+            mark("attention context GEMM")?;
+            g.launch(
                 Kernel::MergeHeads,
-                n * h,
-                &[
-                    P(ws.ctx.ptr),
-                    P(ws.tmp.ptr),
-                    L(n as i64),
-                    I(sb as i32),
-                    I(h as i32),
-                    I(dh as i32),
-                ],
+                nu,
+                threads,
+                0,
+                &[P(ws.ctx.ptr), P(ws.tmp.ptr), sbi, hi, dhi],
             )?;
+            mark("merge heads")?;
             g.gemm(
                 true,
                 (h, n, h),
                 1.0,
                 (l.o_w, h, 0),
                 (ws.tmp.ptr, h, 0),
-                (ws.ctx.ptr, h, 0),
+                (ws.tmp32.ptr, h, 0),
                 1,
-                false,
+                true,
             )?;
+            mark("attention output GEMM")?;
             g.launch(
                 Kernel::BiasResLn,
-                n as u32,
-                row_threads,
-                row_smem,
+                nu,
+                threads,
+                smem,
                 &[
-                    P(ws.ctx.ptr),
+                    P(ws.tmp32.ptr),
                     P(l.o_b),
-                    P(ws.x.ptr),
+                    P(ws.x32.ptr),
                     P(l.ln1_g),
                     P(l.ln1_b),
                     P(ws.a.ptr),
-                    I(h as i32),
+                    P(ws.a32.ptr),
+                    hi,
                     F(eps),
                 ],
             )?;
+            mark("bias + residual + layer norm")?;
             g.gemm(
                 true,
                 (im, n, h),
@@ -454,58 +477,56 @@ impl GpuModel {
                 1,
                 false,
             )?;
-            g.launch_n(
+            mark("FFN up GEMM")?;
+            g.launch(
                 Kernel::BiasAct,
-                n * im,
-                &[
-                    P(ws.inter.ptr),
-                    P(l.up_b),
-                    L(n as i64),
-                    I(im as i32),
-                    I(act),
-                ],
+                nu,
+                256,
+                0,
+                &[P(ws.inter.ptr), P(l.up_b), I(im as i32), I(act)],
             )?;
+            mark("bias + GELU")?;
             g.gemm(
                 true,
                 (h, n, im),
                 1.0,
                 (l.down_w, im, 0),
                 (ws.inter.ptr, im, 0),
-                (ws.tmp.ptr, h, 0),
+                (ws.tmp32.ptr, h, 0),
                 1,
-                false,
+                true,
             )?;
+            mark("FFN down GEMM")?;
             g.launch(
                 Kernel::BiasResLn,
-                n as u32,
-                row_threads,
-                row_smem,
+                nu,
+                threads,
+                smem,
                 &[
-                    P(ws.tmp.ptr),
+                    P(ws.tmp32.ptr),
                     P(l.down_b),
-                    P(ws.a.ptr),
+                    P(ws.a32.ptr),
                     P(l.ln2_g),
                     P(l.ln2_b),
                     P(ws.x.ptr),
-                    I(h as i32),
+                    P(ws.x32.ptr),
+                    hi,
                     F(eps),
                 ],
             )?;
+            mark("bias + residual + layer norm")?;
         }
         let labels = c.labels();
+        let li = I(labels as i32);
         match self.task {
             Task::SequenceClassification => {
                 let pooled = ws.first.ptr + (bb * h * e) as u64;
-                g.launch_n(
+                g.launch(
                     Kernel::GatherFirst,
-                    bb * h,
-                    &[
-                        P(ws.x.ptr),
-                        P(ws.first.ptr),
-                        I(bb as i32),
-                        I(sb as i32),
-                        I(h as i32),
-                    ],
+                    bu,
+                    threads,
+                    0,
+                    &[P(ws.x.ptr), P(ws.first.ptr), sbi, hi],
                 )?;
                 g.gemm(
                     true,
@@ -517,16 +538,12 @@ impl GpuModel {
                     1,
                     false,
                 )?;
-                g.launch_n(
+                g.launch(
                     Kernel::BiasAct,
-                    bb * h,
-                    &[
-                        P(pooled),
-                        P(self.w("pooler.dense.bias")),
-                        L(bb as i64),
-                        I(h as i32),
-                        I(4),
-                    ],
+                    bu,
+                    threads,
+                    0,
+                    &[P(pooled), P(self.w("pooler.dense.bias")), hi, I(4)],
                 )?;
                 g.gemm(
                     true,
@@ -538,15 +555,12 @@ impl GpuModel {
                     1,
                     true,
                 )?;
-                g.launch_n(
+                g.launch(
                     Kernel::BiasF32,
-                    bb * labels,
-                    &[
-                        P(ws.out.ptr),
-                        P(self.w("classifier.bias")),
-                        L(bb as i64),
-                        I(labels as i32),
-                    ],
+                    bu,
+                    32,
+                    0,
+                    &[P(ws.out.ptr), P(self.w("classifier.bias")), li],
                 )?;
             }
             Task::TokenClassification => {
@@ -560,34 +574,61 @@ impl GpuModel {
                     1,
                     true,
                 )?;
-                g.launch_n(
+                g.launch(
                     Kernel::BiasF32,
-                    n * labels,
-                    &[
-                        P(ws.out.ptr),
-                        P(self.w("classifier.bias")),
-                        L(n as i64),
-                        I(labels as i32),
-                    ],
+                    nu,
+                    32,
+                    0,
+                    &[P(ws.out.ptr), P(self.w("classifier.bias")), li],
                 )?;
             }
             Task::Embedding => {
                 g.launch(
                     Kernel::MeanPoolNorm,
-                    bb as u32,
-                    row_threads,
-                    row_smem,
-                    &[
-                        P(ws.x.ptr),
-                        P(ws.mask.ptr),
-                        P(ws.out.ptr),
-                        I(sb as i32),
-                        I(h as i32),
-                    ],
+                    bu,
+                    threads,
+                    smem,
+                    &[P(ws.x.ptr), P(ws.mask.ptr), P(ws.out.ptr), sbi, hi],
                 )?;
             }
         }
-        Ok(())
+        mark("head")
+    }
+
+    fn enqueue(&self, bb: usize, sb: usize) -> Result<()> {
+        self.enqueue_marked(bb, sb, &mut |_| Ok(()))
+    }
+
+    /// Runs one eager forward pass of `batch` with a CUDA event after every step and returns
+    /// the device time per step name, summed over layers, in milliseconds (in order of first
+    /// appearance).
+    pub fn profile(&mut self, batch: &Batch) -> Result<Vec<(&'static str, f64)>> {
+        self.forward(batch)?;
+        let (bb, sb) = bucket(batch.batch, batch.seq, self.cfg.max_tokens());
+        let ctx = self.gpu.ctx.clone();
+        let stream = self.gpu.stream.clone();
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = cu(ctx.new_event(flags), "cuEventCreate")?;
+        cu(start.record(&stream), "cuEventRecord")?;
+        let mut marks = Vec::new();
+        self.enqueue_marked(bb, sb, &mut |name| {
+            let ev = cu(ctx.new_event(flags), "cuEventCreate")?;
+            cu(ev.record(&stream), "cuEventRecord")?;
+            marks.push((name, ev));
+            Ok(())
+        })?;
+        cu(stream.synchronize(), "cuStreamSynchronize")?;
+        let mut out: Vec<(&'static str, f64)> = Vec::new();
+        let mut prev = &start;
+        for (name, ev) in &marks {
+            let ms = f64::from(cu(prev.elapsed_ms(ev), "cuEventElapsedTime")?);
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += ms,
+                None => out.push((name, ms)),
+            }
+            prev = ev;
+        }
+        Ok(out)
     }
 }
 

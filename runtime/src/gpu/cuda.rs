@@ -13,7 +13,7 @@ use std::sync::Arc;
 const KERNELS: &str = include_str!("kernels.cu");
 
 /// Kernel names in `kernels.cu`, in [`Kernel`] order.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 15] = [
     "embed_ln",
     "bias_res_ln",
     "split_heads",
@@ -23,6 +23,12 @@ const NAMES: [&str; 9] = [
     "bias_f32",
     "gather_first",
     "mean_pool_norm",
+    "embed_ln_v",
+    "bias_res_ln_v",
+    "split_heads_v",
+    "merge_heads_v",
+    "bias_act_v",
+    "masked_softmax_v",
 ];
 
 /// Kernels of the module.
@@ -46,6 +52,18 @@ pub enum Kernel {
     GatherFirst = 7,
     /// Masked mean pooling + L2 normalisation.
     MeanPoolNorm = 8,
+    /// [`Kernel::EmbedLn`], one warp per row, 16-byte accesses.
+    EmbedLnV = 9,
+    /// [`Kernel::BiasResLn`], one warp per row, 16-byte accesses.
+    BiasResLnV = 10,
+    /// [`Kernel::SplitHeads`] with 16-byte accesses.
+    SplitHeadsV = 11,
+    /// [`Kernel::MergeHeads`] with 16-byte accesses.
+    MergeHeadsV = 12,
+    /// [`Kernel::BiasAct`] with 16-byte accesses.
+    BiasActV = 13,
+    /// [`Kernel::MaskedSoftmax`] with the row in registers.
+    MaskedSoftmaxV = 14,
 }
 
 /// A kernel argument.

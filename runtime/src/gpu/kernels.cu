@@ -27,6 +27,34 @@ struct BF16 {
 typedef DTYPE D;
 typedef D::S T;
 
+// 16-byte vectors: VEC elements of T; rows are aligned to VEC elements where `vec` paths run.
+#define VEC ((int)(16 / sizeof(T)))
+#define MAXV 8
+__device__ __forceinline__ void ldv(const T* p, float* f) {
+  uint4 u = *(const uint4*)p;
+  const T* t = (const T*)&u;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) f[k] = D::ld(t[k]);
+}
+__device__ __forceinline__ void stv(T* p, const float* f) {
+  uint4 u;
+  T* t = (T*)&u;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) t[k] = D::st(f[k]);
+  *(uint4*)p = u;
+}
+__device__ __forceinline__ void ldf(const float* p, float* f) {
+#pragma unroll
+  for (int k = 0; k < VEC; k += 4) {
+    float4 u = *(const float4*)(p + k);
+    f[k] = u.x; f[k + 1] = u.y; f[k + 2] = u.z; f[k + 3] = u.w;
+  }
+}
+__device__ __forceinline__ void stf(float* p, const float* f) {
+#pragma unroll
+  for (int k = 0; k < VEC; k += 4) *(float4*)(p + k) = make_float4(f[k], f[k + 1], f[k + 2], f[k + 3]);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -185,4 +213,158 @@ extern "C" __global__ void mean_pool_norm(const T* x, const int* mask, float* ou
   }
   float norm = fmaxf(sqrtf(block_sum(q, sh)), 1e-12f);
   for (int i = threadIdx.x; i < H; i += blockDim.x) out[bb * H + i] = row[i] / norm;
+}
+
+// ---- Vectorised variants (H % VEC == 0, H / VEC <= 32 * MAXV): one warp per row, the row in
+// registers, warp shuffles only. Blocks of 256 threads = 8 rows.
+
+__device__ __forceinline__ void ln_warp(float (*v)[VEC], int nv, const T* g, const T* b, T* out,
+                                        float* out32, int H, float eps) {
+  int lane = threadIdx.x & 31;
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j)
+    if (lane + 32 * j < nv)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) s += v[j][k];
+  float mean = warp_sum(s) / H;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j)
+    if (lane + 32 * j < nv)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) { float d = v[j][k] - mean; q += d * d; }
+  float rstd = rsqrtf(warp_sum(q) / H + eps);
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float gg[VEC], bb[VEC];
+      ldv(g + c, gg); ldv(b + c, bb);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = (v[j][k] - mean) * rstd * gg[k] + bb[k];
+      stv(out + c, v[j]);
+      stf(out32 + c, v[j]);
+    }
+  }
+}
+
+extern "C" __global__ void embed_ln_v(const int* ids, const int* types, const T* word, const T* pos,
+                                      const T* typ, const T* g, const T* b, T* out, float* out32,
+                                      int n, int Sq, int H, int pos_off, float eps) {
+  int t = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (t >= n) return;
+  int s = t % Sq, nv = H / VEC;
+  long id = ids[t], tt = types[t];
+  float v[MAXV][VEC];
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float a[VEC], p[VEC], y[VEC];
+      ldv(word + id * H + c, a); ldv(pos + (long)(s + pos_off) * H + c, p); ldv(typ + tt * H + c, y);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + p[k] + y[k];
+    }
+  }
+  ln_warp(v, nv, g, b, out + (long)t * H, out32 + (long)t * H, H, eps);
+}
+
+extern "C" __global__ void bias_res_ln_v(const float* y, const T* bias, const float* res,
+                                         const T* g, const T* b, T* out, float* out32, int n,
+                                         int H, float eps) {
+  int r = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (r >= n) return;
+  int nv = H / VEC;
+  float v[MAXV][VEC];
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float a[VEC], bi[VEC], rr[VEC];
+      ldf(y + (long)r * H + c, a); ldv(bias + c, bi); ldf(res + (long)r * H + c, rr);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + bi[k] + rr[k];
+    }
+  }
+  ln_warp(v, nv, g, b, out + (long)r * H, out32 + (long)r * H, H, eps);
+}
+
+// Grid (n tokens, 3); needs dh % VEC == 0.
+extern "C" __global__ void split_heads_v(const T* qkv, const T* bias0, long bias_stride, T* out,
+                                         int n, int Sq, int H, int dh) {
+  int tok = blockIdx.x, w = blockIdx.y, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
+  const T* src = qkv + ((long)w * n + tok) * H;
+  const T* bias = bias0 + w * bias_stride;
+  T* dst = out + (long)w * n * H + ((long)bb * nh * Sq + s) * dh;
+  for (int c = threadIdx.x * VEC; c < H; c += blockDim.x * VEC) {
+    int h = c / dh, d = c - h * dh;
+    float a[VEC], bi[VEC];
+    ldv(src + c, a); ldv(bias + c, bi);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) a[k] += bi[k];
+    stv(dst + (long)h * Sq * dh + d, a);
+  }
+}
+
+// Grid (n tokens); needs dh % VEC == 0.
+extern "C" __global__ void merge_heads_v(const T* ctx, T* out, int Sq, int H, int dh) {
+  int tok = blockIdx.x, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
+  const T* src = ctx + ((long)bb * nh * Sq + s) * dh;
+  for (int c = threadIdx.x * VEC; c < H; c += blockDim.x * VEC) {
+    int h = c / dh, d = c - h * dh;
+    *(uint4*)(out + (long)tok * H + c) = *(const uint4*)(src + (long)h * Sq * dh + d);
+  }
+}
+
+// Grid (rows); needs cols % VEC == 0.
+extern "C" __global__ void bias_act_v(T* x, const T* bias, int cols, int act) {
+  T* row = x + (long)blockIdx.x * cols;
+  for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
+    float v[VEC], bi[VEC];
+    ldv(row + c, v); ldv(bias + c, bi);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      float t = v[k] + bi[k];
+      if (act == 1) t = 0.5f * t * (1.f + erff(t * 0.70710678118654752f));
+      else if (act == 2) t = 0.5f * t * (1.f + tanhf(0.7978845608028654f * (t + 0.044715f * t * t * t)));
+      else if (act == 3) t = fmaxf(t, 0.f);
+      else if (act == 4) t = tanhf(t);
+      v[k] = t;
+    }
+    stv(row + c, v);
+  }
+}
+
+// One warp per row with the row in registers (Sq <= 32 * 16).
+extern "C" __global__ void masked_softmax_v(const float* scores, const int* mask, T* probs,
+                                            long rows, int Sq, int nh) {
+  long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long bb = row / ((long)nh * Sq);
+  const float* x = scores + row * Sq;
+  const int* m = mask + bb * Sq;
+  float v[16];
+  float mx = __int_as_float(0xff800000);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    int c = lane + 32 * j;
+    v[j] = (c < Sq && m[c]) ? x[c] : __int_as_float(0xff800000);
+    mx = fmaxf(mx, v[j]);
+  }
+  mx = warp_max(mx);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    v[j] = (v[j] == __int_as_float(0xff800000)) ? 0.f : expf(v[j] - mx);
+    sum += v[j];
+  }
+  sum = warp_sum(sum);
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    int c = lane + 32 * j;
+    if (c < Sq) probs[row * Sq + c] = D::st(v[j] * inv);
+  }
 }

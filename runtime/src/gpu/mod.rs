@@ -303,217 +303,105 @@ impl GpuModel {
 
     /// Enqueues the forward pass of bucket `(bb, sb)`; `mark(name)` is called after each step
     /// (a no-op except when profiling).
-    fn enqueue_marked(
-        &self,
-        bb: usize,
-        sb: usize,
-        mark: &mut dyn FnMut(&'static str) -> Result<()>,
-    ) -> Result<()> {
+    #[rustfmt::skip]
+    fn enqueue_marked(&self, bb: usize, sb: usize, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         use Arg::{F, I, L, P};
-        let ws = self
-            .ws
-            .as_ref()
-            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        let ws = self.ws.as_ref().ok_or_else(|| Error::Cuda("no workspace".into()))?;
         let g = &self.gpu;
         let c = &self.cfg;
-        let (h, nh, dh, im) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.head_dim(),
-            c.intermediate_size,
-        );
+        let (h, nh, dh, im) = (c.hidden_size, c.num_attention_heads, c.head_dim(), c.intermediate_size);
         let (n, e, eps) = (bb * sb, g.dtype.size_bytes(), c.layer_norm_eps as f32);
         let threads = (h.div_ceil(32) * 32).clamp(32, 256) as u32;
         let smem = ((32 + h) * 4) as u32;
         let (nu, bu) = ((n as u32, 1), (bb as u32, 1));
         let (hi, sbi, dhi) = (I(h as i32), I(sb as i32), I(dh as i32));
-        g.launch(
-            Kernel::EmbedLn,
-            nu,
-            threads,
-            smem,
-            &[
-                P(ws.ids.ptr),
-                P(ws.types.ptr),
-                P(self.w("embeddings.word_embeddings.weight")),
-                P(self.w("embeddings.position_embeddings.weight")),
-                P(self.w("embeddings.token_type_embeddings.weight")),
-                P(self.w("embeddings.LayerNorm.weight")),
-                P(self.w("embeddings.LayerNorm.bias")),
-                P(ws.x.ptr),
-                P(ws.x32.ptr),
-                sbi,
-                hi,
-                I(c.position_offset() as i32),
-                F(eps),
-            ],
-        )?;
+        // 16-byte vector paths where the shapes allow them (all real BERT shapes do).
+        let vec = 16 / e;
+        let rows_v = h % vec == 0 && h / vec <= 32 * 8;
+        let heads_v = h % vec == 0 && dh % vec == 0;
+        let threads_of = |cols: usize| (cols.div_ceil(vec).div_ceil(32) * 32).clamp(32, 256) as u32;
+        let rows8 = (n.div_ceil(8) as u32, 1);
+        let emb_args = [
+            P(ws.ids.ptr), P(ws.types.ptr),
+            P(self.w("embeddings.word_embeddings.weight")),
+            P(self.w("embeddings.position_embeddings.weight")),
+            P(self.w("embeddings.token_type_embeddings.weight")),
+            P(self.w("embeddings.LayerNorm.weight")), P(self.w("embeddings.LayerNorm.bias")),
+            P(ws.x.ptr), P(ws.x32.ptr),
+        ];
+        let tail = [sbi, hi, I(c.position_offset() as i32), F(eps)];
+        if rows_v {
+            let args: Vec<Arg> = emb_args.iter().copied().chain([I(n as i32)]).chain(tail).collect();
+            g.launch(Kernel::EmbedLnV, rows8, 256, 0, &args)?;
+        } else {
+            let args: Vec<Arg> = emb_args.iter().copied().chain(tail).collect();
+            g.launch(Kernel::EmbedLn, nu, threads, smem, &args)?;
+        }
         mark("embeddings + layer norm")?;
+        let ln = |y: u64, bias: u64, res: u64, gam: u64, bet: u64, out: u64, out32: u64| -> Result<()> {
+            if rows_v {
+                g.launch(Kernel::BiasResLnV, rows8, 256, 0, &[
+                    P(y), P(bias), P(res), P(gam), P(bet), P(out), P(out32), I(n as i32), hi, F(eps),
+                ])
+            } else {
+                g.launch(Kernel::BiasResLn, nu, threads, smem, &[
+                    P(y), P(bias), P(res), P(gam), P(bet), P(out), P(out32), hi, F(eps),
+                ])
+            }
+        };
+        let bias_act = |x: u64, bias: u64, rows: usize, cols: usize, act: i32| -> Result<()> {
+            let args = [P(x), P(bias), I(cols as i32), I(act)];
+            if cols % vec == 0 {
+                g.launch(Kernel::BiasActV, (rows as u32, 1), threads_of(cols), 0, &args)
+            } else {
+                g.launch(Kernel::BiasAct, (rows as u32, 1), 256, 0, &args)
+            }
+        };
         let act = match c.activation()? {
             Activation::GeluErf => 1,
             Activation::GeluTanh => 2,
             Activation::Relu => 3,
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        let (q, k, v) = (
-            ws.heads.ptr,
-            ws.heads.ptr + (n * h * e) as u64,
-            ws.heads.ptr + (2 * n * h * e) as u64,
-        );
+        let (q, k, v) = (ws.heads.ptr, ws.heads.ptr + (n * h * e) as u64, ws.heads.ptr + (2 * n * h * e) as u64);
+        let (k_split, k_merge, t_heads) = if heads_v {
+            (Kernel::SplitHeadsV, Kernel::MergeHeadsV, threads_of(h))
+        } else {
+            (Kernel::SplitHeads, Kernel::MergeHeads, threads)
+        };
+        let k_soft = if sb <= 512 { Kernel::MaskedSoftmaxV } else { Kernel::MaskedSoftmax };
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
-            g.gemm(
-                true,
-                (h, n, h),
-                1.0,
-                (l.qkv_w, h, l.qkv_w_stride),
-                (ws.x.ptr, h, 0),
-                (ws.qkv.ptr, h, n * h),
-                3,
-                false,
-            )?;
+            g.gemm(true, (h, n, h), 1.0, (l.qkv_w, h, l.qkv_w_stride), (ws.x.ptr, h, 0), (ws.qkv.ptr, h, n * h), 3, false)?;
             mark("QKV GEMM")?;
-            g.launch(
-                Kernel::SplitHeads,
-                (n as u32, 3),
-                threads,
-                0,
-                &[
-                    P(ws.qkv.ptr),
-                    P(l.qkv_b),
-                    L(l.qkv_b_stride as i64),
-                    P(ws.heads.ptr),
-                    I(n as i32),
-                    sbi,
-                    hi,
-                    dhi,
-                ],
-            )?;
+            g.launch(k_split, (n as u32, 3), t_heads, 0, &[
+                P(ws.qkv.ptr), P(l.qkv_b), L(l.qkv_b_stride as i64), P(ws.heads.ptr), I(n as i32), sbi, hi, dhi,
+            ])?;
             mark("bias + split heads")?;
             // scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ, in f32.
-            g.gemm(
-                true,
-                (sb, sb, dh),
-                scale,
-                (k, dh, sb * dh),
-                (q, dh, sb * dh),
-                (ws.scores.ptr, sb, sb * sb),
-                bb * nh,
-                true,
-            )?;
+            g.gemm(true, (sb, sb, dh), scale, (k, dh, sb * dh), (q, dh, sb * dh), (ws.scores.ptr, sb, sb * sb), bb * nh, true)?;
             mark("attention scores GEMM")?;
             let rows = bb * nh * sb;
-            g.launch(
-                Kernel::MaskedSoftmax,
-                (rows.div_ceil(8) as u32, 1),
-                256,
-                0,
-                &[
-                    P(ws.scores.ptr),
-                    P(ws.mask.ptr),
-                    P(ws.probs.ptr),
-                    L(rows as i64),
-                    sbi,
-                    I(nh as i32),
-                ],
-            )?;
+            g.launch(k_soft, (rows.div_ceil(8) as u32, 1), 256, 0, &[
+                P(ws.scores.ptr), P(ws.mask.ptr), P(ws.probs.ptr), L(rows as i64), sbi, I(nh as i32),
+            ])?;
             mark("masked softmax")?;
             // ctx[i] (Sq × dh) = P_i V_i.
-            g.gemm(
-                false,
-                (dh, sb, sb),
-                1.0,
-                (v, dh, sb * dh),
-                (ws.probs.ptr, sb, sb * sb),
-                (ws.ctx.ptr, dh, sb * dh),
-                bb * nh,
-                false,
-            )?;
+            g.gemm(false, (dh, sb, sb), 1.0, (v, dh, sb * dh), (ws.probs.ptr, sb, sb * sb), (ws.ctx.ptr, dh, sb * dh), bb * nh, false)?;
             mark("attention context GEMM")?;
-            g.launch(
-                Kernel::MergeHeads,
-                nu,
-                threads,
-                0,
-                &[P(ws.ctx.ptr), P(ws.tmp.ptr), sbi, hi, dhi],
-            )?;
+            g.launch(k_merge, nu, t_heads, 0, &[P(ws.ctx.ptr), P(ws.tmp.ptr), sbi, hi, dhi])?;
             mark("merge heads")?;
-            g.gemm(
-                true,
-                (h, n, h),
-                1.0,
-                (l.o_w, h, 0),
-                (ws.tmp.ptr, h, 0),
-                (ws.tmp32.ptr, h, 0),
-                1,
-                true,
-            )?;
+            g.gemm(true, (h, n, h), 1.0, (l.o_w, h, 0), (ws.tmp.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
             mark("attention output GEMM")?;
-            g.launch(
-                Kernel::BiasResLn,
-                nu,
-                threads,
-                smem,
-                &[
-                    P(ws.tmp32.ptr),
-                    P(l.o_b),
-                    P(ws.x32.ptr),
-                    P(l.ln1_g),
-                    P(l.ln1_b),
-                    P(ws.a.ptr),
-                    P(ws.a32.ptr),
-                    hi,
-                    F(eps),
-                ],
-            )?;
+            ln(ws.tmp32.ptr, l.o_b, ws.x32.ptr, l.ln1_g, l.ln1_b, ws.a.ptr, ws.a32.ptr)?;
             mark("bias + residual + layer norm")?;
-            g.gemm(
-                true,
-                (im, n, h),
-                1.0,
-                (l.up_w, h, 0),
-                (ws.a.ptr, h, 0),
-                (ws.inter.ptr, im, 0),
-                1,
-                false,
-            )?;
+            g.gemm(true, (im, n, h), 1.0, (l.up_w, h, 0), (ws.a.ptr, h, 0), (ws.inter.ptr, im, 0), 1, false)?;
             mark("FFN up GEMM")?;
-            g.launch(
-                Kernel::BiasAct,
-                nu,
-                256,
-                0,
-                &[P(ws.inter.ptr), P(l.up_b), I(im as i32), I(act)],
-            )?;
+            bias_act(ws.inter.ptr, l.up_b, n, im, act)?;
             mark("bias + GELU")?;
-            g.gemm(
-                true,
-                (h, n, im),
-                1.0,
-                (l.down_w, im, 0),
-                (ws.inter.ptr, im, 0),
-                (ws.tmp32.ptr, h, 0),
-                1,
-                true,
-            )?;
+            g.gemm(true, (h, n, im), 1.0, (l.down_w, im, 0), (ws.inter.ptr, im, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
             mark("FFN down GEMM")?;
-            g.launch(
-                Kernel::BiasResLn,
-                nu,
-                threads,
-                smem,
-                &[
-                    P(ws.tmp32.ptr),
-                    P(l.down_b),
-                    P(ws.a32.ptr),
-                    P(l.ln2_g),
-                    P(l.ln2_b),
-                    P(ws.x.ptr),
-                    P(ws.x32.ptr),
-                    hi,
-                    F(eps),
-                ],
-            )?;
+            ln(ws.tmp32.ptr, l.down_b, ws.a32.ptr, l.ln2_g, l.ln2_b, ws.x.ptr, ws.x32.ptr)?;
             mark("bias + residual + layer norm")?;
         }
         let labels = c.labels();
@@ -521,75 +409,18 @@ impl GpuModel {
         match self.task {
             Task::SequenceClassification => {
                 let pooled = ws.first.ptr + (bb * h * e) as u64;
-                g.launch(
-                    Kernel::GatherFirst,
-                    bu,
-                    threads,
-                    0,
-                    &[P(ws.x.ptr), P(ws.first.ptr), sbi, hi],
-                )?;
-                g.gemm(
-                    true,
-                    (h, bb, h),
-                    1.0,
-                    (self.w("pooler.dense.weight"), h, 0),
-                    (ws.first.ptr, h, 0),
-                    (pooled, h, 0),
-                    1,
-                    false,
-                )?;
-                g.launch(
-                    Kernel::BiasAct,
-                    bu,
-                    threads,
-                    0,
-                    &[P(pooled), P(self.w("pooler.dense.bias")), hi, I(4)],
-                )?;
-                g.gemm(
-                    true,
-                    (labels, bb, h),
-                    1.0,
-                    (self.w("classifier.weight"), h, 0),
-                    (pooled, h, 0),
-                    (ws.out.ptr, labels, 0),
-                    1,
-                    true,
-                )?;
-                g.launch(
-                    Kernel::BiasF32,
-                    bu,
-                    32,
-                    0,
-                    &[P(ws.out.ptr), P(self.w("classifier.bias")), li],
-                )?;
+                g.launch(Kernel::GatherFirst, bu, threads, 0, &[P(ws.x.ptr), P(ws.first.ptr), sbi, hi])?;
+                g.gemm(true, (h, bb, h), 1.0, (self.w("pooler.dense.weight"), h, 0), (ws.first.ptr, h, 0), (pooled, h, 0), 1, false)?;
+                bias_act(pooled, self.w("pooler.dense.bias"), bb, h, 4)?;
+                g.gemm(true, (labels, bb, h), 1.0, (self.w("classifier.weight"), h, 0), (pooled, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
+                g.launch(Kernel::BiasF32, bu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }
             Task::TokenClassification => {
-                g.gemm(
-                    true,
-                    (labels, n, h),
-                    1.0,
-                    (self.w("classifier.weight"), h, 0),
-                    (ws.x.ptr, h, 0),
-                    (ws.out.ptr, labels, 0),
-                    1,
-                    true,
-                )?;
-                g.launch(
-                    Kernel::BiasF32,
-                    nu,
-                    32,
-                    0,
-                    &[P(ws.out.ptr), P(self.w("classifier.bias")), li],
-                )?;
+                g.gemm(true, (labels, n, h), 1.0, (self.w("classifier.weight"), h, 0), (ws.x.ptr, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
+                g.launch(Kernel::BiasF32, nu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }
             Task::Embedding => {
-                g.launch(
-                    Kernel::MeanPoolNorm,
-                    bu,
-                    threads,
-                    smem,
-                    &[P(ws.x.ptr), P(ws.mask.ptr), P(ws.out.ptr), sbi, hi],
-                )?;
+                g.launch(Kernel::MeanPoolNorm, bu, threads, smem, &[P(ws.x.ptr), P(ws.mask.ptr), P(ws.out.ptr), sbi, hi])?;
             }
         }
         mark("head")

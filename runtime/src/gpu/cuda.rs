@@ -13,11 +13,9 @@ use std::sync::Arc;
 const KERNELS: &str = include_str!("kernels.cu");
 
 /// Kernel names in `kernels.cu`, in [`Kernel`] order.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 11] = [
     "embed_ln",
     "bias_res_ln",
-    "split_heads",
-    "merge_heads",
     "masked_softmax",
     "bias_act",
     "bias_f32",
@@ -25,8 +23,6 @@ const NAMES: [&str; 15] = [
     "mean_pool_norm",
     "embed_ln_v",
     "bias_res_ln_v",
-    "split_heads_v",
-    "merge_heads_v",
     "bias_act_v",
     "masked_softmax_v",
 ];
@@ -38,32 +34,24 @@ pub enum Kernel {
     EmbedLn = 0,
     /// Bias + residual + layer norm.
     BiasResLn = 1,
-    /// Bias + split into heads.
-    SplitHeads = 2,
-    /// Heads back to rows.
-    MergeHeads = 3,
     /// Masked softmax.
-    MaskedSoftmax = 4,
+    MaskedSoftmax = 2,
     /// Bias + activation.
-    BiasAct = 5,
+    BiasAct = 3,
     /// Bias on f32 logits.
-    BiasF32 = 6,
+    BiasF32 = 4,
     /// First token of each row.
-    GatherFirst = 7,
+    GatherFirst = 5,
     /// Masked mean pooling + L2 normalisation.
-    MeanPoolNorm = 8,
+    MeanPoolNorm = 6,
     /// [`Kernel::EmbedLn`], one warp per row, 16-byte accesses.
-    EmbedLnV = 9,
+    EmbedLnV = 7,
     /// [`Kernel::BiasResLn`], one warp per row, 16-byte accesses.
-    BiasResLnV = 10,
-    /// [`Kernel::SplitHeads`] with 16-byte accesses.
-    SplitHeadsV = 11,
-    /// [`Kernel::MergeHeads`] with 16-byte accesses.
-    MergeHeadsV = 12,
+    BiasResLnV = 8,
     /// [`Kernel::BiasAct`] with 16-byte accesses.
-    BiasActV = 13,
+    BiasActV = 9,
     /// [`Kernel::MaskedSoftmax`] with the row in registers.
-    MaskedSoftmaxV = 14,
+    MaskedSoftmaxV = 10,
 }
 
 /// A kernel argument.
@@ -185,7 +173,8 @@ impl Gpu {
             DType::Fp16 => "F16",
             DType::Bf16 => "BF16",
         };
-        let src = format!("#define DTYPE {d}\n{KERNELS}");
+        let scores_in_t = i32::from(dtype == DType::Fp16);
+        let src = format!("#define DTYPE {d}\n#define SCORES_IN_T {scores_in_t}\n{KERNELS}");
         let opts = cudarc::nvrtc::CompileOptions {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
@@ -322,6 +311,77 @@ impl Gpu {
                 "GemmStridedBatchedEx",
             )
         }
+    }
+
+    /// Column-major batched GEMM over device arrays of `batch` pointers each (`op(B) = B`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_batched(
+        &self,
+        trans_a: bool,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, lda): (u64, usize),
+        (b, ldb): (u64, usize),
+        (c, ldc): (u64, usize),
+        batch: usize,
+        c_f32: bool,
+    ) -> Result<()> {
+        let op = if trans_a {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        };
+        let ab = self.blas_type();
+        let ct = if c_f32 {
+            blas_sys::cudaDataType_t::CUDA_R_32F
+        } else {
+            ab
+        };
+        let beta = 0f32;
+        let i = |v: usize| v as i32;
+        // SAFETY: a, b, c are device arrays of `batch` pointers into live DevBufs, sized by the
+        // caller for these dimensions.
+        unsafe {
+            cb(
+                blas_sys::cublasGemmBatchedEx(
+                    self.blas,
+                    op,
+                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                    i(m),
+                    i(n),
+                    i(k),
+                    &alpha as *const f32 as *const c_void,
+                    a as *const *const c_void,
+                    ab,
+                    i(lda),
+                    b as *const *const c_void,
+                    ab,
+                    i(ldb),
+                    &beta as *const f32 as *const c_void,
+                    c as *const *mut c_void,
+                    ct,
+                    i(ldc),
+                    i(batch),
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .result(),
+                "GemmBatchedEx",
+            )
+        }
+    }
+
+    fn blas_type(&self) -> blas_sys::cudaDataType_t {
+        match self.dtype {
+            DType::Fp32 => blas_sys::cudaDataType_t::CUDA_R_32F,
+            DType::Fp16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+            DType::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
+        }
+    }
+
+    /// Whether attention scores are kept in the model dtype (fp16) rather than f32.
+    pub fn scores_in_dtype(&self) -> bool {
+        self.dtype == DType::Fp16
     }
 
     /// Copies host bytes to the device (synchronously).

@@ -27,6 +27,15 @@ struct BF16 {
 typedef DTYPE D;
 typedef D::S T;
 
+// Attention scores: in the model dtype for fp16 models, else f32.
+#if SCORES_IN_T
+typedef T Sc;
+__device__ __forceinline__ float ldsc(Sc v) { return D::ld(v); }
+#else
+typedef float Sc;
+__device__ __forceinline__ float ldsc(Sc v) { return v; }
+#endif
+
 // 16-byte vectors: VEC elements of T; rows are aligned to VEC elements where `vec` paths run.
 #define VEC ((int)(16 / sizeof(T)))
 #define MAXV 8
@@ -125,54 +134,32 @@ extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const floa
   ln_row(row, sh, g, b, out + r * H, out32 + r * H, H, eps);
 }
 
-// qkv: [3][n][H] GEMM outputs; adds the biases (q, k, v at bias0 + w*bias_stride) and writes
-// out: [3][B][nh][Sq][dh]. Grid (n tokens, 3).
-extern "C" __global__ void split_heads(const T* qkv, const T* bias0, long bias_stride, T* out,
-                                       int n, int Sq, int H, int dh) {
-  int tok = blockIdx.x, w = blockIdx.y, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
-  const T* src = qkv + ((long)w * n + tok) * H;
-  const T* bias = bias0 + w * bias_stride;
-  T* dst = out + (long)w * n * H + ((long)bb * nh * Sq + s) * dh;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    int h = c / dh, d = c - h * dh;
-    dst[(long)h * Sq * dh + d] = D::st(D::ld(src[c]) + D::ld(bias[c]));
-  }
-}
-
-// ctx: [B][nh][Sq][dh] -> out: [B][Sq][H]. Grid (n tokens).
-extern "C" __global__ void merge_heads(const T* ctx, T* out, int Sq, int H, int dh) {
-  int tok = blockIdx.x, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
-  const T* src = ctx + ((long)bb * nh * Sq + s) * dh;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    int h = c / dh, d = c - h * dh;
-    out[(long)tok * H + c] = src[(long)h * Sq * dh + d];
-  }
-}
-
 // One warp per score row ([B*nh*Sq] rows of Sq, already scaled): masked softmax into probs.
-extern "C" __global__ void masked_softmax(const float* scores, const int* mask, T* probs,
+extern "C" __global__ void masked_softmax(const Sc* scores, const int* mask, T* probs,
                                           long rows, int Sq, int nh) {
   long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
   long bb = row / ((long)nh * Sq);
-  const float* x = scores + row * Sq;
+  const Sc* x = scores + row * Sq;
   const int* m = mask + bb * Sq;
   float mx = __int_as_float(0xff800000);
-  for (int j = lane; j < Sq; j += 32) if (m[j]) mx = fmaxf(mx, x[j]);
+  for (int j = lane; j < Sq; j += 32) if (m[j]) mx = fmaxf(mx, ldsc(x[j]));
   mx = warp_max(mx);
   float sum = 0.f;
-  for (int j = lane; j < Sq; j += 32) if (m[j]) sum += expf(x[j] - mx);
+  for (int j = lane; j < Sq; j += 32) if (m[j]) sum += expf(ldsc(x[j]) - mx);
   sum = warp_sum(sum);
   float inv = sum > 0.f ? 1.f / sum : 0.f;
   for (int j = lane; j < Sq; j += 32)
-    probs[row * Sq + j] = D::st(m[j] ? expf(x[j] - mx) * inv : 0.f);
+    probs[row * Sq + j] = D::st(m[j] ? expf(ldsc(x[j]) - mx) * inv : 0.f);
 }
 
 // x[r][c] = act(x[r][c] + bias[c]); act 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
-// Grid (rows).
-extern "C" __global__ void bias_act(T* x, const T* bias, int cols, int act) {
-  T* row = x + (long)blockIdx.x * cols;
+// Grid (rows, matrices): matrix y starts at x + y * x_stride with its bias at bias + y * b_stride.
+extern "C" __global__ void bias_act(T* x, const T* bias, long x_stride, long b_stride, int cols,
+                                    int act) {
+  T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
+  bias += blockIdx.y * b_stride;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     float v = D::ld(row[c]) + D::ld(bias[c]);
     if (act == 1) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
@@ -290,36 +277,11 @@ extern "C" __global__ void bias_res_ln_v(const float* y, const T* bias, const fl
   ln_warp(v, nv, g, b, out + (long)r * H, out32 + (long)r * H, H, eps);
 }
 
-// Grid (n tokens, 3); needs dh % VEC == 0.
-extern "C" __global__ void split_heads_v(const T* qkv, const T* bias0, long bias_stride, T* out,
-                                         int n, int Sq, int H, int dh) {
-  int tok = blockIdx.x, w = blockIdx.y, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
-  const T* src = qkv + ((long)w * n + tok) * H;
-  const T* bias = bias0 + w * bias_stride;
-  T* dst = out + (long)w * n * H + ((long)bb * nh * Sq + s) * dh;
-  for (int c = threadIdx.x * VEC; c < H; c += blockDim.x * VEC) {
-    int h = c / dh, d = c - h * dh;
-    float a[VEC], bi[VEC];
-    ldv(src + c, a); ldv(bias + c, bi);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) a[k] += bi[k];
-    stv(dst + (long)h * Sq * dh + d, a);
-  }
-}
-
-// Grid (n tokens); needs dh % VEC == 0.
-extern "C" __global__ void merge_heads_v(const T* ctx, T* out, int Sq, int H, int dh) {
-  int tok = blockIdx.x, bb = tok / Sq, s = tok - bb * Sq, nh = H / dh;
-  const T* src = ctx + ((long)bb * nh * Sq + s) * dh;
-  for (int c = threadIdx.x * VEC; c < H; c += blockDim.x * VEC) {
-    int h = c / dh, d = c - h * dh;
-    *(uint4*)(out + (long)tok * H + c) = *(const uint4*)(src + (long)h * Sq * dh + d);
-  }
-}
-
-// Grid (rows); needs cols % VEC == 0.
-extern "C" __global__ void bias_act_v(T* x, const T* bias, int cols, int act) {
-  T* row = x + (long)blockIdx.x * cols;
+// Grid (rows, matrices) as bias_act; needs cols % VEC == 0.
+extern "C" __global__ void bias_act_v(T* x, const T* bias, long x_stride, long b_stride, int cols,
+                                      int act) {
+  T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
+  bias += blockIdx.y * b_stride;
   for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
     float v[VEC], bi[VEC];
     ldv(row + c, v); ldv(bias + c, bi);
@@ -337,20 +299,20 @@ extern "C" __global__ void bias_act_v(T* x, const T* bias, int cols, int act) {
 }
 
 // One warp per row with the row in registers (Sq <= 32 * 16).
-extern "C" __global__ void masked_softmax_v(const float* scores, const int* mask, T* probs,
+extern "C" __global__ void masked_softmax_v(const Sc* scores, const int* mask, T* probs,
                                             long rows, int Sq, int nh) {
   long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
   long bb = row / ((long)nh * Sq);
-  const float* x = scores + row * Sq;
+  const Sc* x = scores + row * Sq;
   const int* m = mask + bb * Sq;
   float v[16];
   float mx = __int_as_float(0xff800000);
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
     int c = lane + 32 * j;
-    v[j] = (c < Sq && m[c]) ? x[c] : __int_as_float(0xff800000);
+    v[j] = (c < Sq && m[c]) ? ldsc(x[c]) : __int_as_float(0xff800000);
     mx = fmaxf(mx, v[j]);
   }
   mx = warp_max(mx);

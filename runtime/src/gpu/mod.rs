@@ -51,10 +51,8 @@ struct Workspace {
     x32: DevBuf,
     a: DevBuf,
     a32: DevBuf,
-    tmp: DevBuf,
     tmp32: DevBuf,
     qkv: DevBuf,
-    heads: DevBuf,
     scores: DevBuf,
     probs: DevBuf,
     ctx: DevBuf,
@@ -66,6 +64,8 @@ struct Workspace {
 /// A model on one GPU.
 pub struct GpuModel {
     graphs: BTreeMap<(usize, usize), CudaGraph>,
+    /// Per bucket: device arrays of attention operand pointers (K, Q, scores, V, probs, ctx).
+    ptrs: BTreeMap<(usize, usize), DevBuf>,
     ws: Option<Workspace>,
     layers: Vec<LayerPtrs>,
     arena: DevBuf,
@@ -134,6 +134,7 @@ impl GpuModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(GpuModel {
             graphs: BTreeMap::new(),
+            ptrs: BTreeMap::new(),
             ws: None,
             layers,
             layout: w.layout.clone(),
@@ -174,14 +175,15 @@ impl GpuModel {
                 return Ok(());
             }
         }
-        // New addresses: every captured graph is stale.
-        self.graphs.clear();
-        self.ws = None;
-        let c = &self.cfg;
         let (b, s) = (
             batch.max(self.ws.as_ref().map_or(0, |w| w.batch)),
             seq.max(self.ws.as_ref().map_or(0, |w| w.seq)),
         );
+        // New addresses: every captured graph and pointer array is stale.
+        self.graphs.clear();
+        self.ptrs.clear();
+        self.ws = None;
+        let c = &self.cfg;
         let (n, h, e) = (b * s, c.hidden_size, self.gpu.dtype.size_bytes());
         let nh = c.num_attention_heads;
         let out_f32 = (n * c.labels().max(1)).max(b * h);
@@ -197,10 +199,8 @@ impl GpuModel {
             x32: buf(n * h * 4)?,
             a: buf(n * h * e)?,
             a32: buf(n * h * 4)?,
-            tmp: buf(n * h * e)?,
             tmp32: buf(n * h * 4)?,
             qkv: buf(3 * n * h * e)?,
-            heads: buf(3 * n * h * e)?,
             scores: buf(b * nh * s * s * 4)?,
             probs: buf(b * nh * s * s * e)?,
             ctx: buf(n * h * e)?,
@@ -208,6 +208,46 @@ impl GpuModel {
             first: buf(2 * b * h * e)?,
             out: buf(out_f32 * 4)?,
         });
+        Ok(())
+    }
+
+    fn ensure_pointer_arrays(&mut self, bb: usize, sb: usize) -> Result<()> {
+        if self.ptrs.contains_key(&(bb, sb)) {
+            return Ok(());
+        }
+        let ws = self
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        let (h, nh, dh) = (
+            self.cfg.hidden_size,
+            self.cfg.num_attention_heads,
+            self.cfg.head_dim(),
+        );
+        let e = self.gpu.dtype.size_bytes();
+        let se = if self.gpu.scores_in_dtype() { e } else { 4 };
+        let n = bb * sb;
+        let mut arrays: Vec<Vec<u64>> = vec![Vec::new(); 6];
+        for b in 0..bb {
+            for hd in 0..nh {
+                let i = b * nh + hd;
+                let row = ((b * sb * h + hd * dh) * e) as u64;
+                arrays[0].push(ws.qkv.ptr + (n * h * e) as u64 + row); // K
+                arrays[1].push(ws.qkv.ptr + row); // Q
+                arrays[2].push(ws.scores.ptr + (i * sb * sb * se) as u64);
+                arrays[3].push(ws.qkv.ptr + (2 * n * h * e) as u64 + row); // V
+                arrays[4].push(ws.probs.ptr + (i * sb * sb * e) as u64);
+                arrays[5].push(ws.ctx.ptr + row);
+            }
+        }
+        let flat: Vec<u8> = arrays
+            .concat()
+            .iter()
+            .flat_map(|p| p.to_le_bytes())
+            .collect();
+        let buf = DevBuf::new(&self.gpu.ctx, flat.len())?;
+        self.gpu.upload(buf.ptr, &flat)?;
+        self.ptrs.insert((bb, sb), buf);
         Ok(())
     }
 
@@ -259,6 +299,7 @@ impl GpuModel {
     /// replays its graph (capturing it on first use) or launches eagerly.
     pub fn run_bucket(&mut self, bb: usize, sb: usize) -> Result<()> {
         self.ensure_workspace(bb, sb)?;
+        self.ensure_pointer_arrays(bb, sb)?;
         if !self.use_graphs {
             return self.enqueue(bb, sb);
         }
@@ -314,11 +355,10 @@ impl GpuModel {
         let threads = (h.div_ceil(32) * 32).clamp(32, 256) as u32;
         let smem = ((32 + h) * 4) as u32;
         let (nu, bu) = ((n as u32, 1), (bb as u32, 1));
-        let (hi, sbi, dhi) = (I(h as i32), I(sb as i32), I(dh as i32));
+        let (hi, sbi) = (I(h as i32), I(sb as i32));
         // 16-byte vector paths where the shapes allow them (all real BERT shapes do).
         let vec = 16 / e;
         let rows_v = h % vec == 0 && h / vec <= 32 * 8;
-        let heads_v = h % vec == 0 && dh % vec == 0;
         let threads_of = |cols: usize| (cols.div_ceil(vec).div_ceil(32) * 32).clamp(32, 256) as u32;
         let rows8 = (n.div_ceil(8) as u32, 1);
         let emb_args = [
@@ -349,12 +389,13 @@ impl GpuModel {
                 ])
             }
         };
-        let bias_act = |x: u64, bias: u64, rows: usize, cols: usize, act: i32| -> Result<()> {
-            let args = [P(x), P(bias), I(cols as i32), I(act)];
+        // act(x + bias) over `mats` matrices of rows × cols, `x_stride` / `b_stride` apart.
+        let bias_act = |x: u64, bias: u64, (rows, cols, mats): (usize, usize, u32), (x_stride, b_stride): (usize, usize), act: i32| -> Result<()> {
+            let args = [P(x), P(bias), L(x_stride as i64), L(b_stride as i64), I(cols as i32), I(act)];
             if cols % vec == 0 {
-                g.launch(Kernel::BiasActV, (rows as u32, 1), threads_of(cols), 0, &args)
+                g.launch(Kernel::BiasActV, (rows as u32, mats), threads_of(cols), 0, &args)
             } else {
-                g.launch(Kernel::BiasAct, (rows as u32, 1), 256, 0, &args)
+                g.launch(Kernel::BiasAct, (rows as u32, mats), 256, 0, &args)
             }
         };
         let act = match c.activation()? {
@@ -363,41 +404,36 @@ impl GpuModel {
             Activation::Relu => 3,
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        let (q, k, v) = (ws.heads.ptr, ws.heads.ptr + (n * h * e) as u64, ws.heads.ptr + (2 * n * h * e) as u64);
-        let (k_split, k_merge, t_heads) = if heads_v {
-            (Kernel::SplitHeadsV, Kernel::MergeHeadsV, threads_of(h))
-        } else {
-            (Kernel::SplitHeads, Kernel::MergeHeads, threads)
-        };
+        let arr = self.ptrs.get(&(bb, sb)).ok_or_else(|| Error::Cuda("no attention pointer arrays".into()))?;
+        let count = bb * nh;
+        let at = |j: usize| arr.ptr + (j * count * 8) as u64;
         let k_soft = if sb <= 512 { Kernel::MaskedSoftmaxV } else { Kernel::MaskedSoftmax };
+        let scores_f32 = !g.scores_in_dtype();
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
             g.gemm(true, (h, n, h), 1.0, (l.qkv_w, h, l.qkv_w_stride), (ws.x.ptr, h, 0), (ws.qkv.ptr, h, n * h), 3, false)?;
             mark("QKV GEMM")?;
-            g.launch(k_split, (n as u32, 3), t_heads, 0, &[
-                P(ws.qkv.ptr), P(l.qkv_b), L(l.qkv_b_stride as i64), P(ws.heads.ptr), I(n as i32), sbi, hi, dhi,
-            ])?;
-            mark("bias + split heads")?;
-            // scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ, in f32.
-            g.gemm(true, (sb, sb, dh), scale, (k, dh, sb * dh), (q, dh, sb * dh), (ws.scores.ptr, sb, sb * sb), bb * nh, true)?;
+            bias_act(ws.qkv.ptr, l.qkv_b, (n, h, 3), (n * h, l.qkv_b_stride), 0)?;
+            mark("QKV bias")?;
+            // Heads are read in place from the [n, H] Q/K/V blocks (leading dimension H) through
+            // pointer arrays, i = b·nh + h. scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ.
+            g.gemm_batched(true, (sb, sb, dh), scale, (at(0), h), (at(1), h), (at(2), sb), count, scores_f32)?;
             mark("attention scores GEMM")?;
             let rows = bb * nh * sb;
             g.launch(k_soft, (rows.div_ceil(8) as u32, 1), 256, 0, &[
                 P(ws.scores.ptr), P(ws.mask.ptr), P(ws.probs.ptr), L(rows as i64), sbi, I(nh as i32),
             ])?;
             mark("masked softmax")?;
-            // ctx[i] (Sq × dh) = P_i V_i.
-            g.gemm(false, (dh, sb, sb), 1.0, (v, dh, sb * dh), (ws.probs.ptr, sb, sb * sb), (ws.ctx.ptr, dh, sb * dh), bb * nh, false)?;
+            // ctx[i] (Sq × dh) = P_i V_i, written straight into the [n, H] context rows.
+            g.gemm_batched(false, (dh, sb, sb), 1.0, (at(3), h), (at(4), sb), (at(5), h), count, false)?;
             mark("attention context GEMM")?;
-            g.launch(k_merge, nu, t_heads, 0, &[P(ws.ctx.ptr), P(ws.tmp.ptr), sbi, hi, dhi])?;
-            mark("merge heads")?;
-            g.gemm(true, (h, n, h), 1.0, (l.o_w, h, 0), (ws.tmp.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
+            g.gemm(true, (h, n, h), 1.0, (l.o_w, h, 0), (ws.ctx.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
             mark("attention output GEMM")?;
             ln(ws.tmp32.ptr, l.o_b, ws.x32.ptr, l.ln1_g, l.ln1_b, ws.a.ptr, ws.a32.ptr)?;
             mark("bias + residual + layer norm")?;
             g.gemm(true, (im, n, h), 1.0, (l.up_w, h, 0), (ws.a.ptr, h, 0), (ws.inter.ptr, im, 0), 1, false)?;
             mark("FFN up GEMM")?;
-            bias_act(ws.inter.ptr, l.up_b, n, im, act)?;
+            bias_act(ws.inter.ptr, l.up_b, (n, im, 1), (0, 0), act)?;
             mark("bias + GELU")?;
             g.gemm(true, (h, n, im), 1.0, (l.down_w, im, 0), (ws.inter.ptr, im, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
             mark("FFN down GEMM")?;
@@ -411,7 +447,7 @@ impl GpuModel {
                 let pooled = ws.first.ptr + (bb * h * e) as u64;
                 g.launch(Kernel::GatherFirst, bu, threads, 0, &[P(ws.x.ptr), P(ws.first.ptr), sbi, hi])?;
                 g.gemm(true, (h, bb, h), 1.0, (self.w("pooler.dense.weight"), h, 0), (ws.first.ptr, h, 0), (pooled, h, 0), 1, false)?;
-                bias_act(pooled, self.w("pooler.dense.bias"), bb, h, 4)?;
+                bias_act(pooled, self.w("pooler.dense.bias"), (bb, h, 1), (0, 0), 4)?;
                 g.gemm(true, (labels, bb, h), 1.0, (self.w("classifier.weight"), h, 0), (pooled, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
                 g.launch(Kernel::BiasF32, bu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }
@@ -484,6 +520,7 @@ impl Drop for GpuModel {
         let _ = self.gpu.ctx.bind_to_thread();
         let _ = self.gpu.stream.synchronize();
         self.graphs.clear();
+        self.ptrs.clear();
         self.ws = None;
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 const KERNELS: &str = include_str!("kernels.cu");
 
 /// Kernel names in `kernels.cu`, in [`Kernel`] order.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "embed_ln",
     "bias_res_ln",
     "masked_softmax",
@@ -25,6 +25,7 @@ const NAMES: [&str; 11] = [
     "bias_res_ln_v",
     "bias_act_v",
     "masked_softmax_v",
+    "masked_softmax_v4",
 ];
 
 /// Kernels of the module.
@@ -52,6 +53,8 @@ pub enum Kernel {
     BiasActV = 9,
     /// [`Kernel::MaskedSoftmax`] with the row in registers.
     MaskedSoftmaxV = 10,
+    /// [`Kernel::MaskedSoftmaxV`] with 4-element vector accesses (`Sq % 4 == 0`).
+    MaskedSoftmaxV4 = 11,
 }
 
 /// A kernel argument.

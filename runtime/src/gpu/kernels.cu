@@ -330,3 +330,78 @@ extern "C" __global__ void masked_softmax_v(const Sc* scores, const int* mask, T
     if (c < Sq) probs[row * Sq + c] = D::st(v[j] * inv);
   }
 }
+
+// 4-element vector loads/stores of f32 or 16-bit storage.
+__device__ __forceinline__ void ld4(const float* p, float* f) {
+  float4 u = *(const float4*)p;
+  f[0] = u.x; f[1] = u.y; f[2] = u.z; f[3] = u.w;
+}
+__device__ __forceinline__ void ld4(const unsigned short* p, float* f) {
+  uint2 u = *(const uint2*)p;
+  const unsigned short* t = (const unsigned short*)&u;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) f[k] = D::ld(t[k]);
+}
+__device__ __forceinline__ void st4(float* p, const float* f) {
+  *(float4*)p = make_float4(f[0], f[1], f[2], f[3]);
+}
+__device__ __forceinline__ void st4(unsigned short* p, const float* f) {
+  uint2 u;
+  unsigned short* t = (unsigned short*)&u;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) t[k] = D::st(f[k]);
+  *(uint2*)p = u;
+}
+
+// One warp per row, 4 consecutive elements per lane per 128-column chunk (Sq % 4 == 0,
+// Sq <= 512).
+extern "C" __global__ void masked_softmax_v4(const Sc* scores, const int* mask, T* probs,
+                                             long rows, int Sq, int nh) {
+  long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long bb = row / ((long)nh * Sq);
+  const Sc* x = scores + row * Sq;
+  const int* m = mask + bb * Sq;
+  const float ninf = __int_as_float(0xff800000);
+  float v[4][4];
+  float mx = ninf;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int c = (lane + 32 * j) * 4;
+    if (c < Sq) {
+      int4 mm = *(const int4*)(m + c);
+      float s[4];
+      ld4(x + c, s);
+      v[j][0] = mm.x ? s[0] : ninf;
+      v[j][1] = mm.y ? s[1] : ninf;
+      v[j][2] = mm.z ? s[2] : ninf;
+      v[j][3] = mm.w ? s[3] : ninf;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[j][k] = ninf;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) mx = fmaxf(mx, v[j][k]);
+  }
+  mx = warp_max(mx);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[j][k] = (v[j][k] == ninf) ? 0.f : expf(v[j][k] - mx);
+      sum += v[j][k];
+    }
+  sum = warp_sum(sum);
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int c = (lane + 32 * j) * 4;
+    if (c < Sq) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[j][k] *= inv;
+      st4(probs + row * Sq + c, v[j]);
+    }
+  }
+}

@@ -407,7 +407,11 @@ impl GpuModel {
         let arr = self.ptrs.get(&(bb, sb)).ok_or_else(|| Error::Cuda("no attention pointer arrays".into()))?;
         let count = bb * nh;
         let at = |j: usize| arr.ptr + (j * count * 8) as u64;
-        let k_soft = if sb <= 512 { Kernel::MaskedSoftmaxV } else { Kernel::MaskedSoftmax };
+        let k_soft = match sb {
+            s if s <= 512 && s % 4 == 0 => Kernel::MaskedSoftmaxV4,
+            s if s <= 512 => Kernel::MaskedSoftmaxV,
+            _ => Kernel::MaskedSoftmax,
+        };
         let scores_f32 = !g.scores_in_dtype();
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.

@@ -128,6 +128,13 @@ pub struct Gpu {
     pub dtype: DType,
 }
 
+// SAFETY: the raw handles (cuBLAS handle, kernel functions) belong to the process-wide primary
+// context; this module is private to the GPU backend, every public method of `GpuModel` binds
+// that context to the calling thread before using them, and `&mut` access keeps one thread at a
+// time on a model, so moving a `Gpu` to another thread is sound (cuBLAS handles may be used from
+// any thread, just not concurrently).
+unsafe impl Send for Gpu {}
+
 fn no_gpu(ordinal: usize, reason: impl Into<String>) -> Error {
     Error::NoGpu {
         requested: format!("cuda:{ordinal}"),

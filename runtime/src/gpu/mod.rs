@@ -10,7 +10,7 @@
 // Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
-pub mod cuda;
+mod cuda;
 pub mod timing;
 
 use crate::bert::HeadOutput;
@@ -40,6 +40,14 @@ struct LayerPtrs {
     ln2_b: u64,
 }
 
+/// A captured forward pass.
+struct Graph(CudaGraph);
+
+// SAFETY: an instantiated graph belongs to the process-wide primary context; it is only launched
+// through `GpuModel` methods, which bind that context to the calling thread first, and `&mut`
+// access keeps one thread at a time on it.
+unsafe impl Send for Graph {}
+
 /// Activation buffers for one (batch, seq) capacity.
 struct Workspace {
     batch: usize,
@@ -63,7 +71,7 @@ struct Workspace {
 
 /// A model on one GPU.
 pub struct GpuModel {
-    graphs: BTreeMap<(usize, usize), CudaGraph>,
+    graphs: BTreeMap<(usize, usize), Graph>,
     /// Per bucket: device arrays of attention operand pointers (K, Q, scores, V, probs, ctx).
     ptrs: BTreeMap<(usize, usize), DevBuf>,
     ws: Option<Workspace>,
@@ -298,6 +306,7 @@ impl GpuModel {
     /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace:
     /// replays its graph (capturing it on first use) or launches eagerly.
     pub fn run_bucket(&mut self, bb: usize, sb: usize) -> Result<()> {
+        cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
         self.ensure_workspace(bb, sb)?;
         self.ensure_pointer_arrays(bb, sb)?;
         if !self.use_graphs {
@@ -323,13 +332,13 @@ impl GpuModel {
             enq?;
             let graph = graph?.ok_or_else(|| Error::Cuda("captured an empty graph".into()))?;
             cu(graph.upload(), "cuGraphUpload")?;
-            self.graphs.insert((bb, sb), graph);
+            self.graphs.insert((bb, sb), Graph(graph));
         }
         let g = self
             .graphs
             .get(&(bb, sb))
             .ok_or_else(|| Error::Cuda("graph missing".into()))?;
-        cu(g.launch(), "cuGraphLaunch")
+        cu(g.0.launch(), "cuGraphLaunch")
     }
 
     /// Waits for the stream.
@@ -532,6 +541,13 @@ impl Drop for GpuModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<GpuModel>();
+        assert_send::<crate::Model>();
+    }
 
     #[test]
     fn buckets_round_up() {

@@ -15,6 +15,8 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Simulated requests per second of wall time, per policy (single-threaded).
     Sim(SimArgs),
+    /// GPU inference latency of zoo-shaped models (CUDA graphs, eager, whole calls).
+    Infer(super::bench_infer::InferArgs),
 }
 
 /// Flags of `ptm bench sim`.
@@ -51,7 +53,10 @@ const MODEL: &str = "bert-wwm-base-chinese";
 
 /// Runs `ptm bench …`.
 pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Sim(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Sim(args) => args,
+        BenchCommand::Infer(args) => return super::bench_infer::run(args),
+    };
     let files = EmbeddedFiles::at_root();
     let (text, name) = files.read(Path::new(PROFILE))?;
     let profile = Profile::from_ron(&text, &name)?;

@@ -1,11 +1,14 @@
 //! The command line: flags parsed by `clap` into one typed [`Command`], then executed.
 
 mod bench;
+mod bench_infer;
 mod capacity;
+mod infer;
 mod plot;
 mod run;
 mod sweep;
 mod trace;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +35,10 @@ pub enum Command {
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
+    /// Make or inspect model zoos (seeded fine-tunes in the Hugging Face layout).
+    Zoo(zoo::ZooArgs),
+    /// Run a model on texts and print token ids and the head's output.
+    Infer(infer::InferArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,6 +64,8 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Plot(args) => plot::execute(args),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),
+        Command::Zoo(args) => zoo::run(args),
+        Command::Infer(args) => infer::run(args),
         Command::Default => {
             run::execute(run::RunArgs::default())?;
             let out = std::path::PathBuf::from("results").join("fastptm-overall");

@@ -1,0 +1,116 @@
+//! The crate's one error type: every failure names what was wrong and what was expected.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {err}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        err: std::io::Error,
+    },
+    /// `config.json` is not valid JSON or misses a field.
+    #[error("{path}: bad config.json: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What serde or the validation said.
+        message: String,
+    },
+    /// A `model_type` or zoo architecture this runtime does not run.
+    #[error("unknown architecture `{name}` (expected one of: {expected})")]
+    UnknownArchitecture {
+        /// The name that was given.
+        name: String,
+        /// The names that are understood.
+        expected: String,
+    },
+    /// A safetensors file that cannot be parsed.
+    #[error("{path}: not a valid safetensors file: {message}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error(
+        "checkpoint misses tensor `{name}` (looked for: {tried}), expected shape {expected:?}"
+    )]
+    MissingTensor {
+        /// The tensor's canonical name.
+        name: String,
+        /// The names looked up in the file.
+        tried: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+    },
+    /// A tensor has the wrong shape for the configuration.
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    WrongShape {
+        /// The tensor's name in the file.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype this runtime does not read.
+    #[error("tensor `{name}` has dtype {found}, expected one of F32, F16, BF16")]
+    UnsupportedDtype {
+        /// The tensor's name in the file.
+        name: String,
+        /// The dtype in the file.
+        found: String,
+    },
+    /// A dtype, device or other option given by name could not be parsed.
+    #[error("bad {what} `{value}`: expected {expected}")]
+    BadOption {
+        /// Which option.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An input that the model cannot take (empty batch, too long, …).
+    #[error("bad input: {0}")]
+    Input(String),
+    /// A CUDA device was asked for and none can be used.
+    #[error("no usable CUDA GPU for `{requested}`: {reason}")]
+    NoGpu {
+        /// The device that was asked for, e.g. `cuda:0`.
+        requested: String,
+        /// Why (driver library missing, no such ordinal, built without the `cuda` feature…).
+        reason: String,
+    },
+    /// A CUDA, cuBLAS or NVRTC call failed.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    /// An error inside candle (CPU backend).
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A zoo file could not be written or parsed.
+    #[error("zoo: {0}")]
+    Zoo(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Thin checked wrappers over the CUDA driver, cuBLAS and NVRTC (all loaded at run time by
+//! cudarc): device buffers, the kernel module, launches and GEMMs on one stream.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use cudarc::cublas::result as blas;
+use cudarc::cublas::sys as blas_sys;
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaStream};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// The kernel source (see `kernels.cu`).
+const KERNELS: &str = include_str!("kernels.cu");
+
+/// Kernel names in `kernels.cu`, in [`Kernel`] order.
+const NAMES: [&str; 12] = [
+    "embed_ln",
+    "bias_res_ln",
+    "masked_softmax",
+    "bias_act",
+    "bias_f32",
+    "gather_first",
+    "mean_pool_norm",
+    "embed_ln_v",
+    "bias_res_ln_v",
+    "bias_act_v",
+    "masked_softmax_v",
+    "masked_softmax_v4",
+];
+
+/// Kernels of the module.
+#[derive(Debug, Clone, Copy)]
+pub enum Kernel {
+    /// Embedding gather + layer norm.
+    EmbedLn = 0,
+    /// Bias + residual + layer norm.
+    BiasResLn = 1,
+    /// Masked softmax.
+    MaskedSoftmax = 2,
+    /// Bias + activation.
+    BiasAct = 3,
+    /// Bias on f32 logits.
+    BiasF32 = 4,
+    /// First token of each row.
+    GatherFirst = 5,
+    /// Masked mean pooling + L2 normalisation.
+    MeanPoolNorm = 6,
+    /// [`Kernel::EmbedLn`], one warp per row, 16-byte accesses.
+    EmbedLnV = 7,
+    /// [`Kernel::BiasResLn`], one warp per row, 16-byte accesses.
+    BiasResLnV = 8,
+    /// [`Kernel::BiasAct`] with 16-byte accesses.
+    BiasActV = 9,
+    /// [`Kernel::MaskedSoftmax`] with the row in registers.
+    MaskedSoftmaxV = 10,
+    /// [`Kernel::MaskedSoftmaxV`] with 4-element vector accesses (`Sq % 4 == 0`).
+    MaskedSoftmaxV4 = 11,
+}
+
+/// A kernel argument.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    /// A device pointer.
+    P(u64),
+    /// An `int`.
+    I(i32),
+    /// A `long`.
+    L(i64),
+    /// A `float`.
+    F(f32),
+}
+
+/// Maps a driver error, naming the operation.
+pub fn cu<T>(r: std::result::Result<T, drv::DriverError>, what: &str) -> Result<T> {
+    r.map_err(|e| Error::Cuda(format!("{what}: {e:?}")))
+}
+
+fn cb(r: std::result::Result<(), blas::CublasError>, what: &str) -> Result<()> {
+    r.map_err(|e| Error::Cuda(format!("cuBLAS {what}: {:?}", e.0)))
+}
+
+/// A raw device allocation, freed on drop.
+pub struct DevBuf {
+    /// Device address.
+    pub ptr: u64,
+    /// Size in bytes.
+    pub bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl DevBuf {
+    /// Allocates `bytes` (at least 1) of device memory, zeroed.
+    pub fn new(ctx: &Arc<CudaContext>, bytes: usize) -> Result<Self> {
+        cu(ctx.bind_to_thread(), "bind context")?;
+        let bytes = bytes.max(256);
+        // SAFETY: plain device allocation; freed exactly once in Drop.
+        let ptr = cu(unsafe { drv::malloc_sync(bytes) }, "cuMemAlloc")
+            .map_err(|e| Error::Cuda(format!("{e} ({bytes} bytes)")))?;
+        // SAFETY: ptr points to `bytes` bytes just allocated.
+        cu(unsafe { drv::memset_d8_sync(ptr, 0, bytes) }, "cuMemsetD8")?;
+        Ok(DevBuf {
+            ptr,
+            bytes,
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by malloc_sync in `new`, not freed elsewhere.
+        let _ = unsafe { drv::free_sync(self.ptr) };
+    }
+}
+
+/// One GPU: context, stream, cuBLAS handle with a fixed workspace, and the compiled kernels.
+pub struct Gpu {
+    /// The context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream everything runs on (and graphs are captured on).
+    pub stream: Arc<CudaStream>,
+    blas: blas_sys::cublasHandle_t,
+    _blas_ws: DevBuf,
+    kernels: Vec<drv_sys::CUfunction>,
+    _module: Arc<cudarc::driver::CudaModule>,
+    /// Element dtype of the kernels and GEMM inputs.
+    pub dtype: DType,
+}
+
+// SAFETY: the raw handles (cuBLAS handle, kernel functions) belong to the process-wide primary
+// context; this module is private to the GPU backend, every public method of `GpuModel` binds
+// that context to the calling thread before using them, and `&mut` access keeps one thread at a
+// time on a model, so moving a `Gpu` to another thread is sound (cuBLAS handles may be used from
+// any thread, just not concurrently).
+unsafe impl Send for Gpu {}
+
+fn no_gpu(ordinal: usize, reason: impl Into<String>) -> Error {
+    Error::NoGpu {
+        requested: format!("cuda:{ordinal}"),
+        reason: reason.into(),
+    }
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal`, creates the stream and cuBLAS handle, compiles the kernels for
+    /// `dtype` with NVRTC (once).
+    pub fn new(ordinal: usize, dtype: DType) -> Result<Self> {
+        // SAFETY: only probes whether the libraries can be opened.
+        if !unsafe { drv_sys::is_culib_present() } {
+            return Err(no_gpu(
+                ordinal,
+                "the NVIDIA driver library (libcuda) was not found",
+            ));
+        }
+        let count = CudaContext::device_count()
+            .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(no_gpu(
+                ordinal,
+                format!("this machine has {count} CUDA device(s)"),
+            ));
+        }
+        // SAFETY: probes only.
+        if !unsafe { blas_sys::is_culib_present() } {
+            return Err(no_gpu(
+                ordinal,
+                "cuBLAS (libcublas) was not found; add the CUDA lib64 folder to LD_LIBRARY_PATH",
+            ));
+        }
+        // SAFETY: probes only.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(no_gpu(
+                ordinal,
+                "NVRTC (libnvrtc) was not found; add the CUDA lib64 folder to LD_LIBRARY_PATH",
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))?;
+        let stream = cu(ctx.new_stream(), "cuStreamCreate")?;
+        let (major, minor) = cu(ctx.compute_capability(), "compute capability")?;
+        let d = match dtype {
+            DType::Fp32 => "F32",
+            DType::Fp16 => "F16",
+            DType::Bf16 => "BF16",
+        };
+        let scores_in_t = i32::from(dtype == DType::Fp16);
+        let src = format!("#define DTYPE {d}\n#define SCORES_IN_T {scores_in_t}\n{KERNELS}");
+        let opts = cudarc::nvrtc::CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+            .map_err(|e| Error::Cuda(format!("NVRTC compile of kernels.cu: {e:?}")))?;
+        let module = cu(ctx.load_module(ptx), "cuModuleLoadData")?;
+        let kernels = NAMES
+            .iter()
+            .map(|n| Ok(cu(module.load_function(n), n)?.cu_function()))
+            .collect::<Result<Vec<_>>>()?;
+        let blas =
+            blas::create_handle().map_err(|e| Error::Cuda(format!("cuBLAS create: {:?}", e.0)))?;
+        let ws = DevBuf::new(&ctx, 64 << 20)?;
+        // SAFETY: handle just created; stream and workspace live as long as `self`.
+        unsafe {
+            cb(
+                blas::set_stream(blas, stream.cu_stream() as _),
+                "set stream",
+            )?;
+            cb(
+                blas_sys::cublasSetWorkspace_v2(blas, ws.ptr as *mut c_void, ws.bytes).result(),
+                "set workspace",
+            )?;
+        }
+        Ok(Gpu {
+            ctx,
+            stream,
+            blas,
+            _blas_ws: ws,
+            kernels,
+            _module: module,
+            dtype,
+        })
+    }
+
+    /// Launches `k` on the stream with grid `(x, y)`.
+    pub fn launch(
+        &self,
+        k: Kernel,
+        grid: (u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        let mut vals: Vec<Arg> = args.to_vec();
+        let mut params: Vec<*mut c_void> = vals
+            .iter_mut()
+            .map(|a| match a {
+                Arg::P(v) => v as *mut u64 as *mut c_void,
+                Arg::I(v) => v as *mut i32 as *mut c_void,
+                Arg::L(v) => v as *mut i64 as *mut c_void,
+                Arg::F(v) => v as *mut f32 as *mut c_void,
+            })
+            .collect();
+        // SAFETY: the argument list matches the kernel's signature in kernels.cu (checked by
+        // the GPU-vs-CPU tests); pointers refer to live DevBufs of sufficient size.
+        cu(
+            unsafe {
+                drv::launch_kernel(
+                    self.kernels[k as usize],
+                    (grid.0.max(1), grid.1.max(1), 1),
+                    (block, 1, 1),
+                    smem,
+                    self.stream.cu_stream(),
+                    &mut params,
+                )
+            },
+            NAMES[k as usize],
+        )
+    }
+
+    /// Column-major strided-batched GEMM `C = alpha op(A) op(B)` with f32 accumulation; A and B
+    /// in the model dtype, C in the model dtype or f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        trans_a: bool,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, lda, stride_a): (u64, usize, usize),
+        (b, ldb, stride_b): (u64, usize, usize),
+        (c, ldc, stride_c): (u64, usize, usize),
+        batch: usize,
+        c_f32: bool,
+    ) -> Result<()> {
+        let t = |x: bool| {
+            if x {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let ab = match self.dtype {
+            DType::Fp32 => blas_sys::cudaDataType_t::CUDA_R_32F,
+            DType::Fp16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+            DType::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
+        };
+        let ct = if c_f32 {
+            blas_sys::cudaDataType_t::CUDA_R_32F
+        } else {
+            ab
+        };
+        let beta = 0f32;
+        let i = |v: usize| v as i32;
+        // SAFETY: pointers are live DevBufs sized by the caller for these dimensions.
+        unsafe {
+            cb(
+                blas::gemm_strided_batched_ex(
+                    self.blas,
+                    t(trans_a),
+                    t(false),
+                    i(m),
+                    i(n),
+                    i(k),
+                    &alpha as *const f32 as *const c_void,
+                    a as *const c_void,
+                    ab,
+                    i(lda),
+                    stride_a as i64,
+                    b as *const c_void,
+                    ab,
+                    i(ldb),
+                    stride_b as i64,
+                    &beta as *const f32 as *const c_void,
+                    c as *mut c_void,
+                    ct,
+                    i(ldc),
+                    stride_c as i64,
+                    i(batch),
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                ),
+                "GemmStridedBatchedEx",
+            )
+        }
+    }
+
+    /// Column-major batched GEMM over device arrays of `batch` pointers each (`op(B) = B`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_batched(
+        &self,
+        trans_a: bool,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, lda): (u64, usize),
+        (b, ldb): (u64, usize),
+        (c, ldc): (u64, usize),
+        batch: usize,
+        c_f32: bool,
+    ) -> Result<()> {
+        let op = if trans_a {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        };
+        let ab = self.blas_type();
+        let ct = if c_f32 {
+            blas_sys::cudaDataType_t::CUDA_R_32F
+        } else {
+            ab
+        };
+        let beta = 0f32;
+        let i = |v: usize| v as i32;
+        // SAFETY: a, b, c are device arrays of `batch` pointers into live DevBufs, sized by the
+        // caller for these dimensions.
+        unsafe {
+            cb(
+                blas_sys::cublasGemmBatchedEx(
+                    self.blas,
+                    op,
+                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                    i(m),
+                    i(n),
+                    i(k),
+                    &alpha as *const f32 as *const c_void,
+                    a as *const *const c_void,
+                    ab,
+                    i(lda),
+                    b as *const *const c_void,
+                    ab,
+                    i(ldb),
+                    &beta as *const f32 as *const c_void,
+                    c as *const *mut c_void,
+                    ct,
+                    i(ldc),
+                    i(batch),
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .result(),
+                "GemmBatchedEx",
+            )
+        }
+    }
+
+    fn blas_type(&self) -> blas_sys::cudaDataType_t {
+        match self.dtype {
+            DType::Fp32 => blas_sys::cudaDataType_t::CUDA_R_32F,
+            DType::Fp16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+            DType::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
+        }
+    }
+
+    /// Whether attention scores are kept in the model dtype (fp16) rather than f32.
+    pub fn scores_in_dtype(&self) -> bool {
+        self.dtype == DType::Fp16
+    }
+
+    /// Copies host bytes to the device (synchronously).
+    pub fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        cu(self.ctx.bind_to_thread(), "bind context")?;
+        // SAFETY: dst is a DevBuf of at least src.len() bytes (checked by callers).
+        cu(unsafe { drv::memcpy_htod_sync(dst, src) }, "cuMemcpyHtoD")
+    }
+
+    /// Copies host data to the device on the stream (ordered with kernels).
+    pub fn upload_async<T>(&self, dst: u64, src: &[T]) -> Result<()> {
+        // SAFETY: dst is a DevBuf large enough; src outlives the copy since callers
+        // synchronise the stream before returning.
+        cu(
+            unsafe { drv::memcpy_htod_async(dst, src, self.stream.cu_stream()) },
+            "cuMemcpyHtoDAsync",
+        )
+    }
+
+    /// Copies device f32 data to the host after the stream's work (synchronises).
+    pub fn download_f32(&self, src: u64, n: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; n];
+        // SAFETY: src holds at least n floats; the stream is synchronised before reading.
+        unsafe {
+            cu(
+                drv::memcpy_dtoh_async(&mut out, src, self.stream.cu_stream()),
+                "cuMemcpyDtoHAsync",
+            )?;
+        }
+        cu(self.stream.synchronize(), "cuStreamSynchronize")?;
+        Ok(out)
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: handle created in `new`, destroyed once.
+        let _ = unsafe { blas::destroy_handle(self.blas) };
+    }
+}

@@ -1,0 +1,407 @@
+// Kernels of the GPU backend, compiled once per model by NVRTC with `#define DTYPE <F32|F16|BF16>`
+// prepended. No headers: half and bfloat16 are handled as 16-bit storage with PTX conversions.
+// All arithmetic is in f32; storage is D::S.
+
+struct F32 {
+  typedef float S;
+  static __device__ __forceinline__ float ld(S v) { return v; }
+  static __device__ __forceinline__ S st(float f) { return f; }
+};
+struct F16 {
+  typedef unsigned short S;
+  static __device__ __forceinline__ float ld(S v) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f;
+  }
+  static __device__ __forceinline__ S st(float f) {
+    S v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
+  }
+};
+struct BF16 {
+  typedef unsigned short S;
+  static __device__ __forceinline__ float ld(S v) { return __uint_as_float(((unsigned)v) << 16); }
+  static __device__ __forceinline__ S st(float f) {
+    S v; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
+  }
+};
+
+typedef DTYPE D;
+typedef D::S T;
+
+// Attention scores: in the model dtype for fp16 models, else f32.
+#if SCORES_IN_T
+typedef T Sc;
+__device__ __forceinline__ float ldsc(Sc v) { return D::ld(v); }
+#else
+typedef float Sc;
+__device__ __forceinline__ float ldsc(Sc v) { return v; }
+#endif
+
+// 16-byte vectors: VEC elements of T; rows are aligned to VEC elements where `vec` paths run.
+#define VEC ((int)(16 / sizeof(T)))
+#define MAXV 8
+__device__ __forceinline__ void ldv(const T* p, float* f) {
+  uint4 u = *(const uint4*)p;
+  const T* t = (const T*)&u;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) f[k] = D::ld(t[k]);
+}
+__device__ __forceinline__ void stv(T* p, const float* f) {
+  uint4 u;
+  T* t = (T*)&u;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) t[k] = D::st(f[k]);
+  *(uint4*)p = u;
+}
+__device__ __forceinline__ void ldf(const float* p, float* f) {
+#pragma unroll
+  for (int k = 0; k < VEC; k += 4) {
+    float4 u = *(const float4*)(p + k);
+    f[k] = u.x; f[k + 1] = u.y; f[k + 2] = u.z; f[k + 3] = u.w;
+  }
+}
+__device__ __forceinline__ void stf(float* p, const float* f) {
+#pragma unroll
+  for (int k = 0; k < VEC; k += 4) *(float4*)(p + k) = make_float4(f[k], f[k + 1], f[k + 2], f[k + 3]);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); `sh` holds 32 floats.
+__device__ float block_sum(float v, float* sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  int nw = blockDim.x >> 5;
+  v = (threadIdx.x < nw) ? sh[threadIdx.x] : 0.f;
+  if (w == 0) v = warp_sum(v);
+  if (threadIdx.x == 0) sh[0] = v;
+  __syncthreads();
+  float r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+// Normalises row[0..H) (shared memory) and writes it to out (model dtype, the next GEMM's input)
+// and out32 (f32, the residual stream).
+__device__ void ln_row(float* row, float* sh, const T* g, const T* b, T* out, float* out32, int H,
+                       float eps) {
+  float s = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) s += row[i];
+  float mean = block_sum(s, sh) / H;
+  float q = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) { float d = row[i] - mean; q += d * d; }
+  float rstd = rsqrtf(block_sum(q, sh) / H + eps);
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = (row[i] - mean) * rstd * D::ld(g[i]) + D::ld(b[i]);
+    out[i] = D::st(v);
+    out32[i] = v;
+  }
+}
+
+// One block per token: word + position + type embedding, then layer norm.
+extern "C" __global__ void embed_ln(const int* ids, const int* types, const T* word, const T* pos,
+                                    const T* typ, const T* g, const T* b, T* out, float* out32,
+                                    int Sq, int H, int pos_off, float eps) {
+  extern __shared__ float smem[];
+  float* sh = smem; float* row = smem + 32;
+  long t = blockIdx.x;
+  int s = (int)(t % Sq);
+  long id = ids[t], tt = types[t];
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    row[i] = D::ld(word[id * H + i]) + D::ld(pos[(long)(s + pos_off) * H + i]) + D::ld(typ[tt * H + i]);
+  }
+  __syncthreads();
+  ln_row(row, sh, g, b, out + t * H, out32 + t * H, H, eps);
+}
+
+// One block per row: out = LN(y + bias + res), with y (GEMM output) and res in f32.
+extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const float* res,
+                                       const T* g, const T* b, T* out, float* out32, int H,
+                                       float eps) {
+  extern __shared__ float smem[];
+  float* sh = smem; float* row = smem + 32;
+  long r = blockIdx.x;
+  for (int i = threadIdx.x; i < H; i += blockDim.x)
+    row[i] = y[r * H + i] + D::ld(bias[i]) + res[r * H + i];
+  __syncthreads();
+  ln_row(row, sh, g, b, out + r * H, out32 + r * H, H, eps);
+}
+
+// One warp per score row ([B*nh*Sq] rows of Sq, already scaled): masked softmax into probs.
+extern "C" __global__ void masked_softmax(const Sc* scores, const int* mask, T* probs,
+                                          long rows, int Sq, int nh) {
+  long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long bb = row / ((long)nh * Sq);
+  const Sc* x = scores + row * Sq;
+  const int* m = mask + bb * Sq;
+  float mx = __int_as_float(0xff800000);
+  for (int j = lane; j < Sq; j += 32) if (m[j]) mx = fmaxf(mx, ldsc(x[j]));
+  mx = warp_max(mx);
+  float sum = 0.f;
+  for (int j = lane; j < Sq; j += 32) if (m[j]) sum += expf(ldsc(x[j]) - mx);
+  sum = warp_sum(sum);
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+  for (int j = lane; j < Sq; j += 32)
+    probs[row * Sq + j] = D::st(m[j] ? expf(ldsc(x[j]) - mx) * inv : 0.f);
+}
+
+// x[r][c] = act(x[r][c] + bias[c]); act 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
+// Grid (rows, matrices): matrix y starts at x + y * x_stride with its bias at bias + y * b_stride.
+extern "C" __global__ void bias_act(T* x, const T* bias, long x_stride, long b_stride, int cols,
+                                    int act) {
+  T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
+  bias += blockIdx.y * b_stride;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    float v = D::ld(row[c]) + D::ld(bias[c]);
+    if (act == 1) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+    else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    else if (act == 3) v = fmaxf(v, 0.f);
+    else if (act == 4) v = tanhf(v);
+    row[c] = D::st(v);
+  }
+}
+
+// logits[r][c] += bias[c] (f32 logits, bias in T). Grid (rows).
+extern "C" __global__ void bias_f32(float* x, const T* bias, int cols) {
+  float* row = x + (long)blockIdx.x * cols;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) row[c] += D::ld(bias[c]);
+}
+
+// out[b][:] = x[b][0][:] (first token of each row). Grid (B).
+extern "C" __global__ void gather_first(const T* x, T* out, int Sq, int H) {
+  for (int c = threadIdx.x; c < H; c += blockDim.x)
+    out[(long)blockIdx.x * H + c] = x[(long)blockIdx.x * Sq * H + c];
+}
+
+// One block per row b: mean of x[b][s][:] over the real tokens, L2-normalised, as f32.
+extern "C" __global__ void mean_pool_norm(const T* x, const int* mask, float* out, int Sq, int H) {
+  extern __shared__ float smem[];
+  float* sh = smem; float* row = smem + 32;
+  long bb = blockIdx.x;
+  int cnt = 0;
+  for (int s = 0; s < Sq; ++s) cnt += mask[bb * Sq + s] != 0;
+  float q = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < Sq; ++s)
+      if (mask[bb * Sq + s]) acc += D::ld(x[(bb * Sq + s) * H + i]);
+    acc /= fmaxf((float)cnt, 1e-9f);
+    row[i] = acc;
+    q += acc * acc;
+  }
+  float norm = fmaxf(sqrtf(block_sum(q, sh)), 1e-12f);
+  for (int i = threadIdx.x; i < H; i += blockDim.x) out[bb * H + i] = row[i] / norm;
+}
+
+// ---- Vectorised variants (H % VEC == 0, H / VEC <= 32 * MAXV): one warp per row, the row in
+// registers, warp shuffles only. Blocks of 256 threads = 8 rows.
+
+__device__ __forceinline__ void ln_warp(float (*v)[VEC], int nv, const T* g, const T* b, T* out,
+                                        float* out32, int H, float eps) {
+  int lane = threadIdx.x & 31;
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j)
+    if (lane + 32 * j < nv)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) s += v[j][k];
+  float mean = warp_sum(s) / H;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j)
+    if (lane + 32 * j < nv)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) { float d = v[j][k] - mean; q += d * d; }
+  float rstd = rsqrtf(warp_sum(q) / H + eps);
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float gg[VEC], bb[VEC];
+      ldv(g + c, gg); ldv(b + c, bb);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = (v[j][k] - mean) * rstd * gg[k] + bb[k];
+      stv(out + c, v[j]);
+      stf(out32 + c, v[j]);
+    }
+  }
+}
+
+extern "C" __global__ void embed_ln_v(const int* ids, const int* types, const T* word, const T* pos,
+                                      const T* typ, const T* g, const T* b, T* out, float* out32,
+                                      int n, int Sq, int H, int pos_off, float eps) {
+  int t = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (t >= n) return;
+  int s = t % Sq, nv = H / VEC;
+  long id = ids[t], tt = types[t];
+  float v[MAXV][VEC];
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float a[VEC], p[VEC], y[VEC];
+      ldv(word + id * H + c, a); ldv(pos + (long)(s + pos_off) * H + c, p); ldv(typ + tt * H + c, y);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + p[k] + y[k];
+    }
+  }
+  ln_warp(v, nv, g, b, out + (long)t * H, out32 + (long)t * H, H, eps);
+}
+
+extern "C" __global__ void bias_res_ln_v(const float* y, const T* bias, const float* res,
+                                         const T* g, const T* b, T* out, float* out32, int n,
+                                         int H, float eps) {
+  int r = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (r >= n) return;
+  int nv = H / VEC;
+  float v[MAXV][VEC];
+#pragma unroll
+  for (int j = 0; j < MAXV; ++j) {
+    int c = (lane + 32 * j) * VEC;
+    if (lane + 32 * j < nv) {
+      float a[VEC], bi[VEC], rr[VEC];
+      ldf(y + (long)r * H + c, a); ldv(bias + c, bi); ldf(res + (long)r * H + c, rr);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + bi[k] + rr[k];
+    }
+  }
+  ln_warp(v, nv, g, b, out + (long)r * H, out32 + (long)r * H, H, eps);
+}
+
+// Grid (rows, matrices) as bias_act; needs cols % VEC == 0.
+extern "C" __global__ void bias_act_v(T* x, const T* bias, long x_stride, long b_stride, int cols,
+                                      int act) {
+  T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
+  bias += blockIdx.y * b_stride;
+  for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
+    float v[VEC], bi[VEC];
+    ldv(row + c, v); ldv(bias + c, bi);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      float t = v[k] + bi[k];
+      if (act == 1) t = 0.5f * t * (1.f + erff(t * 0.70710678118654752f));
+      else if (act == 2) t = 0.5f * t * (1.f + tanhf(0.7978845608028654f * (t + 0.044715f * t * t * t)));
+      else if (act == 3) t = fmaxf(t, 0.f);
+      else if (act == 4) t = tanhf(t);
+      v[k] = t;
+    }
+    stv(row + c, v);
+  }
+}
+
+// One warp per row with the row in registers (Sq <= 32 * 16).
+extern "C" __global__ void masked_softmax_v(const Sc* scores, const int* mask, T* probs,
+                                            long rows, int Sq, int nh) {
+  long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long bb = row / ((long)nh * Sq);
+  const Sc* x = scores + row * Sq;
+  const int* m = mask + bb * Sq;
+  float v[16];
+  float mx = __int_as_float(0xff800000);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    int c = lane + 32 * j;
+    v[j] = (c < Sq && m[c]) ? ldsc(x[c]) : __int_as_float(0xff800000);
+    mx = fmaxf(mx, v[j]);
+  }
+  mx = warp_max(mx);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    v[j] = (v[j] == __int_as_float(0xff800000)) ? 0.f : expf(v[j] - mx);
+    sum += v[j];
+  }
+  sum = warp_sum(sum);
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    int c = lane + 32 * j;
+    if (c < Sq) probs[row * Sq + c] = D::st(v[j] * inv);
+  }
+}
+
+// 4-element vector loads/stores of f32 or 16-bit storage.
+__device__ __forceinline__ void ld4(const float* p, float* f) {
+  float4 u = *(const float4*)p;
+  f[0] = u.x; f[1] = u.y; f[2] = u.z; f[3] = u.w;
+}
+__device__ __forceinline__ void ld4(const unsigned short* p, float* f) {
+  uint2 u = *(const uint2*)p;
+  const unsigned short* t = (const unsigned short*)&u;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) f[k] = D::ld(t[k]);
+}
+__device__ __forceinline__ void st4(float* p, const float* f) {
+  *(float4*)p = make_float4(f[0], f[1], f[2], f[3]);
+}
+__device__ __forceinline__ void st4(unsigned short* p, const float* f) {
+  uint2 u;
+  unsigned short* t = (unsigned short*)&u;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) t[k] = D::st(f[k]);
+  *(uint2*)p = u;
+}
+
+// One warp per row, 4 consecutive elements per lane per 128-column chunk (Sq % 4 == 0,
+// Sq <= 512).
+extern "C" __global__ void masked_softmax_v4(const Sc* scores, const int* mask, T* probs,
+                                             long rows, int Sq, int nh) {
+  long row = blockIdx.x * (long)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long bb = row / ((long)nh * Sq);
+  const Sc* x = scores + row * Sq;
+  const int* m = mask + bb * Sq;
+  const float ninf = __int_as_float(0xff800000);
+  float v[4][4];
+  float mx = ninf;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int c = (lane + 32 * j) * 4;
+    if (c < Sq) {
+      int4 mm = *(const int4*)(m + c);
+      float s[4];
+      ld4(x + c, s);
+      v[j][0] = mm.x ? s[0] : ninf;
+      v[j][1] = mm.y ? s[1] : ninf;
+      v[j][2] = mm.z ? s[2] : ninf;
+      v[j][3] = mm.w ? s[3] : ninf;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[j][k] = ninf;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) mx = fmaxf(mx, v[j][k]);
+  }
+  mx = warp_max(mx);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[j][k] = (v[j][k] == ninf) ? 0.f : expf(v[j][k] - mx);
+      sum += v[j][k];
+    }
+  sum = warp_sum(sum);
+  float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    int c = (lane + 32 * j) * 4;
+    if (c < Sq) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[j][k] *= inv;
+      st4(probs + row * Sq + c, v[j]);
+    }
+  }
+}

@@ -1,0 +1,140 @@
+//! End-to-end tests of the runtime subcommands: `ptm zoo make`, `ptm infer` (text and JSON),
+//! the clear refusal of `--device cuda` without a GPU, and the real MiniLM checkpoint through
+//! `ptm infer --device cpu` against the golden reference (when `PTM_MINILM_DIR` is set).
+
+use std::path::Path;
+use std::process::Command;
+
+fn ptm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("ptm runs")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn zoo_make_then_infer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ptm(&[
+        "zoo",
+        "make",
+        "--arch",
+        "tiny",
+        "--tenants",
+        "2",
+        "--out",
+        path(dir.path()),
+        "--dtype",
+        "fp16",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("zoo.ron").is_file());
+    let model = dir.path().join("tiny-t001");
+    let out = ptm(&[
+        "infer",
+        "--model",
+        path(&model),
+        "--dtype",
+        "bf16",
+        "--text",
+        "hello world",
+        "--text",
+        "gpu",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let rows = v.as_array().expect("one entry per text");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["token_ids"], serde_json::json!([101, 261, 102]));
+    assert_eq!(rows[1]["task"], "token_classification");
+    assert_eq!(rows[1]["shape"], serde_json::json!([3, 9]));
+    let text = ptm(&["infer", "--model", path(&model), "--text", "gpu"]);
+    let s = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        s.contains("token_ids: [101, 261, 102]") && s.contains("token 2 logits"),
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_arch_and_missing_gpu_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ptm(&["zoo", "make", "--arch", "gpt-2", "--out", path(dir.path())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown architecture `gpt-2`") && err.contains("bert-base"),
+        "{err}"
+    );
+    if std::env::var("PTM_TEST_CUDA").is_ok() {
+        println!("SKIPPED the no-GPU half: PTM_TEST_CUDA says a GPU is present");
+        return;
+    }
+    assert!(
+        ptm(&["zoo", "make", "--arch", "tiny", "--out", path(dir.path())])
+            .status
+            .success()
+    );
+    let out = ptm(&[
+        "infer",
+        "--model",
+        path(&dir.path().join("tiny-t000")),
+        "--device",
+        "cuda:0",
+        "--text",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no usable CUDA GPU for `cuda:0`"), "{err}");
+}
+
+#[test]
+fn minilm_through_ptm_infer_matches_golden() {
+    let Some(dir) = std::env::var_os("PTM_MINILM_DIR").map(std::path::PathBuf::from) else {
+        println!("SKIPPED minilm_through_ptm_infer_matches_golden: PTM_MINILM_DIR is not set");
+        return;
+    };
+    if !dir.join("model.safetensors").is_file() {
+        println!("SKIPPED minilm_through_ptm_infer_matches_golden: no model.safetensors in PTM_MINILM_DIR");
+        return;
+    }
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../runtime/tests/golden/minilm-golden.json")).unwrap();
+    let mut args = vec!["infer", "--model", path(&dir), "--device", "cpu", "--json"];
+    let rows = golden["sentences"].as_array().unwrap();
+    for r in rows {
+        args.push("--text");
+        args.push(r["text"].as_str().unwrap());
+    }
+    let out = ptm(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (g, want) in got.as_array().unwrap().iter().zip(rows) {
+        assert_eq!(g["token_ids"], want["token_ids"]);
+        let a: Vec<f64> = serde_json::from_value(g["values"].clone()).unwrap();
+        let b: Vec<f64> = serde_json::from_value(want["embedding"].clone()).unwrap();
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let cos = dot / (n(&a) * n(&b));
+        assert!(cos >= 0.9999, "cosine {cos} for {}", want["text"]);
+    }
+}

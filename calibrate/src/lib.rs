@@ -12,9 +12,11 @@
 //! target with known costs.
 
 pub mod plan;
+pub mod runtime_target;
 pub mod stats;
 
 pub use plan::Plan;
+pub use runtime_target::RuntimeTarget;
 
 use ptm_sim::profile::{
     Calibration, Cost, ForwardPoint, ForwardTable, Gpu, ModelProfile, Profile, SwitchCosts,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_infer;
+mod calibrate;
 mod capacity;
 mod infer;
 mod plot;
@@ -26,6 +27,8 @@ struct Cli {
 pub enum Command {
     /// Simulate a scenario: every (policy, seed) cell, a table or JSON reports.
     Run(run::RunArgs),
+    /// Measure a device with the real runtime and write a simulator profile.
+    Calibrate(calibrate::CalibrateArgs),
     /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
     Sweep(sweep::SweepArgs),
     /// Render PNG and SVG figures of a sweep (and of a `--timeline` CSV).
@@ -61,6 +64,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::execute(args),
         Command::Sweep(args) => sweep::execute(args),
         Command::Capacity(args) => capacity::execute(args),
+        Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),

@@ -1,0 +1,71 @@
+//! `ptm calibrate`: measure a device with the real runtime and write the simulator's profile.
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ptm_calibrate::{calibrate, runtime_target, Plan, RuntimeTarget};
+use ptm_runtime::{DType, Device};
+use std::path::PathBuf;
+
+/// Flags of `ptm calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// `cpu` or `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// A zoo to measure (`ptm zoo make`; repeatable): its first two tenants.
+    #[arg(long, conflicts_with = "models")]
+    pub zoo: Vec<PathBuf>,
+    /// Architectures to measure, comma separated (e.g. tiny,minilm-l6): two seeded tenants each
+    /// are made in a temporary folder.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// fp32, fp16 or bf16.
+    #[arg(long, default_value = "fp32")]
+    pub dtype: String,
+    /// The quick plan: batches 1 and 4, lengths 16 and 32, 1–2 instances, 5 repeats.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write the profile (ron).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `ptm calibrate`.
+pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
+    let device: Device = args.device.parse()?;
+    let dtype: DType = args.dtype.parse()?;
+    let tmp = tempfile::tempdir()?;
+    let mut zoos = args.zoo.clone();
+    let models = if zoos.is_empty() && args.models.is_empty() { vec!["tiny".to_string()] } else { args.models.clone() };
+    if zoos.is_empty() {
+        for m in &models {
+            zoos.push(runtime_target::make_zoo(m, dtype, tmp.path()).map_err(anyhow::Error::msg)?);
+        }
+    }
+    let mut target = RuntimeTarget::new(&zoos, device, dtype).map_err(anyhow::Error::msg)?;
+    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let names = target.model_names();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let bar = ProgressBar::new((names.len() * plan.steps_per_model()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} figures, eta {eta}  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let profile = calibrate(&mut target, &names, &plan, &command, &date, &mut |step| {
+        bar.set_position(step.done as u64);
+        bar.set_message(step.what);
+    })?;
+    bar.finish_and_clear();
+    let text = format!(
+        "// Measured by ptm calibrate: {command}\n// on {} (--device {}), {date}. Every cost records its statistics in `measured`.\n{}\n",
+        profile.gpu.name,
+        args.device,
+        ron::ser::to_string_pretty(&profile, ron::ser::PrettyConfig::default())?
+    );
+    std::fs::write(&args.out, text).with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("wrote {} ({} models: {})", args.out.display(), names.len(), names.join(", "));
+    Ok(())
+}

@@ -5,6 +5,7 @@
 
 mod cli;
 mod embedded;
+mod live;
 mod table;
 
 use std::process::ExitCode;

@@ -493,3 +493,102 @@ fn plot_renders_a_sweep_and_a_timeline() {
     let err = fails(&["plot", dir.join("nothing").to_str().unwrap()]);
     assert!(err.contains("ptm sweep"), "{err}");
 }
+
+#[test]
+fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
+    let dir = temp_dir("calibrate-live");
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    ok(&[
+        "zoo",
+        "make",
+        "--arch",
+        "tiny",
+        "--tenants",
+        "3",
+        "--out",
+        &path("zoo"),
+    ]);
+    ok(&[
+        "calibrate",
+        "--device",
+        "cpu",
+        "--zoo",
+        &path("zoo"),
+        "--quick",
+        "--out",
+        &path("cpu.ron"),
+    ]);
+    let profile = std::fs::read_to_string(dir.join("cpu.ron")).unwrap();
+    assert!(
+        profile.contains("\"tiny-fp32\"")
+            && profile.contains("measured: Some(")
+            && profile.contains("interpolation")
+    );
+    // The simulator accepts it.
+    let sim = ok(&[
+        "run",
+        "--profile",
+        &path("cpu.ron"),
+        "--model",
+        "tiny-fp32",
+        "--policy",
+        "omls",
+        "--json",
+    ]);
+    let sim: serde_json::Value = serde_json::from_str(&sim).unwrap();
+    assert_eq!(sim[0]["completed"], 480);
+    // A short trace replayed live on the CPU runtime, beside the simulation.
+    let mut trace = String::from("arrival_ms,tenant,samples,seq_len\n");
+    for i in 0..24 {
+        trace += &format!("{},t{},8,32\n", i * 20, i % 3);
+    }
+    std::fs::write(dir.join("t.csv"), trace).unwrap();
+    let out = ok(&[
+        "run",
+        "--live",
+        "--zoo",
+        &path("zoo"),
+        "--profile",
+        &path("cpu.ron"),
+        "--model",
+        "tiny-fp32",
+        "--trace",
+        &path("t.csv"),
+        "--instances",
+        "2",
+        "--policy",
+        "affinity",
+        "--policy",
+        "fcfs-rr",
+        "--compare",
+        "--json",
+    ]);
+    let cells: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cells = cells.as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    for c in cells {
+        assert_eq!(c["live"]["completed"], 24);
+        assert_eq!(c["simulated"]["completed"], 24);
+        assert!(c["live"]["gpu"].as_str().unwrap().starts_with("live: cpu"));
+        let loads = |r: &serde_json::Value| {
+            r["switches"].as_u64().unwrap() + r["cold_loads"].as_u64().unwrap()
+        };
+        assert!(loads(&c["live"]) >= 1);
+    }
+    // Round-robin FCFS decides the same whatever the timings: the same loads live and simulated.
+    assert_eq!(
+        cells[1]["live"]["switches"],
+        cells[1]["simulated"]["switches"]
+    );
+    let err = fails(&[
+        "calibrate",
+        "--device",
+        "cuda:0",
+        "--zoo",
+        &path("zoo"),
+        "--quick",
+        "--out",
+        &path("x.ron"),
+    ]);
+    assert!(err.contains("issue 4") || err.contains("GPU"), "{err}");
+}

@@ -5,6 +5,7 @@ mod bench_infer;
 mod calibrate;
 mod capacity;
 mod infer;
+mod live;
 mod plot;
 mod run;
 mod sweep;

@@ -40,6 +40,21 @@ pub struct RunArgs {
     /// Write the per-instance timeline (CSV) of the run; needs exactly one (policy, seed) cell.
     #[arg(long, value_name = "PATH")]
     pub timeline: Option<PathBuf>,
+    /// Replay the workload in real time on the real runtime (the same schedulers decide).
+    #[arg(long, requires = "zoo", conflicts_with = "timeline")]
+    pub live: bool,
+    /// With --live: the zoo whose models serve the tenants (`ptm zoo make`).
+    #[arg(long)]
+    pub zoo: Option<PathBuf>,
+    /// With --live: `cpu` or `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// With --live: fp32, fp16 or bf16.
+    #[arg(long, default_value = "fp32")]
+    pub dtype: String,
+    /// With --live: also simulate each cell from the profile and print both (fidelity).
+    #[arg(long, requires = "live")]
+    pub compare: bool,
 }
 
 /// `--loading` values.
@@ -82,6 +97,29 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
         s.seeds = args.seeds.clone();
     }
     s.validate("command line")?;
+    if args.live {
+        let zoo = args
+            .zoo
+            .as_deref()
+            .expect("clap requires --zoo with --live");
+        let options = super::live::LiveOptions {
+            zoo,
+            device: &args.device,
+            dtype: &args.dtype,
+            compare: args.compare,
+        };
+        let cells = super::live::run_cells(s, loaded.files.as_ref(), &options)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&cells)?);
+        } else {
+            let reports: Vec<_> = cells.iter().map(|c| c.live.clone()).collect();
+            print!("{}", crate::table::reports(&reports));
+            for c in &cells {
+                print!("{}", super::live::fidelity_table(c));
+            }
+        }
+        return Ok(());
+    }
     let reports = match &args.timeline {
         None => s.run(loaded.files.as_ref())?,
         Some(path) => vec![run_with_timeline(s, loaded.files.as_ref(), path)?],

@@ -114,6 +114,34 @@ pub struct RunOptions {
     pub timeline: bool,
 }
 
+/// What each of `instances` instances holds before time 0 under `preload` (one entry per
+/// instance); refuses a policy's preload that names a missing instance or tenant.
+pub fn initial_residency(
+    preload: Preload,
+    scheduler: &dyn Scheduler,
+    instances: usize,
+    tenants: usize,
+) -> Result<Vec<Option<TenantId>>> {
+    let mut held: Vec<Option<TenantId>> = match preload {
+        Preload::Policy => scheduler.preload(),
+        Preload::Empty => Vec::new(),
+        Preload::FastPtm => (0..instances)
+            .map(|i| (i >= 1 && i < tenants).then_some(i as TenantId))
+            .collect(),
+    };
+    if held.len() > instances || held.iter().flatten().any(|&t| t as usize >= tenants) {
+        return Err(Error::Scheduler {
+            policy: scheduler.name().into(),
+            now_ns: 0,
+            message: format!(
+                "preload {held:?} does not fit {instances} instances and {tenants} tenants"
+            ),
+        });
+    }
+    held.resize(instances, None);
+    Ok(held)
+}
+
 /// Simulates `setup` under `scheduler` with random streams from `seed`.
 pub fn simulate(
     setup: &Setup<'_>,
@@ -153,22 +181,7 @@ impl<'s, 'a> Engine<'s, 'a> {
         let m = setup.serving.instances;
         let n = setup.workload.requests.len();
         let tenants = setup.workload.tenants.len();
-        let preload: Vec<Option<TenantId>> = match options.preload {
-            Preload::Policy => scheduler.preload(),
-            Preload::Empty => Vec::new(),
-            Preload::FastPtm => (0..m)
-                .map(|i| (i >= 1 && i < tenants).then_some(i as TenantId))
-                .collect(),
-        };
-        if preload.len() > m || preload.iter().flatten().any(|&t| t as usize >= tenants) {
-            return Err(Error::Scheduler {
-                policy: scheduler.name().into(),
-                now_ns: 0,
-                message: format!(
-                    "preload {preload:?} does not fit {m} instances and {tenants} tenants"
-                ),
-            });
-        }
+        let preload = initial_residency(options.preload, scheduler, m, tenants)?;
         let mut views = vec![InstanceView::default(); m];
         let mut run = Run {
             start_ns: vec![0; n],

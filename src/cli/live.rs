@@ -1,0 +1,120 @@
+//! `ptm run --live`: replay a scenario on the real runtime in real time, with the same
+//! schedulers, and (`--compare`) beside the simulator's prediction from the scenario's profile.
+
+use crate::live::runtime::{host_cache, RuntimeExecutor};
+use crate::live::{self, Executor};
+use ptm_runtime::{DType, Device};
+use ptm_sim::engine::Setup;
+use ptm_sim::metrics::Report;
+use ptm_sim::scenario::Scenario;
+use ptm_sim::scheduler::{self, Shape};
+use ptm_sim::workload::FileSource;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// How to run live.
+pub struct LiveOptions<'a> {
+    /// The zoo whose models serve the tenants.
+    pub zoo: &'a Path,
+    /// `cpu` or `cuda[:N]`.
+    pub device: &'a str,
+    /// fp32, fp16 or bf16.
+    pub dtype: &'a str,
+    /// Also simulate and compare.
+    pub compare: bool,
+}
+
+/// A live cell and, with `--compare`, its simulated twin.
+#[derive(Debug, Serialize)]
+pub struct LiveCell {
+    /// What the real runtime did.
+    pub live: Report,
+    /// What the simulator predicted from the profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<Report>,
+}
+
+/// Replays every (policy, seed) cell of `s` live.
+pub fn run_cells(
+    s: &Scenario,
+    files: &dyn FileSource,
+    o: &LiveOptions<'_>,
+) -> anyhow::Result<Vec<LiveCell>> {
+    let device: Device = o.device.parse()?;
+    let dtype: DType = o.dtype.parse()?;
+    let (profile, profile_name) = s.load_profile(files)?;
+    let mut out = Vec::new();
+    for &seed in &s.seeds {
+        let workload = s.load_workload(files, seed)?;
+        let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
+        let cache = host_cache(o.zoo, workload.tenants.len(), dtype)?;
+        for policy in &s.policies {
+            let shape = Shape {
+                instances: s.instances,
+                tenants: workload.tenants.len(),
+            };
+            let mut scheduler = scheduler::by_name(policy, &s.policy_options, shape)?;
+            let executors: Vec<Box<dyn Executor>> = (0..s.instances)
+                .map(|i| {
+                    Box::new(RuntimeExecutor::new(
+                        device,
+                        dtype,
+                        cache.clone(),
+                        s.forward_batch,
+                        seed ^ (i as u64 + 1),
+                    )) as Box<dyn Executor>
+                })
+                .collect();
+            let run = live::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
+            let mut live = Report::new(&s.name, policy, seed, &setup, &run);
+            live.gpu = format!("live: {device} ({dtype})");
+            let simulated = if o.compare {
+                Some(s.run_cell(&setup, policy, seed)?)
+            } else {
+                None
+            };
+            out.push(LiveCell { live, simulated });
+        }
+    }
+    Ok(out)
+}
+
+/// The fidelity table of one cell: per metric, simulated, live and the error of the simulation.
+pub fn fidelity_table(cell: &LiveCell) -> String {
+    let mut out = String::new();
+    let live = &cell.live;
+    let Some(sim) = &cell.simulated else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "fidelity: {} / {} / seed {}: simulated on {} vs {}",
+        live.scenario, live.policy, live.seed, sim.gpu, live.gpu
+    );
+    let _ = writeln!(
+        out,
+        "{:<18} {:>12} {:>12} {:>10}",
+        "metric", "simulated", "live", "error"
+    );
+    let rows: [(&str, f64, f64); 7] = [
+        ("throughput req/s", sim.throughput_rps, live.throughput_rps),
+        ("latency mean ms", sim.latency_ms.mean, live.latency_ms.mean),
+        ("latency p50 ms", sim.latency_ms.p50, live.latency_ms.p50),
+        ("latency p99 ms", sim.latency_ms.p99, live.latency_ms.p99),
+        ("switches", sim.switches as f64, live.switches as f64),
+        ("cold loads", sim.cold_loads as f64, live.cold_loads as f64),
+        ("overtimes", sim.overtimes as f64, live.overtimes as f64),
+    ];
+    for (name, s, l) in rows {
+        let err = if l != 0.0 {
+            format!("{:+.1} %", 100.0 * (s - l) / l)
+        } else if s == 0.0 {
+            "0 %".into()
+        } else {
+            "n/a".into()
+        };
+        let _ = writeln!(out, "{name:<18} {s:>12.3} {l:>12.3} {err:>10}");
+    }
+    out
+}

@@ -180,13 +180,7 @@ mod tests {
     fn own_tenant_first_when_nothing_is_urgent() {
         let reqs = requests(&[1, 0, 0]);
         let inst = instances(&[Some(0)], &[false]);
-        assert_eq!(
-            run(&reqs, &inst, 0),
-            vec![Dispatch {
-                instance: 0,
-                request: 1
-            }]
-        );
+        assert_eq!(run(&reqs, &inst, 0), vec![d(0, 1)]);
     }
 
     #[test]
@@ -195,29 +189,11 @@ mod tests {
         let inst = instances(&[Some(0)], &[false]);
         // Request 0 is due at 3000 ms; switch 100 + service 10 = 110 ms; deferring it behind
         // tenant 0's 10 ms job needs 120 ms of slack. At 2885 ms it has 115 ms: must go now.
-        assert_eq!(
-            run(&reqs, &inst, 2_885_000_000),
-            vec![Dispatch {
-                instance: 0,
-                request: 0
-            }]
-        );
+        assert_eq!(run(&reqs, &inst, 2_885_000_000), vec![d(0, 0)]);
         // With 125 ms of slack it can wait one job.
-        assert_eq!(
-            run(&reqs, &inst, 2_875_000_000),
-            vec![Dispatch {
-                instance: 0,
-                request: 1
-            }]
-        );
+        assert_eq!(run(&reqs, &inst, 2_875_000_000), vec![d(0, 1)]);
         // With 105 ms it is lost anyway: no point in switching for it.
-        assert_eq!(
-            run(&reqs, &inst, 2_895_000_000),
-            vec![Dispatch {
-                instance: 0,
-                request: 1
-            }]
-        );
+        assert_eq!(run(&reqs, &inst, 2_895_000_000), vec![d(0, 1)]);
     }
 
     #[test]
@@ -226,13 +202,7 @@ mod tests {
         let reqs = requests(&[0; 30]);
         let mut inst = instances(&[Some(0), Some(1)], &[true, false]);
         inst[0].free_at_est_ns = 5_000_000;
-        assert_eq!(
-            run(&reqs, &inst, 0),
-            vec![Dispatch {
-                instance: 1,
-                request: 0
-            }]
-        );
+        assert_eq!(run(&reqs, &inst, 0), vec![d(1, 0)]);
         // With only 3 waiting (25 ms of backlog < two 100 ms switches) the holder keeps them.
         let reqs = requests(&[0; 3]);
         assert!(run(&reqs, &inst, 0).is_empty());
@@ -245,18 +215,6 @@ mod tests {
         // Instance 0 (empty) would take tenant 2's head, but idle instance 1 holds tenant 2
         // and will serve it at once: instance 0 takes tenant 0 instead.
         let out = run(&reqs, &inst, 0);
-        assert_eq!(
-            out,
-            vec![
-                Dispatch {
-                    instance: 0,
-                    request: 1
-                },
-                Dispatch {
-                    instance: 1,
-                    request: 0
-                }
-            ]
-        );
+        assert_eq!(out, vec![d(0, 1), d(1, 0)]);
     }
 }

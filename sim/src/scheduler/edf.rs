@@ -61,18 +61,6 @@ mod tests {
         let inst = instances(&[None, Some(2)], &[false, false]);
         let mut s = Edf::new();
         let out = arrive_all_then_decide(&mut s, &reqs, &inst, 5_000_000);
-        assert_eq!(
-            out,
-            vec![
-                Dispatch {
-                    instance: 1,
-                    request: 2
-                },
-                Dispatch {
-                    instance: 0,
-                    request: 0
-                }
-            ]
-        );
+        assert_eq!(out, vec![d(1, 2), d(0, 0)]);
     }
 }

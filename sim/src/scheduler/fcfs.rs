@@ -48,18 +48,6 @@ mod tests {
         let inst = instances(&[Some(2), None, None], &[false, true, false]);
         let mut s = Fcfs::new();
         let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
-        assert_eq!(
-            out,
-            vec![
-                Dispatch {
-                    instance: 0,
-                    request: 0
-                },
-                Dispatch {
-                    instance: 2,
-                    request: 1
-                }
-            ]
-        );
+        assert_eq!(out, vec![d(0, 0), d(2, 1)]);
     }
 }

@@ -50,18 +50,6 @@ mod tests {
             tenants: 6,
         });
         let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
-        assert_eq!(
-            out,
-            vec![
-                Dispatch {
-                    instance: 0,
-                    request: 1
-                },
-                Dispatch {
-                    instance: 1,
-                    request: 0
-                }
-            ]
-        );
+        assert_eq!(out, vec![d(0, 1), d(1, 0)]);
     }
 }

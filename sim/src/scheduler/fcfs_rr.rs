@@ -67,12 +67,6 @@ mod tests {
         });
         let out = arrive_all_then_decide(&mut s, &reqs, &inst, 0);
         // Instance 0 is busy: its requests 0, 2, 4 wait even though instance 1 is idle.
-        assert_eq!(
-            out,
-            vec![Dispatch {
-                instance: 1,
-                request: 1
-            }]
-        );
+        assert_eq!(out, vec![d(1, 1)]);
     }
 }

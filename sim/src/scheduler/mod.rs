@@ -218,6 +218,11 @@ pub(crate) mod testing {
         out
     }
 
+    /// Shorthand for a dispatch in assertions.
+    pub fn d(instance: u32, request: RequestId) -> Dispatch {
+        Dispatch { instance, request }
+    }
+
     /// Instances holding `resident`, busy where `busy`.
     pub fn instances(resident: &[Option<u32>], busy: &[bool]) -> Vec<InstanceView> {
         resident

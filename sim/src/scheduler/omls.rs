@@ -261,19 +261,7 @@ mod tests {
         // Cache = {0: req 2, 2: req 0} (tenant 1 is resident). Instance 0 takes its own list's
         // head (req 1); instance 1 takes the lowest cached letter (tenant 0 = req 2), not the
         // oldest (req 0).
-        assert_eq!(
-            out,
-            vec![
-                Dispatch {
-                    instance: 0,
-                    request: 1
-                },
-                Dispatch {
-                    instance: 1,
-                    request: 2
-                }
-            ]
-        );
+        assert_eq!(out, vec![d(0, 1), d(1, 2)]);
     }
 
     #[test]
@@ -294,14 +282,7 @@ mod tests {
         let mut s = omls(3, 3);
         arrive(&mut s, 0..3, &reqs);
         let out = decide(&mut s, 1_923_000_000, &inst, &reqs);
-        assert_eq!(
-            out,
-            vec![Dispatch {
-                instance: 1,
-                request: 0
-            }],
-            "one forced switch to the lowest idle"
-        );
+        assert_eq!(out, vec![d(1, 0)], "one forced switch to the lowest idle");
     }
 
     #[test]
@@ -315,45 +296,21 @@ mod tests {
         assert!(decide(&mut s, 0, &busy, &reqs).is_empty());
         assert!(s.cache.is_empty());
         // Idle: refill caches heads of tenants 0 and 1; instance takes tenant 0's.
-        assert_eq!(
-            decide(&mut s, 0, &idle, &reqs),
-            vec![Dispatch {
-                instance: 0,
-                request: 0
-            }]
-        );
+        assert_eq!(decide(&mut s, 0, &idle, &reqs), vec![d(0, 0)]);
         assert_eq!(s.cache.values().copied().collect::<Vec<_>>(), vec![1]);
         // Tenant 2 arrives; the cache (still holding tenant 1's) is not refilled, so tenant 2
         // and tenant 0's second request wait in their lists.
         arrive(&mut s, 3..5, &reqs);
         let holding_0 = instances(&[Some(0)], &[false]);
-        assert_eq!(
-            decide(&mut s, 0, &holding_0, &reqs),
-            vec![Dispatch {
-                instance: 0,
-                request: 2
-            }]
-        );
+        assert_eq!(decide(&mut s, 0, &holding_0, &reqs), vec![d(0, 2)]);
         assert_eq!(s.cache.len(), 1);
         let holding_0 = instances(&[Some(0)], &[false]);
-        assert_eq!(
-            decide(&mut s, 0, &holding_0, &reqs),
-            vec![Dispatch {
-                instance: 0,
-                request: 1
-            }]
-        );
+        assert_eq!(decide(&mut s, 0, &holding_0, &reqs), vec![d(0, 1)]);
         // Now empty: the next tick refills with tenant 1's second request and tenant 2's.
         let holding_1 = instances(&[Some(1)], &[true]);
         assert!(decide(&mut s, 0, &holding_1, &reqs).is_empty());
         let holding_1 = instances(&[Some(1)], &[false]);
-        assert_eq!(
-            decide(&mut s, 0, &holding_1, &reqs),
-            vec![Dispatch {
-                instance: 0,
-                request: 4
-            }]
-        );
+        assert_eq!(decide(&mut s, 0, &holding_1, &reqs), vec![d(0, 4)]);
         assert_eq!(s.cache.values().copied().collect::<Vec<_>>(), vec![3]);
     }
 }

@@ -96,12 +96,6 @@ mod tests {
         s.on_arrival(1, &view);
         let mut out = Vec::new();
         s.decide(&view, &mut out);
-        assert_eq!(
-            out,
-            vec![Dispatch {
-                instance: 0,
-                request: 1
-            }]
-        );
+        assert_eq!(out, vec![d(0, 1)]);
     }
 }

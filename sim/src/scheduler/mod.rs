@@ -213,6 +213,23 @@ pub(crate) mod testing {
         for id in 0..reqs.len() as RequestId {
             s.on_arrival(id, &view);
         }
+        decide_at(s, reqs, inst, now_ns)
+    }
+
+    /// Lets `s` decide once at `now_ns` with instances `inst`.
+    pub fn decide_at(
+        s: &mut dyn Scheduler,
+        reqs: &[Request],
+        inst: &[InstanceView],
+        now_ns: Nanos,
+    ) -> Vec<Dispatch> {
+        let est = estimates(reqs.len());
+        let view = View {
+            now_ns,
+            instances: inst,
+            requests: reqs,
+            estimates: &est,
+        };
         let mut out = Vec::new();
         s.decide(&view, &mut out);
         out

@@ -218,16 +218,7 @@ mod tests {
         inst: &[super::super::InstanceView],
         reqs: &[crate::workload::Request],
     ) -> Vec<Dispatch> {
-        let est = estimates(reqs.len());
-        let view = View {
-            now_ns,
-            instances: inst,
-            requests: reqs,
-            estimates: &est,
-        };
-        let mut out = Vec::new();
-        s.decide(&view, &mut out);
-        out
+        decide_at(s, reqs, inst, now_ns)
     }
 
     fn arrive(s: &mut Omls, ids: std::ops::Range<u32>, reqs: &[crate::workload::Request]) {

@@ -266,6 +266,13 @@ fn coordinate(
                 jobs[i].send(Job::Run { request, load })?;
             }
         }
+        // Nothing will happen any more: no arrival to come, no instance busy.
+        if decide && next_arrival == n && busy == 0 && waiting > 0 {
+            anyhow::bail!(
+                "{} stalled: {waiting} requests wait, every instance is idle and nothing else will happen",
+                scheduler.name()
+            );
+        }
     }
     Ok(())
 }

@@ -580,6 +580,15 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
         cells[1]["live"]["switches"],
         cells[1]["simulated"]["switches"]
     );
+    // Repeatability check: a profile against itself differs by nothing.
+    let same = ok(&["profile", "diff", &path("cpu.ron"), &path("cpu.ron")]);
+    assert!(
+        same.contains("largest difference 0.0 %, 0 beyond"),
+        "{same}"
+    );
+    let fastptm = repo("scenarios/profiles/rtx3090-fastptm.ron");
+    let err = fails(&["profile", "diff", &fastptm, &path("cpu.ron")]);
+    assert!(err.contains("no measured figures"), "{err}");
     let err = fails(&[
         "calibrate",
         "--device",

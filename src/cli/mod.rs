@@ -7,6 +7,7 @@ mod capacity;
 mod infer;
 mod live;
 mod plot;
+mod profile;
 mod run;
 mod sweep;
 mod trace;
@@ -30,6 +31,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure a device with the real runtime and write a simulator profile.
     Calibrate(calibrate::CalibrateArgs),
+    /// Inspect profiles: `ptm profile diff A B` compares two calibrations figure by figure.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
     Sweep(sweep::SweepArgs),
     /// Render PNG and SVG figures of a sweep (and of a `--timeline` CSV).
@@ -67,6 +71,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Capacity(args) => capacity::execute(args),
         Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
+        Command::Profile(cmd) => profile::execute(cmd),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),
         Command::Zoo(args) => zoo::run(args),

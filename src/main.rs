@@ -11,6 +11,14 @@ mod table;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `ptm run | head` closes the pipe early: that ends the output, it is not a crash.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.to_string().contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let command = cli::parse();
     match cli::execute(command) {
         Ok(()) => ExitCode::SUCCESS,

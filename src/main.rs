@@ -6,6 +6,7 @@
 mod cli;
 mod embedded;
 mod live;
+mod serve;
 mod table;
 
 use std::process::ExitCode;

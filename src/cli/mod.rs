@@ -9,6 +9,7 @@ mod live;
 mod plot;
 mod profile;
 mod run;
+mod serve;
 mod sweep;
 mod trace;
 mod zoo;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Inspect profiles: `ptm profile diff A B` compares two calibrations figure by figure.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    /// Serve a zoo's tenants over HTTP on loopback, scheduled by a policy.
+    Serve(serve::ServeArgs),
     /// Run every cell of a scenario's grid in parallel; write per-cell JSON and CSV tables.
     Sweep(sweep::SweepArgs),
     /// Render PNG and SVG figures of a sweep (and of a `--timeline` CSV).
@@ -71,6 +74,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Capacity(args) => capacity::execute(args),
         Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
+        Command::Serve(args) => serve::execute(args),
         Command::Profile(cmd) => profile::execute(cmd),
         Command::Trace(cmd) => trace::execute(cmd),
         Command::Bench(cmd) => bench::execute(cmd),

@@ -1,306 +1,523 @@
 //! Live mode: the simulator's schedulers drive real executors on the wall clock.
 //!
-//! The same [`Scheduler`] code that decides in the simulator decides here. A coordinator (the
-//! calling thread) owns the scheduler and the instances' state; each instance is a worker
-//! thread owning an [`Executor`] (a model slot of the runtime). Arrivals are replayed at their
-//! trace times; a dispatch is sent to the instance's worker, which loads the tenant's weights if
-//! it holds others (a switch, or a cold load if it holds nothing) and runs the inference; the
-//! coordinator records phase ends as the workers report them. The result is the simulator's
-//! [`Run`], so the report is computed by the same code and the two can be compared.
+//! The same [`Scheduler`] code that decides in the simulator decides here. A [`Core`] (owned by
+//! one coordinating thread) holds the scheduler and the instances' state; each instance is a
+//! worker thread owning an [`Executor`] (a model slot of the runtime). A dispatch is sent to
+//! the instance's worker, which loads the tenant's weights if it holds others (a switch, or a
+//! cold load if it holds nothing) and runs the inference; the core records phase ends as the
+//! workers report them. What happened is the simulator's [`Run`], so reports are computed by the
+//! same code and a live replay can be compared with a simulation of the same cell.
 //!
-//! Time is nanoseconds since the replay started. Periodic schedulers (OMLS) are woken at their
-//! ticks; event-driven ones after each arrival or completion.
+//! Two drivers use the core: [`replay`] releases a workload's arrivals at their trace times;
+//! `ptm serve` feeds it requests as they come over HTTP. Time is nanoseconds since the core
+//! started. Periodic schedulers (OMLS) are woken at their ticks; event-driven ones after each
+//! arrival or completion.
 
 pub mod runtime;
 
-use ptm_sim::engine::{initial_residency, Preload, Run, Setup, SpanKind};
+use ptm_sim::engine::{initial_residency, Estimates, Preload, Run, Setup, Span, SpanKind};
 use ptm_sim::scheduler::{Dispatch, InstanceView, Scheduler, View};
 use ptm_sim::time::Nanos;
 use ptm_sim::workload::{Request, RequestId, TenantId};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// One text's output: the head's values and their shape.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RowOutput {
+    /// Shape of `values`: `[labels]`, `[tokens, labels]` or `[hidden]`.
+    pub shape: Vec<usize>,
+    /// Logits (row-major) or the embedding.
+    pub values: Vec<f32>,
+}
 
 /// One instance's engine: holds one tenant's weights at a time and runs requests.
 pub trait Executor: Send {
     /// Loads `tenant`'s weights into this instance (`cold`: it held nothing before).
     fn load(&mut self, tenant: TenantId, cold: bool) -> Result<(), String>;
-    /// Runs `request` on the weights it holds.
-    fn infer(&mut self, request: &Request) -> Result<(), String>;
+    /// Runs `request` on the weights it holds: on `rows` (token ids per text) when given,
+    /// returning one output per row, else on random tokens of the request's shape.
+    fn infer(
+        &mut self,
+        request: &Request,
+        rows: Option<&[Vec<u32>]>,
+    ) -> Result<Vec<RowOutput>, String>;
 }
 
+/// Token ids of a served request's texts.
+pub type Rows = Arc<Vec<Vec<u32>>>;
+
+/// How a served request ended.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// One output per text.
+    pub outputs: Vec<RowOutput>,
+    /// The instance that ran it.
+    pub instance: usize,
+    /// Whether its instance switched from another tenant's weights first.
+    pub switched: bool,
+    /// Whether its instance held nothing and loaded cold first.
+    pub cold_load: bool,
+    /// Arrival to start.
+    pub wait_ns: Nanos,
+    /// Arrival to completion.
+    pub latency_ns: Nanos,
+}
+
+/// Why a served request got no outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Admission control: the queue is full, or the deadline cannot be met (HTTP 429).
+    Rejected(String),
+    /// The server is shutting down and accepts nothing new (HTTP 503).
+    Draining,
+    /// The executor failed on it (HTTP 500).
+    Failed(String),
+}
+
+/// Where to send a served request's outcome.
+pub type Reply = tokio::sync::oneshot::Sender<Result<Served, Refusal>>;
+
+/// A job for an instance's worker.
 enum Job {
     Run {
-        request: RequestId,
+        request: Request,
+        id: RequestId,
         load: Option<bool>,
+        rows: Option<Rows>,
     },
-    Stop,
 }
 
-enum WorkerMsg {
+/// What the core hears.
+pub enum Msg {
+    /// A worker finished loading.
     LoadDone {
+        /// The instance.
         instance: usize,
     },
+    /// A worker finished a request.
     Done {
+        /// The instance.
         instance: usize,
-        request: RequestId,
+        /// The request.
+        id: RequestId,
+        /// Its outputs, or why it failed.
+        result: Result<Vec<RowOutput>, String>,
     },
-    Failed {
-        instance: usize,
-        request: RequestId,
-        message: String,
+    /// A request to serve (from `ptm serve`).
+    Arrive {
+        /// The request (its arrival time is set by the core).
+        request: Request,
+        /// Its texts' token ids.
+        rows: Rows,
+        /// Where the outcome goes.
+        reply: Reply,
     },
+    /// Stop accepting and finish once every accepted request is answered.
+    Drain,
 }
 
-/// Replays `setup`'s workload in real time through `scheduler` on `executors` (one per
-/// instance), returning what happened.
-pub fn replay(
-    setup: &Setup<'_>,
-    scheduler: &mut dyn Scheduler,
-    mut executors: Vec<Box<dyn Executor>>,
-    preload: Preload,
-) -> anyhow::Result<Run> {
-    let requests = &setup.workload.requests;
-    let m = setup.serving.instances;
-    anyhow::ensure!(
-        executors.len() == m,
-        "{} executors for {m} instances",
-        executors.len()
-    );
-    let n = requests.len();
-    let mut run = Run {
-        start_ns: vec![0; n],
-        end_ns: vec![0; n],
-        served_by: vec![0; n],
-        instances: vec![Default::default(); m],
-        tenant_loads: vec![0; setup.workload.tenants.len()],
-        gpu_busy_ns: 0,
-        timeline: Some(Vec::new()),
-    };
-    let mut views = vec![InstanceView::default(); m];
-    let held = initial_residency(preload, scheduler, m, setup.workload.tenants.len())?;
-    for (i, t) in held.into_iter().enumerate() {
-        views[i].resident = t;
-        run.instances[i].preloaded = t;
-        // Preloaded before time 0, as in the simulator: not timed.
-        if let Some(t) = t {
-            executors[i]
-                .load(t, true)
-                .map_err(|e| anyhow::anyhow!("preloading instance {i}: {e}"))?;
+/// The phase a busy instance is in: (request, phase start, kind, the load it began with).
+type Phase = Option<(RequestId, Nanos, SpanKind, Option<SpanKind>)>;
+
+/// The scheduler, the instances and the requests, on the wall clock.
+pub struct Core<'a> {
+    scheduler: &'a mut dyn Scheduler,
+    estimates: Estimates,
+    setup: &'a Setup<'a>,
+    /// Every request so far, by id.
+    pub requests: Vec<Request>,
+    rows: Vec<Option<Rows>>,
+    replies: Vec<Option<Reply>>,
+    views: Vec<InstanceView>,
+    phases: Vec<Phase>,
+    jobs: Vec<mpsc::Sender<Job>>,
+    /// What happened so far.
+    pub run: Run,
+    /// Requests waiting for an instance.
+    pub waiting: usize,
+    /// Busy instances.
+    pub busy: usize,
+    /// Requests answered.
+    pub completed: usize,
+    /// Sum of the estimated inference of the waiting requests.
+    waiting_est_ns: Nanos,
+    busy_since: Nanos,
+    start: Instant,
+    next_tick: Nanos,
+    out: Vec<Dispatch>,
+}
+
+impl<'a> Core<'a> {
+    /// Starts one worker per executor (in `scope`) reporting to `tx`, and preloads instances as
+    /// `preload` says (before time 0, untimed).
+    pub fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        setup: &'a Setup<'a>,
+        scheduler: &'a mut dyn Scheduler,
+        mut executors: Vec<Box<dyn Executor>>,
+        preload: Preload,
+        tx: &mpsc::Sender<Msg>,
+    ) -> anyhow::Result<Self> {
+        let m = setup.serving.instances;
+        anyhow::ensure!(
+            executors.len() == m,
+            "{} executors for {m} instances",
+            executors.len()
+        );
+        let tenants = setup.workload.tenants.len();
+        let mut views = vec![InstanceView::default(); m];
+        let mut run = Run {
+            instances: vec![Default::default(); m],
+            tenant_loads: vec![0; tenants],
+            timeline: Some(Vec::new()),
+            ..Run::default()
+        };
+        let held = initial_residency(preload, scheduler, m, tenants)?;
+        for (i, t) in held.into_iter().enumerate() {
+            views[i].resident = t;
+            run.instances[i].preloaded = t;
+            if let Some(t) = t {
+                executors[i]
+                    .load(t, true)
+                    .map_err(|e| anyhow::anyhow!("preloading instance {i}: {e}"))?;
+            }
         }
-    }
-    let (report_tx, report_rx) = mpsc::channel::<WorkerMsg>();
-    std::thread::scope(|scope| -> anyhow::Result<Run> {
         let mut jobs = Vec::with_capacity(m);
-        let executors = std::mem::take(&mut executors);
         for (instance, mut exec) in executors.into_iter().enumerate() {
             let (job_tx, job_rx) = mpsc::channel::<Job>();
             jobs.push(job_tx);
-            let tx = report_tx.clone();
+            let tx = tx.clone();
             scope.spawn(move || {
-                while let Ok(Job::Run { request, load }) = job_rx.recv() {
-                    let r = &requests[request as usize];
+                while let Ok(Job::Run {
+                    request,
+                    id,
+                    load,
+                    rows,
+                }) = job_rx.recv()
+                {
                     let result = load
-                        .map_or(Ok(()), |cold| exec.load(r.tenant, cold))
+                        .map_or(Ok(()), |cold| exec.load(request.tenant, cold))
                         .and_then(|()| {
                             if load.is_some() {
-                                let _ = tx.send(WorkerMsg::LoadDone { instance });
+                                let _ = tx.send(Msg::LoadDone { instance });
                             }
-                            exec.infer(r)
+                            exec.infer(&request, rows.as_deref().map(Vec::as_slice))
                         });
-                    let msg = match result {
-                        Ok(()) => WorkerMsg::Done { instance, request },
-                        Err(message) => WorkerMsg::Failed {
+                    if tx
+                        .send(Msg::Done {
                             instance,
-                            request,
-                            message,
-                        },
-                    };
-                    if tx.send(msg).is_err() {
+                            id,
+                            result,
+                        })
+                        .is_err()
+                    {
                         break;
                     }
                 }
             });
         }
-        drop(report_tx);
-        let result = coordinate(setup, scheduler, &jobs, &report_rx, &mut views, &mut run);
-        for j in &jobs {
-            let _ = j.send(Job::Stop);
-        }
-        result.map(|()| run)
-    })
-}
+        Ok(Core {
+            scheduler,
+            estimates: setup.estimates.without_requests(),
+            setup,
+            requests: Vec::new(),
+            rows: Vec::new(),
+            replies: Vec::new(),
+            views,
+            phases: vec![None; m],
+            jobs,
+            run,
+            waiting: 0,
+            busy: 0,
+            completed: 0,
+            waiting_est_ns: 0,
+            busy_since: 0,
+            start: Instant::now(),
+            next_tick: 0,
+            out: Vec::new(),
+        })
+    }
 
-/// Where each busy instance is: (request, phase start, phase kind).
-type Phase = Option<(RequestId, Nanos, SpanKind)>;
+    /// Nanoseconds since the core started.
+    pub fn now(&self) -> Nanos {
+        self.start.elapsed().as_nanos() as Nanos
+    }
 
-fn coordinate(
-    setup: &Setup<'_>,
-    scheduler: &mut dyn Scheduler,
-    jobs: &[mpsc::Sender<Job>],
-    reports: &mpsc::Receiver<WorkerMsg>,
-    views: &mut [InstanceView],
-    run: &mut Run,
-) -> anyhow::Result<()> {
-    let requests = &setup.workload.requests;
-    let n = requests.len();
-    let m = views.len();
-    let tick = scheduler.tick_ns();
-    let start = Instant::now();
-    let now = || start.elapsed().as_nanos() as Nanos;
-    let mut phases: Vec<Phase> = vec![None; m];
-    let (mut next_arrival, mut waiting, mut completed, mut busy) = (0usize, 0usize, 0usize, 0usize);
-    let mut busy_since: Nanos = 0;
-    let mut next_tick: Nanos = 0;
-    let mut out = Vec::new();
-    while completed < n {
-        // Sleep until the next arrival or tick, unless a worker reports first.
-        let due = [
-            requests.get(next_arrival).map(|r| r.arrival_ns),
-            tick.map(|_| next_tick),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let wait = due.map(|d| Duration::from_nanos(d.saturating_sub(now())));
-        let first = match wait {
-            Some(w) => reports.recv_timeout(w).ok(),
-            None => Some(reports.recv()?),
+    /// How long to wait for the next message before a tick is due (`None`: no tick).
+    pub fn until_tick(&self) -> Option<Duration> {
+        self.scheduler
+            .tick_ns()
+            .map(|_| Duration::from_nanos(self.next_tick.saturating_sub(self.now())))
+    }
+
+    /// Accepts `request` (its `arrival_ns` on the core's clock); returns its id.
+    pub fn arrive(
+        &mut self,
+        request: Request,
+        rows: Option<Rows>,
+        reply: Option<Reply>,
+    ) -> RequestId {
+        let now = self.now();
+        let estimate =
+            self.setup
+                .estimate_service_ns(request.tenant, request.samples, request.seq_len);
+        let id = self.estimates.push_service_ns(estimate);
+        debug_assert_eq!(id as usize, self.requests.len());
+        self.requests.push(request);
+        self.rows.push(rows);
+        self.replies.push(reply);
+        self.run.start_ns.push(0);
+        self.run.end_ns.push(0);
+        self.run.served_by.push(0);
+        let view = View {
+            now_ns: now,
+            instances: &self.views,
+            requests: &self.requests,
+            estimates: &self.estimates,
         };
-        let t = now();
-        let mut changed = false;
-        for report in first.into_iter().chain(reports.try_iter()) {
-            match report {
-                WorkerMsg::LoadDone { instance } => {
-                    if let Some((request, since, kind)) = phases[instance] {
-                        span(run, instance, kind, request, since, t);
-                        phases[instance] = Some((request, t, SpanKind::Inference));
-                    }
+        self.scheduler.on_arrival(id, &view);
+        self.waiting += 1;
+        self.waiting_est_ns += estimate;
+        id
+    }
+
+    /// Estimated time until a request arriving now would start: the instances' remaining work
+    /// plus the waiting requests' estimated inference, shared by the instances.
+    pub fn estimated_wait_ns(&self) -> Nanos {
+        let now = self.now();
+        let remaining: Nanos = self
+            .views
+            .iter()
+            .filter(|v| v.busy)
+            .map(|v| v.free_at_est_ns.saturating_sub(now))
+            .sum();
+        (remaining + self.waiting_est_ns) / self.views.len() as Nanos
+    }
+
+    /// Estimated inference and switch of a request of `tenant` of `samples` × `seq_len`.
+    pub fn estimated_service_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
+        let holder = self.views.iter().any(|v| v.resident == Some(tenant));
+        let switch = if holder {
+            0
+        } else {
+            self.estimates.switch_into_ns(tenant)
+        };
+        self.setup.estimate_service_ns(tenant, samples, seq_len) + switch
+    }
+
+    /// Handles a worker's report; returns whether an instance became idle. A failed request is
+    /// answered with its error when it has a reply, and is an error otherwise.
+    pub fn worker(&mut self, msg: Msg) -> anyhow::Result<bool> {
+        let t = self.now();
+        match msg {
+            Msg::LoadDone { instance } => {
+                if let Some((id, since, kind, loaded)) = self.phases[instance] {
+                    self.span(instance, kind, id, since, t);
+                    self.phases[instance] = Some((id, t, SpanKind::Inference, loaded));
                 }
-                WorkerMsg::Done { instance, request } => {
-                    let (_, since, kind) =
-                        phases[instance].take().expect("a busy instance reports");
-                    span(run, instance, kind, request, since, t);
-                    run.end_ns[request as usize] = t;
-                    run.instances[instance].requests += 1;
-                    views[instance].busy = false;
-                    completed += 1;
-                    busy -= 1;
-                    if busy == 0 {
-                        run.gpu_busy_ns += t - busy_since;
-                    }
-                    changed = true;
-                }
-                WorkerMsg::Failed {
-                    instance,
-                    request,
-                    message,
-                } => {
-                    anyhow::bail!("instance {instance} failed on request {request}: {message}")
-                }
+                Ok(false)
             }
-        }
-        while next_arrival < n && requests[next_arrival].arrival_ns <= t {
-            let view = View {
-                now_ns: t,
-                instances: views,
-                requests,
-                estimates: &setup.estimates,
-            };
-            scheduler.on_arrival(next_arrival as RequestId, &view);
-            next_arrival += 1;
-            waiting += 1;
-            changed = true;
-        }
-        let ticked = tick.is_some_and(|_| t >= next_tick);
-        if let Some(p) = tick.filter(|_| ticked) {
-            next_tick = (t / p + 1) * p;
-        }
-        let decide = if tick.is_some() { ticked } else { changed };
-        if decide && waiting > 0 && busy < m {
-            let view = View {
-                now_ns: t,
-                instances: views,
-                requests,
-                estimates: &setup.estimates,
-            };
-            scheduler.decide(&view, &mut out);
-            for Dispatch { instance, request } in out.drain(..) {
-                let (i, r) = (instance as usize, &requests[request as usize]);
-                anyhow::ensure!(
-                    !views[i].busy,
-                    "{} dispatched to busy instance {i}",
-                    scheduler.name()
-                );
-                let load = match views[i].resident {
-                    None => Some(true),
-                    Some(held) if held == r.tenant => None,
-                    Some(_) => Some(false),
-                };
-                let kind = match load {
-                    Some(true) => {
-                        run.instances[i].cold_loads += 1;
-                        SpanKind::ColdLoad
-                    }
-                    Some(false) => {
-                        run.instances[i].switches += 1;
-                        SpanKind::Switch
-                    }
-                    None => SpanKind::Inference,
-                };
-                if load.is_some() {
-                    run.tenant_loads[r.tenant as usize] += 1;
+            Msg::Done {
+                instance,
+                id,
+                result,
+            } => {
+                let (_, since, kind, loaded) = self.phases[instance]
+                    .take()
+                    .expect("a busy instance reports");
+                self.span(instance, kind, id, since, t);
+                self.run.end_ns[id as usize] = t;
+                self.run.instances[instance].requests += 1;
+                self.views[instance].busy = false;
+                self.completed += 1;
+                self.busy -= 1;
+                if self.busy == 0 {
+                    self.run.gpu_busy_ns += t - self.busy_since;
                 }
-                let estimate = setup.estimates.load_ns(views[i].resident, r.tenant)
-                    + setup.estimates.service_ns(request);
-                views[i].busy = true;
-                views[i].resident = Some(r.tenant);
-                views[i].free_at_est_ns = t + estimate;
-                phases[i] = Some((request, t, kind));
-                run.start_ns[request as usize] = t;
-                run.served_by[request as usize] = instance;
-                waiting -= 1;
-                if busy == 0 {
-                    busy_since = t;
+                let arrival = self.requests[id as usize].arrival_ns;
+                match (self.replies[id as usize].take(), result) {
+                    (Some(reply), result) => {
+                        let served = result.map_err(Refusal::Failed).map(|outputs| Served {
+                            outputs,
+                            instance,
+                            switched: loaded == Some(SpanKind::Switch),
+                            cold_load: loaded == Some(SpanKind::ColdLoad),
+                            wait_ns: self.run.start_ns[id as usize] - arrival,
+                            latency_ns: t - arrival,
+                        });
+                        let _ = reply.send(served); // the client may have gone
+                    }
+                    (None, Err(e)) => {
+                        anyhow::bail!("instance {instance} failed on request {id}: {e}")
+                    }
+                    (None, Ok(_)) => {}
                 }
-                busy += 1;
-                jobs[i].send(Job::Run { request, load })?;
+                self.rows[id as usize] = None;
+                Ok(true)
             }
+            Msg::Arrive { .. } | Msg::Drain => unreachable!("arrivals and drains are the driver's"),
         }
-        // Nothing will happen any more: no arrival to come, no instance busy.
-        if decide && next_arrival == n && busy == 0 && waiting > 0 {
+    }
+
+    /// Lets the scheduler decide if it should now (`changed`: an arrival or a completion) and
+    /// sends its dispatches to the workers. With `more_to_come` false (no arrival will follow),
+    /// a decision that leaves requests waiting with every instance idle is a stall, an error.
+    pub fn decide(&mut self, changed: bool, more_to_come: bool) -> anyhow::Result<()> {
+        let t = self.now();
+        let m = self.views.len();
+        let decide = match self.scheduler.tick_ns() {
+            Some(p) if t >= self.next_tick => {
+                self.next_tick = (t / p + 1) * p;
+                true
+            }
+            Some(_) => false,
+            None => changed,
+        };
+        if !(decide && self.waiting > 0 && self.busy < m) {
+            return Ok(());
+        }
+        let view = View {
+            now_ns: t,
+            instances: &self.views,
+            requests: &self.requests,
+            estimates: &self.estimates,
+        };
+        let mut out = std::mem::take(&mut self.out);
+        self.scheduler.decide(&view, &mut out);
+        for Dispatch {
+            instance,
+            request: id,
+        } in out.drain(..)
+        {
+            let (i, r) = (instance as usize, self.requests[id as usize]);
+            anyhow::ensure!(
+                !self.views[i].busy,
+                "{} dispatched to busy instance {i}",
+                self.scheduler.name()
+            );
+            let load = match self.views[i].resident {
+                None => Some(true),
+                Some(held) if held == r.tenant => None,
+                Some(_) => Some(false),
+            };
+            let kind = match load {
+                Some(true) => SpanKind::ColdLoad,
+                Some(false) => SpanKind::Switch,
+                None => SpanKind::Inference,
+            };
+            let stats = &mut self.run.instances[i];
+            match load {
+                Some(true) => stats.cold_loads += 1,
+                Some(false) => stats.switches += 1,
+                None => {}
+            }
+            if load.is_some() {
+                self.run.tenant_loads[r.tenant as usize] += 1;
+            }
+            let estimate = self.estimates.load_ns(self.views[i].resident, r.tenant)
+                + self.estimates.service_ns(id);
+            self.views[i].busy = true;
+            self.views[i].resident = Some(r.tenant);
+            self.views[i].free_at_est_ns = t + estimate;
+            self.phases[i] = Some((id, t, kind, load.map(|_| kind)));
+            self.run.start_ns[id as usize] = t;
+            self.run.served_by[id as usize] = instance;
+            self.waiting -= 1;
+            self.waiting_est_ns = self
+                .waiting_est_ns
+                .saturating_sub(self.estimates.service_ns(id));
+            if self.busy == 0 {
+                self.busy_since = t;
+            }
+            self.busy += 1;
+            let rows = self.rows[id as usize].clone();
+            self.jobs[i].send(Job::Run {
+                request: r,
+                id,
+                load,
+                rows,
+            })?;
+        }
+        self.out = out;
+        if !more_to_come && self.busy == 0 && self.waiting > 0 {
             anyhow::bail!(
-                "{} stalled: {waiting} requests wait, every instance is idle and nothing else will happen",
-                scheduler.name()
+                "{} stalled: {} requests wait, every instance is idle and nothing else will happen",
+                self.scheduler.name(),
+                self.waiting
             );
         }
+        Ok(())
     }
-    Ok(())
+
+    fn span(
+        &mut self,
+        instance: usize,
+        kind: SpanKind,
+        request: RequestId,
+        start_ns: Nanos,
+        end_ns: Nanos,
+    ) {
+        let stats = &mut self.run.instances[instance];
+        stats.busy_ns += end_ns - start_ns;
+        if kind != SpanKind::Inference {
+            stats.loading_ns += end_ns - start_ns;
+        }
+        if let Some(t) = &mut self.run.timeline {
+            t.push(Span {
+                instance: instance as u32,
+                kind,
+                request,
+                start_ns,
+                end_ns,
+            });
+        }
+    }
 }
 
-fn span(
-    run: &mut Run,
-    instance: usize,
-    kind: SpanKind,
-    request: RequestId,
-    start_ns: Nanos,
-    end_ns: Nanos,
-) {
-    let stats = &mut run.instances[instance];
-    stats.busy_ns += end_ns - start_ns;
-    if kind != SpanKind::Inference {
-        stats.loading_ns += end_ns - start_ns;
-    }
-    if let Some(t) = &mut run.timeline {
-        t.push(ptm_sim::engine::Span {
-            instance: instance as u32,
-            kind,
-            request,
-            start_ns,
-            end_ns,
-        });
-    }
+/// Replays `setup`'s workload in real time through `scheduler` on `executors` (one per
+/// instance), returning what happened (request ids as in the workload).
+pub fn replay(
+    setup: &Setup<'_>,
+    scheduler: &mut dyn Scheduler,
+    executors: Vec<Box<dyn Executor>>,
+    preload: Preload,
+) -> anyhow::Result<Run> {
+    let workload = &setup.workload.requests;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    std::thread::scope(|scope| {
+        let mut core = Core::start(scope, setup, scheduler, executors, preload, &tx)?;
+        drop(tx);
+        let mut released = 0;
+        while core.completed < workload.len() {
+            // Sleep until the next arrival or tick, unless a worker reports first.
+            let next_arrival = workload
+                .get(released)
+                .map(|r| Duration::from_nanos(r.arrival_ns.saturating_sub(core.now())));
+            let wait = [next_arrival, core.until_tick()]
+                .into_iter()
+                .flatten()
+                .min();
+            let first = match wait {
+                Some(w) => rx.recv_timeout(w).ok(),
+                None => Some(rx.recv()?),
+            };
+            let mut changed = false;
+            for msg in first.into_iter().chain(rx.try_iter()) {
+                changed |= core.worker(msg)?;
+            }
+            let now = core.now();
+            while released < workload.len() && workload[released].arrival_ns <= now {
+                core.arrive(workload[released], None, None);
+                released += 1;
+                changed = true;
+            }
+            core.decide(changed, released < workload.len())?;
+        }
+        let run = std::mem::take(&mut core.run);
+        Ok(run)
+    })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,9 +543,13 @@ mod tests {
             }));
             Ok(())
         }
-        fn infer(&mut self, _request: &Request) -> Result<(), String> {
+        fn infer(
+            &mut self,
+            _request: &Request,
+            _rows: Option<&[Vec<u32>]>,
+        ) -> Result<Vec<RowOutput>, String> {
             std::thread::sleep(Duration::from_millis(self.infer_ms));
-            Ok(())
+            Ok(Vec::new())
         }
     }
 

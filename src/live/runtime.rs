@@ -8,10 +8,10 @@
 //! A request of `samples` × `seq_len` runs as forward passes of at most `forward_batch` samples
 //! of random token ids.
 
-use super::Executor;
+use super::{Executor, RowOutput};
 use ptm_runtime::model::run;
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{Batch, Config, DType, Device, Engine, Model, PackedWeights, Zoo};
+use ptm_runtime::{Batch, Config, DType, Device, Engine, Model, PackedWeights, Task, Zoo};
 use ptm_sim::workload::{Request, TenantId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,25 +117,50 @@ impl Executor for RuntimeExecutor {
         Ok(())
     }
 
-    fn infer(&mut self, request: &Request) -> Result<(), String> {
+    fn infer(
+        &mut self,
+        request: &Request,
+        rows: Option<&[Vec<u32>]>,
+    ) -> Result<Vec<RowOutput>, String> {
         let tenants = Arc::clone(&self.tenants);
         let cfg = &tenants[request.tenant as usize].cfg;
         match &self.engine {
             Some((t, _)) if *t == request.tenant => {}
             _ => return Err(format!("instance does not hold tenant {}", request.tenant)),
         }
-        let max_len = cfg.max_position_embeddings as u32;
-        let seq_len = request.seq_len.min(max_len.saturating_sub(2).max(1));
-        let mut left = request.samples;
-        while left > 0 {
-            let b = left.min(self.forward_batch);
-            let rows = self.rows(cfg, b, seq_len);
+        let given: Vec<Vec<u32>>;
+        let rows: &[Vec<u32>] = match rows {
+            Some(r) => r,
+            None => {
+                let max_len = cfg.max_position_embeddings as u32;
+                let seq_len = request.seq_len.min(max_len.saturating_sub(2).max(1));
+                given = self.rows(cfg, request.samples, seq_len);
+                &given
+            }
+        };
+        let mut outputs = Vec::with_capacity(if rows.len() == request.samples as usize {
+            rows.len()
+        } else {
+            0
+        });
+        for chunk in rows.chunks(self.forward_batch.max(1) as usize) {
             let batch =
-                Batch::from_rows(&rows, cfg.pad_token_id, None).map_err(|e| e.to_string())?;
+                Batch::from_rows(chunk, cfg.pad_token_id, None).map_err(|e| e.to_string())?;
             let (_, engine) = self.engine.as_mut().expect("checked above");
-            run(engine, &batch).map_err(|e| e.to_string())?;
-            left -= b;
+            let out = run(engine, &batch).map_err(|e| e.to_string())?;
+            let lengths = batch.lengths();
+            for (b, &len) in lengths.iter().enumerate() {
+                let row = out.row(b);
+                let (shape, values) = match out.task {
+                    Task::TokenClassification => {
+                        let labels = out.shape[2];
+                        (vec![len, labels], row[..len * labels].to_vec())
+                    }
+                    _ => (vec![row.len()], row.to_vec()),
+                };
+                outputs.push(RowOutput { shape, values });
+            }
         }
-        Ok(())
+        Ok(outputs)
     }
 }

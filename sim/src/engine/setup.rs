@@ -99,7 +99,32 @@ impl Estimates {
 
     /// Estimated inference of request `id` on one busy instance.
     pub fn service_ns(&self, id: RequestId) -> Nanos {
+        debug_assert!(
+            (id as usize) < self.service_ns.len(),
+            "request {id} has no estimate"
+        );
         self.service_ns[id as usize]
+    }
+
+    /// The same estimates for no request yet (requests are then added with
+    /// [`push_service_ns`](Self::push_service_ns) as they arrive).
+    pub fn without_requests(&self) -> Estimates {
+        Estimates {
+            service_ns: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Estimated switch into `tenant` from another tenant of its model, one instance busy.
+    pub fn switch_into_ns(&self, tenant: TenantId) -> Nanos {
+        self.switch_ns[self.model_of(tenant)]
+    }
+
+    /// Records the estimated inference of the next request id (for requests that arrive while
+    /// serving, after the setup was made); returns that id.
+    pub fn push_service_ns(&mut self, ns: Nanos) -> RequestId {
+        self.service_ns.push(ns);
+        (self.service_ns.len() - 1) as RequestId
     }
 
     /// The model index of `tenant`.
@@ -267,6 +292,19 @@ impl<'a> Setup<'a> {
             request_plan,
             estimates,
         })
+    }
+
+    /// The estimated inference of a request of `tenant` of `samples` × `seq_len` on one busy
+    /// instance (the profile's mean), for requests not in the workload.
+    pub fn estimate_service_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
+        let m = self.models[self.estimates.model_of(tenant)];
+        plan(
+            m,
+            samples.max(1),
+            seq_len.max(1),
+            self.serving.forward_batch,
+        )
+        .mean_ns
     }
 
     /// The cost of loading `tenant` into an instance holding `resident` (`None` when it holds

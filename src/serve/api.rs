@@ -1,0 +1,187 @@
+//! The HTTP API's bodies: parsing and validating `POST /v1/infer`, with errors that name the
+//! field and what was expected.
+
+use ptm_runtime::tokenize::TextEncoder;
+use ptm_runtime::{Config, Task};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A tenant as the server knows it.
+pub struct TenantInfo {
+    /// Its name (the zoo model's).
+    pub name: String,
+    /// Its head.
+    pub task: Task,
+    /// Label names (classification heads).
+    pub labels: Vec<String>,
+    /// Its tokenizer.
+    pub encoder: TextEncoder,
+    /// Its configuration.
+    pub cfg: Config,
+}
+
+/// A refused request: the HTTP status and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: u16,
+    /// What was wrong and what was expected.
+    pub error: String,
+    /// The offending field, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 about `field`.
+    pub fn bad(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            error: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+}
+
+/// A validated inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// The tenant's index.
+    pub tenant: u32,
+    /// Token ids per text (special tokens included).
+    pub rows: Vec<Vec<u32>>,
+    /// Deadline after arrival, milliseconds.
+    pub deadline_ms: f64,
+}
+
+/// Most texts in one request.
+pub const MAX_TEXTS: usize = 256;
+
+/// Parses a `POST /v1/infer` body: `{tenant, texts | token_ids, deadline_ms?}`.
+pub fn parse_infer(
+    body: &[u8],
+    tenants: &[TenantInfo],
+    find: impl Fn(&str) -> Option<u32>,
+    default_deadline_ms: f64,
+) -> Result<InferRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError {
+        status: 400,
+        error: format!("the body is not JSON: {e}"),
+        field: None,
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError {
+            status: 400,
+            error: "expected a JSON object {tenant, texts | token_ids, deadline_ms?}".into(),
+            field: None,
+        });
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "tenant" | "texts" | "token_ids" | "deadline_ms"))
+    {
+        return Err(ApiError::bad(
+            k,
+            format!("unknown field `{k}`: expected tenant, texts or token_ids, deadline_ms"),
+        ));
+    }
+    let name = match map.get("tenant") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "tenant",
+                "`tenant` must be a string (a name from GET /v1/tenants)",
+            ))
+        }
+        None => return Err(ApiError::bad("tenant", "`tenant` is missing")),
+    };
+    let tenant = find(name).ok_or_else(|| ApiError {
+        status: 404,
+        error: format!("unknown tenant {name:?} (GET /v1/tenants lists them)"),
+        field: Some("tenant".into()),
+    })?;
+    let info = &tenants[tenant as usize];
+    let rows = match (map.get("texts"), map.get("token_ids")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "texts",
+                "give `texts` or `token_ids`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad(
+                "texts",
+                "`texts` (or `token_ids`) is missing",
+            ))
+        }
+        (Some(t), None) => {
+            let texts = t
+                .as_array()
+                .filter(|a| !a.is_empty() && a.len() <= MAX_TEXTS)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "texts",
+                        format!("`texts` must be an array of 1–{MAX_TEXTS} strings"),
+                    )
+                })?;
+            let batch = info
+                .encoder
+                .encode(&texts)
+                .map_err(|e| ApiError::bad("texts", format!("cannot tokenize: {e}")))?;
+            (0..batch.batch)
+                .map(|b| batch.row_ids(b).to_vec())
+                .collect()
+        }
+        (None, Some(ids)) => {
+            let max = info.cfg.max_tokens();
+            let vocab = info.cfg.vocab_size as u64;
+            let rows: Option<Vec<Vec<u32>>> = ids
+                .as_array()
+                .filter(|a| !a.is_empty() && a.len() <= MAX_TEXTS)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|row| {
+                            row.as_array()
+                                .filter(|r| !r.is_empty() && r.len() <= max)
+                                .and_then(|r| {
+                                    r.iter()
+                                        .map(|x| {
+                                            x.as_u64().filter(|&v| v < vocab).map(|v| v as u32)
+                                        })
+                                        .collect()
+                                })
+                        })
+                        .collect()
+                });
+            rows.ok_or_else(|| {
+                ApiError::bad(
+                    "token_ids",
+                    format!("`token_ids` must be 1–{MAX_TEXTS} arrays of 1–{max} integers below the vocabulary size {vocab}"),
+                )
+            })?
+        }
+    };
+    let deadline_ms = match map.get("deadline_ms") {
+        None => default_deadline_ms,
+        Some(v) => v
+            .as_f64()
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "deadline_ms",
+                    "`deadline_ms` must be a positive number of milliseconds",
+                )
+            })?,
+    };
+    Ok(InferRequest {
+        tenant,
+        rows,
+        deadline_ms,
+    })
+}

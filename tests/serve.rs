@@ -1,0 +1,309 @@
+//! `ptm serve` on loopback with a tiny CPU zoo: concurrent clients for a bounded time, every
+//! accepted request answered exactly once, counters that add up, malformed bodies refused with
+//! the field named, and a graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn ptm(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn start(zoo: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .args([
+            "serve",
+            "--zoo",
+            zoo.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect(&line)
+        .to_string();
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// POSTs `body`; returns the status and the JSON answer.
+fn post(
+    agent: &ureq::Agent,
+    base: &str,
+    body: &str,
+) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let mut resp = agent
+        .post(&format!("{base}/v1/infer"))
+        .content_type("application/json")
+        .send(body)?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+fn metrics(agent: &ureq::Agent, base: &str) -> BTreeMap<String, f64> {
+    let text = agent
+        .get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        })
+        .collect()
+}
+
+fn terminate(s: Server) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = s.child.wait_with_output().unwrap();
+    assert!(out.status.success(), "server exit: {:?}", out.status);
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn zoo(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    ptm(&[
+        "zoo",
+        "make",
+        "--arch",
+        "tiny",
+        "--tenants",
+        "3",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    dir
+}
+
+#[test]
+fn concurrent_clients_get_one_answer_each_and_the_counters_add_up() {
+    let zoo = zoo("serve-load");
+    let server = start(&zoo, &["--queue", "4", "--instances", "2"]);
+    let agent = agent();
+    let tenants: serde_json::Value = serde_json::from_str(
+        &agent
+            .get(&format!("{}/v1/tenants", server.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = tenants["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 3);
+
+    // Malformed bodies, each refused with the field named, interleaved with the load.
+    let malformed = [
+        ("not json", 400, None),
+        ("[1, 2]", 400, None),
+        (r#"{"texts": ["x"]}"#, 400, Some("tenant")),
+        (r#"{"tenant": 7, "texts": ["x"]}"#, 400, Some("tenant")),
+        (r#"{"tenant": "tiny-t000"}"#, 400, Some("texts")),
+        (
+            r#"{"tenant": "tiny-t000", "texts": []}"#,
+            400,
+            Some("texts"),
+        ),
+        (
+            r#"{"tenant": "tiny-t000", "texts": ["a"], "token_ids": [[1]]}"#,
+            400,
+            Some("texts"),
+        ),
+        (
+            r#"{"tenant": "tiny-t000", "token_ids": [[1, -2]]}"#,
+            400,
+            Some("token_ids"),
+        ),
+        (
+            r#"{"tenant": "tiny-t000", "token_ids": [[999999999]]}"#,
+            400,
+            Some("token_ids"),
+        ),
+        (
+            r#"{"tenant": "tiny-t000", "texts": ["a"], "deadline_ms": -5}"#,
+            400,
+            Some("deadline_ms"),
+        ),
+        (
+            r#"{"tenant": "tiny-t000", "texts": ["a"], "colour": "red"}"#,
+            400,
+            Some("colour"),
+        ),
+        (
+            r#"{"tenant": "nobody", "texts": ["a"]}"#,
+            404,
+            Some("tenant"),
+        ),
+    ];
+    let counts: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
+    let stop = Instant::now() + Duration::from_secs(3);
+    std::thread::scope(|scope| {
+        for c in 0..4 {
+            let (agent, base, names, counts) = (
+                agent.clone(),
+                server.base.clone(),
+                names.clone(),
+                counts.clone(),
+            );
+            scope.spawn(move || {
+                let mut i = 0;
+                while Instant::now() < stop && i < 400 {
+                    let tenant = &names[(c + i) % names.len()];
+                    let body = if i % 5 == 4 {
+                        format!(r#"{{"tenant": "{tenant}", "token_ids": [[101, 7, 8, 102]], "deadline_ms": 1000}}"#)
+                    } else {
+                        format!(r#"{{"tenant": "{tenant}", "texts": ["request {i} from client {c}", "and a second text"]}}"#)
+                    };
+                    let (status, json) = post(&agent, &base, &body).expect("every request gets a response");
+                    if status == 200 {
+                        assert_eq!(json["tenant"], *tenant);
+                        assert_eq!(json["outputs"].as_array().unwrap().len(), if i % 5 == 4 { 1 } else { 2 });
+                    } else {
+                        assert_eq!(status, 429, "{json}");
+                        assert!(json["error"].as_str().unwrap().contains("queue full") || json["error"].as_str().unwrap().contains("deadline"));
+                    }
+                    *counts.lock().unwrap().entry(status).or_default() += 1;
+                    i += 1;
+                }
+            });
+        }
+        for (body, want, field) in malformed {
+            let (status, json) = post(&agent, &server.base, body).unwrap();
+            assert_eq!(status, want, "{body}: {json}");
+            if let Some(f) = field {
+                assert_eq!(json["field"], f, "{body}: {json}");
+            }
+            *counts.lock().unwrap().entry(status).or_default() += 1;
+        }
+    });
+    let counts = counts.lock().unwrap().clone();
+    assert!(counts.get(&200).copied().unwrap_or(0) > 20, "{counts:?}");
+    let m = metrics(&agent, &server.base);
+    for (status, n) in &counts {
+        assert_eq!(
+            m[&format!("ptm_responses_total{{code=\"{status}\"}}")],
+            *n as f64,
+            "{status}: {m:?}"
+        );
+    }
+    assert_eq!(
+        m["ptm_requests_accepted_total"], counts[&200] as f64,
+        "accepted = answered with outputs"
+    );
+    assert_eq!(m["ptm_latency_seconds_count"], counts[&200] as f64);
+    assert!(m["ptm_switches_total"] + m["ptm_cold_loads_total"] >= 2.0);
+    assert_eq!(m["ptm_queue_depth"], 0.0);
+    let log = terminate(server);
+    assert!(
+        log.contains("stopped after answering every accepted request"),
+        "{log}"
+    );
+}
+
+#[test]
+fn shutdown_answers_requests_in_flight() {
+    let zoo = zoo("serve-drain");
+    let server = start(&zoo, &["--queue", "64", "--instances", "1"]);
+    let agent = agent();
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        for c in 0..8 {
+            let (agent, base, answered) = (agent.clone(), server.base.clone(), answered.clone());
+            scope.spawn(move || {
+                let texts: Vec<String> = (0..256)
+                    .map(|i| format!("text {i} of client {c}, long enough to take a while"))
+                    .collect();
+                let body =
+                    serde_json::json!({"tenant": format!("tiny-t00{}", c % 3), "texts": texts})
+                        .to_string();
+                // A connection refused after shutdown began is a request never accepted.
+                if let Ok((status, _)) = post(&agent, &base, &body) {
+                    answered.lock().unwrap().push(status);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    });
+    let out = { server }.child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8(out.stderr).unwrap();
+    let answered = answered.lock().unwrap();
+    assert!(
+        answered.iter().all(|s| [200, 429, 503].contains(s)),
+        "{answered:?}"
+    );
+    assert!(
+        answered.contains(&200),
+        "requests in flight at the signal were answered: {answered:?}"
+    );
+    // The server's own count of answers equals what the clients received.
+    let total: u64 = log
+        .lines()
+        .filter(|l| l.starts_with("ptm_responses_total"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, answered.len() as u64, "{log}");
+}

@@ -279,7 +279,12 @@ fn shutdown_answers_requests_in_flight() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Signal once the server has accepted work, so that some requests are in flight.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics(&agent, &server.base)["ptm_requests_accepted_total"] < 1.0 {
+            assert!(Instant::now() < deadline, "the server accepted nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let pid = server.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])

@@ -53,17 +53,29 @@ impl RuntimeTarget {
         for dir in zoos {
             let zoo = Zoo::read(dir).map_err(|e| e.to_string())?;
             if zoo.models.len() < 2 {
-                return Err(format!("{}: calibration needs a zoo of at least 2 tenants (to switch between)", dir.display()));
+                return Err(format!(
+                    "{}: calibration needs a zoo of at least 2 tenants (to switch between)",
+                    dir.display()
+                ));
             }
             let load = |i: usize| -> Result<Tenant, String> {
                 let d = model_dir(dir, &zoo.models[i].name);
                 let cfg = Config::from_file(&d.join("config.json")).map_err(|e| e.to_string())?;
-                let packed = PackedWeights::from_file(&d.join("model.safetensors"), &cfg, dtype).map_err(|e| e.to_string())?;
-                Ok(Tenant { dir: d, cfg, packed })
+                let packed = PackedWeights::from_file(&d.join("model.safetensors"), &cfg, dtype)
+                    .map_err(|e| e.to_string())?;
+                Ok(Tenant {
+                    dir: d,
+                    cfg,
+                    packed,
+                })
             };
             models.insert(model_name(&zoo, dtype), [load(0)?, load(1)?]);
         }
-        Ok(RuntimeTarget { device, dtype, models })
+        Ok(RuntimeTarget {
+            device,
+            dtype,
+            models,
+        })
     }
 
     /// The profile model names this target measures.
@@ -72,7 +84,9 @@ impl RuntimeTarget {
     }
 
     fn tenants(&self, model: &str) -> Result<&[Tenant; 2], String> {
-        self.models.get(model).ok_or_else(|| format!("no zoo for model {model}"))
+        self.models
+            .get(model)
+            .ok_or_else(|| format!("no zoo for model {model}"))
     }
 }
 
@@ -156,26 +170,41 @@ impl Target for RuntimeTarget {
                                 Model::engine(&t1.packed, &t1.cfg, device).map_err(e)?;
                             }
                             (Op::Switch(SwitchMode::FastPtm), _) => {
-                                let w = PackedWeights::from_file(&t1.dir.join("model.safetensors"), &t1.cfg, dtype).map_err(e)?;
+                                let w = PackedWeights::from_file(
+                                    &t1.dir.join("model.safetensors"),
+                                    &t1.cfg,
+                                    dtype,
+                                )
+                                .map_err(e)?;
                                 Model::engine(&w, &t1.cfg, device).map_err(e)?;
                             }
                             (Op::Switch(SwitchMode::Full), _) => {
                                 Model::load(&t1.dir, device, dtype).map_err(e)?;
                             }
-                            (Op::Forward { .. }, None) => unreachable!("forward engines are prepared"),
+                            (Op::Forward { .. }, None) => {
+                                unreachable!("forward engines are prepared")
+                            }
                         }
                         Ok(start.elapsed())
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().map_err(|_| "a measuring thread panicked".to_string())?).collect()
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| "a measuring thread panicked".to_string())?
+                })
+                .collect()
         })
     }
 }
 
 /// Makes a two-tenant zoo of `arch` in `dir` (for `--models`).
 pub fn make_zoo(arch: &str, dtype: DType, dir: &Path) -> Result<PathBuf, String> {
-    let a: ptm_runtime::Arch = arch.parse().map_err(|e: ptm_runtime::Error| e.to_string())?;
+    let a: ptm_runtime::Arch = arch
+        .parse()
+        .map_err(|e: ptm_runtime::Error| e.to_string())?;
     let out = dir.join(a.name());
     ptm_runtime::make_zoo(a, 2, &out, dtype, 0).map_err(|e| e.to_string())?;
     Ok(out)

@@ -37,22 +37,32 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
     let dtype: DType = args.dtype.parse()?;
     let tmp = tempfile::tempdir()?;
     let mut zoos = args.zoo.clone();
-    let models = if zoos.is_empty() && args.models.is_empty() { vec!["tiny".to_string()] } else { args.models.clone() };
+    let models = if zoos.is_empty() && args.models.is_empty() {
+        vec!["tiny".to_string()]
+    } else {
+        args.models.clone()
+    };
     if zoos.is_empty() {
         for m in &models {
             zoos.push(runtime_target::make_zoo(m, dtype, tmp.path()).map_err(anyhow::Error::msg)?);
         }
     }
     let mut target = RuntimeTarget::new(&zoos, device, dtype).map_err(anyhow::Error::msg)?;
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
     let names = target.model_names();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let bar = ProgressBar::new((names.len() * plan.steps_per_model()) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} figures, eta {eta}  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} figures, eta {eta}  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let profile = calibrate(&mut target, &names, &plan, &command, &date, &mut |step| {
         bar.set_position(step.done as u64);
@@ -65,7 +75,13 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
         args.device,
         ron::ser::to_string_pretty(&profile, ron::ser::PrettyConfig::default())?
     );
-    std::fs::write(&args.out, text).with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!("wrote {} ({} models: {})", args.out.display(), names.len(), names.join(", "));
+    std::fs::write(&args.out, text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} models: {})",
+        args.out.display(),
+        names.len(),
+        names.join(", ")
+    );
     Ok(())
 }

@@ -129,13 +129,31 @@ unsafe impl Send for PinnedBuf {}
 // SAFETY: shared access only reads the bytes.
 unsafe impl Sync for PinnedBuf {}
 
+/// GPU `ordinal`'s primary context, with a clear error where the driver or the device is
+/// missing.
+pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    // SAFETY: only probes whether the library can be opened.
+    if !unsafe { drv_sys::is_culib_present() } {
+        return Err(no_gpu(
+            ordinal,
+            "the NVIDIA driver library (libcuda) was not found",
+        ));
+    }
+    let count = CudaContext::device_count()
+        .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(no_gpu(
+            ordinal,
+            format!("this machine has {count} CUDA device(s)"),
+        ));
+    }
+    CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))
+}
+
 impl PinnedBuf {
     /// Allocates `bytes` of pinned memory in GPU `ordinal`'s primary context, zeroed.
     pub fn new(ordinal: usize, bytes: usize) -> Result<Self> {
-        let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoGpu {
-            requested: format!("cuda:{ordinal}"),
-            reason: format!("{e:?}"),
-        })?;
+        let ctx = open_context(ordinal)?;
         cu(ctx.bind_to_thread(), "bind context")?;
         let bytes = bytes.max(1);
         // SAFETY: plain page-locked allocation, freed once in Drop.

@@ -7,7 +7,7 @@
 //! other slots' streams never wait. Arena addresses never move, so every captured graph stays
 //! valid for every tenant. Also here: the baselines (`fastptm`, `full`) and timing helpers.
 
-use super::cuda::cu;
+use super::cuda::{cu, open_context};
 use super::GpuModel;
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
@@ -72,10 +72,7 @@ pub fn slot_budget(
     max_batch: usize,
     max_seq: usize,
 ) -> Result<SlotBudget> {
-    let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoGpu {
-        requested: format!("cuda:{ordinal}"),
-        reason: format!("{e:?}"),
-    })?;
+    let ctx = open_context(ordinal)?;
     let (free_bytes, _) = cu(ctx.mem_get_info(), "cuMemGetInfo")?;
     let cfg = arch.head_config()?;
     let (bb, sb) = super::bucket(max_batch, max_seq, cfg.max_tokens());
@@ -108,6 +105,7 @@ pub struct SlotSet {
 
 /// Milliseconds between two recorded events.
 pub fn event_ms(a: &CudaEvent, b: &CudaEvent) -> Result<f64> {
+    cu(a.synchronize(), "cuEventSynchronize")?;
     cu(b.synchronize(), "cuEventSynchronize")?;
     Ok(f64::from(cu(a.elapsed_ms(b), "cuEventElapsedTime")?))
 }
@@ -152,7 +150,7 @@ impl SlotSet {
                 ready,
             });
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| Error::Cuda(format!("{e:?}")))?;
+        let ctx = open_context(ordinal)?;
         let copy = cu(ctx.new_stream(), "cuStreamCreate (copy stream)")?;
         Ok(SlotSet {
             arch: arch.clone(),

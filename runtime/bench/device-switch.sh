@@ -12,10 +12,10 @@ for t in switching_gpu-*; do
 done
 grep -E "bit-identical|test result|panicked|SlotBudget|rc=" $O/gpu_tests.txt
 echo "== zoos"
-t=$(date +%s.%N)
+SECONDS=0
 ./ptm zoo make --arch bert-base --tenants 4 --dtype fp16 --out /tmp/zoos/bert-base > /dev/null &
 ./ptm zoo make --arch bert-large --tenants 3 --dtype fp16 --out /tmp/zoos/bert-large > /dev/null &
-wait; echo "zoos made in $(echo "$(date +%s.%N) - $t" | bc) s"; du -sh /tmp/zoos/*
+wait; echo "zoos made in ${SECONDS} s"; du -sh /tmp/zoos/*
 echo "== bench ptm"
 timeout 240 ./ptm bench switch --zoo /tmp/zoos --iters ${ITERS:-40} --baseline-iters ${BITERS:-5} > $O/bench_switch.txt 2>&1; echo "rc=$?" >> $O/bench_switch.txt
 echo "== bench torch"

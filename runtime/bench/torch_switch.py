@@ -59,11 +59,11 @@ for arch in a.arch.split(","):
              lsd_pin=wall_ms(lambda: m.load_state_dict(sd_pin), a.iters),
              lsd_page=wall_ms(lambda: m.load_state_dict(sd_page), max(5, a.iters // 4)))
     with tempfile.TemporaryDirectory() as d:
-        other.save_pretrained(d, safe_serialization=True)
+        other.save_pretrained(d)
         full = []
         for _ in range(a.full_iters):
             torch.cuda.synchronize(); t = time.perf_counter()
-            x = BertForSequenceClassification.from_pretrained(d, torch_dtype=dt).to("cuda")
+            x = BertForSequenceClassification.from_pretrained(d, dtype=dt).to("cuda")
             torch.cuda.synchronize(); full.append((time.perf_counter() - t) * 1e3)
             del x
         r["full"] = statistics.median(full)

@@ -100,6 +100,41 @@ pub enum Error {
     /// An error inside candle (CPU backend).
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The host cache is full and evicts nothing.
+    #[error("host cache is full ({capacity} tenants): cannot register `{tenant}` (make it larger or allow eviction)")]
+    CacheFull {
+        /// The tenant that did not fit.
+        tenant: String,
+        /// Tenants it holds.
+        capacity: usize,
+    },
+    /// A tenant that the host cache does not hold.
+    #[error("tenant `{0}` is not registered in the host cache")]
+    NotRegistered(String),
+    /// A tenant that does not fit a slot's architecture layout.
+    #[error("tenant `{tenant}` does not fit this layout: {reason}")]
+    Incompatible {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        reason: String,
+    },
+    /// More slots were asked for than the GPU's free memory holds.
+    #[error("{requested} slots asked for, but {device} has room for {fit}: {free_bytes} bytes free, {per_slot_bytes} bytes per slot (weights {arena_bytes} + activations and cuBLAS workspace)")]
+    SlotsDoNotFit {
+        /// The device.
+        device: String,
+        /// Slots asked for.
+        requested: usize,
+        /// Slots that fit.
+        fit: usize,
+        /// Free device memory in bytes.
+        free_bytes: usize,
+        /// Device bytes one slot needs.
+        per_slot_bytes: usize,
+        /// Bytes of its weight arena.
+        arena_bytes: usize,
+    },
     /// A zoo file could not be written or parsed.
     #[error("zoo: {0}")]
     Zoo(String),

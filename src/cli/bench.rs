@@ -17,6 +17,8 @@ pub enum BenchCommand {
     Sim(SimArgs),
     /// GPU inference latency of zoo-shaped models (CUDA graphs, eager, whole calls).
     Infer(super::bench_infer::InferArgs),
+    /// Weight switching: host cache vs the pinned floor, FastPTM's mode and a full load.
+    Switch(super::bench_switch::SwitchArgs),
 }
 
 /// Flags of `ptm bench sim`.
@@ -56,6 +58,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
     let args = match cmd {
         BenchCommand::Sim(args) => args,
         BenchCommand::Infer(args) => return super::bench_infer::run(args),
+        BenchCommand::Switch(args) => return super::bench_switch::run(args),
     };
     let files = EmbeddedFiles::at_root();
     let (text, name) = files.read(Path::new(PROFILE))?;

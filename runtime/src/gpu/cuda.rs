@@ -114,6 +114,94 @@ impl Drop for DevBuf {
     }
 }
 
+/// Page-locked host memory of one context, allocated once (`cuMemHostAlloc`), freed on drop;
+/// `fence` is the event of the last asynchronous copy that reads it.
+pub struct PinnedBuf {
+    ptr: *mut u8,
+    bytes: usize,
+    ctx: Arc<CudaContext>,
+    fence: Option<Arc<cudarc::driver::CudaEvent>>,
+}
+
+// SAFETY: the allocation is owned by this value alone (no aliasing handles are given out
+// except borrows tied to `&self`/`&mut self`), and pinned memory may be used from any thread.
+unsafe impl Send for PinnedBuf {}
+// SAFETY: shared access only reads the bytes.
+unsafe impl Sync for PinnedBuf {}
+
+/// GPU `ordinal`'s primary context, with a clear error where the driver or the device is
+/// missing.
+pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    // SAFETY: only probes whether the library can be opened.
+    if !unsafe { drv_sys::is_culib_present() } {
+        return Err(no_gpu(
+            ordinal,
+            "the NVIDIA driver library (libcuda) was not found",
+        ));
+    }
+    let count = CudaContext::device_count()
+        .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(no_gpu(
+            ordinal,
+            format!("this machine has {count} CUDA device(s)"),
+        ));
+    }
+    CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))
+}
+
+impl PinnedBuf {
+    /// Allocates `bytes` of pinned memory in GPU `ordinal`'s primary context, zeroed.
+    pub fn new(ordinal: usize, bytes: usize) -> Result<Self> {
+        let ctx = open_context(ordinal)?;
+        cu(ctx.bind_to_thread(), "bind context")?;
+        let bytes = bytes.max(1);
+        // SAFETY: plain page-locked allocation, freed once in Drop.
+        let ptr = cu(unsafe { drv::malloc_host(bytes, 0) }, "cuMemHostAlloc")
+            .map_err(|e| Error::Cuda(format!("{e} ({bytes} bytes of pinned host memory)")))?
+            as *mut u8;
+        let mut b = PinnedBuf {
+            ptr,
+            bytes,
+            ctx,
+            fence: None,
+        };
+        b.writable()?.fill(0);
+        Ok(b)
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr points to `bytes` bytes owned by self, initialised in `new`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
+    }
+
+    /// The bytes for writing, once the last copy reading them has finished.
+    pub fn writable(&mut self) -> Result<&mut [u8]> {
+        if let Some(f) = self.fence.take() {
+            cu(f.synchronize(), "cuEventSynchronize")?;
+        }
+        // SAFETY: as in `as_slice`; `&mut self` makes the borrow unique and no copy reads it.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) })
+    }
+
+    /// Records that an asynchronous copy reading this memory completes with `event`.
+    pub fn set_fence(&mut self, event: Arc<cudarc::driver::CudaEvent>) {
+        self.fence = Some(event);
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        if let Some(f) = self.fence.take() {
+            let _ = f.synchronize();
+        }
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by malloc_host in `new`, freed once, no copy reads it any more.
+        let _ = unsafe { drv::free_host(self.ptr as *mut c_void) };
+    }
+}
+
 /// One GPU: context, stream, cuBLAS handle with a fixed workspace, and the compiled kernels.
 pub struct Gpu {
     /// The context.

@@ -11,7 +11,10 @@
 #![allow(unsafe_code)]
 
 mod cuda;
+pub mod slots;
 pub mod timing;
+
+pub use cuda::PinnedBuf;
 
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
@@ -71,7 +74,8 @@ struct Workspace {
 
 /// A model on one GPU.
 pub struct GpuModel {
-    graphs: BTreeMap<(usize, usize), Graph>,
+    /// Per (task, labels, batch bucket, sequence bucket).
+    graphs: BTreeMap<(usize, usize, usize, usize), Graph>,
     /// Per bucket: device arrays of attention operand pointers (K, Q, scores, V, probs, ctx).
     ptrs: BTreeMap<(usize, usize), DevBuf>,
     ws: Option<Workspace>,
@@ -95,12 +99,25 @@ pub fn bucket(batch: usize, seq: usize, max_seq: usize) -> (usize, usize) {
 impl GpuModel {
     /// Opens GPU `ordinal`, compiles the kernels and uploads the weights into the arena.
     pub fn new(w: &PackedWeights, cfg: &Config, ordinal: usize) -> Result<Self> {
-        let gpu = Gpu::new(ordinal, w.dtype)?;
-        let arena = DevBuf::new(&gpu.ctx, w.bytes.len())?;
-        gpu.upload(arena.ptr, &w.bytes)?;
-        let esz = w.dtype.size_bytes() as u64;
+        let m = Self::with_layout(&w.layout, w.dtype, cfg, ordinal)?;
+        m.gpu.upload(m.arena.ptr, &w.bytes)?;
+        Ok(m)
+    }
+
+    /// Opens GPU `ordinal`, compiles the kernels and allocates a zeroed arena for `layout`
+    /// (weights in `dtype`) running a model shaped like `cfg`: a slot that weights are
+    /// switched into.
+    pub fn with_layout(
+        layout: &Layout,
+        dtype: crate::dtype::DType,
+        cfg: &Config,
+        ordinal: usize,
+    ) -> Result<Self> {
+        let gpu = Gpu::new(ordinal, dtype)?;
+        let arena = DevBuf::new(&gpu.ctx, layout.total_elements() * dtype.size_bytes())?;
+        let esz = dtype.size_bytes() as u64;
         let ptr = |name: &str| -> Result<u64> {
-            let e = w.layout.get(name).ok_or_else(|| Error::MissingTensor {
+            let e = layout.get(name).ok_or_else(|| Error::MissingTensor {
                 name: name.to_string(),
                 tried: "the packed layout".into(),
                 expected: vec![],
@@ -145,13 +162,70 @@ impl GpuModel {
             ptrs: BTreeMap::new(),
             ws: None,
             layers,
-            layout: w.layout.clone(),
+            layout: layout.clone(),
             arena,
             cfg: cfg.clone(),
             task: cfg.task(),
             use_graphs: true,
             gpu,
         })
+    }
+
+    /// Makes the model run the head of `cfg` (same encoder; its classifier must fit the
+    /// arena's head region). Captured graphs stay: they are keyed by head and bucket.
+    pub fn retarget(&mut self, cfg: &Config) -> Result<()> {
+        let rows = self.head_rows();
+        let mut a = cfg.clone();
+        let mut b = self.cfg.clone();
+        for c in [&mut a, &mut b] {
+            c.architectures.clear();
+            c.id2label = None;
+            c.num_labels = None;
+            c.torch_dtype = None;
+        }
+        if a != b {
+            return Err(Error::Input(
+                "retarget: the encoder configuration differs".into(),
+            ));
+        }
+        if cfg.task() != Task::Embedding && cfg.labels() > rows {
+            return Err(Error::Input(format!(
+                "retarget: {} labels, the arena's classifier holds {rows}",
+                cfg.labels()
+            )));
+        }
+        if cfg.task() == Task::SequenceClassification
+            && self.layout.get("pooler.dense.weight").is_none()
+        {
+            return Err(Error::Input("retarget: the arena has no pooler".into()));
+        }
+        self.cfg = cfg.clone();
+        self.task = cfg.task();
+        Ok(())
+    }
+
+    /// Rows of the classifier region of the arena (0 without a classifier).
+    fn head_rows(&self) -> usize {
+        self.layout
+            .get("classifier.weight")
+            .map_or(0, |e| e.shape[0])
+    }
+
+    /// Number of CUDA graphs captured so far (one per head and bucket).
+    pub fn graph_count(&self) -> usize {
+        self.graphs.len()
+    }
+
+    /// Allocates the activations for batches up to `batch` rows of `seq` tokens now.
+    pub fn reserve(&mut self, batch: usize, seq: usize) -> Result<()> {
+        cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
+        let (bb, sb) = bucket(batch, seq, self.cfg.max_tokens());
+        self.ensure_workspace(bb, sb)
+    }
+
+    /// The graph key of bucket `(bb, sb)` under the current head.
+    fn key(&self, bb: usize, sb: usize) -> (usize, usize, usize, usize) {
+        (self.task as usize, self.cfg.labels(), bb, sb)
     }
 
     /// Turns CUDA-graph capture and replay on (default) or off (eager launches).
@@ -194,7 +268,7 @@ impl GpuModel {
         let c = &self.cfg;
         let (n, h, e) = (b * s, c.hidden_size, self.gpu.dtype.size_bytes());
         let nh = c.num_attention_heads;
-        let out_f32 = (n * c.labels().max(1)).max(b * h);
+        let out_f32 = (n * c.labels().max(self.head_rows()).max(1)).max(b * h);
         let ctx = &self.gpu.ctx;
         let buf = |bytes: usize| DevBuf::new(ctx, bytes);
         self.ws = Some(Workspace {
@@ -312,7 +386,8 @@ impl GpuModel {
         if !self.use_graphs {
             return self.enqueue(bb, sb);
         }
-        if !self.graphs.contains_key(&(bb, sb)) {
+        let key = self.key(bb, sb);
+        if !self.graphs.contains_key(&key) {
             // Warm up eagerly (cuBLAS picks its kernels), then capture.
             self.enqueue(bb, sb)?;
             cu(self.gpu.stream.synchronize(), "cuStreamSynchronize")?;
@@ -332,11 +407,11 @@ impl GpuModel {
             enq?;
             let graph = graph?.ok_or_else(|| Error::Cuda("captured an empty graph".into()))?;
             cu(graph.upload(), "cuGraphUpload")?;
-            self.graphs.insert((bb, sb), Graph(graph));
+            self.graphs.insert(key, Graph(graph));
         }
         let g = self
             .graphs
-            .get(&(bb, sb))
+            .get(&key)
             .ok_or_else(|| Error::Cuda("graph missing".into()))?;
         cu(g.0.launch(), "cuGraphLaunch")
     }

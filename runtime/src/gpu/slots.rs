@@ -1,0 +1,368 @@
+//! GPU slots: per slot a fixed weight arena in the [`ArchLayout`], the model structure over it
+//! (its own compute stream, cuBLAS handle, workspace and CUDA graphs), and a `ready` event.
+//! A switch enqueues host→device copies of a tenant's pinned block in chunks of
+//! [`CHUNK_BYTES`] on the set's one copy stream (after the slot's queued work, so weights in
+//! use are never overwritten), records `ready`, and makes the slot's stream wait on it: the
+//! call returns at once, the slot's next inference starts when its weights have arrived, and
+//! other slots' streams never wait. Arena addresses never move, so every captured graph stays
+//! valid for every tenant. Also here: the baselines (`fastptm`, `full`) and timing helpers.
+
+use super::cuda::{cu, open_context};
+use super::GpuModel;
+use crate::bert::HeadOutput;
+use crate::checkpoint::PackedWeights;
+use crate::config::Config;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::switch::{ArchLayout, HostCache, TenantInfo};
+use crate::tokenize::Batch;
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaEvent, CudaStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bytes per host→device copy of a switch (≥ 16 MB keeps PCIe at full speed).
+pub const CHUNK_BYTES: usize = 32 << 20;
+
+/// Device memory kept free beside the slots (context, modules, graphs), in bytes.
+pub const HEADROOM_BYTES: usize = 512 << 20;
+
+/// cuBLAS workspace of one slot, in bytes (see `Gpu::new`).
+const BLAS_WORKSPACE_BYTES: usize = 64 << 20;
+
+/// How many slots fit on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotBudget {
+    /// Free device memory now, in bytes.
+    pub free_bytes: usize,
+    /// Bytes of one weight arena.
+    pub arena_bytes: usize,
+    /// Device bytes one slot needs (arena, activations of the largest bucket, cuBLAS).
+    pub per_slot_bytes: usize,
+    /// Slots that fit, [`HEADROOM_BYTES`] kept free.
+    pub fit: usize,
+}
+
+/// Activation bytes of a model shaped like `c` for a `(batch, seq)` bucket (mirrors the
+/// workspace of [`GpuModel`]).
+pub fn workspace_bytes(c: &Config, rows: usize, batch: usize, seq: usize, dtype: DType) -> usize {
+    let (n, h, e, nh) = (
+        batch * seq,
+        c.hidden_size,
+        dtype.size_bytes(),
+        c.num_attention_heads,
+    );
+    let r = |b: usize| b.max(256).div_ceil(256) * 256;
+    3 * r(n * 4)
+        + 3 * r(n * h * e)
+        + 3 * r(n * h * 4)
+        + r(3 * n * h * e)
+        + r(batch * nh * seq * seq * 4)
+        + r(batch * nh * seq * seq * e)
+        + r(n * c.intermediate_size * e)
+        + r(2 * batch * h * e)
+        + r((n * rows.max(1)).max(batch * h) * 4)
+        + r(6 * batch * nh * 8)
+}
+
+/// The slots of `arch` that fit on GPU `ordinal` for batches up to `max_batch × max_seq`.
+pub fn slot_budget(
+    ordinal: usize,
+    arch: &ArchLayout,
+    max_batch: usize,
+    max_seq: usize,
+) -> Result<SlotBudget> {
+    let ctx = open_context(ordinal)?;
+    let (free_bytes, _) = cu(ctx.mem_get_info(), "cuMemGetInfo")?;
+    let cfg = arch.head_config()?;
+    let (bb, sb) = super::bucket(max_batch, max_seq, cfg.max_tokens());
+    let arena_bytes = arch.bytes();
+    let per_slot_bytes = arena_bytes
+        + workspace_bytes(&cfg, arch.max_labels, bb, sb, arch.dtype)
+        + BLAS_WORKSPACE_BYTES;
+    Ok(SlotBudget {
+        free_bytes,
+        arena_bytes,
+        per_slot_bytes,
+        fit: free_bytes.saturating_sub(HEADROOM_BYTES) / per_slot_bytes,
+    })
+}
+
+/// One slot.
+pub struct GpuSlot {
+    model: GpuModel,
+    tenant: Option<TenantInfo>,
+    ready: Arc<CudaEvent>,
+}
+
+/// The slots of one architecture on one GPU, with their copy stream.
+pub struct SlotSet {
+    arch: ArchLayout,
+    ctx: Arc<CudaContext>,
+    copy: Arc<CudaStream>,
+    slots: Vec<GpuSlot>,
+}
+
+/// Milliseconds between two recorded events.
+pub fn event_ms(a: &CudaEvent, b: &CudaEvent) -> Result<f64> {
+    cu(a.synchronize(), "cuEventSynchronize")?;
+    cu(b.synchronize(), "cuEventSynchronize")?;
+    Ok(f64::from(cu(a.elapsed_ms(b), "cuEventElapsedTime")?))
+}
+
+fn timing_event(ctx: &Arc<CudaContext>) -> Result<CudaEvent> {
+    cu(
+        ctx.new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT)),
+        "cuEventCreate",
+    )
+}
+
+impl SlotSet {
+    /// Makes `count` slots of `arch` on GPU `ordinal`, each with activations reserved for
+    /// batches up to `max_batch × max_seq`; refuses when they do not fit in free memory.
+    pub fn new(
+        ordinal: usize,
+        arch: &ArchLayout,
+        count: usize,
+        max_batch: usize,
+        max_seq: usize,
+    ) -> Result<Self> {
+        let budget = slot_budget(ordinal, arch, max_batch, max_seq)?;
+        if count > budget.fit {
+            return Err(Error::SlotsDoNotFit {
+                device: format!("cuda:{ordinal}"),
+                requested: count,
+                fit: budget.fit,
+                free_bytes: budget.free_bytes,
+                per_slot_bytes: budget.per_slot_bytes,
+                arena_bytes: budget.arena_bytes,
+            });
+        }
+        let cfg = arch.head_config()?;
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut model = GpuModel::with_layout(&arch.layout, arch.dtype, &cfg, ordinal)?;
+            model.reserve(max_batch, max_seq)?;
+            let ready = Arc::new(cu(model.gpu.ctx.new_event(None), "cuEventCreate")?);
+            slots.push(GpuSlot {
+                model,
+                tenant: None,
+                ready,
+            });
+        }
+        let ctx = open_context(ordinal)?;
+        let copy = cu(ctx.new_stream(), "cuStreamCreate (copy stream)")?;
+        Ok(SlotSet {
+            arch: arch.clone(),
+            ctx,
+            copy,
+            slots,
+        })
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn slot(&mut self, slot: usize) -> Result<&mut GpuSlot> {
+        let n = self.slots.len();
+        self.slots
+            .get_mut(slot)
+            .ok_or_else(|| Error::Input(format!("slot {slot} does not exist (there are {n})")))
+    }
+
+    /// The tenant slot `slot` holds (or is switching to).
+    pub fn tenant(&self, slot: usize) -> Option<&TenantInfo> {
+        self.slots.get(slot).and_then(|s| s.tenant.as_ref())
+    }
+
+    /// The model of slot `slot` (for timing replays).
+    pub fn model_mut(&mut self, slot: usize) -> Result<&mut GpuModel> {
+        Ok(&mut self.slot(slot)?.model)
+    }
+
+    /// The copy stream.
+    pub fn copy_stream(&self) -> &Arc<CudaStream> {
+        &self.copy
+    }
+
+    /// Records a timing event on the copy stream.
+    pub fn copy_event(&self) -> Result<CudaEvent> {
+        let e = timing_event(&self.ctx)?;
+        cu(e.record(&self.copy), "cuEventRecord")?;
+        Ok(e)
+    }
+
+    /// Switches slot `slot` to tenant `name` of `cache`: asynchronous copies of
+    /// [`CHUNK_BYTES`] on the copy stream; the slot's next work waits for them.
+    pub fn switch(&mut self, slot: usize, cache: &mut HostCache, name: &str) -> Result<()> {
+        self.switch_chunked(slot, cache, name, CHUNK_BYTES)
+    }
+
+    /// [`SlotSet::switch`] with copies of `chunk_bytes` (`usize::MAX`: one copy).
+    pub fn switch_chunked(
+        &mut self,
+        slot: usize,
+        cache: &mut HostCache,
+        name: &str,
+        chunk_bytes: usize,
+    ) -> Result<()> {
+        if cache.arch() != &self.arch {
+            return Err(Error::Input(format!(
+                "host cache layout does not match the slots' (switching in `{name}`)"
+            )));
+        }
+        let copy = self.copy.clone();
+        let s = self.slot(slot)?;
+        let (info, block) = cache.get(name)?;
+        s.model.retarget(&info.cfg)?;
+        cu(s.model.gpu.ctx.bind_to_thread(), "bind context")?;
+        // Write after read: the copies start once the slot's queued inferences are done.
+        let busy = cu(s.model.stream().record_event(None), "cuEventRecord")?;
+        cu(copy.wait(&busy), "cuStreamWaitEvent")?;
+        let (arena, arena_bytes) = s.model.arena();
+        let bytes = block.as_slice();
+        if bytes.len() != arena_bytes {
+            return Err(Error::Input(format!(
+                "tenant `{name}` has {} bytes, the arena {arena_bytes}",
+                bytes.len()
+            )));
+        }
+        for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
+            let dst = arena + (i * chunk_bytes) as u64;
+            // SAFETY: dst..dst+len lies in the slot's arena (sizes checked above); the host
+            // block stays alive and unwritten until `ready` completes (its fence).
+            cu(
+                unsafe { drv::memcpy_htod_async(dst, chunk, copy.cu_stream()) },
+                "cuMemcpyHtoDAsync",
+            )?;
+        }
+        cu(s.ready.record(&copy), "cuEventRecord")?;
+        cu(s.model.stream().wait(&s.ready), "cuStreamWaitEvent")?;
+        block.set_fence(s.ready.clone());
+        s.tenant = Some(info.clone());
+        Ok(())
+    }
+
+    /// Blocks until slot `slot`'s last switch has landed.
+    pub fn wait(&self, slot: usize) -> Result<()> {
+        let s = self
+            .slots
+            .get(slot)
+            .ok_or_else(|| Error::Input(format!("slot {slot} does not exist")))?;
+        cu(s.ready.synchronize(), "cuEventSynchronize")
+    }
+
+    /// Runs slot `slot`'s tenant on a batch.
+    pub fn forward(&mut self, slot: usize, batch: &Batch) -> Result<HeadOutput> {
+        let s = self.slot(slot)?;
+        if s.tenant.is_none() {
+            return Err(Error::Input(format!("slot {slot} holds no tenant yet")));
+        }
+        s.model.forward(batch)
+    }
+
+    /// Times one switch: wall milliseconds (enqueue to landed) and device milliseconds (CUDA
+    /// events on the copy stream), with `chunk_bytes` per copy.
+    pub fn time_switch(
+        &mut self,
+        slot: usize,
+        cache: &mut HostCache,
+        name: &str,
+        chunk_bytes: usize,
+    ) -> Result<(f64, f64)> {
+        self.wait(slot)?;
+        cu(self.copy.synchronize(), "cuStreamSynchronize")?;
+        let t = Instant::now();
+        let e0 = self.copy_event()?;
+        self.switch_chunked(slot, cache, name, chunk_bytes)?;
+        let e1 = self.copy_event()?;
+        cu(e1.synchronize(), "cuEventSynchronize")?;
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        Ok((wall, event_ms(&e0, &e1)?))
+    }
+
+    /// FastPTM's split mode as a baseline: re-reads the tenant's safetensors file into
+    /// pageable memory and copies every tensor in place (synchronous copies). Returns when
+    /// the weights are on the device.
+    pub fn switch_fastptm(&mut self, slot: usize, name: &str, dir: &Path) -> Result<()> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        self.arch.check_tenant(name, &cfg)?;
+        let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, self.arch.dtype)?;
+        let offsets = w
+            .layout
+            .entries()
+            .iter()
+            .map(|e| self.arch.byte_offset(&e.name))
+            .collect::<Result<Vec<_>>>()?;
+        let s = self.slot(slot)?;
+        s.model.retarget(&cfg)?;
+        s.model.synchronize()?;
+        let (arena, _) = s.model.arena();
+        for (e, at) in w.layout.entries().iter().zip(offsets) {
+            // SAFETY: the tensor lies inside the arena (offsets of the same layout).
+            cu(
+                unsafe { drv::memcpy_htod_sync(arena + at as u64, w.tensor_bytes(e)) },
+                "cuMemcpyHtoD",
+            )?;
+        }
+        s.tenant = Some(TenantInfo {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            cfg,
+        });
+        Ok(())
+    }
+
+    /// Enqueues `iters` graph replays of bucket `(bb, sb)` on slot `slot` (inputs already in
+    /// its workspace), between two recorded timing events.
+    pub fn replay(
+        &mut self,
+        slot: usize,
+        (bb, sb): (usize, usize),
+        iters: usize,
+    ) -> Result<(CudaEvent, CudaEvent)> {
+        let ctx = self.ctx.clone();
+        let m = &mut self.slot(slot)?.model;
+        let e0 = timing_event(&ctx)?;
+        cu(e0.record(m.stream()), "cuEventRecord")?;
+        for _ in 0..iters {
+            m.run_bucket(bb, sb)?;
+        }
+        let e1 = timing_event(&ctx)?;
+        cu(e1.record(m.stream()), "cuEventRecord")?;
+        Ok((e0, e1))
+    }
+}
+
+impl Drop for SlotSet {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _ = self.copy.synchronize();
+    }
+}
+
+/// The `full` baseline: reads the safetensors file, builds a new model (context, kernels,
+/// cuBLAS handle, arena) and uploads the weights tensor by tensor (synchronous copies).
+pub fn load_full(dir: &Path, dtype: DType, ordinal: usize) -> Result<GpuModel> {
+    let cfg = Config::from_file(&dir.join("config.json"))?;
+    let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, dtype)?;
+    let m = GpuModel::with_layout(&w.layout, dtype, &cfg, ordinal)?;
+    let (arena, _) = m.arena();
+    cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
+    for e in w.layout.entries() {
+        let at = (e.offset * dtype.size_bytes()) as u64;
+        // SAFETY: the tensor lies inside the arena allocated for this layout.
+        cu(
+            unsafe { drv::memcpy_htod_sync(arena + at, w.tensor_bytes(e)) },
+            "cuMemcpyHtoD",
+        )?;
+    }
+    Ok(m)
+}

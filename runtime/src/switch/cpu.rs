@@ -1,0 +1,64 @@
+//! The CPU twin of a GPU slot: a plain buffer in the [`ArchLayout`] that a switch copies a
+//! tenant's packed bytes into; the candle model is built from that buffer on the first
+//! inference after a switch. It exists to prove the switching logic (layout, head padding,
+//! reading, cache, sequences of switches) gives exactly the outputs of a fresh load.
+
+use super::{ArchLayout, HostCache, TenantInfo};
+use crate::bert::{self, Bert, HeadOutput};
+use crate::error::{Error, Result};
+use crate::tokenize::Batch;
+
+/// One slot on the CPU.
+pub struct CpuSlot {
+    arch: ArchLayout,
+    buf: Vec<u8>,
+    tenant: Option<TenantInfo>,
+    model: Option<Bert>,
+}
+
+impl CpuSlot {
+    /// An empty slot for tenants of `arch`.
+    pub fn new(arch: &ArchLayout) -> Self {
+        CpuSlot {
+            buf: vec![0u8; arch.bytes()],
+            arch: arch.clone(),
+            tenant: None,
+            model: None,
+        }
+    }
+
+    /// The tenant it holds.
+    pub fn tenant(&self) -> Option<&TenantInfo> {
+        self.tenant.as_ref()
+    }
+
+    /// Copies tenant `name` from the cache into the slot's buffer.
+    pub fn switch(&mut self, cache: &mut HostCache, name: &str) -> Result<()> {
+        if cache.arch() != &self.arch {
+            return Err(Error::Input(format!(
+                "host cache layout does not match the slot's (switching in `{name}`)"
+            )));
+        }
+        let (info, block) = cache.get(name)?;
+        self.buf.copy_from_slice(block.as_slice());
+        self.tenant = Some(info.clone());
+        self.model = None;
+        Ok(())
+    }
+
+    /// Runs the tenant it holds on a batch.
+    pub fn forward(&mut self, batch: &Batch) -> Result<HeadOutput> {
+        let t = self
+            .tenant
+            .as_ref()
+            .ok_or_else(|| Error::Input("the slot holds no tenant yet".into()))?;
+        if self.model.is_none() {
+            let w = self.arch.tenant_weights(&self.buf, &t.cfg)?;
+            self.model = Some(bert::load(&w, &t.cfg)?);
+        }
+        match &self.model {
+            Some(m) => m.forward(batch),
+            None => Err(Error::Input("model not built".into())),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+#![cfg(feature = "cuda")]
+//! Switching on the GPU: slots over fixed arenas, tenants from a pinned host cache. After any
+//! sequence of switches across two slots, each slot's outputs equal a freshly loaded GPU model
+//! of its tenant bit for bit (same device, same dtype); graphs captured for one tenant are
+//! replayed for the next tenant with the same head (none recaptured); switching one slot
+//! leaves the other's outputs unchanged; asking for more slots than fit is refused.
+//!
+//! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
+
+use ptm_runtime::gpu::slots::{slot_budget, SlotSet};
+use ptm_runtime::zoo::{make_zoo, model_dir, write_model, Arch};
+use ptm_runtime::{ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, Model};
+
+fn enabled(test: &str) -> bool {
+    let on = std::env::var("PTM_TEST_CUDA").is_ok_and(|v| v == "1");
+    if !on {
+        println!("SKIPPED {test}: set PTM_TEST_CUDA=1 on a machine with an NVIDIA GPU");
+    }
+    on
+}
+
+fn batch(vocab: u32) -> Batch {
+    let rows = vec![
+        vec![2, 17 % vocab, 300 % vocab, 41, 3],
+        vec![2, 999 % vocab, 3],
+        (0..40).map(|i| (i * 37 + 5) % vocab).collect(),
+    ];
+    Batch::from_rows(&rows, 0, None).unwrap()
+}
+
+#[test]
+fn gpu_switches_equal_fresh_loads_bit_for_bit() {
+    if !enabled("gpu_switches_equal_fresh_loads_bit_for_bit") {
+        return;
+    }
+    for (arch, dtype) in [
+        (Arch::Tiny, DType::Fp32),
+        (Arch::Tiny, DType::Fp16),
+        (Arch::MiniLmL6, DType::Fp16),
+        (Arch::MiniLmL6, DType::Bf16),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut z = make_zoo(arch, 5, tmp.path(), dtype, 11).unwrap();
+        // Tenant 5: tenant 0's head (same task and labels) with other weights.
+        let cfg0 = Config::from_file(&model_dir(tmp.path(), &z.models[0].name).join("config.json"))
+            .unwrap();
+        let mut twin = z.models[0].clone();
+        twin.name = "same-head".into();
+        write_model(&model_dir(tmp.path(), &twin.name), &cfg0, dtype, 12, 9).unwrap();
+        z.models.push(twin);
+        let dir = |i: usize| model_dir(tmp.path(), &z.models[i].name);
+        let max = z.models.iter().map(|m| m.labels).max().unwrap_or(1);
+        let layout = ArchLayout::new(&cfg0, max, dtype).unwrap();
+        let mut cache = HostCache::pinned(layout.clone(), 6, 0, Eviction::Refuse).unwrap();
+        for (i, m) in z.models.iter().enumerate() {
+            cache.register(&m.name, &dir(i)).unwrap();
+        }
+        let mut slots = SlotSet::new(0, &layout, 2, 4, 64).unwrap();
+        let b = batch(cfg0.vocab_size as u32);
+        let fresh: Vec<_> = (0..z.models.len())
+            .map(|i| {
+                let mut m = Model::load(&dir(i), Device::Cuda(0), dtype).unwrap();
+                m.forward(&b).unwrap()
+            })
+            .collect();
+        // Tenants 0 and 3 share a head kind (sequence classification) but not the label
+        // count; 1 and 4 are token classification; 2 is an embedding model; 5 has exactly
+        // tenant 0's head.
+        let order = [
+            (0, 0),
+            (1, 1),
+            (0, 2),
+            (1, 0),
+            (0, 1),
+            (0, 5),
+            (0, 3),
+            (1, 4),
+            (0, 0),
+            (1, 5),
+            (1, 2),
+            (0, 2),
+        ];
+        let mut heads_seen = std::collections::BTreeSet::new();
+        let mut replays_for_another_tenant = 0;
+        for (slot, t) in order {
+            slots.switch(slot, &mut cache, &z.models[t].name).unwrap();
+            let before = slots.model_mut(slot).unwrap().graph_count();
+            let got = slots.forward(slot, &b).unwrap();
+            let after = slots.model_mut(slot).unwrap().graph_count();
+            let head = (slot, z.models[t].task as usize, z.models[t].labels);
+            if heads_seen.insert(head) {
+                assert_eq!(
+                    after,
+                    before + 1,
+                    "{arch} {dtype}: slot {slot}, tenant {t}: one capture per new head"
+                );
+            } else {
+                assert_eq!(
+                    after, before,
+                    "{arch} {dtype}: slot {slot} recaptured a graph for tenant {t}"
+                );
+                replays_for_another_tenant += 1;
+            }
+            assert!(
+                got == fresh[t],
+                "{arch} {dtype}: slot {slot} after switching to tenant {t}: max diff {}",
+                got.values
+                    .iter()
+                    .zip(&fresh[t].values)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            );
+            let other = 1 - slot;
+            if let Some(name) = slots.tenant(other).map(|t| t.name.clone()) {
+                let o = z.models.iter().position(|m| m.name == name).unwrap();
+                assert!(
+                    slots.forward(other, &b).unwrap() == fresh[o],
+                    "{arch} {dtype}: slot {other} disturbed"
+                );
+            }
+        }
+        assert!(replays_for_another_tenant >= 3);
+        println!(
+            "{arch} {dtype}: {} switches bit-identical to fresh loads, {replays_for_another_tenant} of them replaying graphs captured before the switch",
+            order.len()
+        );
+    }
+}
+
+#[test]
+fn too_many_slots_are_refused() {
+    if !enabled("too_many_slots_are_refused") {
+        return;
+    }
+    let cfg = Arch::BertLarge.config(ptm_runtime::Task::Embedding, 0);
+    let layout = ArchLayout::new(&cfg, 2, DType::Fp32).unwrap();
+    let b = slot_budget(0, &layout, 32, 512).unwrap();
+    println!("{b:?}");
+    assert!(b.fit > 0 && b.fit < 10_000);
+    let e = SlotSet::new(0, &layout, b.fit + 1, 32, 512)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("slots asked for") && e.contains(&format!("room for {}", b.fit)),
+        "{e}"
+    );
+}

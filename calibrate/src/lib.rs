@@ -11,10 +11,12 @@
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
 
+pub mod gpu_target;
 pub mod plan;
 pub mod runtime_target;
 pub mod stats;
 
+pub use gpu_target::GpuTarget;
 pub use plan::Plan;
 pub use runtime_target::RuntimeTarget;
 
@@ -237,10 +239,10 @@ impl Session<'_> {
         }
     }
 
-    /// Cold loads after the warm-up, `repeats` times (ms).
+    /// Cold loads after the warm-up, `slow_repeats` times (ms).
     fn cold_loads(&mut self) -> Result<Vec<f64>> {
         let mut samples = Vec::new();
-        for i in 0..self.plan.warmup + self.plan.repeats {
+        for i in 0..self.plan.warmup + self.plan.slow_repeats {
             let d = self
                 .target
                 .cold_load(self.model)
@@ -252,11 +254,21 @@ impl Session<'_> {
         Ok(samples)
     }
 
-    /// `op` on `k` instances at once, after the warm-up, `repeats` times: every instance's
-    /// latency of every repeat is a sample (ms).
+    /// Whether `op` is one of the slow figures (measured fewer times, over fewer instances).
+    fn slow(op: Op) -> bool {
+        matches!(op, Op::Switch(SwitchMode::FastPtm | SwitchMode::Full))
+    }
+
+    /// `op` on `k` instances at once, after the warm-up, `repeats` times (`slow_repeats` for
+    /// the slow figures): every instance's latency of every repeat is a sample (ms).
     fn samples(&mut self, op: Op, k: usize, what: &str) -> Result<Vec<f64>> {
+        let repeats = if Self::slow(op) {
+            self.plan.slow_repeats
+        } else {
+            self.plan.repeats
+        };
         let mut samples = Vec::new();
-        for i in 0..self.plan.warmup + self.plan.repeats {
+        for i in 0..self.plan.warmup + repeats {
             let ds = self
                 .target
                 .concurrent(self.model, k, op)
@@ -275,7 +287,12 @@ impl Session<'_> {
     fn cost_over_instances(&mut self, op: Op, what: &str) -> Result<Cost> {
         let base = self.samples(op, 1, what)?;
         let mut medians = vec![stats::median(&base)];
-        for k in 2..=self.plan.max_instances {
+        let max_k = if Self::slow(op) {
+            self.plan.slow_max_instances.min(self.plan.max_instances)
+        } else {
+            self.plan.max_instances
+        };
+        for k in 2..=max_k {
             medians.push(stats::median(&self.samples(op, k, what)?));
         }
         Ok(Cost {

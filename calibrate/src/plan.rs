@@ -15,11 +15,16 @@ pub struct Plan {
     pub warmup: usize,
     /// Measured runs per figure.
     pub repeats: usize,
+    /// Measured runs of the slow figures (cold loads, FastPTM-mode and full switches).
+    pub slow_repeats: usize,
+    /// Stretch of the slow figures is measured with 1..=slow_max_instances at once (the last
+    /// factor holds beyond).
+    pub slow_max_instances: usize,
 }
 
 impl Plan {
     /// The full plan of the issue: batch 1–64 × sequence 32–512, 1–8 instances, 3 warm-ups,
-    /// 30 repeats.
+    /// 30 repeats (slow figures: 7 repeats, stretch over 1–4 instances).
     pub fn full() -> Plan {
         Plan {
             batches: vec![1, 2, 4, 8, 16, 32, 64],
@@ -27,6 +32,8 @@ impl Plan {
             max_instances: 8,
             warmup: 3,
             repeats: 30,
+            slow_repeats: 7,
+            slow_max_instances: 4,
         }
     }
 
@@ -38,6 +45,8 @@ impl Plan {
             max_instances: 2,
             warmup: 1,
             repeats: 5,
+            slow_repeats: 3,
+            slow_max_instances: 2,
         }
     }
 

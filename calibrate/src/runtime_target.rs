@@ -9,8 +9,7 @@
 //! - forward: one pass of a (batch × seq_len) batch of random token ids on tenant 0's engine.
 //!
 //! With k instances, k threads each hold their own engine and start the operation together
-//! (a barrier); each one's latency is a sample. The GPU needs the weight-switching slots of the
-//! runtime (issue 4) to measure a host-cache switch; until then a `cuda` device is refused.
+//! (a barrier); each one's latency is a sample. GPUs are measured by [`crate::GpuTarget`].
 
 use crate::{DeviceInfo, Op, SwitchMode, Target};
 use ptm_runtime::model::run;
@@ -44,9 +43,7 @@ impl RuntimeTarget {
     pub fn new(zoos: &[PathBuf], device: Device, dtype: DType) -> Result<Self, String> {
         if let Device::Cuda(_) = device {
             return Err(
-                "calibrating a GPU needs the runtime's weight-switching slots (issue 4), not built yet; \
-                 use --device cpu"
-                    .into(),
+                "RuntimeTarget measures the CPU; a GPU is calibrated through GpuTarget".into(),
             );
         }
         let mut models = BTreeMap::new();

@@ -82,7 +82,7 @@ fn the_profile_recovers_the_known_costs() {
     };
     let (profile, steps, cold_loads) = run(&plan);
     profile.validate("synthetic").unwrap();
-    assert_eq!(cold_loads, plan.warmup + plan.repeats);
+    assert_eq!(cold_loads, plan.warmup + plan.slow_repeats);
     assert_eq!(steps.len(), plan.steps_per_model());
     assert!(steps
         .iter()

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ptm_calibrate::{calibrate, runtime_target, Plan, RuntimeTarget};
+use ptm_calibrate::{calibrate, runtime_target, GpuTarget, Plan, RuntimeTarget};
 use ptm_runtime::{DType, Device};
 use std::path::PathBuf;
 
@@ -47,13 +47,33 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
             zoos.push(runtime_target::make_zoo(m, dtype, tmp.path()).map_err(anyhow::Error::msg)?);
         }
     }
-    let mut target = RuntimeTarget::new(&zoos, device, dtype).map_err(anyhow::Error::msg)?;
     let plan = if args.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
-    let names = target.model_names();
+    let (mut target, names): (Box<dyn ptm_calibrate::Target>, Vec<String>) = match device {
+        Device::Cpu => {
+            let t = RuntimeTarget::new(&zoos, device, dtype).map_err(anyhow::Error::msg)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+        Device::Cuda(ordinal) => {
+            let max_batch = *plan.batches.iter().max().expect("validated plan") as usize;
+            let max_seq = *plan.seq_lens.iter().max().expect("validated plan") as usize;
+            let t = GpuTarget::new(
+                &zoos,
+                ordinal,
+                dtype,
+                plan.max_instances,
+                max_batch,
+                max_seq,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+    };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let bar = ProgressBar::new((names.len() * plan.steps_per_model()) as u64);
@@ -64,10 +84,17 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let profile = calibrate(&mut target, &names, &plan, &command, &date, &mut |step| {
-        bar.set_position(step.done as u64);
-        bar.set_message(step.what);
-    })?;
+    let profile = calibrate(
+        target.as_mut(),
+        &names,
+        &plan,
+        &command,
+        &date,
+        &mut |step| {
+            bar.set_position(step.done as u64);
+            bar.set_message(step.what);
+        },
+    )?;
     bar.finish_and_clear();
     let text = format!(
         "// Measured by ptm calibrate: {command}\n// on {} (--device {}), {date}. Every cost records its statistics in `measured`.\n{}\n",

@@ -1,0 +1,259 @@
+//! The runtime on a GPU as a calibration target: switching slots over a pinned host cache.
+//!
+//! For each zoo: an [`ArchLayout`] for its widest head, a pinned [`HostCache`] holding its first
+//! two tenants, and `max_instances` slots ([`SlotSet`], workspace for the largest grid shape),
+//! all holding tenant 0 at the start. What each operation means, timed on the host clock after
+//! the device has finished (CUDA events for forward passes):
+//! - cold load: `load_full` — checkpoint read, a new model (kernels, cuBLAS, arena), tensors
+//!   uploaded — until it is ready;
+//! - host-cache switch with k instances: slots 0..k each switch to the other tenant at once; the
+//!   copies share one copy stream (one PCIe link), each slot's latency is until its weights
+//!   have landed;
+//! - FastPTM-mode and full switches with k instances: one after the other from a common start
+//!   (they are host-bound: file reads and synchronous copies), each slot's latency from that
+//!   start;
+//! - forward with k instances: each slot replays its CUDA graph of the shape at once on its own
+//!   stream; latency per pass from the slot's events.
+
+use crate::{DeviceInfo, Op, SwitchMode, Target};
+use ptm_runtime::gpu::slots::{event_ms, load_full, slot_budget, SlotSet};
+use ptm_runtime::switch::{ArchLayout, Eviction, HostCache};
+use ptm_runtime::zoo::model_dir;
+use ptm_runtime::{Batch, Config, DType, Zoo};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+struct ZooSlots {
+    slots: SlotSet,
+    cache: HostCache,
+    names: [String; 2],
+    dirs: [PathBuf; 2],
+    cfg: Config,
+    /// Which tenant (0 or 1) each slot holds.
+    holds: Vec<usize>,
+    per_slot_bytes: u64,
+}
+
+/// Zoo models on GPU `ordinal`, by profile model name (`<arch>-<dtype>`).
+pub struct GpuTarget {
+    ordinal: usize,
+    dtype: DType,
+    models: BTreeMap<String, ZooSlots>,
+    device: DeviceInfo,
+}
+
+fn driver_version() -> String {
+    std::fs::read_to_string("/proc/driver/nvidia/version")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "Module")
+                    .nth(1)
+                    .unwrap_or(l)
+                    .to_string()
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl GpuTarget {
+    /// Prepares slots and caches for each zoo (each needs ≥ 2 tenants) on GPU `ordinal`, sized
+    /// for `max_instances` instances and forward passes up to `max_batch × max_seq`.
+    pub fn new(
+        zoos: &[PathBuf],
+        ordinal: usize,
+        dtype: DType,
+        max_instances: usize,
+        max_batch: usize,
+        max_seq: usize,
+    ) -> Result<Self, String> {
+        let e = |e: ptm_runtime::Error| e.to_string();
+        let mut models = BTreeMap::new();
+        let mut device = DeviceInfo {
+            name: "unknown GPU".into(),
+            driver: driver_version(),
+            memory_bytes: 0,
+        };
+        for dir in zoos {
+            let zoo = Zoo::read(dir).map_err(e)?;
+            if zoo.models.len() < 2 {
+                return Err(format!(
+                    "{}: calibration needs a zoo of at least 2 tenants",
+                    dir.display()
+                ));
+            }
+            let dirs = [
+                model_dir(dir, &zoo.models[0].name),
+                model_dir(dir, &zoo.models[1].name),
+            ];
+            let names = [zoo.models[0].name.clone(), zoo.models[1].name.clone()];
+            let cfg = Config::from_file(&dirs[0].join("config.json")).map_err(e)?;
+            let max_labels = zoo
+                .models
+                .iter()
+                .map(|m| m.labels)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let arch = ArchLayout::new(&cfg, max_labels, dtype).map_err(e)?;
+            let budget = slot_budget(ordinal, &arch, max_batch, max_seq).map_err(e)?;
+            if device.memory_bytes == 0 {
+                device.memory_bytes = budget.free_bytes as u64;
+            }
+            let mut cache =
+                HostCache::pinned(arch.clone(), 2, ordinal, Eviction::Refuse).map_err(e)?;
+            cache.register(&names[0], &dirs[0]).map_err(e)?;
+            cache.register(&names[1], &dirs[1]).map_err(e)?;
+            let mut slots =
+                SlotSet::new(ordinal, &arch, max_instances, max_batch, max_seq).map_err(e)?;
+            for i in 0..max_instances {
+                slots.switch(i, &mut cache, &names[0]).map_err(e)?;
+                slots.wait(i).map_err(e)?;
+            }
+            device.name = slots.model_mut(0).map_err(e)?.device_name();
+            models.insert(
+                format!("{}-{dtype}", zoo.arch.name()),
+                ZooSlots {
+                    slots,
+                    cache,
+                    names,
+                    dirs,
+                    cfg,
+                    holds: vec![0; max_instances],
+                    per_slot_bytes: budget.per_slot_bytes as u64,
+                },
+            );
+        }
+        Ok(GpuTarget {
+            ordinal,
+            dtype,
+            models,
+            device,
+        })
+    }
+
+    /// The profile model names this target measures.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+}
+
+impl Target for GpuTarget {
+    fn device(&self) -> DeviceInfo {
+        self.device.clone()
+    }
+
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String> {
+        self.models
+            .get(model)
+            .map(|z| z.per_slot_bytes)
+            .ok_or_else(|| format!("no zoo for model {model}"))
+    }
+
+    fn cold_load(&mut self, model: &str) -> Result<Duration, String> {
+        let z = self
+            .models
+            .get(model)
+            .ok_or_else(|| format!("no zoo for model {model}"))?;
+        let t = Instant::now();
+        let m = load_full(&z.dirs[0], self.dtype, self.ordinal).map_err(|e| e.to_string())?;
+        m.synchronize().map_err(|e| e.to_string())?;
+        let d = t.elapsed();
+        drop(m);
+        Ok(d)
+    }
+
+    fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>, String> {
+        let (dtype, ordinal) = (self.dtype, self.ordinal);
+        let z = self
+            .models
+            .get_mut(model)
+            .ok_or_else(|| format!("no zoo for model {model}"))?;
+        if k > z.holds.len() {
+            return Err(format!("{k} instances asked, {} slots made", z.holds.len()));
+        }
+        let e = |e: ptm_runtime::Error| e.to_string();
+        for i in 0..k {
+            z.slots.wait(i).map_err(e)?;
+        }
+        match op {
+            Op::Switch(mode) => {
+                let start = Instant::now();
+                let mut out = Vec::with_capacity(k);
+                for i in 0..k {
+                    let next = 1 - z.holds[i];
+                    match mode {
+                        SwitchMode::HostCache => {
+                            z.slots.switch(i, &mut z.cache, &z.names[next]).map_err(e)?
+                        }
+                        SwitchMode::FastPtm => {
+                            z.slots
+                                .switch_fastptm(i, &z.names[next], &z.dirs[next])
+                                .map_err(e)?;
+                            out.push(start.elapsed());
+                        }
+                        SwitchMode::Full => {
+                            let m = load_full(&z.dirs[next], dtype, ordinal).map_err(e)?;
+                            m.synchronize().map_err(e)?;
+                            out.push(start.elapsed());
+                        }
+                    }
+                    z.holds[i] = next;
+                }
+                if mode == SwitchMode::Full {
+                    // The slots themselves take the tenants through the cache (untimed).
+                    for i in 0..k {
+                        z.slots
+                            .switch(i, &mut z.cache, &z.names[z.holds[i]])
+                            .map_err(e)?;
+                    }
+                }
+                if mode == SwitchMode::HostCache {
+                    // Copies complete in issue order on the one copy stream.
+                    for i in 0..k {
+                        z.slots.wait(i).map_err(e)?;
+                        out.push(start.elapsed());
+                    }
+                } else {
+                    for i in 0..k {
+                        z.slots.wait(i).map_err(e)?;
+                    }
+                }
+                Ok(out)
+            }
+            Op::Forward { batch, seq_len } => {
+                let rows: Vec<Vec<u32>> = (0..batch)
+                    .map(|r| {
+                        (0..seq_len)
+                            .map(|c| {
+                                1000 + (r * 7919 + c * 104_729) % (z.cfg.vocab_size as u32 - 1000)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let input = Batch::from_rows(&rows, z.cfg.pad_token_id, None).map_err(e)?;
+                // Stage the inputs and capture the graph of this shape in every slot.
+                for i in 0..k {
+                    z.slots.forward(i, &input).map_err(e)?;
+                }
+                let bucket =
+                    ptm_runtime::gpu::bucket(batch as usize, seq_len as usize, z.cfg.max_tokens());
+                const PASSES: usize = 5;
+                let mut events = Vec::with_capacity(k);
+                for i in 0..k {
+                    events.push(z.slots.replay(i, bucket, PASSES).map_err(e)?);
+                }
+                events
+                    .iter()
+                    .map(|(a, b)| {
+                        event_ms(a, b)
+                            .map(|ms| Duration::from_secs_f64(ms / 1e3 / PASSES as f64))
+                            .map_err(e)
+                    })
+                    .collect()
+            }
+        }
+    }
+}

@@ -22,6 +22,7 @@ macro_rules! embed {
 /// Every shipped file, by its path under `scenarios/`.
 static FILES: &[(&str, &str)] = embed![
     "fastptm/overall.ron",
+    "fastptm/overall-rtx3090.ron",
     "fastptm/instances.ron",
     "fastptm/loading.ron",
     "fastptm/omls-vs-fcfs.ron",
@@ -29,6 +30,8 @@ static FILES: &[(&str, &str)] = embed![
     "synthetic/zipf-tenants.ron",
     "bench/sweep-10k.ron",
     "profiles/rtx3090-fastptm.ron",
+    "profiles/h200.ron",
+    "profiles/h100.ron",
     "traces/fastptm/167281324864_dat_T240_L12_M0.20.json",
     "traces/fastptm/167281324903_dat_T480_L12_M0.20.json",
     "traces/fastptm/167281892426_dat_T240_L12_M0.10.json",

@@ -231,25 +231,25 @@ fn bad_traces_are_refused_with_their_position() {
 #[test]
 fn a_profile_lacking_the_model_is_named() {
     let dir = temp_dir("bad-profile");
-    let text = std::fs::read_to_string(repo("scenarios/profiles/rtx3090-fastptm.ron")).unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/profiles/h200.ron")).unwrap();
     let file = dir.join("other.ron");
     std::fs::write(
         &file,
-        text.replace("\"bert-wwm-base-chinese\"", "\"roberta-base\""),
+        text.replace("\"bert-base-fp16\"", "\"roberta-base\""),
     )
     .unwrap();
     let err = fails(&["run", "--profile", file.to_str().unwrap()]);
     assert!(
-        err.contains("bert-wwm-base-chinese")
-            && err.contains("roberta-base")
-            && err.contains("other.ron"),
+        err.contains("bert-base-fp16") && err.contains("roberta-base") && err.contains("other.ron"),
         "{err}"
     );
 }
 
 #[test]
 fn too_many_instances_and_unknown_policies_are_refused() {
-    let err = fails(&["run", "--instances", "10"]);
+    let err = fails(&["run", "--instances", "100"]);
+    assert!(err.contains("at most 64 instances fit"), "{err}");
+    let err = fails(&["run", "fastptm/overall-rtx3090", "--instances", "10"]);
     assert!(err.contains("at most 9 instances fit"), "{err}");
     let err = fails(&["run", "--policy", "lottery"]);
     assert!(err.contains("lottery") && err.contains("affinity"), "{err}");
@@ -421,7 +421,15 @@ fn a_timeline_tiles_each_instance_from_start_to_end() {
 #[test]
 fn capacity_brackets_the_slo_target_per_policy() {
     let out = ok(&[
-        "capacity", "--policy", "fcfs-rr", "--policy", "affinity", "--slo", "0.95", "--json",
+        "capacity",
+        "fastptm/overall-rtx3090",
+        "--policy",
+        "fcfs-rr",
+        "--policy",
+        "affinity",
+        "--slo",
+        "0.95",
+        "--json",
     ]);
     let results: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = results.as_array().unwrap();
@@ -441,12 +449,17 @@ fn capacity_brackets_the_slo_target_per_policy() {
     assert!(results[1]["capacity_rps"].as_f64() > results[0]["capacity_rps"].as_f64());
     assert_eq!(
         out,
-        ok(
-            &[
-                "capacity", "--policy", "fcfs-rr", "--policy", "affinity", "--slo", "0.95",
-                "--json"
-            ]
-        )
+        ok(&[
+            "capacity",
+            "fastptm/overall-rtx3090",
+            "--policy",
+            "fcfs-rr",
+            "--policy",
+            "affinity",
+            "--slo",
+            "0.95",
+            "--json"
+        ])
     );
 }
 

@@ -22,8 +22,10 @@ pub struct Capacity {
     pub capacity_rps: f64,
     /// The lowest attainment over seeds at that rate.
     pub slo_attainment: f64,
-    /// The lowest rate found missing the target.
-    pub missed_at_rps: f64,
+    /// The lowest rate found missing the target; `None` when even the highest rate tried met it
+    /// (a finite trace that fits its deadlines arriving all at once cannot saturate: use a
+    /// longer trace or a generator).
+    pub missed_at_rps: Option<f64>,
     /// Simulated cells run.
     pub evaluations: usize,
 }
@@ -129,23 +131,30 @@ pub fn search(
     })
 }
 
+/// (highest rate meeting the target, its attainment, lowest rate missing it if one was found).
 fn bisect(
     f: &mut dyn FnMut(f64) -> Result<f64>,
     start: f64,
     target: f64,
     tolerance: f64,
-) -> Result<(f64, f64, f64)> {
-    const STEPS: usize = 40;
+) -> Result<(f64, f64, Option<f64>)> {
+    /// Doublings or halvings tried before giving up (2^20 ≈ a million times the start).
+    const STEPS: usize = 20;
     let (mut lo, mut lo_att, mut hi);
     let a = f(start)?;
     if a >= target {
         (lo, lo_att, hi) = (start, a, start * 2.0);
+        let mut missed = false;
         for _ in 0..STEPS {
             let a = f(hi)?;
             if a < target {
+                missed = true;
                 break;
             }
             (lo, lo_att, hi) = (hi, a, hi * 2.0);
+        }
+        if !missed {
+            return Ok((lo, lo_att, None));
         }
     } else {
         (lo, lo_att, hi) = (0.0, 1.0, start);
@@ -161,7 +170,7 @@ fn bisect(
         }
     }
     if lo == 0.0 {
-        return Ok((0.0, lo_att, hi));
+        return Ok((0.0, lo_att, Some(hi)));
     }
     while (hi - lo) / hi > tolerance {
         let mid = (lo + hi) / 2.0;
@@ -172,7 +181,7 @@ fn bisect(
             hi = mid;
         }
     }
-    Ok((lo, lo_att, hi))
+    Ok((lo, lo_att, Some(hi)))
 }
 
 #[cfg(test)]
@@ -184,13 +193,21 @@ mod tests {
         // Attainment 1 up to 37.5 req/s, then 0.
         let mut f = |r: f64| -> Result<f64> { Ok(if r <= 37.5 { 1.0 } else { 0.0 }) };
         let (lo, att, hi) = bisect(&mut f, 10.0, 0.99, 0.001).unwrap();
+        let hi = hi.unwrap();
         assert!(
             lo <= 37.5 && hi > 37.5 && (hi - lo) / hi <= 0.001,
             "{lo} {hi}"
         );
         assert_eq!(att, 1.0);
         let (lo, _, hi) = bisect(&mut f, 100.0, 0.99, 0.001).unwrap();
-        assert!(lo <= 37.5 && hi > 37.5, "{lo} {hi}");
+        assert!(lo <= 37.5 && hi.unwrap() > 37.5, "{lo} {hi:?}");
+        let mut always = |_: f64| -> Result<f64> { Ok(1.0) };
+        let (lo, _, hi) = bisect(&mut always, 1.0, 0.99, 0.01).unwrap();
+        assert_eq!(
+            (lo, hi),
+            (2f64.powi(20), None),
+            "unbounded: said, not looped on"
+        );
         let mut never = |_: f64| -> Result<f64> { Ok(0.5) };
         assert_eq!(bisect(&mut never, 1.0, 0.99, 0.01).unwrap().0, 0.0);
     }

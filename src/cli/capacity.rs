@@ -67,9 +67,19 @@ pub fn execute(args: CapacityArgs) -> anyhow::Result<()> {
         "policy", "capacity req/s", "attainment", "missed at req/s", "runs"
     );
     for c in &results {
+        let missed = c
+            .missed_at_rps
+            .map_or_else(|| "never (1)".to_string(), |m| format!("{m:.3}"));
         println!(
-            "{:<10} {:>14.3} {:>12.4} {:>14.3} {:>6}",
-            c.policy, c.capacity_rps, c.slo_attainment, c.missed_at_rps, c.evaluations
+            "{:<10} {:>14.3} {:>12.4} {:>14} {:>6}",
+            c.policy, c.capacity_rps, c.slo_attainment, missed, c.evaluations
+        );
+    }
+    if results.iter().any(|c| c.missed_at_rps.is_none()) {
+        println!(
+            "(1) met the target even at {}× the workload's rate: the whole trace fits its deadlines \
+             arriving at once, so it cannot show this policy's capacity; use a longer trace or a generator",
+            1 << 20
         );
     }
     Ok(())

@@ -614,3 +614,40 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
     ]);
     assert!(err.contains("issue 4") || err.contains("GPU"), "{err}");
 }
+
+#[test]
+fn every_shipped_measured_profile_runs_every_fastptm_scenario() {
+    for profile in ["h200.ron", "h100.ron"] {
+        let p = repo(&format!("scenarios/profiles/{profile}"));
+        for scenario in [
+            "overall",
+            "instances",
+            "loading",
+            "omls-vs-fcfs",
+            "sequence",
+        ] {
+            let out = ok(&[
+                "run",
+                &format!("fastptm/{scenario}"),
+                "--profile",
+                &p,
+                "--model",
+                "bert-base-fp16",
+                "--policy",
+                "affinity",
+                "--json",
+            ]);
+            let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(r[0]["completed"], r[0]["requests"], "{profile} {scenario}");
+            assert!(
+                r[0]["gpu"].as_str().unwrap().starts_with("NVIDIA H"),
+                "{profile}"
+            );
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("calibration: Some(") && text.contains("measured: Some("),
+            "{profile}"
+        );
+    }
+}

@@ -13,6 +13,7 @@
 
 use crate::{DeviceInfo, Op, SwitchMode, Target};
 use ptm_runtime::model::run;
+use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Batch, Config, DType, Device, Model, PackedWeights, Zoo};
 use std::collections::BTreeMap;
@@ -89,20 +90,7 @@ impl RuntimeTarget {
 
 fn random_batch(cfg: &Config, batch: u32, seq_len: u32, seed: u64) -> Result<Batch, String> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let lo = 5u64.min(cfg.vocab_size as u64 - 1);
-    let span = (cfg.vocab_size as u64 - lo).max(1);
-    let rows: Vec<Vec<u32>> = (0..batch)
-        .map(|_| {
-            (0..seq_len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (lo + state % span) as u32
-                })
-                .collect()
-        })
-        .collect();
+    let rows = random_rows(cfg, batch, seq_len, &mut state);
     Batch::from_rows(&rows, cfg.pad_token_id, None).map_err(|e| e.to_string())
 }
 

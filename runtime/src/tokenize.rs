@@ -103,6 +103,26 @@ impl Batch {
     }
 }
 
+/// `batch` rows of `seq_len` pseudo-random token ids of `cfg`'s vocabulary (ids 0–4, the usual
+/// special tokens, are avoided), from the xorshift state `state` (non-zero; advanced), for
+/// timing runs that need realistic inputs, not meaningful ones.
+pub fn random_rows(cfg: &Config, batch: u32, seq_len: u32, state: &mut u64) -> Vec<Vec<u32>> {
+    let lo = 5u64.min(cfg.vocab_size as u64 - 1);
+    let span = (cfg.vocab_size as u64 - lo).max(1);
+    (0..batch)
+        .map(|_| {
+            (0..seq_len)
+                .map(|_| {
+                    *state ^= *state << 13;
+                    *state ^= *state >> 7;
+                    *state ^= *state << 17;
+                    (lo + *state % span) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A `tokenizer.json` set up to pad and truncate for one model.
 pub struct TextEncoder {
     tok: Tokenizer,

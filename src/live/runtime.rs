@@ -10,6 +10,7 @@
 
 use super::{Executor, RowOutput};
 use ptm_runtime::model::run;
+use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Batch, Config, DType, Device, Engine, Model, PackedWeights, Task, Zoo};
 use ptm_sim::workload::{Request, TenantId};
@@ -77,24 +78,6 @@ impl RuntimeExecutor {
             token_state: seed | 1,
         }
     }
-
-    fn rows(&mut self, cfg: &Config, batch: u32, seq_len: u32) -> Vec<Vec<u32>> {
-        let lo = 5u64.min(cfg.vocab_size as u64 - 1);
-        let span = (cfg.vocab_size as u64 - lo).max(1);
-        (0..batch)
-            .map(|_| {
-                (0..seq_len)
-                    .map(|_| {
-                        let s = &mut self.token_state;
-                        *s ^= *s << 13;
-                        *s ^= *s >> 7;
-                        *s ^= *s << 17;
-                        (lo + *s % span) as u32
-                    })
-                    .collect()
-            })
-            .collect()
-    }
 }
 
 impl Executor for RuntimeExecutor {
@@ -134,7 +117,7 @@ impl Executor for RuntimeExecutor {
             None => {
                 let max_len = cfg.max_position_embeddings as u32;
                 let seq_len = request.seq_len.min(max_len.saturating_sub(2).max(1));
-                given = self.rows(cfg, request.samples, seq_len);
+                given = random_rows(cfg, request.samples, seq_len, &mut self.token_state);
                 &given
             }
         };

@@ -63,6 +63,20 @@ fn error(state: &AppState, e: ApiError) -> Response {
     (status, Json(e)).into_response()
 }
 
+/// The HTTP answer to a refusal: 429 rejected, 503 draining, 500 failed.
+fn refused(refusal: Refusal) -> ApiError {
+    let (status, error) = match refusal {
+        Refusal::Rejected(why) => (429, why),
+        Refusal::Draining => (503, "the server is shutting down".to_string()),
+        Refusal::Failed(why) => (500, format!("inference failed: {why}")),
+    };
+    ApiError {
+        status,
+        error,
+        field: None,
+    }
+}
+
 async fn infer(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let find = |name: &str| state.by_name.get(name).copied();
     let request = match parse_infer(&body, &state.tenants, find, state.deadline_ms) {
@@ -76,48 +90,15 @@ async fn infer(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         rows,
         reply,
     };
-    if state.tx.send(msg).is_err() {
-        return error(
-            &state,
-            ApiError {
-                status: 503,
-                error: "the server is shutting down".into(),
-                field: None,
-            },
-        );
-    }
-    let served = match answer.await {
-        Ok(Ok(served)) => served,
-        Ok(Err(Refusal::Rejected(why))) => {
-            return error(
-                &state,
-                ApiError {
-                    status: 429,
-                    error: why,
-                    field: None,
-                },
-            )
-        }
-        Ok(Err(Refusal::Draining)) | Err(_) => {
-            return error(
-                &state,
-                ApiError {
-                    status: 503,
-                    error: "the server is shutting down".into(),
-                    field: None,
-                },
-            )
-        }
-        Ok(Err(Refusal::Failed(why))) => {
-            return error(
-                &state,
-                ApiError {
-                    status: 500,
-                    error: format!("inference failed: {why}"),
-                    field: None,
-                },
-            )
-        }
+    // A closed channel or a dropped reply both mean the coordinator is shutting down.
+    let outcome = if state.tx.send(msg).is_err() {
+        Err(Refusal::Draining)
+    } else {
+        answer.await.unwrap_or(Err(Refusal::Draining))
+    };
+    let served = match outcome {
+        Ok(served) => served,
+        Err(refusal) => return error(&state, refused(refusal)),
     };
     let tenant = &state.tenants[request.tenant as usize];
     state.metrics.latency(served.latency_ns);

@@ -28,6 +28,7 @@ static FILES: &[(&str, &str)] = embed![
     "fastptm/omls-vs-fcfs.ron",
     "fastptm/sequence.ron",
     "synthetic/zipf-tenants.ron",
+    "synthetic/zipf-live.ron",
     "bench/sweep-10k.ron",
     "profiles/rtx3090-fastptm.ron",
     "profiles/h200.ron",

@@ -267,12 +267,16 @@ fn shutdown_answers_requests_in_flight() {
         for c in 0..8 {
             let (agent, base, answered) = (agent.clone(), server.base.clone(), answered.clone());
             scope.spawn(move || {
-                let texts: Vec<String> = (0..256)
-                    .map(|i| format!("text {i} of client {c}, long enough to take a while"))
+                // Token ids, not texts: tokenizing in a debug build on a loaded machine
+                // would take longer than the wait below.
+                let rows: Vec<Vec<u32>> = (0..256)
+                    .map(|i| (0..40).map(|t| 5 + (i * 31 + t * 7 + c) % 900).collect())
                     .collect();
-                let body =
-                    serde_json::json!({"tenant": format!("tiny-t00{}", c % 3), "texts": texts})
-                        .to_string();
+                let body = serde_json::json!({
+                    "tenant": format!("tiny-t00{}", c % 3),
+                    "token_ids": rows,
+                })
+                .to_string();
                 // A connection refused after shutdown began is a request never accepted.
                 if let Ok((status, _)) = post(&agent, &base, &body) {
                     answered.lock().unwrap().push(status);
@@ -280,7 +284,7 @@ fn shutdown_answers_requests_in_flight() {
             });
         }
         // Signal once the server has accepted work, so that some requests are in flight.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while metrics(&agent, &server.base)["ptm_requests_accepted_total"] < 1.0 {
             assert!(Instant::now() < deadline, "the server accepted nothing");
             std::thread::sleep(Duration::from_millis(5));

@@ -3,11 +3,13 @@
 //! sequence of switches across two slots, each slot's outputs equal a freshly loaded GPU model
 //! of its tenant bit for bit (same device, same dtype); graphs captured for one tenant are
 //! replayed for the next tenant with the same head (none recaptured); switching one slot
-//! leaves the other's outputs unchanged; asking for more slots than fit is refused.
+//! leaves the other's outputs unchanged; asking for more slots than fit is refused. A
+//! standalone slot (a live instance) loading from the file or the cache and running several
+//! passes back to back (`forward_many`) gives each pass's outputs of a fresh load bit for bit.
 //!
 //! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
 
-use ptm_runtime::gpu::slots::{slot_budget, SlotSet};
+use ptm_runtime::gpu::slots::{copy_stream, slot_budget, GpuSlot, SlotSet, CHUNK_BYTES};
 use ptm_runtime::zoo::{make_zoo, model_dir, write_model, Arch};
 use ptm_runtime::{ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, Model};
 
@@ -145,4 +147,49 @@ fn too_many_slots_are_refused() {
         e.contains("slots asked for") && e.contains(&format!("room for {}", b.fit)),
         "{e}"
     );
+}
+
+#[test]
+fn standalone_slot_passes_back_to_back_equal_fresh_loads() {
+    if !enabled("standalone_slot_passes_back_to_back_equal_fresh_loads") {
+        return;
+    }
+    for dtype in [DType::Fp32, DType::Fp16] {
+        let tmp = tempfile::tempdir().unwrap();
+        let z = make_zoo(Arch::Tiny, 3, tmp.path(), dtype, 5).unwrap();
+        let dir = |i: usize| model_dir(tmp.path(), &z.models[i].name);
+        let cfg0 = Config::from_file(&dir(0).join("config.json")).unwrap();
+        let max = z.models.iter().map(|m| m.labels).max().unwrap_or(1);
+        let layout = ArchLayout::new(&cfg0, max, dtype).unwrap();
+        let mut cache = HostCache::pinned(layout.clone(), 3, 0, Eviction::Refuse).unwrap();
+        for (i, m) in z.models.iter().enumerate() {
+            cache.register(&m.name, &dir(i)).unwrap();
+        }
+        let copy = copy_stream(0).unwrap();
+        let mut slot = GpuSlot::new(0, &layout, 4, 64).unwrap();
+        let vocab = cfg0.vocab_size as u32;
+        // Three passes of different buckets, the last of one row.
+        let batches = vec![
+            batch(vocab),
+            Batch::from_rows(&[(0..20).map(|i| (i * 13 + 7) % vocab).collect()], 0, None).unwrap(),
+            Batch::from_rows(&[vec![2, 5, 3], vec![2, 6, 7, 3]], 0, None).unwrap(),
+        ];
+        for (i, cold) in [(0, true), (1, false), (2, false), (0, false), (1, true)] {
+            if cold {
+                slot.load_file(&z.models[i].name, &dir(i)).unwrap();
+            } else {
+                slot.switch(&copy, &mut cache, &z.models[i].name, CHUNK_BYTES)
+                    .unwrap();
+                slot.wait().unwrap();
+            }
+            let mut fresh = Model::load(&dir(i), Device::Cuda(0), dtype).unwrap();
+            let many = slot.forward_many(&batches).unwrap();
+            assert_eq!(many.len(), batches.len());
+            for (b, got) in batches.iter().zip(&many) {
+                let want = fresh.forward(b).unwrap();
+                assert_eq!(got.shape, want.shape, "{dtype} tenant {i}");
+                assert_eq!(got.values, want.values, "{dtype} tenant {i} (cold {cold})");
+            }
+        }
+    }
 }

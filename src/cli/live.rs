@@ -1,15 +1,17 @@
 //! `ptm run --live`: replay a scenario on the real runtime in real time, with the same
 //! schedulers, and (`--compare`) beside the simulator's prediction from the scenario's profile.
 
-use crate::live::runtime::{host_cache, RuntimeExecutor};
+use crate::live::runtime::{SlotExecutor, Tenants};
 use crate::live::{self, Executor};
+use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::Setup;
 use ptm_sim::metrics::Report;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
-use ptm_sim::workload::FileSource;
+use ptm_sim::workload::{FileSource, Request};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -48,24 +50,26 @@ pub fn run_cells(
     for &seed in &s.seeds {
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
-        let cache = host_cache(o.zoo, workload.tenants.len(), dtype)?;
+        let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
+        let shared = Tenants::read(o.zoo, workload.tenants.len(), dtype, device, rows, seq)?;
+        shared.check_fit(s.instances)?;
         for policy in &s.policies {
             let shape = Shape {
                 instances: s.instances,
                 tenants: workload.tenants.len(),
             };
             let mut scheduler = scheduler::by_name(policy, &s.policy_options, shape)?;
-            let executors: Vec<Box<dyn Executor>> = (0..s.instances)
+            let executors = (0..s.instances)
                 .map(|i| {
-                    Box::new(RuntimeExecutor::new(
-                        device,
-                        dtype,
-                        cache.clone(),
+                    SlotExecutor::new(
+                        shared.clone(),
                         s.forward_batch,
                         seed ^ (i as u64 + 1),
-                    )) as Box<dyn Executor>
+                        &warm,
+                    )
+                    .map(|e| Box::new(e) as Box<dyn Executor>)
                 })
-                .collect();
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let run = live::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
@@ -78,6 +82,26 @@ pub fn run_cells(
         }
     }
     Ok(out)
+}
+
+/// The pass shapes `(rows, tokens)` the requests run in (one per runtime bucket: full passes
+/// of `forward_batch` rows and the remainders), and the largest rows and tokens.
+fn pass_shapes(requests: &[Request], forward_batch: u32) -> (Vec<(usize, usize)>, usize, usize) {
+    let fb = forward_batch.max(1);
+    let mut shapes = BTreeMap::new();
+    for r in requests {
+        let seq = r.seq_len.max(1) as usize;
+        let full = fb.min(r.samples.max(1)) as usize;
+        let rest = (r.samples % fb) as usize;
+        for rows in [full, rest] {
+            if rows > 0 {
+                shapes.insert(bucket(rows, seq, usize::MAX), (rows, seq));
+            }
+        }
+    }
+    let rows = shapes.values().map(|s| s.0).max().unwrap_or(1);
+    let seq = shapes.values().map(|s| s.1).max().unwrap_or(1);
+    (shapes.into_values().collect(), rows, seq)
 }
 
 /// The fidelity table of one cell: per metric, simulated, live and the error of the simulation.

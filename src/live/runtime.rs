@@ -1,102 +1,231 @@
-//! The runtime as a live [`Executor`]: each instance runs real forward passes of the tenants of
-//! a zoo on the CPU (candle) or a GPU (cudarc).
+//! The runtime as a live [`Executor`]: each instance is one switching slot of the runtime
+//! (issue 4's slots), on the CPU (candle, the twin CI runs) or a GPU (cudarc).
 //!
-//! Workload tenant `i` is zoo model `i mod zoo size`. Every tenant's packed weights are read once
-//! into host memory before the replay (the host cache). A cold load reads the checkpoint from
-//! its file and builds the engine; a switch builds the engine from the host cache (on the GPU
-//! this allocates and uploads a fresh weight arena until the runtime's switching slots exist).
-//! A request of `samples` × `seq_len` runs as forward passes of at most `forward_batch` samples
-//! of random token ids.
+//! Workload tenant `i` is zoo model `i mod zoo size`. Before the replay every zoo model used is
+//! read once into the host cache (pinned on a GPU) shared by all instances, and each GPU slot
+//! captures the CUDA graphs of every head of the zoo for the shapes it will run (untimed, as
+//! FastPTM's server starts with its kernels loaded). Then, on the clock:
+//! - a **cold load** (the instance held nothing) reads the tenant's checkpoint from its file
+//!   into the slot — what `ptm calibrate` times as a cold load;
+//! - a **switch** copies the tenant from the host cache into the slot's arena: on a GPU,
+//!   asynchronous copies on the copy stream that all instances share (one PCIe link), waited
+//!   for before the load is reported done — what `ptm calibrate` times as a split switch;
+//! - an **inference** of `samples` × `seq_len` runs as passes of at most `forward_batch` rows
+//!   (real token ids when served, else random ids); on a GPU the passes are enqueued back to
+//!   back as CUDA-graph replays and synchronised once, as the calibration's forward replays are.
 
 use super::{Executor, RowOutput};
-use ptm_runtime::model::run;
+use anyhow::Context as _;
+use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{Batch, Config, DType, Device, Engine, Model, PackedWeights, Task, Zoo};
+use ptm_runtime::{
+    ArchLayout, Batch, Config, CpuSlot, DType, Device, Eviction, HeadOutput, HostCache, Task, Zoo,
+};
 use ptm_sim::workload::{Request, TenantId};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// One tenant's weights, read once.
-pub struct TenantWeights {
+/// One workload tenant: the zoo model that serves it.
+struct TenantModel {
+    name: String,
     dir: PathBuf,
     cfg: Config,
-    packed: PackedWeights,
 }
 
-/// Reads the zoo at `dir` and maps `tenants` workload tenants onto its models.
-pub fn host_cache(
-    dir: &Path,
-    tenants: usize,
-    dtype: DType,
-) -> anyhow::Result<Arc<Vec<TenantWeights>>> {
-    let zoo = Zoo::read(dir)?;
-    anyhow::ensure!(
-        !zoo.models.is_empty(),
-        "{}: the zoo has no models",
-        dir.display()
-    );
-    let mut out = Vec::with_capacity(tenants);
-    for i in 0..tenants {
-        let d = model_dir(dir, &zoo.models[i % zoo.models.len()].name);
-        let cfg = Config::from_file(&d.join("config.json"))?;
-        let packed = PackedWeights::from_file(&d.join("model.safetensors"), &cfg, dtype)?;
-        out.push(TenantWeights {
-            dir: d,
-            cfg,
-            packed,
-        });
-    }
-    Ok(Arc::new(out))
-}
-
-/// One instance of the runtime.
-pub struct RuntimeExecutor {
+/// What every instance shares: the tenants, the host cache and (on a GPU) the copy stream.
+pub struct Tenants {
     device: Device,
-    dtype: DType,
-    tenants: Arc<Vec<TenantWeights>>,
-    engine: Option<(TenantId, Engine)>,
+    arch: ArchLayout,
+    models: Vec<TenantModel>,
+    cache: Mutex<HostCache>,
+    copy: Option<CopyStream>,
+    /// Largest pass the slots run: rows × tokens.
+    max_rows: usize,
+    max_seq: usize,
+}
+
+impl Tenants {
+    /// Reads the zoo at `dir`, maps `tenants` workload tenants onto its models and reads every
+    /// model used into a host cache for `device` (pinned on a GPU); slots will run passes of
+    /// up to `max_rows` rows of `max_seq` tokens.
+    pub fn read(
+        dir: &Path,
+        tenants: usize,
+        dtype: DType,
+        device: Device,
+        max_rows: usize,
+        max_seq: usize,
+    ) -> anyhow::Result<Arc<Tenants>> {
+        let zoo = Zoo::read(dir)?;
+        anyhow::ensure!(
+            !zoo.models.is_empty(),
+            "{}: the zoo has no models",
+            dir.display()
+        );
+        anyhow::ensure!(tenants > 0, "no tenants to serve");
+        let used = tenants.min(zoo.models.len());
+        let mut models = Vec::with_capacity(tenants);
+        for i in 0..tenants {
+            let name = zoo.models[i % zoo.models.len()].name.clone();
+            let d = model_dir(dir, &name);
+            let cfg = Config::from_file(&d.join("config.json"))?;
+            models.push(TenantModel { name, dir: d, cfg });
+        }
+        let max_labels = models[..used]
+            .iter()
+            .map(|m| m.cfg.labels())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let arch = ArchLayout::new(&models[0].cfg, max_labels, dtype)?;
+        let max_seq = max_seq.clamp(1, models[0].cfg.max_tokens());
+        let (mut cache, copy) = match device {
+            Device::Cpu => (
+                HostCache::plain(arch.clone(), used, Eviction::Refuse)?,
+                None,
+            ),
+            Device::Cuda(n) => (
+                HostCache::pinned(arch.clone(), used, n, Eviction::Refuse)?,
+                Some(copy_stream(n)?),
+            ),
+        };
+        for m in &models[..used] {
+            cache
+                .register(&m.name, &m.dir)
+                .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
+        }
+        Ok(Arc::new(Tenants {
+            device,
+            arch,
+            models,
+            cache: Mutex::new(cache),
+            copy,
+            max_rows: max_rows.max(1),
+            max_seq,
+        }))
+    }
+
+    /// Checks that `instances` slots fit on the device (a clear refusal, before any is made).
+    pub fn check_fit(&self, instances: usize) -> anyhow::Result<()> {
+        if let Device::Cuda(n) = self.device {
+            check_fit(n, &self.arch, instances, self.max_rows, self.max_seq)?;
+        }
+        Ok(())
+    }
+
+    fn model(&self, tenant: TenantId) -> Result<&TenantModel, String> {
+        self.models
+            .get(tenant as usize)
+            .ok_or_else(|| format!("no model for tenant {tenant}"))
+    }
+}
+
+enum Slot {
+    Cpu(Box<CpuSlot>),
+    Gpu(Box<GpuSlot>),
+}
+
+/// One instance: a slot of the runtime.
+pub struct SlotExecutor {
+    shared: Arc<Tenants>,
+    slot: Slot,
+    held: Option<TenantId>,
     forward_batch: u32,
     token_state: u64,
 }
 
-impl RuntimeExecutor {
-    /// An instance on `device` serving `tenants`, `forward_batch` samples per forward pass.
+impl SlotExecutor {
+    /// An empty instance over `shared`, `forward_batch` rows per pass; on a GPU its graphs are
+    /// captured now for every head of the zoo and each pass shape `(rows, seq)` of `warm`.
     pub fn new(
-        device: Device,
-        dtype: DType,
-        tenants: Arc<Vec<TenantWeights>>,
+        shared: Arc<Tenants>,
         forward_batch: u32,
         seed: u64,
-    ) -> Self {
-        RuntimeExecutor {
-            device,
-            dtype,
-            tenants,
-            engine: None,
-            forward_batch,
+        warm: &[(usize, usize)],
+    ) -> anyhow::Result<Self> {
+        let slot = match shared.device {
+            Device::Cpu => Slot::Cpu(Box::new(CpuSlot::new(&shared.arch))),
+            Device::Cuda(n) => {
+                let mut slot = GpuSlot::new(n, &shared.arch, shared.max_rows, shared.max_seq)?;
+                warm_up(&shared, &mut slot, warm, seed)?;
+                Slot::Gpu(Box::new(slot))
+            }
+        };
+        Ok(SlotExecutor {
+            shared,
+            slot,
+            held: None,
+            forward_batch: forward_batch.max(1),
             token_state: seed | 1,
-        }
+        })
     }
 }
 
-impl Executor for RuntimeExecutor {
+/// Captures the graphs of each distinct head of the tenants for each shape of `warm`.
+fn warm_up(
+    shared: &Tenants,
+    slot: &mut GpuSlot,
+    warm: &[(usize, usize)],
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut heads: Vec<(Task, usize)> = Vec::new();
+    let mut state = seed | 1;
+    for m in &shared.models {
+        let head = (m.cfg.task(), m.cfg.labels());
+        if heads.contains(&head) {
+            continue;
+        }
+        heads.push(head);
+        {
+            let mut cache = lock(&shared.cache)?;
+            let copy = shared.copy.as_ref().context("no copy stream")?;
+            slot.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
+        }
+        slot.wait()?;
+        for &(rows, seq) in warm {
+            let seq = seq.clamp(1, shared.max_seq) as u32;
+            let ids = random_rows(&m.cfg, rows as u32, seq, &mut state);
+            let batch = Batch::from_rows(&ids, m.cfg.pad_token_id, None)?;
+            slot.forward_many(std::slice::from_ref(&batch))?;
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| anyhow::anyhow!("the host cache lock was poisoned by a failed instance"))
+}
+
+impl Executor for SlotExecutor {
     fn load(&mut self, tenant: TenantId, cold: bool) -> Result<(), String> {
-        let t = self
-            .tenants
-            .get(tenant as usize)
-            .ok_or_else(|| format!("no weights for tenant {tenant}"))?;
+        let shared = Arc::clone(&self.shared);
+        let m = shared.model(tenant)?;
         let e = |e: ptm_runtime::Error| e.to_string();
-        self.engine = None; // release the old weights first, as a slot would
-        let engine = if cold {
-            let packed =
-                PackedWeights::from_file(&t.dir.join("model.safetensors"), &t.cfg, self.dtype)
-                    .map_err(e)?;
-            Model::engine(&packed, &t.cfg, self.device).map_err(e)?
-        } else {
-            Model::engine(&t.packed, &t.cfg, self.device).map_err(e)?
-        };
-        self.engine = Some((tenant, engine));
+        self.held = None;
+        match (&mut self.slot, cold) {
+            (Slot::Cpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
+            (Slot::Gpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
+            (Slot::Cpu(s), false) => {
+                let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
+                s.switch(&mut cache, &m.name).map_err(e)?;
+            }
+            (Slot::Gpu(s), false) => {
+                let copy = shared.copy.as_ref().ok_or("no copy stream")?;
+                {
+                    let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
+                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)
+                        .map_err(e)?;
+                }
+                // The load is done when the weights have landed.
+                s.wait().map_err(e)?;
+            }
+        }
+        if let Slot::Cpu(s) = &mut self.slot {
+            s.prepare().map_err(e)?;
+        }
+        self.held = Some(tenant);
         Ok(())
     }
 
@@ -105,34 +234,37 @@ impl Executor for RuntimeExecutor {
         request: &Request,
         rows: Option<&[Vec<u32>]>,
     ) -> Result<Vec<RowOutput>, String> {
-        let tenants = Arc::clone(&self.tenants);
-        let cfg = &tenants[request.tenant as usize].cfg;
-        match &self.engine {
-            Some((t, _)) if *t == request.tenant => {}
-            _ => return Err(format!("instance does not hold tenant {}", request.tenant)),
+        if self.held != Some(request.tenant) {
+            return Err(format!("instance does not hold tenant {}", request.tenant));
         }
+        let shared = Arc::clone(&self.shared);
+        let cfg = &shared.model(request.tenant)?.cfg;
         let given: Vec<Vec<u32>>;
         let rows: &[Vec<u32>] = match rows {
             Some(r) => r,
             None => {
-                let max_len = cfg.max_position_embeddings as u32;
-                let seq_len = request.seq_len.min(max_len.saturating_sub(2).max(1));
+                let seq_len = request.seq_len.clamp(1, shared.max_seq as u32);
                 given = random_rows(cfg, request.samples, seq_len, &mut self.token_state);
                 &given
             }
         };
-        let mut outputs = Vec::with_capacity(if rows.len() == request.samples as usize {
-            rows.len()
-        } else {
-            0
-        });
-        for chunk in rows.chunks(self.forward_batch.max(1) as usize) {
-            let batch =
-                Batch::from_rows(chunk, cfg.pad_token_id, None).map_err(|e| e.to_string())?;
-            let (_, engine) = self.engine.as_mut().expect("checked above");
-            let out = run(engine, &batch).map_err(|e| e.to_string())?;
-            let lengths = batch.lengths();
-            for (b, &len) in lengths.iter().enumerate() {
+        let batches = rows
+            .chunks(self.forward_batch as usize)
+            .map(|chunk| Batch::from_rows(chunk, cfg.pad_token_id, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let e = |e: ptm_runtime::Error| e.to_string();
+        let outs: Vec<HeadOutput> = match &mut self.slot {
+            Slot::Cpu(s) => batches
+                .iter()
+                .map(|b| s.forward(b))
+                .collect::<Result<_, _>>()
+                .map_err(e)?,
+            Slot::Gpu(s) => s.forward_many(&batches).map_err(e)?,
+        };
+        let mut outputs = Vec::with_capacity(rows.len());
+        for (batch, out) in batches.iter().zip(&outs) {
+            for (b, &len) in batch.lengths().iter().enumerate() {
                 let row = out.row(b);
                 let (shape, values) = match out.task {
                     Task::TokenClassification => {
@@ -145,5 +277,60 @@ impl Executor for RuntimeExecutor {
             }
         }
         Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptm_runtime::zoo::{make_zoo, Arch};
+    use ptm_runtime::Model;
+
+    fn request(tenant: TenantId, samples: u32) -> Request {
+        Request {
+            tenant,
+            samples,
+            seq_len: 12,
+            arrival_ns: 0,
+            deadline_ns: 0,
+        }
+    }
+
+    /// The CPU twin of the live GPU instance: after cold loads and switches through the
+    /// shared host cache, every output equals a fresh load of the tenant's model.
+    #[test]
+    fn an_instance_gives_fresh_load_outputs_after_cold_loads_and_switches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zoo = make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 7).unwrap();
+        // Four workload tenants on three models: tenant 3 is model 0.
+        let shared = Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32).unwrap();
+        shared.check_fit(2).unwrap();
+        let mut exec = SlotExecutor::new(shared, 2, 1, &[(2, 12)]).unwrap();
+        let rows: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 3], vec![2, 50, 3], vec![2, 9, 3]];
+        let err = exec.infer(&request(0, 3), Some(&rows)).unwrap_err();
+        assert!(err.contains("does not hold tenant 0"), "{err}");
+        for (tenant, cold) in [(0, true), (1, false), (3, false), (2, true), (1, false)] {
+            exec.load(tenant, cold).unwrap();
+            let model = &zoo.models[tenant as usize % 3].name;
+            let mut fresh =
+                Model::load(&model_dir(tmp.path(), model), Device::Cpu, DType::Fp32).unwrap();
+            let got = exec.infer(&request(tenant, 3), Some(&rows)).unwrap();
+            assert_eq!(got.len(), rows.len());
+            // Passes of two rows, as the instance runs them.
+            let mut want = Vec::new();
+            for chunk in rows.chunks(2) {
+                let b = Batch::from_rows(chunk, 0, None).unwrap();
+                let out = fresh.forward(&b).unwrap();
+                want.extend((0..chunk.len()).map(|r| out.row(r).to_vec()));
+            }
+            for (out, want) in got.iter().zip(&want) {
+                // Token classification: the row's own tokens, without its padding.
+                assert_eq!(out.values, want[..out.values.len()], "tenant {tenant}");
+            }
+            // Random tokens of the request's shape: one output per sample.
+            assert_eq!(exec.infer(&request(tenant, 5), None).unwrap().len(), 5);
+        }
+        let err = exec.load(9, false).unwrap_err();
+        assert!(err.contains("no model for tenant 9"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ pub mod metrics;
 
 pub use api::{InferRequest, TenantInfo};
 
-use crate::live::runtime::{host_cache, RuntimeExecutor};
+use crate::live::runtime::{SlotExecutor, Tenants};
 use crate::live::{Core, Executor, Msg, Refusal};
 use metrics::Metrics;
 use ptm_runtime::zoo::model_dir;
@@ -114,18 +114,27 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         tenants: tenants.len(),
     };
     let mut scheduler = scheduler::by_name(&o.policy, &PolicyOptions::default(), shape)?;
-    let cache = host_cache(&o.zoo, tenants.len(), o.dtype)?;
-    let executors: Vec<Box<dyn Executor>> = (0..o.instances)
+    // Served texts may be as long as the model allows.
+    let max_seq = tenants
+        .iter()
+        .map(|t| t.cfg.max_tokens())
+        .min()
+        .unwrap_or(1);
+    let shared = Tenants::read(
+        &o.zoo,
+        tenants.len(),
+        o.dtype,
+        o.device,
+        o.forward_batch as usize,
+        max_seq,
+    )?;
+    shared.check_fit(o.instances)?;
+    let executors = (0..o.instances)
         .map(|i| {
-            Box::new(RuntimeExecutor::new(
-                o.device,
-                o.dtype,
-                cache.clone(),
-                o.forward_batch,
-                i as u64 + 1,
-            )) as Box<dyn Executor>
+            SlotExecutor::new(shared.clone(), o.forward_batch, i as u64 + 1, &[])
+                .map(|e| Box::new(e) as Box<dyn Executor>)
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let listener = std::net::TcpListener::bind(o.listen)?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());

@@ -5,13 +5,16 @@
 //! use are never overwritten), records `ready`, and makes the slot's stream wait on it: the
 //! call returns at once, the slot's next inference starts when its weights have arrived, and
 //! other slots' streams never wait. Arena addresses never move, so every captured graph stays
-//! valid for every tenant. Also here: the baselines (`fastptm`, `full`) and timing helpers.
+//! valid for every tenant. A [`GpuSlot`] also stands alone: a live instance owns one and shares
+//! the copy stream ([`copy_stream`]) and the host cache with the others, and runs a request's
+//! passes back to back ([`GpuSlot::forward_many`]). Also here: the baselines (`fastptm`, `full`)
+//! and timing helpers.
 
-use super::cuda::{cu, open_context};
+use super::cuda::{cu, open_context, DevBuf};
 use super::GpuModel;
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
-use crate::config::Config;
+use crate::config::{Config, Task};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::switch::{ArchLayout, HostCache, TenantInfo};
@@ -88,11 +91,15 @@ pub fn slot_budget(
     })
 }
 
-/// One slot.
+/// One slot: a model whose weight arena tenants are switched into. A [`SlotSet`] owns several
+/// and their copy stream; a live instance owns one and shares the copy stream and host cache.
 pub struct GpuSlot {
+    arch: ArchLayout,
     model: GpuModel,
     tenant: Option<TenantInfo>,
     ready: Arc<CudaEvent>,
+    /// Outputs of the passes of one [`GpuSlot::forward_many`] call, gathered on the device.
+    outs: Option<DevBuf>,
 }
 
 /// The slots of one architecture on one GPU, with their copy stream.
@@ -117,6 +124,231 @@ fn timing_event(ctx: &Arc<CudaContext>) -> Result<CudaEvent> {
     )
 }
 
+/// A stream that switches' copies run on, shared by slots.
+pub type CopyStream = Arc<CudaStream>;
+
+/// A new copy stream on GPU `ordinal` (switches of every slot sharing it run in issue order).
+pub fn copy_stream(ordinal: usize) -> Result<CopyStream> {
+    let ctx = open_context(ordinal)?;
+    cu(ctx.new_stream(), "cuStreamCreate (copy stream)")
+}
+
+impl GpuSlot {
+    /// An empty slot of `arch` on GPU `ordinal` with activations reserved for batches up to
+    /// `max_batch × max_seq` (no memory check: see [`slot_budget`]).
+    pub fn new(
+        ordinal: usize,
+        arch: &ArchLayout,
+        max_batch: usize,
+        max_seq: usize,
+    ) -> Result<Self> {
+        let cfg = arch.head_config()?;
+        let mut model = GpuModel::with_layout(&arch.layout, arch.dtype, &cfg, ordinal)?;
+        model.reserve(max_batch, max_seq)?;
+        let ready = Arc::new(cu(model.gpu.ctx.new_event(None), "cuEventCreate")?);
+        Ok(GpuSlot {
+            arch: arch.clone(),
+            model,
+            tenant: None,
+            ready,
+            outs: None,
+        })
+    }
+
+    /// The tenant it holds (or is switching to).
+    pub fn tenant(&self) -> Option<&TenantInfo> {
+        self.tenant.as_ref()
+    }
+
+    /// Its model (for timing replays).
+    pub fn model_mut(&mut self) -> &mut GpuModel {
+        &mut self.model
+    }
+
+    /// Switches to tenant `name` of `cache`: asynchronous copies of `chunk_bytes`
+    /// (`usize::MAX`: one copy) on `copy`, after the slot's queued work; the slot's next work
+    /// waits for them.
+    pub fn switch(
+        &mut self,
+        copy: &CudaStream,
+        cache: &mut HostCache,
+        name: &str,
+        chunk_bytes: usize,
+    ) -> Result<()> {
+        if cache.arch() != &self.arch {
+            return Err(Error::Input(format!(
+                "host cache layout does not match the slot's (switching in `{name}`)"
+            )));
+        }
+        let (info, block) = cache.get(name)?;
+        self.model.retarget(&info.cfg)?;
+        cu(self.model.gpu.ctx.bind_to_thread(), "bind context")?;
+        // Write after read: the copies start once the slot's queued inferences are done.
+        let busy = cu(self.model.stream().record_event(None), "cuEventRecord")?;
+        cu(copy.wait(&busy), "cuStreamWaitEvent")?;
+        let (arena, arena_bytes) = self.model.arena();
+        let bytes = block.as_slice();
+        if bytes.len() != arena_bytes {
+            return Err(Error::Input(format!(
+                "tenant `{name}` has {} bytes, the arena {arena_bytes}",
+                bytes.len()
+            )));
+        }
+        for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
+            let dst = arena + (i * chunk_bytes) as u64;
+            // SAFETY: dst..dst+len lies in the slot's arena (sizes checked above); the host
+            // block stays alive and unwritten until `ready` completes (its fence).
+            cu(
+                unsafe { drv::memcpy_htod_async(dst, chunk, copy.cu_stream()) },
+                "cuMemcpyHtoDAsync",
+            )?;
+        }
+        cu(self.ready.record(copy), "cuEventRecord")?;
+        cu(self.model.stream().wait(&self.ready), "cuStreamWaitEvent")?;
+        block.set_fence(self.ready.clone());
+        self.tenant = Some(info.clone());
+        Ok(())
+    }
+
+    /// Blocks until the last switch has landed.
+    pub fn wait(&self) -> Result<()> {
+        cu(self.ready.synchronize(), "cuEventSynchronize")
+    }
+
+    /// Runs the tenant it holds on a batch.
+    pub fn forward(&mut self, batch: &Batch) -> Result<HeadOutput> {
+        self.holding()?;
+        self.model.forward(batch)
+    }
+
+    fn holding(&self) -> Result<()> {
+        match self.tenant {
+            Some(_) => Ok(()),
+            None => Err(Error::Input("the slot holds no tenant yet".into())),
+        }
+    }
+
+    /// Runs the tenant it holds on several batches enqueued back to back (inputs staged on the
+    /// stream, each pass's outputs gathered on the device), synchronising once at the end:
+    /// what a request of several passes costs, without a host round trip between passes.
+    /// Outputs equal [`GpuSlot::forward`]'s, batch by batch.
+    pub fn forward_many(&mut self, batches: &[Batch]) -> Result<Vec<HeadOutput>> {
+        self.holding()?;
+        let m = &mut self.model;
+        cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
+        let max_tokens = m.cfg.max_tokens();
+        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
+        let mut plan = Vec::with_capacity(batches.len());
+        let (mut bmax, mut smax, mut total) = (0, 0, 0);
+        for b in batches {
+            b.check(&m.cfg)?;
+            let (bb, sb) = super::bucket(b.batch, b.seq, max_tokens);
+            let floats = match m.task {
+                Task::SequenceClassification => b.batch * l,
+                Task::TokenClassification => bb * sb * l,
+                Task::Embedding => b.batch * h,
+            };
+            plan.push((bb, sb, total, floats));
+            (bmax, smax, total) = (bmax.max(bb), smax.max(sb), total + floats);
+        }
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Grow the workspace first: growing mid-way would move buffers under queued passes.
+        m.ensure_workspace(bmax, smax)?;
+        if self.outs.as_ref().is_none_or(|o| o.bytes < total * 4) {
+            m.synchronize()?;
+            self.outs = Some(DevBuf::new(&m.gpu.ctx, total * 4)?);
+        }
+        let outs = self.outs.as_ref().map_or(0, |o| o.ptr);
+        // Host inputs stay alive until the final synchronisation.
+        let mut staged = Vec::with_capacity(batches.len());
+        for (b, &(bb, sb, at, floats)) in batches.iter().zip(&plan) {
+            let (ids, types, mask) = super::pad_inputs(b, bb, sb, m.cfg.pad_token_id);
+            let ws =
+                m.ws.as_ref()
+                    .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+            let (wi, wt, wm) = (ws.ids.ptr, ws.types.ptr, ws.mask.ptr);
+            m.gpu.upload_async(wi, &ids)?;
+            m.gpu.upload_async(wt, &types)?;
+            m.gpu.upload_async(wm, &mask)?;
+            staged.push((ids, types, mask));
+            m.run_bucket(bb, sb)?;
+            let out =
+                m.ws.as_ref()
+                    .ok_or_else(|| Error::Cuda("no workspace".into()))?
+                    .out
+                    .ptr;
+            // SAFETY: `out` holds this pass's `floats` results; `outs` has room for all passes.
+            cu(
+                unsafe {
+                    drv::memcpy_dtod_async(
+                        outs + (at * 4) as u64,
+                        out,
+                        floats * 4,
+                        m.stream().cu_stream(),
+                    )
+                },
+                "cuMemcpyDtoDAsync",
+            )?;
+        }
+        let all = m.gpu.download_f32(outs, total)?;
+        drop(staged);
+        let mut results = Vec::with_capacity(batches.len());
+        for (b, &(_, sb, at, floats)) in batches.iter().zip(&plan) {
+            let mine = &all[at..at + floats];
+            let (values, shape) = match m.task {
+                Task::SequenceClassification => (mine.to_vec(), vec![b.batch, l]),
+                Task::TokenClassification => {
+                    let mut v = Vec::with_capacity(b.batch * b.seq * l);
+                    for r in 0..b.batch {
+                        v.extend_from_slice(&mine[r * sb * l..(r * sb + b.seq) * l]);
+                    }
+                    (v, vec![b.batch, b.seq, l])
+                }
+                Task::Embedding => (mine.to_vec(), vec![b.batch, h]),
+            };
+            results.push(HeadOutput {
+                task: m.task,
+                values,
+                shape,
+            });
+        }
+        Ok(results)
+    }
+
+    /// Reads tenant `name` from its checkpoint in `dir` (pageable memory) and copies every
+    /// tensor into the arena with synchronous copies; returns when the weights are on the
+    /// device. FastPTM's split-mode switch, and a cold load of a live instance.
+    pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        self.arch.check_tenant(name, &cfg)?;
+        let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, self.arch.dtype)?;
+        let offsets = w
+            .layout
+            .entries()
+            .iter()
+            .map(|e| self.arch.byte_offset(&e.name))
+            .collect::<Result<Vec<_>>>()?;
+        self.model.retarget(&cfg)?;
+        self.model.synchronize()?;
+        let (arena, _) = self.model.arena();
+        for (e, at) in w.layout.entries().iter().zip(offsets) {
+            // SAFETY: the tensor lies inside the arena (offsets of the same layout).
+            cu(
+                unsafe { drv::memcpy_htod_sync(arena + at as u64, w.tensor_bytes(e)) },
+                "cuMemcpyHtoD",
+            )?;
+        }
+        self.tenant = Some(TenantInfo {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            cfg,
+        });
+        Ok(())
+    }
+}
+
 impl SlotSet {
     /// Makes `count` slots of `arch` on GPU `ordinal`, each with activations reserved for
     /// batches up to `max_batch × max_seq`; refuses when they do not fit in free memory.
@@ -127,31 +359,12 @@ impl SlotSet {
         max_batch: usize,
         max_seq: usize,
     ) -> Result<Self> {
-        let budget = slot_budget(ordinal, arch, max_batch, max_seq)?;
-        if count > budget.fit {
-            return Err(Error::SlotsDoNotFit {
-                device: format!("cuda:{ordinal}"),
-                requested: count,
-                fit: budget.fit,
-                free_bytes: budget.free_bytes,
-                per_slot_bytes: budget.per_slot_bytes,
-                arena_bytes: budget.arena_bytes,
-            });
-        }
-        let cfg = arch.head_config()?;
-        let mut slots = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut model = GpuModel::with_layout(&arch.layout, arch.dtype, &cfg, ordinal)?;
-            model.reserve(max_batch, max_seq)?;
-            let ready = Arc::new(cu(model.gpu.ctx.new_event(None), "cuEventCreate")?);
-            slots.push(GpuSlot {
-                model,
-                tenant: None,
-                ready,
-            });
-        }
+        check_fit(ordinal, arch, count, max_batch, max_seq)?;
+        let slots = (0..count)
+            .map(|_| GpuSlot::new(ordinal, arch, max_batch, max_seq))
+            .collect::<Result<Vec<_>>>()?;
         let ctx = open_context(ordinal)?;
-        let copy = cu(ctx.new_stream(), "cuStreamCreate (copy stream)")?;
+        let copy = copy_stream(ordinal)?;
         Ok(SlotSet {
             arch: arch.clone(),
             ctx,
@@ -179,12 +392,12 @@ impl SlotSet {
 
     /// The tenant slot `slot` holds (or is switching to).
     pub fn tenant(&self, slot: usize) -> Option<&TenantInfo> {
-        self.slots.get(slot).and_then(|s| s.tenant.as_ref())
+        self.slots.get(slot).and_then(GpuSlot::tenant)
     }
 
     /// The model of slot `slot` (for timing replays).
     pub fn model_mut(&mut self, slot: usize) -> Result<&mut GpuModel> {
-        Ok(&mut self.slot(slot)?.model)
+        Ok(self.slot(slot)?.model_mut())
     }
 
     /// The copy stream.
@@ -219,53 +432,25 @@ impl SlotSet {
             )));
         }
         let copy = self.copy.clone();
-        let s = self.slot(slot)?;
-        let (info, block) = cache.get(name)?;
-        s.model.retarget(&info.cfg)?;
-        cu(s.model.gpu.ctx.bind_to_thread(), "bind context")?;
-        // Write after read: the copies start once the slot's queued inferences are done.
-        let busy = cu(s.model.stream().record_event(None), "cuEventRecord")?;
-        cu(copy.wait(&busy), "cuStreamWaitEvent")?;
-        let (arena, arena_bytes) = s.model.arena();
-        let bytes = block.as_slice();
-        if bytes.len() != arena_bytes {
-            return Err(Error::Input(format!(
-                "tenant `{name}` has {} bytes, the arena {arena_bytes}",
-                bytes.len()
-            )));
-        }
-        for (i, chunk) in bytes.chunks(chunk_bytes.max(1)).enumerate() {
-            let dst = arena + (i * chunk_bytes) as u64;
-            // SAFETY: dst..dst+len lies in the slot's arena (sizes checked above); the host
-            // block stays alive and unwritten until `ready` completes (its fence).
-            cu(
-                unsafe { drv::memcpy_htod_async(dst, chunk, copy.cu_stream()) },
-                "cuMemcpyHtoDAsync",
-            )?;
-        }
-        cu(s.ready.record(&copy), "cuEventRecord")?;
-        cu(s.model.stream().wait(&s.ready), "cuStreamWaitEvent")?;
-        block.set_fence(s.ready.clone());
-        s.tenant = Some(info.clone());
-        Ok(())
+        self.slot(slot)?.switch(&copy, cache, name, chunk_bytes)
     }
 
     /// Blocks until slot `slot`'s last switch has landed.
     pub fn wait(&self, slot: usize) -> Result<()> {
-        let s = self
-            .slots
+        self.slots
             .get(slot)
-            .ok_or_else(|| Error::Input(format!("slot {slot} does not exist")))?;
-        cu(s.ready.synchronize(), "cuEventSynchronize")
+            .ok_or_else(|| Error::Input(format!("slot {slot} does not exist")))?
+            .wait()
     }
 
     /// Runs slot `slot`'s tenant on a batch.
     pub fn forward(&mut self, slot: usize, batch: &Batch) -> Result<HeadOutput> {
-        let s = self.slot(slot)?;
-        if s.tenant.is_none() {
-            return Err(Error::Input(format!("slot {slot} holds no tenant yet")));
-        }
-        s.model.forward(batch)
+        self.slot(slot)?.forward(batch).map_err(|e| match e {
+            Error::Input(m) if m.starts_with("the slot holds") => {
+                Error::Input(format!("slot {slot} holds no tenant yet"))
+            }
+            e => e,
+        })
     }
 
     /// Times one switch: wall milliseconds (enqueue to landed) and device milliseconds (CUDA
@@ -292,32 +477,7 @@ impl SlotSet {
     /// pageable memory and copies every tensor in place (synchronous copies). Returns when
     /// the weights are on the device.
     pub fn switch_fastptm(&mut self, slot: usize, name: &str, dir: &Path) -> Result<()> {
-        let cfg = Config::from_file(&dir.join("config.json"))?;
-        self.arch.check_tenant(name, &cfg)?;
-        let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, self.arch.dtype)?;
-        let offsets = w
-            .layout
-            .entries()
-            .iter()
-            .map(|e| self.arch.byte_offset(&e.name))
-            .collect::<Result<Vec<_>>>()?;
-        let s = self.slot(slot)?;
-        s.model.retarget(&cfg)?;
-        s.model.synchronize()?;
-        let (arena, _) = s.model.arena();
-        for (e, at) in w.layout.entries().iter().zip(offsets) {
-            // SAFETY: the tensor lies inside the arena (offsets of the same layout).
-            cu(
-                unsafe { drv::memcpy_htod_sync(arena + at as u64, w.tensor_bytes(e)) },
-                "cuMemcpyHtoD",
-            )?;
-        }
-        s.tenant = Some(TenantInfo {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
-            cfg,
-        });
-        Ok(())
+        self.slot(slot)?.load_file(name, dir)
     }
 
     /// Enqueues `iters` graph replays of bucket `(bb, sb)` on slot `slot` (inputs already in
@@ -329,7 +489,7 @@ impl SlotSet {
         iters: usize,
     ) -> Result<(CudaEvent, CudaEvent)> {
         let ctx = self.ctx.clone();
-        let m = &mut self.slot(slot)?.model;
+        let m = self.slot(slot)?.model_mut();
         let e0 = timing_event(&ctx)?;
         cu(e0.record(m.stream()), "cuEventRecord")?;
         for _ in 0..iters {
@@ -346,6 +506,28 @@ impl Drop for SlotSet {
         let _ = self.ctx.bind_to_thread();
         let _ = self.copy.synchronize();
     }
+}
+
+/// Refuses `count` slots of `arch` on GPU `ordinal` when they do not fit in its free memory.
+pub fn check_fit(
+    ordinal: usize,
+    arch: &ArchLayout,
+    count: usize,
+    max_batch: usize,
+    max_seq: usize,
+) -> Result<SlotBudget> {
+    let budget = slot_budget(ordinal, arch, max_batch, max_seq)?;
+    if count > budget.fit {
+        return Err(Error::SlotsDoNotFit {
+            device: format!("cuda:{ordinal}"),
+            requested: count,
+            fit: budget.fit,
+            free_bytes: budget.free_bytes,
+            per_slot_bytes: budget.per_slot_bytes,
+            arena_bytes: budget.arena_bytes,
+        });
+    }
+    Ok(budget)
 }
 
 /// The `full` baseline: reads the safetensors file, builds a new model (context, kernels,

@@ -3,10 +3,13 @@
 //! inference after a switch. It exists to prove the switching logic (layout, head padding,
 //! reading, cache, sequences of switches) gives exactly the outputs of a fresh load.
 
+use super::read::{default_threads, read_into};
 use super::{ArchLayout, HostCache, TenantInfo};
 use crate::bert::{self, Bert, HeadOutput};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::tokenize::Batch;
+use std::path::Path;
 
 /// One slot on the CPU.
 pub struct CpuSlot {
@@ -46,8 +49,30 @@ impl CpuSlot {
         Ok(())
     }
 
-    /// Runs the tenant it holds on a batch.
-    pub fn forward(&mut self, batch: &Batch) -> Result<HeadOutput> {
+    /// Reads tenant `name` from its checkpoint in `dir` straight into the slot's buffer (a cold
+    /// load: no host cache involved).
+    pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        self.arch.check_tenant(name, &cfg)?;
+        read_into(
+            &dir.join("model.safetensors"),
+            &cfg,
+            &self.arch,
+            &mut self.buf,
+            default_threads(),
+        )?;
+        self.tenant = Some(TenantInfo {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            cfg,
+        });
+        self.model = None;
+        Ok(())
+    }
+
+    /// Builds the candle model of the tenant it holds now (else the first inference after a
+    /// switch does).
+    pub fn prepare(&mut self) -> Result<()> {
         let t = self
             .tenant
             .as_ref()
@@ -56,6 +81,12 @@ impl CpuSlot {
             let w = self.arch.tenant_weights(&self.buf, &t.cfg)?;
             self.model = Some(bert::load(&w, &t.cfg)?);
         }
+        Ok(())
+    }
+
+    /// Runs the tenant it holds on a batch.
+    pub fn forward(&mut self, batch: &Batch) -> Result<HeadOutput> {
+        self.prepare()?;
         match &self.model {
             Some(m) => m.forward(batch),
             None => Err(Error::Input("model not built".into())),

@@ -32,3 +32,20 @@ for path in sys.argv[1:]:
             mark = "" if target is None or abs(err) <= target else " ✗"
             row.append(f"{s:.4g} / {l:.4g} ({err:+.1f} %{mark})")
         print("| " + " | ".join(row) + " |")
+
+print()
+print("| cell | policy | wait ms sim / live | switch ms sim / live | cold load ms sim / live | inference ms sim / live |")
+print("|---|---|---|---|---|---|")
+for path in sys.argv[1:]:
+    try:
+        cells = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    for c in cells:
+        s, l = c.get("simulated_phases"), c.get("live_phases")
+        if not s or not l:
+            continue
+        row = [c["live"]["scenario"], c["live"]["policy"]]
+        for k in ["wait_ms", "switch_ms", "cold_load_ms", "inference_ms"]:
+            row.append(f"{s[k]:.3f} / {l[k]:.3f}")
+        print("| " + " | ".join(row) + " |")

@@ -5,7 +5,7 @@ use crate::live::runtime::{SlotExecutor, Tenants};
 use crate::live::{self, Executor};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
-use ptm_sim::engine::Setup;
+use ptm_sim::engine::{self, Run, RunOptions, Setup, SpanKind};
 use ptm_sim::metrics::Report;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
@@ -32,9 +32,59 @@ pub struct LiveOptions<'a> {
 pub struct LiveCell {
     /// What the real runtime did.
     pub live: Report,
+    /// Mean phase durations of the live run.
+    pub live_phases: Phases,
     /// What the simulator predicted from the profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulated: Option<Report>,
+    /// Mean phase durations of the simulation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated_phases: Option<Phases>,
+}
+
+/// Mean durations of an instance's phases: where a fidelity gap comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Mean cold load (an empty instance reading a checkpoint), ms.
+    pub cold_load_ms: f64,
+    /// Mean switch (weights from the host cache), ms.
+    pub switch_ms: f64,
+    /// Mean inference of a request, ms.
+    pub inference_ms: f64,
+    /// Mean time from a request's arrival to its instance starting it, ms.
+    pub wait_ms: f64,
+}
+
+impl Phases {
+    /// The means over `run`'s timeline (zero where a phase never happened).
+    pub fn of(run: &Run, workload: &[Request]) -> Self {
+        let mean = |kind: SpanKind| {
+            let (n, total) = run
+                .timeline
+                .iter()
+                .flatten()
+                .filter(|s| s.kind == kind)
+                .fold((0u64, 0u64), |(n, t), s| {
+                    (n + 1, t + (s.end_ns - s.start_ns))
+                });
+            if n == 0 {
+                0.0
+            } else {
+                total as f64 / n as f64 / 1e6
+            }
+        };
+        let waits: Vec<f64> = workload
+            .iter()
+            .zip(&run.start_ns)
+            .map(|(r, &s)| s.saturating_sub(r.arrival_ns) as f64 / 1e6)
+            .collect();
+        Phases {
+            cold_load_ms: mean(SpanKind::ColdLoad),
+            switch_ms: mean(SpanKind::Switch),
+            inference_ms: mean(SpanKind::Inference),
+            wait_ms: waits.iter().sum::<f64>() / waits.len().max(1) as f64,
+        }
+    }
 }
 
 /// Replays every (policy, seed) cell of `s` live.
@@ -73,12 +123,27 @@ pub fn run_cells(
             let run = live::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
-            let simulated = if o.compare {
-                Some(s.run_cell(&setup, policy, seed)?)
+            let live_phases = Phases::of(&run, &workload.requests);
+            let (simulated, simulated_phases) = if o.compare {
+                let mut scheduler = scheduler::by_name(policy, &s.policy_options, shape)?;
+                let options = RunOptions {
+                    preload: s.preload,
+                    timeline: true,
+                };
+                let sim = engine::simulate(&setup, scheduler.as_mut(), seed, options)?;
+                (
+                    Some(Report::new(&s.name, policy, seed, &setup, &sim)),
+                    Some(Phases::of(&sim, &workload.requests)),
+                )
             } else {
-                None
+                (None, None)
             };
-            out.push(LiveCell { live, simulated });
+            out.push(LiveCell {
+                live,
+                live_phases,
+                simulated,
+                simulated_phases,
+            });
         }
     }
     Ok(out)
@@ -130,6 +195,14 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
         ("cold loads", sim.cold_loads as f64, live.cold_loads as f64),
         ("overtimes", sim.overtimes as f64, live.overtimes as f64),
     ];
+    let phases = cell.simulated_phases.unwrap_or_default();
+    let lp = cell.live_phases;
+    let rows = rows.into_iter().chain([
+        ("mean wait ms", phases.wait_ms, lp.wait_ms),
+        ("mean switch ms", phases.switch_ms, lp.switch_ms),
+        ("mean cold load ms", phases.cold_load_ms, lp.cold_load_ms),
+        ("mean inference ms", phases.inference_ms, lp.inference_ms),
+    ]);
     for (name, s, l) in rows {
         let err = if l != 0.0 {
             format!("{:+.1} %", 100.0 * (s - l) / l)

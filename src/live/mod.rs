@@ -475,6 +475,24 @@ impl<'a> Core<'a> {
     }
 }
 
+/// How long before an arrival or tick the replay stops sleeping and polls: a sleeping thread
+/// wakes tens of microseconds late, which would count as waiting the simulator never sees.
+const SPIN: Duration = Duration::from_micros(500);
+
+/// Polls `rx` for at most `w` (busy), for a punctual release.
+fn spin_recv<T>(rx: &mpsc::Receiver<T>, w: Duration) -> Option<T> {
+    let end = Instant::now() + w;
+    loop {
+        if let Ok(m) = rx.try_recv() {
+            return Some(m);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// Replays `setup`'s workload in real time through `scheduler` on `executors` (one per
 /// instance), returning what happened (request ids as in the workload).
 pub fn replay(
@@ -499,7 +517,8 @@ pub fn replay(
                 .flatten()
                 .min();
             let first = match wait {
-                Some(w) => rx.recv_timeout(w).ok(),
+                Some(w) if w > SPIN => rx.recv_timeout(w - SPIN).ok(),
+                Some(w) => spin_recv(&rx, w),
                 None => Some(rx.recv()?),
             };
             let mut changed = false;

@@ -1,22 +1,25 @@
 //! The runtime on a GPU as a calibration target: switching slots over a pinned host cache.
 //!
-//! For each zoo: an [`ArchLayout`] for its widest head, a pinned [`HostCache`] holding its first
-//! two tenants, and `max_instances` slots ([`SlotSet`], workspace for the largest grid shape),
-//! all holding tenant 0 at the start. What each operation means, timed on the host clock after
-//! the device has finished (CUDA events for forward passes):
-//! - cold load: `load_full` — checkpoint read, a new model (kernels, cuBLAS, arena), tensors
-//!   uploaded — until it is ready;
-//! - host-cache switch with k instances: slots 0..k each switch to the other tenant at once; the
-//!   copies share one copy stream (one PCIe link), each slot's latency is until its weights
-//!   have landed;
+//! Every figure times what a live instance (`ptm run --live`, `ptm serve`) does. For each zoo:
+//! an [`ArchLayout`] for its widest head, a pinned [`HostCache`] holding up to [`ROTATION`] of
+//! its tenants, and `max_instances` slots ([`SlotSet`], workspace for the largest grid shape);
+//! slot i starts on tenant i and every switch moves it to the next tenant of the rotation, so
+//! switches read blocks all over the cache as a multi-tenant server does. Timed on the host
+//! clock after the device has finished (CUDA events for forward passes):
+//! - cold load: slot 0 reads the next tenant's checkpoint into its arena (file read, tensors
+//!   copied synchronously) — a live instance's load when it held nothing;
+//! - host-cache switch with k instances: slots 0..k each switch to their next tenant at once;
+//!   the copies share one copy stream (one PCIe link), each slot's latency is until its
+//!   weights have landed;
 //! - FastPTM-mode and full switches with k instances: one after the other from a common start
 //!   (they are host-bound: file reads and synchronous copies), each slot's latency from that
-//!   start;
-//! - forward with k instances: each slot replays its CUDA graph of the shape at once on its own
-//!   stream; latency per pass from the slot's events.
+//!   start; full builds a new model (kernels, cuBLAS, arena) as well;
+//! - forward with k instances: each slot runs 5 staged passes of the shape back to back on its
+//!   own stream (inputs copied in, CUDA-graph replay, outputs gathered: a request's passes);
+//!   latency per pass from the slot's events.
 
 use crate::{DeviceInfo, Op, SwitchMode, Target};
-use ptm_runtime::gpu::slots::{event_ms, load_full, slot_budget, SlotSet};
+use ptm_runtime::gpu::slots::{load_full, slot_budget, SlotSet};
 use ptm_runtime::switch::{ArchLayout, Eviction, HostCache};
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Batch, Config, DType, Zoo};
@@ -24,15 +27,25 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Tenants a zoo's switches rotate over, at most.
+pub const ROTATION: usize = 12;
+
 struct ZooSlots {
     slots: SlotSet,
     cache: HostCache,
-    names: [String; 2],
-    dirs: [PathBuf; 2],
+    names: Vec<String>,
+    dirs: Vec<PathBuf>,
     cfg: Config,
-    /// Which tenant (0 or 1) each slot holds.
+    /// Which tenant of the rotation each slot holds.
     holds: Vec<usize>,
     per_slot_bytes: u64,
+}
+
+impl ZooSlots {
+    /// The tenant slot `i` switches to next.
+    fn next(&self, i: usize) -> usize {
+        (self.holds[i] + 1) % self.names.len()
+    }
 }
 
 /// Zoo models on GPU `ordinal`, by profile model name (`<arch>-<dtype>`).
@@ -84,11 +97,9 @@ impl GpuTarget {
                     dir.display()
                 ));
             }
-            let dirs = [
-                model_dir(dir, &zoo.models[0].name),
-                model_dir(dir, &zoo.models[1].name),
-            ];
-            let names = [zoo.models[0].name.clone(), zoo.models[1].name.clone()];
+            let n = zoo.models.len().min(ROTATION);
+            let names: Vec<String> = zoo.models[..n].iter().map(|m| m.name.clone()).collect();
+            let dirs: Vec<PathBuf> = names.iter().map(|m| model_dir(dir, m)).collect();
             let cfg = Config::from_file(&dirs[0].join("config.json")).map_err(e)?;
             let max_labels = zoo
                 .models
@@ -103,13 +114,15 @@ impl GpuTarget {
                 device.memory_bytes = budget.free_bytes as u64;
             }
             let mut cache =
-                HostCache::pinned(arch.clone(), 2, ordinal, Eviction::Refuse).map_err(e)?;
-            cache.register(&names[0], &dirs[0]).map_err(e)?;
-            cache.register(&names[1], &dirs[1]).map_err(e)?;
+                HostCache::pinned(arch.clone(), n, ordinal, Eviction::Refuse).map_err(e)?;
+            for (name, d) in names.iter().zip(&dirs) {
+                cache.register(name, d).map_err(e)?;
+            }
             let mut slots =
                 SlotSet::new(ordinal, &arch, max_instances, max_batch, max_seq).map_err(e)?;
-            for i in 0..max_instances {
-                slots.switch(i, &mut cache, &names[0]).map_err(e)?;
+            let holds: Vec<usize> = (0..max_instances).map(|i| i % n).collect();
+            for (i, &t) in holds.iter().enumerate() {
+                slots.switch(i, &mut cache, &names[t]).map_err(e)?;
                 slots.wait(i).map_err(e)?;
             }
             device.name = slots.model_mut(0).map_err(e)?.device_name();
@@ -121,7 +134,7 @@ impl GpuTarget {
                     names,
                     dirs,
                     cfg,
-                    holds: vec![0; max_instances],
+                    holds,
                     per_slot_bytes: budget.per_slot_bytes as u64,
                 },
             );
@@ -155,13 +168,17 @@ impl Target for GpuTarget {
     fn cold_load(&mut self, model: &str) -> Result<Duration, String> {
         let z = self
             .models
-            .get(model)
+            .get_mut(model)
             .ok_or_else(|| format!("no zoo for model {model}"))?;
+        let e = |e: ptm_runtime::Error| e.to_string();
+        z.slots.wait(0).map_err(e)?;
+        let next = z.next(0);
         let t = Instant::now();
-        let m = load_full(&z.dirs[0], self.dtype, self.ordinal).map_err(|e| e.to_string())?;
-        m.synchronize().map_err(|e| e.to_string())?;
+        z.slots
+            .switch_fastptm(0, &z.names[next], &z.dirs[next])
+            .map_err(e)?;
         let d = t.elapsed();
-        drop(m);
+        z.holds[0] = next;
         Ok(d)
     }
 
@@ -183,7 +200,7 @@ impl Target for GpuTarget {
                 let start = Instant::now();
                 let mut out = Vec::with_capacity(k);
                 for i in 0..k {
-                    let next = 1 - z.holds[i];
+                    let next = z.next(i);
                     match mode {
                         SwitchMode::HostCache => {
                             z.slots.switch(i, &mut z.cache, &z.names[next]).map_err(e)?
@@ -238,20 +255,13 @@ impl Target for GpuTarget {
                 for i in 0..k {
                     z.slots.forward(i, &input).map_err(e)?;
                 }
-                let bucket =
-                    ptm_runtime::gpu::bucket(batch as usize, seq_len as usize, z.cfg.max_tokens());
                 const PASSES: usize = 5;
-                let mut events = Vec::with_capacity(k);
-                for i in 0..k {
-                    events.push(z.slots.replay(i, bucket, PASSES).map_err(e)?);
-                }
-                events
-                    .iter()
-                    .map(|(a, b)| {
-                        event_ms(a, b)
-                            .map(|ms| Duration::from_secs_f64(ms / 1e3 / PASSES as f64))
-                            .map_err(e)
-                    })
+                let passes = vec![input; PASSES];
+                z.slots
+                    .time_passes(k, &passes)
+                    .map_err(e)?
+                    .into_iter()
+                    .map(|ms| Ok(Duration::from_secs_f64(ms / 1e3 / PASSES as f64)))
                     .collect()
             }
         }

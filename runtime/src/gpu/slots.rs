@@ -102,6 +102,15 @@ pub struct GpuSlot {
     outs: Option<DevBuf>,
 }
 
+/// Passes enqueued by [`GpuSlot::enqueue_passes`], until [`GpuSlot::finish`].
+pub struct Staged {
+    /// Per pass: (batch bucket, sequence bucket, first output float, output floats).
+    plan: Vec<(usize, usize, usize, usize)>,
+    total: usize,
+    /// Host inputs of the queued copies: alive until the stream has read them.
+    inputs: Vec<(Vec<i32>, Vec<i32>, Vec<i32>)>,
+}
+
 /// The slots of one architecture on one GPU, with their copy stream.
 pub struct SlotSet {
     arch: ArchLayout,
@@ -233,6 +242,13 @@ impl GpuSlot {
     /// what a request of several passes costs, without a host round trip between passes.
     /// Outputs equal [`GpuSlot::forward`]'s, batch by batch.
     pub fn forward_many(&mut self, batches: &[Batch]) -> Result<Vec<HeadOutput>> {
+        let staged = self.enqueue_passes(batches)?;
+        self.finish(staged, batches)
+    }
+
+    /// The first half of [`GpuSlot::forward_many`]: enqueues the passes on the slot's stream
+    /// and returns at once (for timing with events, or to overlap several slots).
+    pub fn enqueue_passes(&mut self, batches: &[Batch]) -> Result<Staged> {
         self.holding()?;
         let m = &mut self.model;
         cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
@@ -251,8 +267,13 @@ impl GpuSlot {
             plan.push((bb, sb, total, floats));
             (bmax, smax, total) = (bmax.max(bb), smax.max(sb), total + floats);
         }
+        let mut staged = Staged {
+            plan,
+            total,
+            inputs: Vec::with_capacity(batches.len()),
+        };
         if batches.is_empty() {
-            return Ok(Vec::new());
+            return Ok(staged);
         }
         // Grow the workspace first: growing mid-way would move buffers under queued passes.
         m.ensure_workspace(bmax, smax)?;
@@ -261,9 +282,7 @@ impl GpuSlot {
             self.outs = Some(DevBuf::new(&m.gpu.ctx, total * 4)?);
         }
         let outs = self.outs.as_ref().map_or(0, |o| o.ptr);
-        // Host inputs stay alive until the final synchronisation.
-        let mut staged = Vec::with_capacity(batches.len());
-        for (b, &(bb, sb, at, floats)) in batches.iter().zip(&plan) {
+        for (b, &(bb, sb, at, floats)) in batches.iter().zip(&staged.plan) {
             let (ids, types, mask) = super::pad_inputs(b, bb, sb, m.cfg.pad_token_id);
             let ws =
                 m.ws.as_ref()
@@ -272,7 +291,8 @@ impl GpuSlot {
             m.gpu.upload_async(wi, &ids)?;
             m.gpu.upload_async(wt, &types)?;
             m.gpu.upload_async(wm, &mask)?;
-            staged.push((ids, types, mask));
+            // The host inputs stay alive (in `staged`) until `finish` synchronises.
+            staged.inputs.push((ids, types, mask));
             m.run_bucket(bb, sb)?;
             let out =
                 m.ws.as_ref()
@@ -292,10 +312,25 @@ impl GpuSlot {
                 "cuMemcpyDtoDAsync",
             )?;
         }
-        let all = m.gpu.download_f32(outs, total)?;
-        drop(staged);
+        Ok(staged)
+    }
+
+    /// The second half of [`GpuSlot::forward_many`]: waits for the passes of `staged`
+    /// (enqueued for `batches`) and returns their outputs.
+    pub fn finish(&mut self, staged: Staged, batches: &[Batch]) -> Result<Vec<HeadOutput>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let m = &mut self.model;
+        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
+        let outs = self
+            .outs
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no output buffer".into()))?
+            .ptr;
+        let all = m.gpu.download_f32(outs, staged.total)?;
         let mut results = Vec::with_capacity(batches.len());
-        for (b, &(_, sb, at, floats)) in batches.iter().zip(&plan) {
+        for (b, &(_, sb, at, floats)) in batches.iter().zip(&staged.plan) {
             let mine = &all[at..at + floats];
             let (values, shape) = match m.task {
                 Task::SequenceClassification => (mine.to_vec(), vec![b.batch, l]),
@@ -498,6 +533,31 @@ impl SlotSet {
         let e1 = timing_event(&ctx)?;
         cu(e1.record(m.stream()), "cuEventRecord")?;
         Ok((e0, e1))
+    }
+}
+
+impl SlotSet {
+    /// Enqueues `batches` as staged passes ([`GpuSlot::enqueue_passes`]) on slots `0..k` at
+    /// once, each between two timing events on its stream; returns each slot's device
+    /// milliseconds for all its passes, once all have finished.
+    pub fn time_passes(&mut self, k: usize, batches: &[Batch]) -> Result<Vec<f64>> {
+        let ctx = self.ctx.clone();
+        let mut queued = Vec::with_capacity(k);
+        for i in 0..k {
+            let slot = self.slot(i)?;
+            let e0 = timing_event(&ctx)?;
+            cu(e0.record(slot.model.stream()), "cuEventRecord")?;
+            let staged = slot.enqueue_passes(batches)?;
+            let e1 = timing_event(&ctx)?;
+            cu(e1.record(slot.model.stream()), "cuEventRecord")?;
+            queued.push((e0, e1, staged));
+        }
+        let mut out = Vec::with_capacity(k);
+        for (i, (e0, e1, staged)) in queued.into_iter().enumerate() {
+            self.slot(i)?.finish(staged, batches)?;
+            out.push(event_ms(&e0, &e1)?);
+        }
+        Ok(out)
     }
 }
 

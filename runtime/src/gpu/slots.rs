@@ -113,7 +113,6 @@ pub struct Staged {
 
 /// The slots of one architecture on one GPU, with their copy stream.
 pub struct SlotSet {
-    arch: ArchLayout,
     ctx: Arc<CudaContext>,
     copy: Arc<CudaStream>,
     slots: Vec<GpuSlot>,
@@ -247,7 +246,9 @@ impl GpuSlot {
     }
 
     /// The first half of [`GpuSlot::forward_many`]: enqueues the passes on the slot's stream
-    /// and returns at once (for timing with events, or to overlap several slots).
+    /// and returns at once (for timing with events, or to overlap several slots). Inputs come
+    /// from pageable memory, which the driver stages before the call returns; `Staged` keeps
+    /// them alive until [`GpuSlot::finish`] all the same.
     pub fn enqueue_passes(&mut self, batches: &[Batch]) -> Result<Staged> {
         self.holding()?;
         let m = &mut self.model;
@@ -400,12 +401,7 @@ impl SlotSet {
             .collect::<Result<Vec<_>>>()?;
         let ctx = open_context(ordinal)?;
         let copy = copy_stream(ordinal)?;
-        Ok(SlotSet {
-            arch: arch.clone(),
-            ctx,
-            copy,
-            slots,
-        })
+        Ok(SlotSet { ctx, copy, slots })
     }
 
     /// Number of slots.
@@ -461,11 +457,6 @@ impl SlotSet {
         name: &str,
         chunk_bytes: usize,
     ) -> Result<()> {
-        if cache.arch() != &self.arch {
-            return Err(Error::Input(format!(
-                "host cache layout does not match the slots' (switching in `{name}`)"
-            )));
-        }
         let copy = self.copy.clone();
         self.slot(slot)?.switch(&copy, cache, name, chunk_bytes)
     }
@@ -480,12 +471,11 @@ impl SlotSet {
 
     /// Runs slot `slot`'s tenant on a batch.
     pub fn forward(&mut self, slot: usize, batch: &Batch) -> Result<HeadOutput> {
-        self.slot(slot)?.forward(batch).map_err(|e| match e {
-            Error::Input(m) if m.starts_with("the slot holds") => {
-                Error::Input(format!("slot {slot} holds no tenant yet"))
-            }
-            e => e,
-        })
+        let s = self.slot(slot)?;
+        if s.tenant.is_none() {
+            return Err(Error::Input(format!("slot {slot} holds no tenant yet")));
+        }
+        s.forward(batch)
     }
 
     /// Times one switch: wall milliseconds (enqueue to landed) and device milliseconds (CUDA

@@ -31,6 +31,31 @@ pub struct CalibrateArgs {
     pub out: PathBuf,
 }
 
+/// The calibration target of `device` for `zoos` (the runtime on the CPU, or slots over a pinned
+/// host cache on a GPU, sized for `plan`) and the profile model names it measures.
+pub fn target_for(
+    device: Device,
+    zoos: &[PathBuf],
+    dtype: DType,
+    plan: &Plan,
+) -> anyhow::Result<(Box<dyn ptm_calibrate::Target>, Vec<String>)> {
+    Ok(match device {
+        Device::Cpu => {
+            let t = RuntimeTarget::new(zoos, device, dtype).map_err(anyhow::Error::msg)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+        Device::Cuda(ordinal) => {
+            let max_batch = *plan.batches.iter().max().expect("validated plan") as usize;
+            let max_seq = *plan.seq_lens.iter().max().expect("validated plan") as usize;
+            let t = GpuTarget::new(zoos, ordinal, dtype, plan.max_instances, max_batch, max_seq)
+                .map_err(anyhow::Error::msg)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+    })
+}
+
 /// Runs `ptm calibrate`.
 pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
     let device: Device = args.device.parse()?;
@@ -52,28 +77,7 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
     } else {
         Plan::full()
     };
-    let (mut target, names): (Box<dyn ptm_calibrate::Target>, Vec<String>) = match device {
-        Device::Cpu => {
-            let t = RuntimeTarget::new(&zoos, device, dtype).map_err(anyhow::Error::msg)?;
-            let names = t.model_names();
-            (Box::new(t), names)
-        }
-        Device::Cuda(ordinal) => {
-            let max_batch = *plan.batches.iter().max().expect("validated plan") as usize;
-            let max_seq = *plan.seq_lens.iter().max().expect("validated plan") as usize;
-            let t = GpuTarget::new(
-                &zoos,
-                ordinal,
-                dtype,
-                plan.max_instances,
-                max_batch,
-                max_seq,
-            )
-            .map_err(anyhow::Error::msg)?;
-            let names = t.model_names();
-            (Box::new(t), names)
-        }
-    };
+    let (mut target, names) = target_for(device, &zoos, dtype, &plan)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let bar = ProgressBar::new((names.len() * plan.steps_per_model()) as u64);

@@ -2,7 +2,7 @@
 
 use crate::serve::{self, ServeOptions};
 use clap::Args;
-use ptm_calibrate::{calibrate, Plan, RuntimeTarget};
+use ptm_calibrate::{calibrate, Plan};
 use ptm_runtime::{DType, Device};
 use ptm_sim::profile::Profile;
 use std::net::SocketAddr;
@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3000.0)]
     pub deadline_ms: f64,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
-    /// the zoo on the device at start-up, CPU only).
+    /// the zoo on the device at start-up).
     #[arg(long, requires = "model")]
     pub profile: Option<PathBuf>,
     /// The profile's model that describes the zoo.
@@ -71,13 +71,17 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!(
                 "ptm serve: calibrating the zoo on {device} (quick plan; pass --profile to skip)"
             );
-            let mut target = RuntimeTarget::new(std::slice::from_ref(&args.zoo), device, dtype)
-                .map_err(anyhow::Error::msg)?;
-            let names = target.model_names();
+            let plan = Plan::quick();
+            let (mut target, names) = super::calibrate::target_for(
+                device,
+                std::slice::from_ref(&args.zoo),
+                dtype,
+                &plan,
+            )?;
             let p = calibrate(
-                &mut target,
+                target.as_mut(),
                 &names,
-                &Plan::quick(),
+                &plan,
                 "ptm serve (start-up calibration)",
                 "now",
                 &mut |_| (),

@@ -246,8 +246,6 @@ pub struct Gpu {
     _module: Arc<cudarc::driver::CudaModule>,
     /// Element dtype of the kernels and GEMM inputs.
     pub dtype: DType,
-    /// Number of multiprocessors.
-    pub sms: usize,
 }
 
 // SAFETY: the raw handles (cuBLAS handle, kernel functions) belong to the process-wide primary
@@ -349,13 +347,7 @@ impl Gpu {
         } else {
             None
         };
-        let sms = cu(
-            ctx.attribute(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
-            "multiprocessor count",
-        )?
-        .max(1) as usize;
         Ok(Gpu {
-            sms,
             ctx,
             stream,
             blas,

@@ -15,8 +15,7 @@
 //! that the CPU reference (`crate::bert`) follows for 16-bit models.
 //!
 //! For A/B measurements, `PTM_GPU_FUSED_ATTN=0` and `PTM_GPU_LT=0` in the environment (read
-//! when a model is created) switch the fused attention kernel and cuBLASLt off, and
-//! `PTM_GPU_ATTN_WARPS=1|2|4` fixes the warps per attention block.
+//! when a model is created) switch the fused attention kernel and cuBLASLt off.
 // Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
@@ -99,8 +98,7 @@ pub struct GpuModel {
     fused_attention: bool,
     /// cuBLASLt (with bias epilogues) for the dense GEMMs.
     use_lt: bool,
-    /// Warps per fused-attention block (1, 2 or 4), where not chosen per bucket.
-    attention_warps: Option<usize>,
+
     gpu: Gpu,
 }
 
@@ -190,10 +188,7 @@ impl GpuModel {
             use_graphs: true,
             fused_attention: env_on("PTM_GPU_FUSED_ATTN"),
             use_lt: env_on("PTM_GPU_LT"),
-            attention_warps: std::env::var("PTM_GPU_ATTN_WARPS")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .filter(|w| [1, 2, 4].contains(w)),
+
             gpu,
         })
     }
@@ -553,14 +548,7 @@ impl GpuModel {
         };
         let scores_f32 = !g.scores_in_dtype();
         let fused = self.attention_kernel();
-        // Warps (16 query rows each) per attention block: 4 where that still gives two blocks
-        // per multiprocessor, fewer (more, smaller blocks) for small batches.
-        let warps = self.attention_warps.unwrap_or_else(|| {
-            [4, 2, 1]
-                .into_iter()
-                .find(|w| bb * nh * sb.div_ceil(16 * w) >= 2 * g.sms)
-                .unwrap_or(1)
-        });
+
         // A dense GEMM through cuBLASLt (bias in its epilogue) or, failing that, cuBLAS; returns
         // whether the bias is already added.
         #[allow(clippy::too_many_arguments)]
@@ -581,7 +569,8 @@ impl GpuModel {
             }
             if let Some(k) = fused {
                 let q = ws.qkv.ptr;
-                g.launch3(k, (sb.div_ceil(16 * warps) as u32, nh as u32, bb as u32), 32 * warps as u32, 0, &[
+                // One block of 4 warps per 64 query rows of one head of one batch row.
+                g.launch3(k, (sb.div_ceil(64) as u32, nh as u32, bb as u32), 128, 0, &[
                     P(q), P(q + (n * h * e) as u64), P(q + (2 * n * h * e) as u64), P(ws.mask.ptr),
                     P(ws.ctx.ptr), sbi, hi, F(scale),
                 ])?;

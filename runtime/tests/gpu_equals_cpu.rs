@@ -89,10 +89,10 @@ fn compare(
 /// The bound against the CPU model of the same dtype: the issue's, except for deep bf16 models.
 /// There two correct implementations of the same recipe differ by about the recipe's own
 /// distance from f32: their f32 sums run in different orders (cuBLAS's tiles, the CPU's
-/// blocks), and an accumulation difference of ~K·2⁻²⁴ relative (K = 768 … 3072 terms) flips
-/// about 1 % of the bf16 roundings (2⁻⁸ apart), each by a whole bf16 step. After 12 layers that
-/// is ~5e-3 on a typical row and over 1e-2 on rows whose two logits are small (~0.04); the
-/// bound for those models stays the 3e-2 it was.
+/// blocks), and an accumulation difference of ~K·2⁻²⁴ relative (K = 768 … 3072 terms) can flip
+/// (by estimate) ~1 % of the bf16 roundings (2⁻⁸ apart), each by a whole bf16 step. After 12
+/// layers that is ~5e-3 on a typical row and 2.4e-2 on the worst one measured (H200, 2026-11-21:
+/// logits of ~0.04); the bound for those models stays the 3e-2 it was.
 fn same_dtype_tol(dtype: DType, deep: bool) -> f64 {
     match dtype {
         DType::Fp32 => 1e-4,
@@ -129,11 +129,11 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             let what = format!("{name} {dtype} lengths {lengths:?} ({attn})");
             let worst = compare(cfg.task(), dtype, &g, &c, &what, &|_| tol);
             // Against the f32 evaluation of the same weights: 1e-2 for 16-bit models, except
-            // deep bf16 ones. There bf16's 8-bit mantissa at the recipe's rounding points (the
-            // product operands) puts the CPU model of the same recipe itself ~4e-3 (typical
-            // row) to ~6e-2 (a row whose two logits are ~0.04) away (half_error_budget.rs), so
-            // the GPU must stay within 3e-2 or within 1.25 times the CPU model's own distance:
-            // it adds no error of its own.
+            // deep bf16 ones. There bf16's 8-bit mantissa at the recipe's rounding points puts
+            // the CPU model of the same recipe itself ~4e-3 (typical row) to ~6e-2 (a row whose
+            // two logits are ~0.04) away (half_error_budget.rs), so the GPU must stay within
+            // 3e-2 or within 1.25 times the CPU model's own distance: it adds no error of its
+            // own.
             let c32 = run(&mut cpu32, &b).expect("cpu forward");
             let cpu_row = |r: usize| rel_err(c.row(r), c32.row(r));
             let tol32 = |r: usize| match dtype {

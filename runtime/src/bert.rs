@@ -1,7 +1,18 @@
 //! BERT / RoBERTa encoder and task heads on candle (CPU): the numeric reference of the runtime.
 //!
-//! Matrix products run in the model's dtype; layer norms, softmax, GELU and the heads compute
-//! in f32 and round back, as the GPU kernels do.
+//! One precision recipe for every dtype, the one the GPU backend follows: weights are stored
+//! in the model dtype; every matrix product multiplies operands that hold model-dtype values
+//! and accumulates in f32; everything else (biases, residual stream, layer norms, softmax,
+//! activations, heads) computes in f32. Values are rounded to the model dtype exactly where the
+//! GPU stores them in it, which is where they become matrix-product operands:
+//!
+//! - layer-norm outputs (the f32 copy stays the residual stream),
+//! - Q, K and V after their bias (one rounding of the f32 sum, as cuBLASLt's bias epilogue),
+//! - attention probabilities after normalisation, and the attention context,
+//! - FFN-up and pooler outputs after their bias, and again after the activation.
+//!
+//! For an fp32 model every rounding is the identity. [`Rounding`] names these points so that
+//! the error each one adds against an all-f32 evaluation can be measured.
 
 use crate::checkpoint::PackedWeights;
 use crate::config::{Activation, Config, Task};
@@ -28,13 +39,54 @@ impl HeadOutput {
     }
 }
 
+/// Where a 16-bit model rounds activations to its dtype (see the module docs). All on is the
+/// model's recipe; all off evaluates the same (rounded) weights entirely in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rounding {
+    /// Layer-norm outputs, as operands of the next products (and the embedding / head input).
+    pub ln: bool,
+    /// Q, K, V after their bias.
+    pub qkv: bool,
+    /// Attention probabilities.
+    pub probs: bool,
+    /// Attention context.
+    pub ctx: bool,
+    /// FFN-up and pooler outputs after the bias, before the activation.
+    pub pre_act: bool,
+    /// Activation outputs (GELU, tanh of the pooler).
+    pub act: bool,
+}
+
+impl Rounding {
+    /// Every rounding point on: the model's recipe.
+    pub const ALL: Rounding = Rounding {
+        ln: true,
+        qkv: true,
+        probs: true,
+        ctx: true,
+        pre_act: true,
+        act: true,
+    };
+    /// No rounding: the model's weights evaluated in f32.
+    pub const NONE: Rounding = Rounding {
+        ln: false,
+        qkv: false,
+        probs: false,
+        ctx: false,
+        pre_act: false,
+        act: false,
+    };
+}
+
 struct Linear {
+    /// f32 (holding model-dtype values).
     w: Tensor,
+    /// f32.
     b: Tensor,
 }
 
 impl Linear {
-    /// `x [n, in] → [n, out]`.
+    /// `x [n, in] → [n, out]` in f32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
     }
@@ -47,16 +99,13 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Normalises the last dimension in f32 and returns the result in `x`'s dtype.
+    /// Normalises the last dimension of an f32 tensor.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dt = x.dtype();
-        let x = x.to_dtype(CDType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        let y = y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?;
-        Ok(y.to_dtype(dt)?)
+        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
     }
 }
 
@@ -106,8 +155,8 @@ pub fn load(w: &PackedWeights, cfg: &Config) -> Result<Bert> {
     let get32 = |name: &str| -> Result<Tensor> { Ok(get(name)?.to_dtype(CDType::F32)?) };
     let lin = |p: &str| -> Result<Linear> {
         Ok(Linear {
-            w: get(&format!("{p}.weight"))?,
-            b: get(&format!("{p}.bias"))?,
+            w: get32(&format!("{p}.weight"))?,
+            b: get32(&format!("{p}.bias"))?,
         })
     };
     let ln = |p: &str| -> Result<LayerNorm> {
@@ -138,9 +187,9 @@ pub fn load(w: &PackedWeights, cfg: &Config) -> Result<Bert> {
         task,
         act: cfg.activation()?,
         dtype: dt,
-        word: get("embeddings.word_embeddings.weight")?,
-        pos: get("embeddings.position_embeddings.weight")?,
-        types: get("embeddings.token_type_embeddings.weight")?,
+        word: get32("embeddings.word_embeddings.weight")?,
+        pos: get32("embeddings.position_embeddings.weight")?,
+        types: get32("embeddings.token_type_embeddings.weight")?,
         ln_emb: ln("embeddings.LayerNorm")?,
         layers,
         pooler: if task == Task::SequenceClassification {
@@ -159,9 +208,24 @@ pub fn load(w: &PackedWeights, cfg: &Config) -> Result<Bert> {
 impl Bert {
     /// Runs the encoder and head on a tokenized, padded batch.
     pub fn forward(&self, batch: &Batch) -> Result<HeadOutput> {
+        self.forward_rounding(batch, Rounding::ALL)
+    }
+
+    /// [`Bert::forward`] with only the rounding points of `r` rounding to the model dtype
+    /// (for measuring where a 16-bit model's error comes from).
+    pub fn forward_rounding(&self, batch: &Batch, r: Rounding) -> Result<HeadOutput> {
         batch.check(&self.cfg)?;
         let (b, s, h) = (batch.batch, batch.seq, self.cfg.hidden_size);
         let (nh, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let dt = self.dtype;
+        // Rounds an f32 tensor to the model dtype (and back) where `on`.
+        let round = |t: Tensor, on: bool| -> Result<Tensor> {
+            if on && dt != CDType::F32 {
+                Ok(t.to_dtype(dt)?.to_dtype(CDType::F32)?)
+            } else {
+                Ok(t)
+            }
+        };
         let dev = Device::Cpu;
         let ids = Tensor::from_slice(&batch.ids, b * s, &dev)?;
         let tt = Tensor::from_slice(&batch.type_ids, b * s, &dev)?;
@@ -170,7 +234,9 @@ impl Bert {
         let pos = Tensor::from_slice(&pos, b * s, &dev)?;
         let x = (self.word.index_select(&ids, 0)? + self.pos.index_select(&pos, 0)?)?;
         let x = (x + self.types.index_select(&tt, 0)?)?;
-        let mut x = self.ln_emb.forward(&x)?; // [b*s, h]
+        // The residual stream (f32) and its rounded copy (the next products' operand).
+        let mut x32 = self.ln_emb.forward(&x)?; // [b*s, h]
+        let mut x = round(x32.clone(), r.ln)?;
         let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
         let mask = Tensor::from_slice(&mask, (b, s), &dev)?;
         let bias = ((mask.clone() - 1.0)? * 1e30)?.reshape((b, 1, 1, s))?;
@@ -179,46 +245,60 @@ impl Bert {
             Ok(t.reshape((b, s, nh, dh))?.transpose(1, 2)?.contiguous()?)
         };
         for l in &self.layers {
-            let q = heads(l.q.forward(&x)?)?;
-            let k = heads(l.k.forward(&x)?)?;
-            let v = heads(l.v.forward(&x)?)?;
-            let scores = q.matmul(&k.t()?)?.to_dtype(CDType::F32)?;
-            let scores = (scores * scale)?.broadcast_add(&bias)?;
+            let q = heads(round(l.q.forward(&x)?, r.qkv)?)?;
+            let k = heads(round(l.k.forward(&x)?, r.qkv)?)?;
+            let v = heads(round(l.v.forward(&x)?, r.qkv)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let max = scores.max_keepdim(D::Minus1)?;
             let e = scores.broadcast_sub(&max)?.exp()?;
-            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            let ctx = p.to_dtype(self.dtype)?.matmul(&v)?; // [b, nh, s, dh]
+            let p = round(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?, r.probs)?;
+            let ctx = round(p.matmul(&v)?, r.ctx)?; // [b, nh, s, dh]
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
-            let a = l.ln1.forward(&(l.o.forward(&ctx)? + &x)?)?;
-            let u = l.up.forward(&a)?.to_dtype(CDType::F32)?;
+            let a32 = l.ln1.forward(&(l.o.forward(&ctx)? + &x32)?)?;
+            let a = round(a32.clone(), r.ln)?;
+            let u = round(l.up.forward(&a)?, r.pre_act)?;
             let u = match self.act {
                 Activation::GeluErf => u.gelu_erf()?,
                 Activation::GeluTanh => u.gelu()?,
                 Activation::Relu => u.relu()?,
-            }
-            .to_dtype(self.dtype)?;
-            x = l.ln2.forward(&(l.down.forward(&u)? + &a)?)?;
+            };
+            let u = round(u, r.act)?;
+            x32 = l.ln2.forward(&(l.down.forward(&u)? + &a32)?)?;
+            x = round(x32.clone(), r.ln)?;
         }
-        self.head(&x, &mask, b, s)
+        self.head(&x, &mask, b, s, r)
     }
 
-    fn head(&self, x: &Tensor, mask: &Tensor, b: usize, s: usize) -> Result<HeadOutput> {
+    fn head(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        b: usize,
+        s: usize,
+        r: Rounding,
+    ) -> Result<HeadOutput> {
         let h = self.cfg.hidden_size;
-        let f32v = |t: Tensor| -> Result<Vec<f32>> {
-            Ok(t.to_dtype(CDType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        let dt = self.dtype;
+        let round = |t: Tensor, on: bool| -> Result<Tensor> {
+            if on && dt != CDType::F32 {
+                Ok(t.to_dtype(dt)?.to_dtype(CDType::F32)?)
+            } else {
+                Ok(t)
+            }
         };
+        let f32v = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
         let (values, shape) = match (self.task, &self.pooler, &self.classifier) {
             (Task::SequenceClassification, Some(p), Some(c)) => {
                 let first = x.reshape((b, s, h))?.narrow(1, 0, 1)?.reshape((b, h))?;
-                let pooled = p.forward(&first)?.to_dtype(CDType::F32)?.tanh()?;
-                let logits = c.forward(&pooled.to_dtype(self.dtype)?)?;
+                let pooled = round(p.forward(&first)?, r.pre_act)?.tanh()?;
+                let logits = c.forward(&round(pooled, r.act)?)?;
                 (f32v(logits)?, vec![b, self.cfg.labels()])
             }
             (Task::TokenClassification, _, Some(c)) => {
                 (f32v(c.forward(x)?)?, vec![b, s, self.cfg.labels()])
             }
             _ => {
-                let x = x.to_dtype(CDType::F32)?.reshape((b, s, h))?;
+                let x = x.reshape((b, s, h))?;
                 let m = mask.reshape((b, s, 1))?;
                 let sum = x.broadcast_mul(&m)?.sum(1)?; // [b, h]
                 let n = m.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]

@@ -1,12 +1,14 @@
 #![cfg(feature = "cuda")]
 //! GPU equals CPU: the cudarc backend against candle on the same weights, dtypes fp32/fp16/bf16,
-//! several batch sizes and sequence lengths with padding, every head.
+//! several batch sizes and sequence lengths with padding, every head, fused attention on and off.
 //!
 //! Runs only where `PTM_TEST_CUDA=1` (the GPU machine); elsewhere it prints a skip line and
-//! passes. Tolerances: fp32 relative error ≤ 1e-4; fp16/bf16 logits relative error ≤ 1e-2,
-//! embedding cosine ≥ 0.999 (per text). The reference of a half-precision GPU model is candle
-//! in fp32 on exactly the same (half-rounded) weights; candle in the same half dtype is
-//! compared too and its distance printed (it rounds activations in other places).
+//! passes. The reference of a GPU model is the CPU model of the same dtype, which follows the
+//! same precision recipe (`ptm_runtime::bert`: model-dtype weights and product operands, f32
+//! accumulation and f32 elsewhere). Tolerances: fp32 relative error ≤ 1e-4; fp16/bf16 logits
+//! relative error ≤ 1e-2, embedding cosine ≥ 0.999 (per text). Each 16-bit model is also held
+//! against the f32 evaluation of its weights (the distance its rounding points add, measured
+//! apart in `half_error_budget.rs`): ≤ 1e-2, except deep bf16 models (see `check_model`).
 
 use ptm_runtime::model::{run, Engine};
 use ptm_runtime::zoo::{write_model, Arch};
@@ -51,14 +53,15 @@ fn batch(cfg: &Config, lengths: &[usize], seed: u64) -> Batch {
     Batch::from_rows(&rows, cfg.pad_token_id, None).expect("batch")
 }
 
-/// Compares GPU and CPU outputs; returns the worst metric seen (error, or 1 − cosine).
+/// Compares GPU and CPU outputs row by row, the relative error of row `r` bounded by
+/// `tol(r)`; returns the worst metric seen (error, or 1 − cosine).
 fn compare(
     task: Task,
     dtype: DType,
-    deep: bool,
     gpu: &HeadOutput,
     cpu: &HeadOutput,
     what: &str,
+    tol: &dyn Fn(usize) -> f64,
 ) -> f64 {
     assert_eq!(gpu.shape, cpu.shape, "{what}: shapes");
     let rows = gpu.shape[0];
@@ -75,15 +78,7 @@ fn compare(
             worst = worst.max(1.0 - cs);
         } else {
             let e = rel_err(g, c);
-            let tol = match dtype {
-                DType::Fp32 => 1e-4,
-                DType::Fp16 => 1e-2,
-                // bf16 keeps 8 mantissa bits: after 12+ layers with bf16 GEMM operands the
-                // logits of these random-weight models drift ~1e-2 (candle's own bf16 path
-                // drifts as far from fp32), so deep bf16 models get 3e-2; see the report.
-                DType::Bf16 if deep => 3e-2,
-                DType::Bf16 => 1e-2,
-            };
+            let tol = tol(r);
             assert!(e <= tol, "{what} row {r}: relative error {e} > {tol}");
             worst = worst.max(e);
         }
@@ -91,33 +86,86 @@ fn compare(
     worst
 }
 
+/// The bound against the CPU model of the same dtype: the issue's, except for deep bf16 models.
+/// There two correct implementations of the same recipe differ by about the recipe's own
+/// distance from f32: their f32 sums run in different orders (cuBLAS's tiles, the CPU's
+/// blocks), and an accumulation difference of ~K·2⁻²⁴ relative (K = 768 … 3072 terms) can flip
+/// (by estimate) ~1 % of the bf16 roundings (2⁻⁸ apart), each by a whole bf16 step. After 12
+/// layers that is ~5e-3 on a typical row and 2.4e-2 on the worst one measured (H200, 2026-11-21:
+/// logits of ~0.04); the bound for those models stays the 3e-2 it was.
+fn same_dtype_tol(dtype: DType, deep: bool) -> f64 {
+    match dtype {
+        DType::Fp32 => 1e-4,
+        DType::Bf16 if deep => 3e-2,
+        DType::Fp16 | DType::Bf16 => 1e-2,
+    }
+}
+
+/// Runs every shape through the GPU (fused attention on, and off where it runs) and the CPU.
 fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_model(dir.path(), cfg, DType::Fp32, 11, 1).expect("model writes");
     let file = dir.path().join("model.safetensors");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
         let w = PackedWeights::from_file(&file, cfg, dtype).expect("weights");
-        let mut cpu =
+        let mut cpu32 =
             Model::engine(&w.to_dtype(DType::Fp32), cfg, Device::Cpu).expect("cpu engine");
-        let mut cpu_same = Model::engine(&w, cfg, Device::Cpu).expect("cpu engine");
+        let mut cpu = Model::engine(&w, cfg, Device::Cpu).expect("cpu engine");
         let mut gpu = Model::engine(&w, cfg, Device::Cuda(0)).expect("gpu engine");
+        let mut unfused = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
+        unfused.set_fused_attention(false);
+        let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
+        let deep = cfg.num_hidden_layers > 2;
+        let tol = same_dtype_tol(dtype, deep);
         for (i, lengths) in shapes.iter().enumerate() {
             let b = batch(cfg, lengths, i as u64);
             let c = run(&mut cpu, &b).expect("cpu forward");
             let g = run(&mut gpu, &b).expect("gpu forward");
-            let what = format!("{name} {dtype} lengths {lengths:?}");
-            let deep = cfg.num_hidden_layers > 2;
-            let worst = compare(cfg.task(), dtype, deep, &g, &c, &what);
-            let same = run(&mut cpu_same, &b).expect("cpu forward");
-            let d = (0..b.batch)
-                .map(|r| rel_err(g.row(r), same.row(r)))
-                .fold(0f64, f64::max);
-            let dc = (0..b.batch)
-                .map(|r| rel_err(c.row(r), same.row(r)))
-                .fold(0f64, f64::max);
-            println!(
-                "{what}: worst vs CPU fp32 {worst:.2e}; rel. err. vs CPU {dtype}: GPU {d:.2e}, CPU fp32 {dc:.2e}"
+            let attn = if fused {
+                "fused attention"
+            } else {
+                "batched-GEMM attention"
+            };
+            let what = format!("{name} {dtype} lengths {lengths:?} ({attn})");
+            let worst = compare(cfg.task(), dtype, &g, &c, &what, &|_| tol);
+            // Against the f32 evaluation of the same weights: 1e-2 for 16-bit models, except
+            // deep bf16 ones. There bf16's 8-bit mantissa at the recipe's rounding points puts
+            // the CPU model of the same recipe itself ~4e-3 (typical row) to ~6e-2 (a row whose
+            // two logits are ~0.04) away (half_error_budget.rs), so the GPU must stay within
+            // 3e-2 or within 1.25 times the CPU model's own distance: it adds no error of its
+            // own.
+            let c32 = run(&mut cpu32, &b).expect("cpu forward");
+            let cpu_row = |r: usize| rel_err(c.row(r), c32.row(r));
+            let tol32 = |r: usize| match dtype {
+                DType::Fp32 => 1e-4,
+                DType::Bf16 if deep => 3e-2f64.max(1.25 * cpu_row(r)),
+                _ => 1e-2,
+            };
+            let w32 = compare(
+                cfg.task(),
+                dtype,
+                &g,
+                &c32,
+                &format!("{what} vs f32"),
+                &tol32,
             );
+            let dc = (0..b.batch).map(cpu_row).fold(0f64, f64::max);
+            let mut line = format!(
+                "{what}: worst vs CPU {dtype} {worst:.2e}; vs f32 evaluation: GPU {w32:.2e}, CPU {dtype} {dc:.2e}"
+            );
+            if fused {
+                let u = unfused.forward(&b).expect("unfused forward");
+                let wu = compare(
+                    cfg.task(),
+                    dtype,
+                    &u,
+                    &c,
+                    &format!("{what} unfused"),
+                    &|_| tol,
+                );
+                line += &format!("; unfused GPU vs CPU {wu:.2e}");
+            }
+            println!("{line}");
             // Replaying the captured graph on the same inputs gives the same bits.
             if let Engine::Cuda(m) = &mut gpu {
                 let again = m.forward(&b).expect("replay");
@@ -172,6 +220,23 @@ fn real_shapes_match_cpu() {
         "roberta-base token-cls",
         &shapes,
     );
+}
+
+#[test]
+fn fused_attention_head_sizes_and_long_rows() {
+    if !enabled("fused_attention_head_sizes_and_long_rows") {
+        return;
+    }
+    // Head dimensions 64 and 128, rows over one 64-key tile, padding, a 256-token bucket.
+    let shapes = vec![vec![200, 150, 3], vec![65, 64, 1], vec![256; 2]];
+    for (hidden, heads) in [(256, 4), (256, 2)] {
+        let mut cfg = Arch::Tiny.config(Task::TokenClassification, 5);
+        cfg.hidden_size = hidden;
+        cfg.num_attention_heads = heads;
+        cfg.intermediate_size = 4 * hidden;
+        cfg.max_position_embeddings = 512;
+        check_model(&cfg, &format!("hidden {hidden} / {heads} heads"), &shapes);
+    }
 }
 
 #[test]

@@ -5,7 +5,10 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use cudarc::cublas::result as blas;
 use cudarc::cublas::sys as blas_sys;
+use cudarc::cublaslt::sys as lt;
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaStream};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use std::sync::Arc;
 const KERNELS: &str = include_str!("kernels.cu");
 
 /// Kernel names in `kernels.cu`, in [`Kernel`] order.
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 15] = [
     "embed_ln",
     "bias_res_ln",
     "masked_softmax",
@@ -26,7 +29,13 @@ const NAMES: [&str; 12] = [
     "bias_act_v",
     "masked_softmax_v",
     "masked_softmax_v4",
+    "attention_d32",
+    "attention_d64",
+    "attention_d128",
 ];
+
+/// The first kernel that exists for 16-bit dtypes only (tensor-core attention).
+const FIRST_HALF_ONLY: usize = 12;
 
 /// Kernels of the module.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +64,24 @@ pub enum Kernel {
     MaskedSoftmaxV = 10,
     /// [`Kernel::MaskedSoftmaxV`] with 4-element vector accesses (`Sq % 4 == 0`).
     MaskedSoftmaxV4 = 11,
+    /// Fused tensor-core attention, head dimension 32 (16-bit dtypes).
+    AttentionD32 = 12,
+    /// Fused tensor-core attention, head dimension 64 (16-bit dtypes).
+    AttentionD64 = 13,
+    /// Fused tensor-core attention, head dimension 128 (16-bit dtypes).
+    AttentionD128 = 14,
+}
+
+impl Kernel {
+    /// The fused attention kernel for head dimension `dh`, if there is one.
+    pub fn attention(dh: usize) -> Option<Kernel> {
+        match dh {
+            32 => Some(Kernel::AttentionD32),
+            64 => Some(Kernel::AttentionD64),
+            128 => Some(Kernel::AttentionD128),
+            _ => None,
+        }
+    }
 }
 
 /// A kernel argument.
@@ -209,8 +236,13 @@ pub struct Gpu {
     /// The stream everything runs on (and graphs are captured on).
     pub stream: Arc<CudaStream>,
     blas: blas_sys::cublasHandle_t,
-    _blas_ws: DevBuf,
-    kernels: Vec<drv_sys::CUfunction>,
+    /// cuBLASLt, where the library loads (dense GEMMs with a bias epilogue).
+    lt: Option<lt::cublasLtHandle_t>,
+    /// cuBLASLt plans (descriptors and the heuristic's algorithm) per GEMM shape; `None` where
+    /// cuBLASLt has no algorithm for it.
+    plans: RefCell<HashMap<LtKey, Option<LtPlan>>>,
+    blas_ws: DevBuf,
+    kernels: Vec<Option<drv_sys::CUfunction>>,
     _module: Arc<cudarc::driver::CudaModule>,
     /// Element dtype of the kernels and GEMM inputs.
     pub dtype: DType,
@@ -272,7 +304,12 @@ impl Gpu {
             DType::Bf16 => "BF16",
         };
         let scores_in_t = i32::from(dtype == DType::Fp16);
-        let src = format!("#define DTYPE {d}\n#define SCORES_IN_T {scores_in_t}\n{KERNELS}");
+        let half = i32::from(dtype != DType::Fp32);
+        let bf16 = i32::from(dtype == DType::Bf16);
+        let src = format!(
+            "#define DTYPE {d}\n#define SCORES_IN_T {scores_in_t}\n#define HALF_MMA {half}\n\
+             #define IS_BF16 {bf16}\n{KERNELS}"
+        );
         let opts = cudarc::nvrtc::CompileOptions {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
@@ -282,7 +319,13 @@ impl Gpu {
         let module = cu(ctx.load_module(ptx), "cuModuleLoadData")?;
         let kernels = NAMES
             .iter()
-            .map(|n| Ok(cu(module.load_function(n), n)?.cu_function()))
+            .enumerate()
+            .map(|(i, n)| {
+                if i >= FIRST_HALF_ONLY && dtype == DType::Fp32 {
+                    return Ok(None);
+                }
+                Ok(Some(cu(module.load_function(n), n)?.cu_function()))
+            })
             .collect::<Result<Vec<_>>>()?;
         let blas =
             blas::create_handle().map_err(|e| Error::Cuda(format!("cuBLAS create: {:?}", e.0)))?;
@@ -298,11 +341,19 @@ impl Gpu {
                 "set workspace",
             )?;
         }
+        // SAFETY: probes only; a missing cuBLASLt leaves the cuBLAS path.
+        let lt = if unsafe { lt::is_culib_present() } {
+            cudarc::cublaslt::result::create_handle().ok()
+        } else {
+            None
+        };
         Ok(Gpu {
             ctx,
             stream,
             blas,
-            _blas_ws: ws,
+            lt,
+            plans: RefCell::new(HashMap::new()),
+            blas_ws: ws,
             kernels,
             _module: module,
             dtype,
@@ -318,6 +369,18 @@ impl Gpu {
         smem: u32,
         args: &[Arg],
     ) -> Result<()> {
+        self.launch3(k, (grid.0, grid.1, 1), block, smem, args)
+    }
+
+    /// Launches `k` on the stream with grid `(x, y, z)`.
+    pub fn launch3(
+        &self,
+        k: Kernel,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
         let mut params: Vec<*mut c_void> = vals
             .iter_mut()
@@ -328,13 +391,19 @@ impl Gpu {
                 Arg::F(v) => v as *mut f32 as *mut c_void,
             })
             .collect();
+        let f = self.kernels[k as usize].ok_or_else(|| {
+            Error::Cuda(format!(
+                "kernel {} is not built for {}",
+                NAMES[k as usize], self.dtype
+            ))
+        })?;
         // SAFETY: the argument list matches the kernel's signature in kernels.cu (checked by
         // the GPU-vs-CPU tests); pointers refer to live DevBufs of sufficient size.
         cu(
             unsafe {
                 drv::launch_kernel(
-                    self.kernels[k as usize],
-                    (grid.0.max(1), grid.1.max(1), 1),
+                    f,
+                    (grid.0.max(1), grid.1.max(1), grid.2.max(1)),
                     (block, 1, 1),
                     smem,
                     self.stream.cu_stream(),
@@ -517,7 +586,274 @@ impl Gpu {
 impl Drop for Gpu {
     fn drop(&mut self) {
         let _ = self.ctx.bind_to_thread();
-        // SAFETY: handle created in `new`, destroyed once.
-        let _ = unsafe { blas::destroy_handle(self.blas) };
+        self.plans.borrow_mut().clear();
+        // SAFETY: handles created in `new`, destroyed once; no plan refers to them any more.
+        unsafe {
+            let _ = blas::destroy_handle(self.blas);
+            if let Some(h) = self.lt {
+                let _ = cudarc::cublaslt::result::destroy_handle(h);
+            }
+        }
+    }
+}
+
+/// The shape of a cuBLASLt GEMM: everything but the addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LtKey {
+    trans_a: bool,
+    mnk: (usize, usize, usize),
+    ld: (usize, usize, usize),
+    strides: (usize, usize, usize),
+    batch: usize,
+    c_f32: bool,
+    bias_stride: Option<usize>,
+}
+
+/// A cuBLASLt operation, its layouts and the algorithm its heuristic picked for one [`LtKey`].
+struct LtPlan {
+    desc: lt::cublasLtMatmulDesc_t,
+    layouts: [lt::cublasLtMatrixLayout_t; 3],
+    algo: lt::cublasLtMatmulAlgo_t,
+    ws_bytes: usize,
+}
+
+impl Drop for LtPlan {
+    fn drop(&mut self) {
+        // SAFETY: created in `Gpu::lt_plan`, destroyed once.
+        unsafe {
+            for l in self.layouts {
+                let _ = lt::cublasLtMatrixLayoutDestroy(l);
+            }
+            let _ = lt::cublasLtMatmulDescDestroy(self.desc);
+        }
+    }
+}
+
+fn ltc(r: lt::cublasStatus_t, what: &str) -> Result<()> {
+    r.result()
+        .map_err(|e| Error::Cuda(format!("cuBLASLt {what}: {:?}", e.0)))
+}
+
+impl Gpu {
+    fn lt_type(&self) -> lt::cudaDataType_t {
+        match self.dtype {
+            DType::Fp32 => lt::cudaDataType_t::CUDA_R_32F,
+            DType::Fp16 => lt::cudaDataType_t::CUDA_R_16F,
+            DType::Bf16 => lt::cudaDataType_t::CUDA_R_16BF,
+        }
+    }
+
+    /// Builds the plan of `key`; `Ok(None)` where cuBLASLt has no algorithm for it.
+    fn lt_plan(&self, h: lt::cublasLtHandle_t, key: &LtKey) -> Result<Option<LtPlan>> {
+        let ab = self.lt_type();
+        let ct = if key.c_f32 {
+            lt::cudaDataType_t::CUDA_R_32F
+        } else {
+            ab
+        };
+        let (m, n, k) = key.mnk;
+        let (lda, ldb, ldc) = key.ld;
+        let (rows_a, cols_a) = if key.trans_a { (k, m) } else { (m, k) };
+        let mut desc = std::ptr::null_mut();
+        // SAFETY: plain descriptor creation and attribute setting on objects created here; each
+        // one is owned by the returned plan (or destroyed below on failure).
+        unsafe {
+            ltc(
+                lt::cublasLtMatmulDescCreate(
+                    &mut desc,
+                    lt::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    lt::cudaDataType_t::CUDA_R_32F,
+                ),
+                "descriptor",
+            )?;
+            let mut plan = LtPlan {
+                desc,
+                layouts: [std::ptr::null_mut(); 3],
+                algo: std::mem::zeroed(),
+                ws_bytes: 0,
+            };
+            let set = |attr: lt::cublasLtMatmulDescAttributes_t, v: *const c_void, n: usize| {
+                ltc(
+                    lt::cublasLtMatmulDescSetAttribute(desc, attr, v, n),
+                    "attribute",
+                )
+            };
+            // cublasOperation_t: CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 (a C int).
+            let op: i32 = i32::from(key.trans_a);
+            set(
+                lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                &op as *const _ as *const c_void,
+                std::mem::size_of_val(&op),
+            )?;
+            if let Some(stride) = key.bias_stride {
+                let epi = lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                set(
+                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                    &epi as *const _ as *const c_void,
+                    std::mem::size_of_val(&epi),
+                )?;
+                set(
+                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    &ab as *const _ as *const c_void,
+                    std::mem::size_of_val(&ab),
+                )?;
+                let s = stride as i64;
+                set(
+                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE,
+                    &s as *const i64 as *const c_void,
+                    8,
+                )?;
+            }
+            let dims = [
+                (ab, rows_a, cols_a, lda, key.strides.0),
+                (ab, k, n, ldb, key.strides.1),
+                (ct, m, n, ldc, key.strides.2),
+            ];
+            for (i, (t, r, c, ld, stride)) in dims.into_iter().enumerate() {
+                let mut l = std::ptr::null_mut();
+                ltc(
+                    lt::cublasLtMatrixLayoutCreate(&mut l, t, r as u64, c as u64, ld as i64),
+                    "layout",
+                )?;
+                plan.layouts[i] = l;
+                if key.batch > 1 {
+                    let b = key.batch as i32;
+                    let s = stride as i64;
+                    ltc(
+                        lt::cublasLtMatrixLayoutSetAttribute(
+                            l,
+                            lt::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                            &b as *const i32 as *const c_void,
+                            4,
+                        ),
+                        "batch count",
+                    )?;
+                    ltc(
+                        lt::cublasLtMatrixLayoutSetAttribute(
+                            l,
+                            lt::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                            &s as *const i64 as *const c_void,
+                            8,
+                        ),
+                        "batch stride",
+                    )?;
+                }
+            }
+            let mut pref = std::ptr::null_mut();
+            ltc(lt::cublasLtMatmulPreferenceCreate(&mut pref), "preference")?;
+            let ws = self.blas_ws.bytes as u64;
+            let r = ltc(
+                lt::cublasLtMatmulPreferenceSetAttribute(
+                    pref,
+                    lt::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    &ws as *const u64 as *const c_void,
+                    8,
+                ),
+                "workspace preference",
+            );
+            let mut res: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
+            let mut found = 0i32;
+            let r = r.and_then(|_| {
+                ltc(
+                    lt::cublasLtMatmulAlgoGetHeuristic(
+                        h,
+                        desc,
+                        plan.layouts[0],
+                        plan.layouts[1],
+                        plan.layouts[2],
+                        plan.layouts[2],
+                        pref,
+                        1,
+                        &mut res,
+                        &mut found,
+                    ),
+                    "heuristic",
+                )
+            });
+            let _ = lt::cublasLtMatmulPreferenceDestroy(pref);
+            if r.is_err() || found < 1 || res.state.result().is_err() {
+                return Ok(None);
+            }
+            plan.algo = res.algo;
+            plan.ws_bytes = res.workspaceSize;
+            Ok(Some(plan))
+        }
+    }
+
+    /// Column-major strided-batched GEMM `C = alpha op(A) B (+ bias)` through cuBLASLt, the bias
+    /// (model dtype, one value per row of C, `bias.1` elements between the batch's vectors)
+    /// added in f32 before C is rounded. `Ok(false)`: cuBLASLt is missing or has no algorithm
+    /// for this shape; nothing was enqueued and the caller takes the cuBLAS path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_lt(
+        &self,
+        trans_a: bool,
+        mnk: (usize, usize, usize),
+        alpha: f32,
+        (a, lda, stride_a): (u64, usize, usize),
+        (b, ldb, stride_b): (u64, usize, usize),
+        (c, ldc, stride_c): (u64, usize, usize),
+        batch: usize,
+        c_f32: bool,
+        bias: Option<(u64, usize)>,
+    ) -> Result<bool> {
+        let Some(h) = self.lt else {
+            return Ok(false);
+        };
+        let key = LtKey {
+            trans_a,
+            mnk,
+            ld: (lda, ldb, ldc),
+            strides: (stride_a, stride_b, stride_c),
+            batch,
+            c_f32,
+            bias_stride: bias.map(|b| b.1),
+        };
+        let mut plans = self.plans.borrow_mut();
+        let plan = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(self.lt_plan(h, &key)?),
+        };
+        let Some(plan) = plan else {
+            return Ok(false);
+        };
+        let beta = 0f32;
+        // SAFETY: the plan's descriptors live in `plans`; pointers are live DevBufs sized by the
+        // caller for these dimensions; the workspace is this GPU's, used on its one stream.
+        unsafe {
+            if let Some((p, _)) = bias {
+                ltc(
+                    lt::cublasLtMatmulDescSetAttribute(
+                        plan.desc,
+                        lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                        &p as *const u64 as *const c_void,
+                        8,
+                    ),
+                    "bias pointer",
+                )?;
+            }
+            ltc(
+                lt::cublasLtMatmul(
+                    h,
+                    plan.desc,
+                    &alpha as *const f32 as *const c_void,
+                    a as *const c_void,
+                    plan.layouts[0],
+                    b as *const c_void,
+                    plan.layouts[1],
+                    &beta as *const f32 as *const c_void,
+                    c as *const c_void,
+                    plan.layouts[2],
+                    c as *mut c_void,
+                    plan.layouts[2],
+                    &plan.algo,
+                    self.blas_ws.ptr as *mut c_void,
+                    plan.ws_bytes.min(self.blas_ws.bytes),
+                    self.stream.cu_stream() as lt::cudaStream_t,
+                ),
+                "matmul",
+            )?;
+        }
+        Ok(true)
     }
 }

@@ -156,12 +156,13 @@ extern "C" __global__ void masked_softmax(const Sc* scores, const int* mask, T* 
 
 // x[r][c] = act(x[r][c] + bias[c]); act 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
 // Grid (rows, matrices): matrix y starts at x + y * x_stride with its bias at bias + y * b_stride.
+// A null bias adds nothing (the GEMM's epilogue added it).
 extern "C" __global__ void bias_act(T* x, const T* bias, long x_stride, long b_stride, int cols,
                                     int act) {
   T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
-  bias += blockIdx.y * b_stride;
+  if (bias) bias += blockIdx.y * b_stride;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    float v = D::ld(row[c]) + D::ld(bias[c]);
+    float v = D::ld(row[c]) + (bias ? D::ld(bias[c]) : 0.f);
     if (act == 1) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
     else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
     else if (act == 3) v = fmaxf(v, 0.f);
@@ -281,10 +282,16 @@ extern "C" __global__ void bias_res_ln_v(const float* y, const T* bias, const fl
 extern "C" __global__ void bias_act_v(T* x, const T* bias, long x_stride, long b_stride, int cols,
                                       int act) {
   T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
-  bias += blockIdx.y * b_stride;
+  if (bias) bias += blockIdx.y * b_stride;
   for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
     float v[VEC], bi[VEC];
-    ldv(row + c, v); ldv(bias + c, bi);
+    ldv(row + c, v);
+    if (bias) {
+      ldv(bias + c, bi);
+    } else {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) bi[k] = 0.f;
+    }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       float t = v[k] + bi[k];
@@ -405,3 +412,232 @@ extern "C" __global__ void masked_softmax_v4(const Sc* scores, const int* mask, 
     }
   }
 }
+
+// ---- Fused attention on tensor cores (16-bit models only: `HALF_MMA`).
+//
+// ctx = softmax(scale · Q Kᵀ + mask) V for one (query tile of 64 rows, head, batch row) per block
+// of 4 warps, 16 query rows a warp, keys staged through shared memory. Q, K and V are
+// [B·S, H] row blocks (leading dimension H) with head `h` at column h·HD; `out` is the [B·S, H]
+// context. Two passes over the keys: the first finds each query row's maximum and sum, the
+// second forms the normalised probabilities in f32, rounds them to T (the GEMM operand dtype, as
+// the materialised path does) and multiplies them by V. Products on `mma.sync.m16n8k16` with f32
+// accumulation; scores, softmax and the row statistics stay in f32 registers. Keys past S or
+// masked out get probability 0; a row with no real key (padding rows) gets a zero context.
+#if HALF_MMA
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b) {
+#if IS_BF16
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+// Two f32 values rounded to T (round to nearest even), the first in the low half (the lower
+// column), in one instruction.
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  unsigned r;
+#if IS_BF16
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  return r;
+}
+// 2^x (the special-function unit; relative error ~2^-22, far below the 16-bit rounding of the
+// probabilities that follows).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+#define AT_THREADS 128  // 4 warps, 16 query rows each
+
+// Keys are staged in shared memory KC at a time (all of them when S <= KC: loaded once for both
+// passes) and multiplied 64 at a time. Every thread issues all its global loads of a stage
+// before the first shared-memory store, so their latencies overlap.
+template <int HD, int KC>
+__device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T* __restrict__ k,
+                                               const T* __restrict__ v,
+                                               const int* __restrict__ mask, T* __restrict__ out,
+                                               int S, int H, float scale) {
+  __shared__ __align__(16) T ks[KC][HD + 8];  // K, [key][d] (+8: no bank conflicts)
+  __shared__ __align__(16) T vt[HD][KC + 8];  // V transposed, [d][key]
+  __shared__ float kb[KC];                    // 0 for a real key, -inf otherwise
+  constexpr int CH = KC * HD / 8;             // 16-byte chunks of K (or V) per stage
+  constexpr int PER = CH / AT_THREADS;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const long base = (long)blockIdx.z * S;  // first row of this batch row
+  const int col = blockIdx.y * HD;
+  const int q0 = blockIdx.x * 64 + warp * 16;
+  const int r0 = q0 + g, r1 = q0 + g + 8;
+  const int* m = mask + base;
+  const float ninf = __int_as_float(0xff800000);
+  // Scores are kept in log2 units: scale · log2(e) · q·k, so that exp(x - max) = 2^(y - max2).
+  const float sl2 = scale * 1.4426950408889634f;
+  const bool one_stage = S <= KC;
+
+  // Stages keys c0 .. c0 + KC: K (and V when `with_v`) and the key mask.
+  auto stage = [&](int c0, bool with_v) {
+    __syncthreads();  // the previous stage is no longer read
+    {
+      uint4 r[PER];
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+        r[j] = c0 + key < S ? *(const uint4*)(k + (base + c0 + key) * H + col + c)
+                            : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+        *(uint4*)&ks[key][c] = r[j];
+      }
+    }
+    if (with_v) {
+      uint4 r[PER];
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+        r[j] = c0 + key < S ? *(const uint4*)(v + (base + c0 + key) * H + col + c)
+                            : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+        const T* e = (const T*)&r[j];
+#pragma unroll
+        for (int x = 0; x < 8; ++x) vt[c + x][key] = e[x];
+      }
+    }
+    for (int i = threadIdx.x; i < KC; i += AT_THREADS)
+      kb[i] = (c0 + i < S && m[c0 + i] != 0) ? 0.f : ninf;
+    __syncthreads();
+  };
+
+  // This warp's 16 query rows as A fragments (row-major 16 x 16 per step of 16 dims).
+  unsigned qa[HD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = col + kk * 16 + t * 2;
+    qa[kk][0] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c) : 0u;
+    qa[kk][1] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c) : 0u;
+    qa[kk][2] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c + 8) : 0u;
+    qa[kk][3] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c + 8) : 0u;
+  }
+
+  // s[nt][0..1]: row g, keys nt·8 + 2t + {0,1}; s[nt][2..3]: row g + 8, same keys.
+  float s[8][4];
+  float mx0 = ninf, mx1 = ninf, l0 = 0.f, l1 = 0.f;
+  float o[HD / 8][4];
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+
+  if (one_stage) stage(0, true);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int c0 = 0; c0 < S; c0 += KC) {
+      if (!one_stage) stage(c0, pass == 1);
+      const int kend = min(KC, S - c0);
+      for (int k0 = 0; k0 < kend; k0 += 64) {
+        // Scores of keys c0 + k0 .. + 63 in log2 units, masked keys at -inf.
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+          for (int kk = 0; kk < HD / 16; ++kk) {
+            const T* kp = &ks[k0 + nt * 8 + g][kk * 16 + t * 2];
+            unsigned bf[2] = {*(const unsigned*)kp, *(const unsigned*)(kp + 8)};
+            mma16816(s[nt], qa[kk], bf);
+          }
+          const float b0 = kb[k0 + nt * 8 + t * 2], b1 = kb[k0 + nt * 8 + t * 2 + 1];
+          s[nt][0] = fmaf(s[nt][0], sl2, b0);
+          s[nt][1] = fmaf(s[nt][1], sl2, b1);
+          s[nt][2] = fmaf(s[nt][2], sl2, b0);
+          s[nt][3] = fmaf(s[nt][3], sl2, b1);
+        }
+        if (pass == 0) {
+          float tm0 = ninf, tm1 = ninf;
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {
+            tm0 = fmaxf(tm0, fmaxf(s[nt][0], s[nt][1]));
+            tm1 = fmaxf(tm1, fmaxf(s[nt][2], s[nt][3]));
+          }
+          // The four threads of a quad hold one row's 64 keys between them.
+          tm0 = fmaxf(tm0, __shfl_xor_sync(0xffffffffu, tm0, 1));
+          tm0 = fmaxf(tm0, __shfl_xor_sync(0xffffffffu, tm0, 2));
+          tm1 = fmaxf(tm1, __shfl_xor_sync(0xffffffffu, tm1, 1));
+          tm1 = fmaxf(tm1, __shfl_xor_sync(0xffffffffu, tm1, 2));
+          const float n0 = fmaxf(mx0, tm0), n1 = fmaxf(mx1, tm1);
+          if (n0 != ninf) {
+            float a = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) a += ex2(s[nt][0] - n0) + ex2(s[nt][1] - n0);
+            l0 = l0 * ex2(mx0 - n0) + a;
+          }
+          if (n1 != ninf) {
+            float a = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) a += ex2(s[nt][2] - n1) + ex2(s[nt][3] - n1);
+            l1 = l1 * ex2(mx1 - n1) + a;
+          }
+          mx0 = n0;
+          mx1 = n1;
+        } else {
+          // Normalised probabilities, rounded to T, as A fragments: keys 16·kq .. 16·kq + 15.
+          // A row with no real key has 1/l = 0 and max -inf: its probabilities are all 0.
+          const float c0f = mx0 == ninf ? 0.f : mx0, c1f = mx1 == ninf ? 0.f : mx1;
+#pragma unroll
+          for (int kq = 0; kq < 4; ++kq) {
+            const float* a = s[2 * kq];
+            const float* b = s[2 * kq + 1];
+            unsigned pa[4] = {pack2(ex2(a[0] - c0f) * l0, ex2(a[1] - c0f) * l0),
+                              pack2(ex2(a[2] - c1f) * l1, ex2(a[3] - c1f) * l1),
+                              pack2(ex2(b[0] - c0f) * l0, ex2(b[1] - c0f) * l0),
+                              pack2(ex2(b[2] - c1f) * l1, ex2(b[3] - c1f) * l1)};
+#pragma unroll
+            for (int nd = 0; nd < HD / 8; ++nd) {
+              const T* vp = &vt[nd * 8 + g][k0 + kq * 16 + t * 2];
+              unsigned bf[2] = {*(const unsigned*)vp, *(const unsigned*)(vp + 8)};
+              mma16816(o[nd], pa, bf);
+            }
+          }
+        }
+      }
+    }
+    if (pass == 0) {
+      // Row sums over the quad, then their reciprocals (0 for a row with no real key).
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+      l0 = l0 > 0.f ? 1.f / l0 : 0.f;
+      l1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    }
+  }
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) {
+    const int c = col + nd * 8 + t * 2;
+    if (r0 < S) *(unsigned*)(out + (base + r0) * H + c) = pack2(o[nd][0], o[nd][1]);
+    if (r1 < S) *(unsigned*)(out + (base + r1) * H + c) = pack2(o[nd][2], o[nd][3]);
+  }
+}
+
+// Grid (ceil(S / 64), heads, batch), 128 threads; needs H % 8 == 0. Static shared memory stays
+// under 48 KB: 128 keys a stage for head dimensions up to 64, 64 for 128.
+#define ATTENTION(HD, KC)                                                                       \
+  extern "C" __global__ void __launch_bounds__(AT_THREADS)                                      \
+      attention_d##HD(const T* q, const T* k, const T* v, const int* mask, T* out, int S, int H, \
+                      float scale) {                                                            \
+    attention_tile<HD, KC>(q, k, v, mask, out, S, H, scale);                                    \
+  }
+ATTENTION(32, 128)
+ATTENTION(64, 128)
+ATTENTION(128, 64)
+#endif

@@ -3,10 +3,19 @@
 //! Weights live in one device arena per model with fixed addresses (the packed [`Layout`]);
 //! activations in a workspace sized for the largest bucket seen. A forward pass for a
 //! (batch, sequence) bucket runs once eagerly, is then captured as a CUDA graph and replayed.
-//! GEMMs are cuBLAS strided-batched GEMMs with f32 accumulation; attention is two batched GEMMs
-//! around a masked softmax kernel; the rest are small NVRTC kernels (`kernels.cu`). GEMM
-//! operands are in the model dtype; the residual stream, the GEMM outputs that feed a layer
-//! norm, attention scores and all kernel arithmetic are f32.
+//! Dense GEMMs go through cuBLASLt with f32 accumulation, the biases of the Q/K/V and FFN-up
+//! projections added in the GEMM's epilogue (in f32, before the one rounding to the model
+//! dtype); where cuBLASLt is missing or has no algorithm, cuBLAS strided-batched GEMMs and a bias
+//! kernel do the same. Attention in fp16/bf16 models with head dimension 32, 64 or 128 is one
+//! fused tensor-core kernel (`attention_d*` in `kernels.cu`: scores, mask, softmax and the
+//! product with V per query tile, scores and softmax in f32 registers); otherwise (fp32, other
+//! head sizes) two batched GEMMs around a masked softmax kernel. The rest are small NVRTC
+//! kernels. GEMM operands are in the model dtype; the residual stream, the GEMM outputs that
+//! feed a layer norm, attention scores and all kernel arithmetic are f32 — the precision recipe
+//! that the CPU reference (`crate::bert`) follows for 16-bit models.
+//!
+//! For A/B measurements, `PTM_GPU_FUSED_ATTN=0` and `PTM_GPU_LT=0` in the environment (read
+//! when a model is created) switch the fused attention kernel and cuBLASLt off.
 // Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
@@ -85,7 +94,17 @@ pub struct GpuModel {
     cfg: Config,
     task: Task,
     use_graphs: bool,
+    /// Fused tensor-core attention where the dtype and head size allow it.
+    fused_attention: bool,
+    /// cuBLASLt (with bias epilogues) for the dense GEMMs.
+    use_lt: bool,
+
     gpu: Gpu,
+}
+
+/// Whether the switch `var` is on (anything but "0"; on when unset).
+fn env_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.trim() != "0")
 }
 
 /// The bucket a batch of `batch` rows and `seq` columns runs in.
@@ -167,6 +186,9 @@ impl GpuModel {
             cfg: cfg.clone(),
             task: cfg.task(),
             use_graphs: true,
+            fused_attention: env_on("PTM_GPU_FUSED_ATTN"),
+            use_lt: env_on("PTM_GPU_LT"),
+
             gpu,
         })
     }
@@ -231,6 +253,34 @@ impl GpuModel {
     /// Turns CUDA-graph capture and replay on (default) or off (eager launches).
     pub fn set_use_graphs(&mut self, on: bool) {
         self.use_graphs = on;
+    }
+
+    /// Turns the fused attention kernel on (default where the dtype and head size allow it)
+    /// or off (batched GEMMs around a softmax kernel). Drops captured graphs.
+    pub fn set_fused_attention(&mut self, on: bool) {
+        self.fused_attention = on;
+        self.graphs.clear();
+    }
+
+    /// Turns cuBLASLt with bias epilogues on (default where it loads) or off (cuBLAS and bias
+    /// kernels). Drops captured graphs.
+    pub fn set_cublaslt(&mut self, on: bool) {
+        self.use_lt = on;
+        self.graphs.clear();
+    }
+
+    /// The fused attention kernel this model runs, if any.
+    fn attention_kernel(&self) -> Option<Kernel> {
+        let c = &self.cfg;
+        if !self.fused_attention || self.gpu.dtype == crate::dtype::DType::Fp32 {
+            return None;
+        }
+        Kernel::attention(c.head_dim()).filter(|_| c.hidden_size % 8 == 0)
+    }
+
+    /// Whether the fused attention kernel runs (fp16/bf16, head dimension 32, 64 or 128).
+    pub fn uses_fused_attention(&self) -> bool {
+        self.attention_kernel().is_some()
     }
 
     /// The device address and size in bytes of the weight arena (fixed for the model's life).
@@ -497,33 +547,58 @@ impl GpuModel {
             _ => Kernel::MaskedSoftmax,
         };
         let scores_f32 = !g.scores_in_dtype();
+        let fused = self.attention_kernel();
+
+        // A dense GEMM through cuBLASLt (bias in its epilogue) or, failing that, cuBLAS; returns
+        // whether the bias is already added.
+        #[allow(clippy::too_many_arguments)]
+        let dense = |mnk: (usize, usize, usize), a: (u64, usize, usize), b: (u64, usize, usize), c: (u64, usize, usize), batch: usize, c_f32: bool, bias: Option<(u64, usize)>| -> Result<bool> {
+            if self.use_lt && g.gemm_lt(true, mnk, 1.0, a, b, c, batch, c_f32, bias)? {
+                return Ok(bias.is_some());
+            }
+            g.gemm(true, mnk, 1.0, a, b, c, batch, c_f32)?;
+            Ok(false)
+        };
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
-            g.gemm(true, (h, n, h), 1.0, (l.qkv_w, h, l.qkv_w_stride), (ws.x.ptr, h, 0), (ws.qkv.ptr, h, n * h), 3, false)?;
-            mark("QKV GEMM")?;
-            bias_act(ws.qkv.ptr, l.qkv_b, (n, h, 3), (n * h, l.qkv_b_stride), 0)?;
-            mark("QKV bias")?;
-            // Heads are read in place from the [n, H] Q/K/V blocks (leading dimension H) through
-            // pointer arrays, i = b·nh + h. scores[i] (Sq × Sk, row-major) = scale · Q_i K_iᵀ.
-            g.gemm_batched(true, (sb, sb, dh), scale, (at(0), h), (at(1), h), (at(2), sb), count, scores_f32)?;
-            mark("attention scores GEMM")?;
-            let rows = bb * nh * sb;
-            g.launch(k_soft, (rows.div_ceil(8) as u32, 1), 256, 0, &[
-                P(ws.scores.ptr), P(ws.mask.ptr), P(ws.probs.ptr), L(rows as i64), sbi, I(nh as i32),
-            ])?;
-            mark("masked softmax")?;
-            // ctx[i] (Sq × dh) = P_i V_i, written straight into the [n, H] context rows.
-            g.gemm_batched(false, (dh, sb, sb), 1.0, (at(3), h), (at(4), sb), (at(5), h), count, false)?;
-            mark("attention context GEMM")?;
-            g.gemm(true, (h, n, h), 1.0, (l.o_w, h, 0), (ws.ctx.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
+            let biased = dense((h, n, h), (l.qkv_w, h, l.qkv_w_stride), (ws.x.ptr, h, 0), (ws.qkv.ptr, h, n * h), 3, false, Some((l.qkv_b, l.qkv_b_stride)))?;
+            mark("QKV GEMM (+ bias)")?;
+            if !biased {
+                bias_act(ws.qkv.ptr, l.qkv_b, (n, h, 3), (n * h, l.qkv_b_stride), 0)?;
+                mark("QKV bias")?;
+            }
+            if let Some(k) = fused {
+                let q = ws.qkv.ptr;
+                // One block of 4 warps per 64 query rows of one head of one batch row.
+                g.launch3(k, (sb.div_ceil(64) as u32, nh as u32, bb as u32), 128, 0, &[
+                    P(q), P(q + (n * h * e) as u64), P(q + (2 * n * h * e) as u64), P(ws.mask.ptr),
+                    P(ws.ctx.ptr), sbi, hi, F(scale),
+                ])?;
+                mark("fused attention")?;
+            } else {
+                // Heads are read in place from the [n, H] Q/K/V blocks (leading dimension H)
+                // through pointer arrays, i = b·nh + h. scores[i] (Sq × Sk, row-major) =
+                // scale · Q_i K_iᵀ.
+                g.gemm_batched(true, (sb, sb, dh), scale, (at(0), h), (at(1), h), (at(2), sb), count, scores_f32)?;
+                mark("attention scores GEMM")?;
+                let rows = bb * nh * sb;
+                g.launch(k_soft, (rows.div_ceil(8) as u32, 1), 256, 0, &[
+                    P(ws.scores.ptr), P(ws.mask.ptr), P(ws.probs.ptr), L(rows as i64), sbi, I(nh as i32),
+                ])?;
+                mark("masked softmax")?;
+                // ctx[i] (Sq × dh) = P_i V_i, written straight into the [n, H] context rows.
+                g.gemm_batched(false, (dh, sb, sb), 1.0, (at(3), h), (at(4), sb), (at(5), h), count, false)?;
+                mark("attention context GEMM")?;
+            }
+            dense((h, n, h), (l.o_w, h, 0), (ws.ctx.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true, None)?;
             mark("attention output GEMM")?;
             ln(ws.tmp32.ptr, l.o_b, ws.x32.ptr, l.ln1_g, l.ln1_b, ws.a.ptr, ws.a32.ptr)?;
             mark("bias + residual + layer norm")?;
-            g.gemm(true, (im, n, h), 1.0, (l.up_w, h, 0), (ws.a.ptr, h, 0), (ws.inter.ptr, im, 0), 1, false)?;
-            mark("FFN up GEMM")?;
-            bias_act(ws.inter.ptr, l.up_b, (n, im, 1), (0, 0), act)?;
-            mark("bias + GELU")?;
-            g.gemm(true, (h, n, im), 1.0, (l.down_w, im, 0), (ws.inter.ptr, im, 0), (ws.tmp32.ptr, h, 0), 1, true)?;
+            let biased = dense((im, n, h), (l.up_w, h, 0), (ws.a.ptr, h, 0), (ws.inter.ptr, im, 0), 1, false, Some((l.up_b, 0)))?;
+            mark("FFN up GEMM (+ bias)")?;
+            bias_act(ws.inter.ptr, if biased { 0 } else { l.up_b }, (n, im, 1), (0, 0), act)?;
+            mark("GELU (+ bias)")?;
+            dense((h, n, im), (l.down_w, im, 0), (ws.inter.ptr, im, 0), (ws.tmp32.ptr, h, 0), 1, true, None)?;
             mark("FFN down GEMM")?;
             ln(ws.tmp32.ptr, l.down_b, ws.a32.ptr, l.ln2_g, l.ln2_b, ws.x.ptr, ws.x32.ptr)?;
             mark("bias + residual + layer norm")?;
@@ -534,8 +609,9 @@ impl GpuModel {
             Task::SequenceClassification => {
                 let pooled = ws.first.ptr + (bb * h * e) as u64;
                 g.launch(Kernel::GatherFirst, bu, threads, 0, &[P(ws.x.ptr), P(ws.first.ptr), sbi, hi])?;
-                g.gemm(true, (h, bb, h), 1.0, (self.w("pooler.dense.weight"), h, 0), (ws.first.ptr, h, 0), (pooled, h, 0), 1, false)?;
-                bias_act(pooled, self.w("pooler.dense.bias"), (bb, h, 1), (0, 0), 4)?;
+                let pb = self.w("pooler.dense.bias");
+                let biased = dense((h, bb, h), (self.w("pooler.dense.weight"), h, 0), (ws.first.ptr, h, 0), (pooled, h, 0), 1, false, Some((pb, 0)))?;
+                bias_act(pooled, if biased { 0 } else { pb }, (bb, h, 1), (0, 0), 4)?;
                 g.gemm(true, (labels, bb, h), 1.0, (self.w("classifier.weight"), h, 0), (pooled, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
                 g.launch(Kernel::BiasF32, bu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }

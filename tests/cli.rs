@@ -593,6 +593,25 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
         cells[1]["live"]["switches"],
         cells[1]["simulated"]["switches"]
     );
+    // A missing zoo and a missing GPU are named.
+    let live_on = |zoo: &str, device: &str| {
+        fails(&[
+            "run",
+            "--live",
+            "--zoo",
+            zoo,
+            "--device",
+            device,
+            "--trace",
+            &path("t.csv"),
+        ])
+    };
+    let err = live_on(&path("no-zoo"), "cpu");
+    assert!(err.contains("no-zoo") && err.contains("zoo.ron"), "{err}");
+    if std::env::var("PTM_TEST_CUDA").is_err() {
+        let err = live_on(&path("zoo"), "cuda:0");
+        assert!(err.contains("cuda:0") || err.contains("GPU"), "{err}");
+    }
     // Repeatability check: a profile against itself differs by nothing.
     let same = ok(&["profile", "diff", &path("cpu.ron"), &path("cpu.ron")]);
     assert!(

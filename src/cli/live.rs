@@ -215,3 +215,71 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptm_sim::engine::Span;
+
+    fn request(arrival_ns: u64, samples: u32, seq_len: u32) -> Request {
+        Request {
+            arrival_ns,
+            tenant: 0,
+            samples,
+            seq_len,
+            deadline_ns: 0,
+        }
+    }
+
+    #[test]
+    fn pass_shapes_cover_full_passes_and_remainders_once_per_bucket() {
+        // 16 samples in passes of 8; 20 samples: 8, 8 and a remainder of 4; 3 samples: one
+        // pass of 3 (the bucket of 4, already covered by the remainder of 4 at 128 tokens).
+        let reqs = [
+            request(0, 16, 128),
+            request(1, 20, 128),
+            request(2, 3, 100),
+            request(3, 8, 40),
+        ];
+        let (shapes, rows, seq) = pass_shapes(&reqs, 8);
+        let buckets: Vec<_> = shapes
+            .iter()
+            .map(|&(r, s)| bucket(r, s, usize::MAX))
+            .collect();
+        assert_eq!(buckets, vec![(4, 128), (8, 64), (8, 128)]);
+        assert_eq!((rows, seq), (8, 128));
+        assert_eq!(pass_shapes(&[], 8), (vec![], 1, 1));
+    }
+
+    #[test]
+    fn phases_are_means_per_kind_and_waits_from_arrival() {
+        let span = |kind, start_ns, end_ns| Span {
+            instance: 0,
+            kind,
+            request: 0,
+            start_ns,
+            end_ns,
+        };
+        let run = Run {
+            start_ns: vec![1_000_000, 5_000_000],
+            timeline: Some(vec![
+                span(SpanKind::ColdLoad, 1_000_000, 3_000_000),
+                span(SpanKind::Inference, 3_000_000, 4_000_000),
+                span(SpanKind::Switch, 5_000_000, 9_000_000),
+                span(SpanKind::Inference, 9_000_000, 12_000_000),
+            ]),
+            ..Run::default()
+        };
+        let p = Phases::of(&run, &[request(0, 1, 8), request(4_000_000, 1, 8)]);
+        assert_eq!(
+            p,
+            Phases {
+                cold_load_ms: 2.0,
+                switch_ms: 4.0,
+                inference_ms: 2.0,
+                wait_ms: 1.0,
+            }
+        );
+        assert_eq!(Phases::of(&Run::default(), &[]), Phases::default());
+    }
+}

@@ -14,7 +14,7 @@ use super::cuda::{cu, open_context, DevBuf};
 use super::GpuModel;
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
-use crate::config::{Config, Task};
+use crate::config::Config;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::switch::{ArchLayout, HostCache, TenantInfo};
@@ -23,6 +23,9 @@ use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaEvent, Cuda
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod passes;
+pub use passes::Staged;
 
 /// Bytes per host→device copy of a switch (≥ 16 MB keeps PCIe at full speed).
 pub const CHUNK_BYTES: usize = 32 << 20;
@@ -100,15 +103,6 @@ pub struct GpuSlot {
     ready: Arc<CudaEvent>,
     /// Outputs of the passes of one [`GpuSlot::forward_many`] call, gathered on the device.
     outs: Option<DevBuf>,
-}
-
-/// Passes enqueued by [`GpuSlot::enqueue_passes`], until [`GpuSlot::finish`].
-pub struct Staged {
-    /// Per pass: (batch bucket, sequence bucket, first output float, output floats).
-    plan: Vec<(usize, usize, usize, usize)>,
-    total: usize,
-    /// Host inputs of the queued copies: alive until the stream has read them.
-    inputs: Vec<(Vec<i32>, Vec<i32>, Vec<i32>)>,
 }
 
 /// The slots of one architecture on one GPU, with their copy stream.
@@ -234,123 +228,6 @@ impl GpuSlot {
             Some(_) => Ok(()),
             None => Err(Error::Input("the slot holds no tenant yet".into())),
         }
-    }
-
-    /// Runs the tenant it holds on several batches enqueued back to back (inputs staged on the
-    /// stream, each pass's outputs gathered on the device), synchronising once at the end:
-    /// what a request of several passes costs, without a host round trip between passes.
-    /// Outputs equal [`GpuSlot::forward`]'s, batch by batch.
-    pub fn forward_many(&mut self, batches: &[Batch]) -> Result<Vec<HeadOutput>> {
-        let staged = self.enqueue_passes(batches)?;
-        self.finish(staged, batches)
-    }
-
-    /// The first half of [`GpuSlot::forward_many`]: enqueues the passes on the slot's stream
-    /// and returns at once (for timing with events, or to overlap several slots). Inputs come
-    /// from pageable memory, which the driver stages before the call returns; `Staged` keeps
-    /// them alive until [`GpuSlot::finish`] all the same.
-    pub fn enqueue_passes(&mut self, batches: &[Batch]) -> Result<Staged> {
-        self.holding()?;
-        let m = &mut self.model;
-        cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
-        let max_tokens = m.cfg.max_tokens();
-        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
-        let mut plan = Vec::with_capacity(batches.len());
-        let (mut bmax, mut smax, mut total) = (0, 0, 0);
-        for b in batches {
-            b.check(&m.cfg)?;
-            let (bb, sb) = super::bucket(b.batch, b.seq, max_tokens);
-            let floats = match m.task {
-                Task::SequenceClassification => b.batch * l,
-                Task::TokenClassification => bb * sb * l,
-                Task::Embedding => b.batch * h,
-            };
-            plan.push((bb, sb, total, floats));
-            (bmax, smax, total) = (bmax.max(bb), smax.max(sb), total + floats);
-        }
-        let mut staged = Staged {
-            plan,
-            total,
-            inputs: Vec::with_capacity(batches.len()),
-        };
-        if batches.is_empty() {
-            return Ok(staged);
-        }
-        // Grow the workspace first: growing mid-way would move buffers under queued passes.
-        m.ensure_workspace(bmax, smax)?;
-        if self.outs.as_ref().is_none_or(|o| o.bytes < total * 4) {
-            m.synchronize()?;
-            self.outs = Some(DevBuf::new(&m.gpu.ctx, total * 4)?);
-        }
-        let outs = self.outs.as_ref().map_or(0, |o| o.ptr);
-        for (b, &(bb, sb, at, floats)) in batches.iter().zip(&staged.plan) {
-            let (ids, types, mask) = super::pad_inputs(b, bb, sb, m.cfg.pad_token_id);
-            let ws =
-                m.ws.as_ref()
-                    .ok_or_else(|| Error::Cuda("no workspace".into()))?;
-            let (wi, wt, wm) = (ws.ids.ptr, ws.types.ptr, ws.mask.ptr);
-            m.gpu.upload_async(wi, &ids)?;
-            m.gpu.upload_async(wt, &types)?;
-            m.gpu.upload_async(wm, &mask)?;
-            // The host inputs stay alive (in `staged`) until `finish` synchronises.
-            staged.inputs.push((ids, types, mask));
-            m.run_bucket(bb, sb)?;
-            let out =
-                m.ws.as_ref()
-                    .ok_or_else(|| Error::Cuda("no workspace".into()))?
-                    .out
-                    .ptr;
-            // SAFETY: `out` holds this pass's `floats` results; `outs` has room for all passes.
-            cu(
-                unsafe {
-                    drv::memcpy_dtod_async(
-                        outs + (at * 4) as u64,
-                        out,
-                        floats * 4,
-                        m.stream().cu_stream(),
-                    )
-                },
-                "cuMemcpyDtoDAsync",
-            )?;
-        }
-        Ok(staged)
-    }
-
-    /// The second half of [`GpuSlot::forward_many`]: waits for the passes of `staged`
-    /// (enqueued for `batches`) and returns their outputs.
-    pub fn finish(&mut self, staged: Staged, batches: &[Batch]) -> Result<Vec<HeadOutput>> {
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
-        let m = &mut self.model;
-        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
-        let outs = self
-            .outs
-            .as_ref()
-            .ok_or_else(|| Error::Cuda("no output buffer".into()))?
-            .ptr;
-        let all = m.gpu.download_f32(outs, staged.total)?;
-        let mut results = Vec::with_capacity(batches.len());
-        for (b, &(_, sb, at, floats)) in batches.iter().zip(&staged.plan) {
-            let mine = &all[at..at + floats];
-            let (values, shape) = match m.task {
-                Task::SequenceClassification => (mine.to_vec(), vec![b.batch, l]),
-                Task::TokenClassification => {
-                    let mut v = Vec::with_capacity(b.batch * b.seq * l);
-                    for r in 0..b.batch {
-                        v.extend_from_slice(&mine[r * sb * l..(r * sb + b.seq) * l]);
-                    }
-                    (v, vec![b.batch, b.seq, l])
-                }
-                Task::Embedding => (mine.to_vec(), vec![b.batch, h]),
-            };
-            results.push(HeadOutput {
-                task: m.task,
-                values,
-                shape,
-            });
-        }
-        Ok(results)
     }
 
     /// Reads tenant `name` from its checkpoint in `dir` (pageable memory) and copies every
@@ -523,31 +400,6 @@ impl SlotSet {
         let e1 = timing_event(&ctx)?;
         cu(e1.record(m.stream()), "cuEventRecord")?;
         Ok((e0, e1))
-    }
-}
-
-impl SlotSet {
-    /// Enqueues `batches` as staged passes ([`GpuSlot::enqueue_passes`]) on slots `0..k` at
-    /// once, each between two timing events on its stream; returns each slot's device
-    /// milliseconds for all its passes, once all have finished.
-    pub fn time_passes(&mut self, k: usize, batches: &[Batch]) -> Result<Vec<f64>> {
-        let ctx = self.ctx.clone();
-        let mut queued = Vec::with_capacity(k);
-        for i in 0..k {
-            let slot = self.slot(i)?;
-            let e0 = timing_event(&ctx)?;
-            cu(e0.record(slot.model.stream()), "cuEventRecord")?;
-            let staged = slot.enqueue_passes(batches)?;
-            let e1 = timing_event(&ctx)?;
-            cu(e1.record(slot.model.stream()), "cuEventRecord")?;
-            queued.push((e0, e1, staged));
-        }
-        let mut out = Vec::with_capacity(k);
-        for (i, (e0, e1, staged)) in queued.into_iter().enumerate() {
-            self.slot(i)?.finish(staged, batches)?;
-            out.push(event_ms(&e0, &e1)?);
-        }
-        Ok(out)
     }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for the issue-3 performance work: GPU-vs-CPU tests, then `ptm bench infer`
-# with the fused attention kernel and cuBLASLt on (default), each switched off, and both off,
-# PyTorch side by side, and cuBLAS's own time on the dense GEMM shapes. Logs under $OUT.
+# with every switch on (default: fused attention, single-pass attention kernel, cuBLASLt, the
+# residual epilogue), each switched off, and the previous structures, PyTorch side by side, and
+# cuBLAS's own time on the dense GEMM shapes. Logs under $OUT.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 O=${OUT:-/tmp/out}; mkdir -p $O
@@ -13,10 +14,11 @@ if [ -z "$SKIP_TESTS" ]; then
     PTM_TEST_CUDA=1 timeout 150 ./$t --test-threads 1 --nocapture 2>&1 | tee $O/gpu_tests.txt | grep -E "^test |panicked|worst|result" | cut -c1-400
   done
 fi
-echo "== bench ptm (default: fused attention + cuBLASLt)"
+echo "== bench ptm (default: every switch on)"
 timeout 200 $B --arch bert-base,bert-large --batch 1,8,32 --iters 200 --profile 2>&1 | tee $O/bench_ptm.txt
 if [ -z "$SKIP_VARIANTS" ]; then
-  for v in "PTM_GPU_FUSED_ATTN=0" "PTM_GPU_LT=0" "PTM_GPU_FUSED_ATTN=0 PTM_GPU_LT=0"; do
+  for v in "PTM_GPU_ATTN_V2=0" "PTM_GPU_RESID_EPI=0" "PTM_GPU_ATTN_V2=0 PTM_GPU_RESID_EPI=0" \
+    "PTM_GPU_FUSED_ATTN=0" "PTM_GPU_LT=0" "PTM_GPU_FUSED_ATTN=0 PTM_GPU_LT=0 PTM_GPU_RESID_EPI=0"; do
     echo "== bench ptm ($v)"
     env $v timeout 100 $B --arch bert-base --batch 1,8,32 --iters 100 2>&1 | tee -a $O/bench_variants.txt | grep "^|"
   done

@@ -101,7 +101,8 @@ fn same_dtype_tol(dtype: DType, deep: bool) -> f64 {
     }
 }
 
-/// Runs every shape through the GPU (fused attention on, and off where it runs) and the CPU.
+/// Runs every shape through the GPU (fused attention on, and off where it runs; the previous
+/// default structure: two-pass attention, no residual epilogue) and the CPU.
 fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_model(dir.path(), cfg, DType::Fp32, 11, 1).expect("model writes");
@@ -114,6 +115,11 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
         let mut gpu = Model::engine(&w, cfg, Device::Cuda(0)).expect("gpu engine");
         let mut unfused = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
         unfused.set_fused_attention(false);
+        // The previous default structure: two-pass attention kernel, residual added by the
+        // layer-norm kernel (`PTM_GPU_ATTN_V2=0`, `PTM_GPU_RESID_EPI=0`).
+        let mut previous = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
+        previous.set_attention_single_pass(false);
+        previous.set_residual_epilogue(false);
         let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
         let deep = cfg.num_hidden_layers > 2;
         let tol = same_dtype_tol(dtype, deep);
@@ -165,6 +171,16 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
                 );
                 line += &format!("; unfused GPU vs CPU {wu:.2e}");
             }
+            let p = previous.forward(&b).expect("two-pass forward");
+            let wp = compare(
+                cfg.task(),
+                dtype,
+                &p,
+                &c,
+                &format!("{what} two-pass, no residual epilogue"),
+                &|_| tol,
+            );
+            line += &format!("; two-pass, no residual epilogue GPU vs CPU {wp:.2e}");
             println!("{line}");
             // Replaying the captured graph on the same inputs gives the same bits.
             if let Engine::Cuda(m) = &mut gpu {
@@ -227,8 +243,14 @@ fn fused_attention_head_sizes_and_long_rows() {
     if !enabled("fused_attention_head_sizes_and_long_rows") {
         return;
     }
-    // Head dimensions 64 and 128, rows over one 64-key tile, padding, a 256-token bucket.
-    let shapes = vec![vec![200, 150, 3], vec![65, 64, 1], vec![256; 2]];
+    // Head dimensions 64 and 128, rows over one 64-key tile, padding, a 256-token bucket, a
+    // 64-token bucket (the single-pass kernel's limit for head dimension 128).
+    let shapes = vec![
+        vec![200, 150, 3],
+        vec![65, 64, 1],
+        vec![256; 2],
+        vec![40, 9],
+    ];
     for (hidden, heads) in [(256, 4), (256, 2)] {
         let mut cfg = Arch::Tiny.config(Task::TokenClassification, 5);
         cfg.hidden_size = hidden;

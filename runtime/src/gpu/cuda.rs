@@ -16,7 +16,7 @@ use std::sync::Arc;
 const KERNELS: &str = include_str!("kernels.cu");
 
 /// Kernel names in `kernels.cu`, in [`Kernel`] order.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 18] = [
     "embed_ln",
     "bias_res_ln",
     "masked_softmax",
@@ -32,6 +32,9 @@ const NAMES: [&str; 15] = [
     "attention_d32",
     "attention_d64",
     "attention_d128",
+    "attention1_d32",
+    "attention1_d64",
+    "attention1_d128",
 ];
 
 /// The first kernel that exists for 16-bit dtypes only (tensor-core attention).
@@ -70,6 +73,13 @@ pub enum Kernel {
     AttentionD64 = 13,
     /// Fused tensor-core attention, head dimension 128 (16-bit dtypes).
     AttentionD128 = 14,
+    /// Single-pass fused attention (all keys' scores in registers), head dimension 32,
+    /// sequences up to 128 (16-bit dtypes).
+    Attention1D32 = 15,
+    /// Single-pass fused attention, head dimension 64, sequences up to 128 (16-bit dtypes).
+    Attention1D64 = 16,
+    /// Single-pass fused attention, head dimension 128, sequences up to 64 (16-bit dtypes).
+    Attention1D128 = 17,
 }
 
 impl Kernel {
@@ -79,6 +89,18 @@ impl Kernel {
             32 => Some(Kernel::AttentionD32),
             64 => Some(Kernel::AttentionD64),
             128 => Some(Kernel::AttentionD128),
+            _ => None,
+        }
+    }
+
+    /// The single-pass fused attention kernel for head dimension `dh` and (bucketed) sequence
+    /// length `seq`, if there is one: all keys must fit its one shared-memory stage (128 keys
+    /// for head dimensions up to 64, 64 for 128).
+    pub fn attention_single_pass(dh: usize, seq: usize) -> Option<Kernel> {
+        match dh {
+            32 if seq <= 128 => Some(Kernel::Attention1D32),
+            64 if seq <= 128 => Some(Kernel::Attention1D64),
+            128 if seq <= 64 => Some(Kernel::Attention1D128),
             _ => None,
         }
     }
@@ -414,14 +436,15 @@ impl Gpu {
         )
     }
 
-    /// Column-major strided-batched GEMM `C = alpha op(A) op(B)` with f32 accumulation; A and B
-    /// in the model dtype, C in the model dtype or f32.
+    /// Column-major strided-batched GEMM `C = alpha op(A) op(B) + beta C` with f32
+    /// accumulation; A and B in the model dtype, C in the model dtype or f32 (`beta` 0: C is
+    /// only written).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
         trans_a: bool,
         (m, n, k): (usize, usize, usize),
-        alpha: f32,
+        (alpha, beta): (f32, f32),
         (a, lda, stride_a): (u64, usize, usize),
         (b, ldb, stride_b): (u64, usize, usize),
         (c, ldc, stride_c): (u64, usize, usize),
@@ -445,7 +468,6 @@ impl Gpu {
         } else {
             ab
         };
-        let beta = 0f32;
         let i = |v: usize| v as i32;
         // SAFETY: pointers are live DevBufs sized by the caller for these dimensions.
         unsafe {
@@ -780,16 +802,17 @@ impl Gpu {
         }
     }
 
-    /// Column-major strided-batched GEMM `C = alpha op(A) B (+ bias)` through cuBLASLt, the bias
-    /// (model dtype, one value per row of C, `bias.1` elements between the batch's vectors)
-    /// added in f32 before C is rounded. `Ok(false)`: cuBLASLt is missing or has no algorithm
-    /// for this shape; nothing was enqueued and the caller takes the cuBLAS path.
+    /// Column-major strided-batched GEMM `C = alpha op(A) B + beta C (+ bias)` through
+    /// cuBLASLt (in place: C is both the input and the output), the bias (model dtype, one
+    /// value per row of C, `bias.1` elements between the batch's vectors) added in f32 before C
+    /// is rounded. `Ok(false)`: cuBLASLt is missing or has no algorithm for this shape; nothing
+    /// was enqueued and the caller takes the cuBLAS path.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_lt(
         &self,
         trans_a: bool,
         mnk: (usize, usize, usize),
-        alpha: f32,
+        (alpha, beta): (f32, f32),
         (a, lda, stride_a): (u64, usize, usize),
         (b, ldb, stride_b): (u64, usize, usize),
         (c, ldc, stride_c): (u64, usize, usize),
@@ -817,7 +840,6 @@ impl Gpu {
         let Some(plan) = plan else {
             return Ok(false);
         };
-        let beta = 0f32;
         // SAFETY: the plan's descriptors live in `plans`; pointers are live DevBufs sized by the
         // caller for these dimensions; the workspace is this GPU's, used on its one stream.
         unsafe {

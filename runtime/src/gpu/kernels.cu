@@ -121,7 +121,8 @@ extern "C" __global__ void embed_ln(const int* ids, const int* types, const T* w
   ln_row(row, sh, g, b, out + t * H, out32 + t * H, H, eps);
 }
 
-// One block per row: out = LN(y + bias + res), with y (GEMM output) and res in f32.
+// One block per row: out = LN(y + bias + res), with y (GEMM output) and res in f32. A null
+// `res`: the residual is already in y (added by the GEMM, `PTM_GPU_RESID_EPI`), out = LN(y + bias).
 extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const float* res,
                                        const T* g, const T* b, T* out, float* out32, int H,
                                        float eps) {
@@ -129,7 +130,7 @@ extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const floa
   float* sh = smem; float* row = smem + 32;
   long r = blockIdx.x;
   for (int i = threadIdx.x; i < H; i += blockDim.x)
-    row[i] = y[r * H + i] + D::ld(bias[i]) + res[r * H + i];
+    row[i] = res ? y[r * H + i] + D::ld(bias[i]) + res[r * H + i] : y[r * H + i] + D::ld(bias[i]);
   __syncthreads();
   ln_row(row, sh, g, b, out + r * H, out32 + r * H, H, eps);
 }
@@ -269,10 +270,17 @@ extern "C" __global__ void bias_res_ln_v(const float* y, const T* bias, const fl
   for (int j = 0; j < MAXV; ++j) {
     int c = (lane + 32 * j) * VEC;
     if (lane + 32 * j < nv) {
-      float a[VEC], bi[VEC], rr[VEC];
-      ldf(y + (long)r * H + c, a); ldv(bias + c, bi); ldf(res + (long)r * H + c, rr);
+      float a[VEC], bi[VEC];
+      ldf(y + (long)r * H + c, a); ldv(bias + c, bi);
+      if (res) {  // null: the residual is already in y, as in bias_res_ln
+        float rr[VEC];
+        ldf(res + (long)r * H + c, rr);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + bi[k] + rr[k];
+        for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + bi[k] + rr[k];
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[j][k] = a[k] + bi[k];
+      }
     }
   }
   ln_warp(v, nv, g, b, out + (long)r * H, out32 + (long)r * H, H, eps);
@@ -629,6 +637,163 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
   }
 }
 
+// Single pass for S <= KC (`PTM_GPU_ATTN_V2`): all keys are staged once and the warp's scores
+// for all of them stay in f32 registers, so each score's Q·Kᵀ product and 2^x are computed once
+// (the two-pass tile computes both twice). Same rounding points and masking as
+// `attention_tile`: scores in f32, probabilities normalised in f32 and then rounded to T, f32
+// accumulation. Keys are handled in blocks of 64; blocks wholly past S are skipped.
+template <int HD, int KC>
+__device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T* __restrict__ k,
+                                                const T* __restrict__ v,
+                                                const int* __restrict__ mask, T* __restrict__ out,
+                                                int S, int H, float scale) {
+  __shared__ __align__(16) T ks[KC][HD + 8];  // K, [key][d] (+8: no bank conflicts)
+  __shared__ __align__(16) T vt[HD][KC + 8];  // V transposed, [d][key]
+  __shared__ float kb[KC];                    // 0 for a real key, -inf otherwise
+  constexpr int CH = KC * HD / 8;             // 16-byte chunks of K (or V)
+  constexpr int PER = CH / AT_THREADS;
+  constexpr int NB = KC / 64;                 // blocks of 64 keys
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const long base = (long)blockIdx.z * S;  // first row of this batch row
+  const int col = blockIdx.y * HD;
+  const int q0 = blockIdx.x * 64 + warp * 16;
+  const int r0 = q0 + g, r1 = q0 + g + 8;
+  const int* m = mask + base;
+  const float ninf = __int_as_float(0xff800000);
+  const float sl2 = scale * 1.4426950408889634f;
+
+  // Stage every key: K, V transposed, the key mask (keys past S: zero, -inf).
+  {
+    uint4 r[PER];
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      r[j] = key < S ? *(const uint4*)(k + (base + key) * H + col + c)
+                     : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      *(uint4*)&ks[key][c] = r[j];
+    }
+  }
+  {
+    uint4 r[PER];
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+      r[j] = key < S ? *(const uint4*)(v + (base + key) * H + col + c)
+                     : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+      const T* e = (const T*)&r[j];
+#pragma unroll
+      for (int x = 0; x < 8; ++x) vt[c + x][key] = e[x];
+    }
+  }
+  for (int i = threadIdx.x; i < KC; i += AT_THREADS) kb[i] = (i < S && m[i] != 0) ? 0.f : ninf;
+
+  // This warp's 16 query rows as A fragments (row-major 16 x 16 per step of 16 dims).
+  unsigned qa[HD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = col + kk * 16 + t * 2;
+    qa[kk][0] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c) : 0u;
+    qa[kk][1] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c) : 0u;
+    qa[kk][2] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c + 8) : 0u;
+    qa[kk][3] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c + 8) : 0u;
+  }
+  __syncthreads();
+
+  // s[nt][0..1]: row g, keys nt·8 + 2t + {0,1}; s[nt][2..3]: row g + 8, same keys. In log2
+  // units (scale · log2(e) · q·k), masked keys and keys past S at -inf.
+  float s[NB * 8][4];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    if (nb * 64 < S) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int nt = nb * 8 + j;
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          const T* kp = &ks[nt * 8 + g][kk * 16 + t * 2];
+          unsigned bf[2] = {*(const unsigned*)kp, *(const unsigned*)(kp + 8)};
+          mma16816(s[nt], qa[kk], bf);
+        }
+        const float b0 = kb[nt * 8 + t * 2], b1 = kb[nt * 8 + t * 2 + 1];
+        s[nt][0] = fmaf(s[nt][0], sl2, b0);
+        s[nt][1] = fmaf(s[nt][1], sl2, b1);
+        s[nt][2] = fmaf(s[nt][2], sl2, b0);
+        s[nt][3] = fmaf(s[nt][3], sl2, b1);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[nb * 8 + j][0] = s[nb * 8 + j][1] = s[nb * 8 + j][2] = s[nb * 8 + j][3] = ninf;
+    }
+  }
+  // Row maxima (the four threads of a quad hold one row's keys between them).
+  float mx0 = ninf, mx1 = ninf;
+#pragma unroll
+  for (int nt = 0; nt < NB * 8; ++nt) {
+    mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  // A row with no real key: max -inf, every 2^x 0, sum 0, 1/sum taken as 0.
+  const float c0f = mx0 == ninf ? 0.f : mx0, c1f = mx1 == ninf ? 0.f : mx1;
+  float l0 = 0.f, l1 = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < NB * 8; ++nt) {
+    s[nt][0] = ex2(s[nt][0] - c0f);
+    s[nt][1] = ex2(s[nt][1] - c0f);
+    s[nt][2] = ex2(s[nt][2] - c1f);
+    s[nt][3] = ex2(s[nt][3] - c1f);
+    l0 += s[nt][0] + s[nt][1];
+    l1 += s[nt][2] + s[nt][3];
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  l0 = l0 > 0.f ? 1.f / l0 : 0.f;
+  l1 = l1 > 0.f ? 1.f / l1 : 0.f;
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    if (nb * 64 < S) {
+      // Normalised probabilities, rounded to T, as A fragments: keys 16·kq .. 16·kq + 15.
+#pragma unroll
+      for (int kq = 0; kq < 4; ++kq) {
+        const float* a = s[nb * 8 + 2 * kq];
+        const float* b = s[nb * 8 + 2 * kq + 1];
+        unsigned pa[4] = {pack2(a[0] * l0, a[1] * l0), pack2(a[2] * l1, a[3] * l1),
+                          pack2(b[0] * l0, b[1] * l0), pack2(b[2] * l1, b[3] * l1)};
+#pragma unroll
+        for (int nd = 0; nd < HD / 8; ++nd) {
+          const T* vp = &vt[nd * 8 + g][nb * 64 + kq * 16 + t * 2];
+          unsigned bf[2] = {*(const unsigned*)vp, *(const unsigned*)(vp + 8)};
+          mma16816(o[nd], pa, bf);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) {
+    const int c = col + nd * 8 + t * 2;
+    if (r0 < S) *(unsigned*)(out + (base + r0) * H + c) = pack2(o[nd][0], o[nd][1]);
+    if (r1 < S) *(unsigned*)(out + (base + r1) * H + c) = pack2(o[nd][2], o[nd][3]);
+  }
+}
+
 // Grid (ceil(S / 64), heads, batch), 128 threads; needs H % 8 == 0. Static shared memory stays
 // under 48 KB: 128 keys a stage for head dimensions up to 64, 64 for 128.
 #define ATTENTION(HD, KC)                                                                       \
@@ -640,4 +805,15 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
 ATTENTION(32, 128)
 ATTENTION(64, 128)
 ATTENTION(128, 64)
+// The single-pass kernels: same grid, S <= KC only; register budget for MINB blocks of 4 warps
+// per multiprocessor.
+#define ATTENTION1(HD, KC, MINB)                                                                \
+  extern "C" __global__ void __launch_bounds__(AT_THREADS, MINB)                                \
+      attention1_d##HD(const T* q, const T* k, const T* v, const int* mask, T* out, int S,      \
+                       int H, float scale) {                                                    \
+    attention_tile1<HD, KC>(q, k, v, mask, out, S, H, scale);                                   \
+  }
+ATTENTION1(32, 128, 4)
+ATTENTION1(64, 128, 4)
+ATTENTION1(128, 64, 3)
 #endif

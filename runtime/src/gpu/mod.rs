@@ -15,7 +15,12 @@
 //! that the CPU reference (`crate::bert`) follows for 16-bit models.
 //!
 //! For A/B measurements, `PTM_GPU_FUSED_ATTN=0` and `PTM_GPU_LT=0` in the environment (read
-//! when a model is created) switch the fused attention kernel and cuBLASLt off.
+//! when a model is created) switch the fused attention kernel and cuBLASLt off;
+//! `PTM_GPU_ATTN_V2=0` the single-pass attention kernel (`attention1_d*`: for buckets whose
+//! keys fit one shared-memory stage, all scores of a query tile in registers, Q·Kᵀ and 2^x
+//! computed once; otherwise the two-pass kernel runs); `PTM_GPU_RESID_EPI=0` the residual
+//! epilogue (the attention-output and FFN-down GEMMs add onto the f32 residual stream in place,
+//! β = 1, so the bias + layer-norm kernel reads one f32 tensor instead of two).
 // Raw device pointers, kernel launches and cuBLAS calls are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
@@ -98,6 +103,10 @@ pub struct GpuModel {
     fused_attention: bool,
     /// cuBLASLt (with bias epilogues) for the dense GEMMs.
     use_lt: bool,
+    /// The single-pass attention kernel where the sequence fits its one stage.
+    attention_single_pass: bool,
+    /// The residual added by the attention-output and FFN-down GEMMs (β = 1, in place).
+    residual_epilogue: bool,
 
     gpu: Gpu,
 }
@@ -188,6 +197,8 @@ impl GpuModel {
             use_graphs: true,
             fused_attention: env_on("PTM_GPU_FUSED_ATTN"),
             use_lt: env_on("PTM_GPU_LT"),
+            attention_single_pass: env_on("PTM_GPU_ATTN_V2"),
+            residual_epilogue: env_on("PTM_GPU_RESID_EPI"),
 
             gpu,
         })
@@ -269,6 +280,23 @@ impl GpuModel {
         self.graphs.clear();
     }
 
+    /// Turns the single-pass attention kernel on (default; used where the fused kernel runs
+    /// and the bucket's sequence fits its one stage) or off (the two-pass kernel). Drops
+    /// captured graphs.
+    pub fn set_attention_single_pass(&mut self, on: bool) {
+        self.attention_single_pass = on;
+        self.graphs.clear();
+    }
+
+    /// Turns the residual epilogue on (default: the attention-output and FFN-down GEMMs add
+    /// their product onto the f32 residual stream in place, and the layer norm reads that one
+    /// tensor) or off (the GEMMs write a separate f32 tensor; the layer-norm kernel adds the
+    /// residual). Drops captured graphs.
+    pub fn set_residual_epilogue(&mut self, on: bool) {
+        self.residual_epilogue = on;
+        self.graphs.clear();
+    }
+
     /// The fused attention kernel this model runs, if any.
     fn attention_kernel(&self) -> Option<Kernel> {
         let c = &self.cfg;
@@ -276,6 +304,18 @@ impl GpuModel {
             return None;
         }
         Kernel::attention(c.head_dim()).filter(|_| c.hidden_size % 8 == 0)
+    }
+
+    /// The fused attention kernel for a bucket of sequence length `sb`: the single-pass one
+    /// where it is on and the keys fit its stage, else [`GpuModel::attention_kernel`]'s.
+    fn attention_kernel_for(&self, sb: usize) -> Option<Kernel> {
+        let k = self.attention_kernel()?;
+        let single = if self.attention_single_pass {
+            Kernel::attention_single_pass(self.cfg.head_dim(), sb)
+        } else {
+            None
+        };
+        Some(single.unwrap_or(k))
     }
 
     /// Whether the fused attention kernel runs (fp16/bf16, head dimension 32, 64 or 128).
@@ -547,17 +587,30 @@ impl GpuModel {
             _ => Kernel::MaskedSoftmax,
         };
         let scores_f32 = !g.scores_in_dtype();
-        let fused = self.attention_kernel();
+        let fused = self.attention_kernel_for(sb);
 
         // A dense GEMM through cuBLASLt (bias in its epilogue) or, failing that, cuBLAS; returns
         // whether the bias is already added.
         #[allow(clippy::too_many_arguments)]
-        let dense = |mnk: (usize, usize, usize), a: (u64, usize, usize), b: (u64, usize, usize), c: (u64, usize, usize), batch: usize, c_f32: bool, bias: Option<(u64, usize)>| -> Result<bool> {
-            if self.use_lt && g.gemm_lt(true, mnk, 1.0, a, b, c, batch, c_f32, bias)? {
+        let dense_beta = |mnk: (usize, usize, usize), a: (u64, usize, usize), b: (u64, usize, usize), c: (u64, usize, usize), batch: usize, c_f32: bool, bias: Option<(u64, usize)>, beta: f32| -> Result<bool> {
+            if self.use_lt && g.gemm_lt(true, mnk, (1.0, beta), a, b, c, batch, c_f32, bias)? {
                 return Ok(bias.is_some());
             }
-            g.gemm(true, mnk, 1.0, a, b, c, batch, c_f32)?;
+            g.gemm(true, mnk, (1.0, beta), a, b, c, batch, c_f32)?;
             Ok(false)
+        };
+        let dense = |mnk, a, b, c, batch, c_f32, bias| dense_beta(mnk, a, b, c, batch, c_f32, bias, 0.0);
+        // A GEMM whose f32 product feeds a layer norm, `res` the residual (f32, [n, H]): with the
+        // residual epilogue, added onto `res` in place (β = 1) and returned as the layer norm's
+        // input with no separate residual (0); else written to `tmp32`, the residual separate.
+        let to_ln = |mnk: (usize, usize, usize), a: (u64, usize, usize), b: (u64, usize, usize), res: u64| -> Result<(u64, u64)> {
+            if self.residual_epilogue {
+                dense_beta(mnk, a, b, (res, h, 0), 1, true, None, 1.0)?;
+                Ok((res, 0))
+            } else {
+                dense(mnk, a, b, (ws.tmp32.ptr, h, 0), 1, true, None)?;
+                Ok((ws.tmp32.ptr, res))
+            }
         };
         for l in &self.layers {
             // Q, K, V: one batched GEMM over the three evenly spaced weight matrices.
@@ -590,17 +643,19 @@ impl GpuModel {
                 g.gemm_batched(false, (dh, sb, sb), 1.0, (at(3), h), (at(4), sb), (at(5), h), count, false)?;
                 mark("attention context GEMM")?;
             }
-            dense((h, n, h), (l.o_w, h, 0), (ws.ctx.ptr, h, 0), (ws.tmp32.ptr, h, 0), 1, true, None)?;
+            // x32 is read only by this layer norm (the next layer norm writes it anew), a32 only
+            // by the second: each can take its GEMM's product in place.
+            let (y, res) = to_ln((h, n, h), (l.o_w, h, 0), (ws.ctx.ptr, h, 0), ws.x32.ptr)?;
             mark("attention output GEMM")?;
-            ln(ws.tmp32.ptr, l.o_b, ws.x32.ptr, l.ln1_g, l.ln1_b, ws.a.ptr, ws.a32.ptr)?;
+            ln(y, l.o_b, res, l.ln1_g, l.ln1_b, ws.a.ptr, ws.a32.ptr)?;
             mark("bias + residual + layer norm")?;
             let biased = dense((im, n, h), (l.up_w, h, 0), (ws.a.ptr, h, 0), (ws.inter.ptr, im, 0), 1, false, Some((l.up_b, 0)))?;
             mark("FFN up GEMM (+ bias)")?;
             bias_act(ws.inter.ptr, if biased { 0 } else { l.up_b }, (n, im, 1), (0, 0), act)?;
             mark("GELU (+ bias)")?;
-            dense((h, n, im), (l.down_w, im, 0), (ws.inter.ptr, im, 0), (ws.tmp32.ptr, h, 0), 1, true, None)?;
+            let (y, res) = to_ln((h, n, im), (l.down_w, im, 0), (ws.inter.ptr, im, 0), ws.a32.ptr)?;
             mark("FFN down GEMM")?;
-            ln(ws.tmp32.ptr, l.down_b, ws.a32.ptr, l.ln2_g, l.ln2_b, ws.x.ptr, ws.x32.ptr)?;
+            ln(y, l.down_b, res, l.ln2_g, l.ln2_b, ws.x.ptr, ws.x32.ptr)?;
             mark("bias + residual + layer norm")?;
         }
         let labels = c.labels();
@@ -612,11 +667,11 @@ impl GpuModel {
                 let pb = self.w("pooler.dense.bias");
                 let biased = dense((h, bb, h), (self.w("pooler.dense.weight"), h, 0), (ws.first.ptr, h, 0), (pooled, h, 0), 1, false, Some((pb, 0)))?;
                 bias_act(pooled, if biased { 0 } else { pb }, (bb, h, 1), (0, 0), 4)?;
-                g.gemm(true, (labels, bb, h), 1.0, (self.w("classifier.weight"), h, 0), (pooled, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
+                g.gemm(true, (labels, bb, h), (1.0, 0.0), (self.w("classifier.weight"), h, 0), (pooled, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
                 g.launch(Kernel::BiasF32, bu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }
             Task::TokenClassification => {
-                g.gemm(true, (labels, n, h), 1.0, (self.w("classifier.weight"), h, 0), (ws.x.ptr, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
+                g.gemm(true, (labels, n, h), (1.0, 0.0), (self.w("classifier.weight"), h, 0), (ws.x.ptr, h, 0), (ws.out.ptr, labels, 0), 1, true)?;
                 g.launch(Kernel::BiasF32, nu, 32, 0, &[P(ws.out.ptr), P(self.w("classifier.bias")), li])?;
             }
             Task::Embedding => {

@@ -17,8 +17,8 @@ fi
 echo "== bench ptm (default: every switch on)"
 timeout 200 $B --arch bert-base,bert-large --batch 1,8,32 --iters 200 --profile 2>&1 | tee $O/bench_ptm.txt
 if [ -z "$SKIP_VARIANTS" ]; then
-  for v in "PTM_GPU_ATTN_V2=0" "PTM_GPU_RESID_EPI=0" "PTM_GPU_ATTN_V2=0 PTM_GPU_RESID_EPI=0" \
-    "PTM_GPU_FUSED_ATTN=0" "PTM_GPU_LT=0" "PTM_GPU_FUSED_ATTN=0 PTM_GPU_LT=0 PTM_GPU_RESID_EPI=0"; do
+  for v in "PTM_GPU_ATTN_V2=0" "PTM_GPU_RESID_EPI=1" "PTM_GPU_ATTN_V2=0 PTM_GPU_RESID_EPI=1" \
+    "PTM_GPU_FUSED_ATTN=0" "PTM_GPU_LT=0" "PTM_GPU_FUSED_ATTN=0 PTM_GPU_LT=0"; do
     echo "== bench ptm ($v)"
     env $v timeout 100 $B --arch bert-base --batch 1,8,32 --iters 100 2>&1 | tee -a $O/bench_variants.txt | grep "^|"
   done

@@ -90,12 +90,6 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
     }
-
-    /// `(x Wᵀ + res) + b` in f32, in the GPU's order: the GEMM adds its product onto the
-    /// residual stream (`res`, `[n, out]`), the layer-norm kernel then adds the bias.
-    fn forward_res(&self, x: &Tensor, res: &Tensor) -> Result<Tensor> {
-        Ok((x.matmul(&self.w.t()?)? + res)?.broadcast_add(&self.b)?)
-    }
 }
 
 struct LayerNorm {
@@ -260,7 +254,7 @@ impl Bert {
             let p = round(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?, r.probs)?;
             let ctx = round(p.matmul(&v)?, r.ctx)?; // [b, nh, s, dh]
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
-            let a32 = l.ln1.forward(&l.o.forward_res(&ctx, &x32)?)?;
+            let a32 = l.ln1.forward(&(l.o.forward(&ctx)? + &x32)?)?;
             let a = round(a32.clone(), r.ln)?;
             let u = round(l.up.forward(&a)?, r.pre_act)?;
             let u = match self.act {
@@ -269,7 +263,7 @@ impl Bert {
                 Activation::Relu => u.relu()?,
             };
             let u = round(u, r.act)?;
-            x32 = l.ln2.forward(&l.down.forward_res(&u, &a32)?)?;
+            x32 = l.ln2.forward(&(l.down.forward(&u)? + &a32)?)?;
             x = round(x32.clone(), r.ln)?;
         }
         self.head(&x, &mask, b, s, r)

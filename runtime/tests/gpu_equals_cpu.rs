@@ -101,8 +101,8 @@ fn same_dtype_tol(dtype: DType, deep: bool) -> f64 {
     }
 }
 
-/// Runs every shape through the GPU (fused attention on, and off where it runs; the previous
-/// default structure: two-pass attention, no residual epilogue) and the CPU.
+/// Runs every shape through the GPU (fused attention on, and off where it runs; the other
+/// position of each switch: two-pass attention, residual epilogue) and the CPU.
 fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_model(dir.path(), cfg, DType::Fp32, 11, 1).expect("model writes");
@@ -115,11 +115,11 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
         let mut gpu = Model::engine(&w, cfg, Device::Cuda(0)).expect("gpu engine");
         let mut unfused = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
         unfused.set_fused_attention(false);
-        // The previous default structure: two-pass attention kernel, residual added by the
-        // layer-norm kernel (`PTM_GPU_ATTN_V2=0`, `PTM_GPU_RESID_EPI=0`).
-        let mut previous = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
-        previous.set_attention_single_pass(false);
-        previous.set_residual_epilogue(false);
+        // The other position of each switch: two-pass attention kernel, residual added in
+        // place by the GEMMs (`PTM_GPU_ATTN_V2=0`, `PTM_GPU_RESID_EPI=1`).
+        let mut other = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
+        other.set_attention_single_pass(false);
+        other.set_residual_epilogue(true);
         let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
         let deep = cfg.num_hidden_layers > 2;
         let tol = same_dtype_tol(dtype, deep);
@@ -171,16 +171,16 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
                 );
                 line += &format!("; unfused GPU vs CPU {wu:.2e}");
             }
-            let p = previous.forward(&b).expect("two-pass forward");
+            let p = other.forward(&b).expect("two-pass forward");
             let wp = compare(
                 cfg.task(),
                 dtype,
                 &p,
                 &c,
-                &format!("{what} two-pass, no residual epilogue"),
+                &format!("{what} two-pass, residual epilogue"),
                 &|_| tol,
             );
-            line += &format!("; two-pass, no residual epilogue GPU vs CPU {wp:.2e}");
+            line += &format!("; two-pass, residual epilogue GPU vs CPU {wp:.2e}");
             println!("{line}");
             // Replaying the captured graph on the same inputs gives the same bits.
             if let Engine::Cuda(m) = &mut gpu {

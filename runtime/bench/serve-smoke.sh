@@ -7,7 +7,9 @@ B=$(cd "${1:-.device/live}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 O=${OUT:-/tmp/out}; mkdir -p "$O"
 "$B/ptm" zoo make --arch tiny --tenants 3 --dtype fp16 --out /tmp/zs > /dev/null || exit 1
-"$B/ptm" serve --zoo /tmp/zs --device cuda:0 --dtype fp16 --listen 127.0.0.1:8089 --instances 2 \
+# SERVE_ARGS: more flags, e.g. `--profile scenarios/profiles/h200.ron --model bert-base-fp16` to
+# skip the start-up calibration (how the 2026-11-21 H200 smoke ran).
+"$B/ptm" serve --zoo /tmp/zs --device cuda:0 --dtype fp16 --listen 127.0.0.1:8089 --instances 2 ${SERVE_ARGS:-} \
   > "$O/serve.out" 2> "$O/serve.err" &
 PID=$!
 for _ in $(seq 300); do grep -q listening "$O/serve.out" && break; sleep 0.2; done

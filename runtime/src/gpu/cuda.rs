@@ -288,21 +288,7 @@ impl Gpu {
     /// Opens GPU `ordinal`, creates the stream and cuBLAS handle, compiles the kernels for
     /// `dtype` with NVRTC (once).
     pub fn new(ordinal: usize, dtype: DType) -> Result<Self> {
-        // SAFETY: only probes whether the libraries can be opened.
-        if !unsafe { drv_sys::is_culib_present() } {
-            return Err(no_gpu(
-                ordinal,
-                "the NVIDIA driver library (libcuda) was not found",
-            ));
-        }
-        let count = CudaContext::device_count()
-            .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
-        if ordinal >= count.max(0) as usize {
-            return Err(no_gpu(
-                ordinal,
-                format!("this machine has {count} CUDA device(s)"),
-            ));
-        }
+        let ctx = open_context(ordinal)?;
         // SAFETY: probes only.
         if !unsafe { blas_sys::is_culib_present() } {
             return Err(no_gpu(
@@ -317,7 +303,6 @@ impl Gpu {
                 "NVRTC (libnvrtc) was not found; add the CUDA lib64 folder to LD_LIBRARY_PATH",
             ));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))?;
         let stream = cu(ctx.new_stream(), "cuStreamCreate")?;
         let (major, minor) = cu(ctx.compute_capability(), "compute capability")?;
         let d = match dtype {

@@ -435,6 +435,21 @@ impl GpuModel {
         cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
         let (bb, sb) = bucket(batch.batch, batch.seq, self.cfg.max_tokens());
         self.ensure_workspace(bb, sb)?;
+        let _inputs = self.stage(batch, bb, sb)?;
+        self.run_bucket(bb, sb)?;
+        let out = self
+            .ws
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("no workspace".into()))?
+            .out
+            .ptr;
+        let values = self.gpu.download_f32(out, self.out_floats(batch, bb, sb))?;
+        Ok(self.head_output(batch, sb, &values))
+    }
+
+    /// Copies `batch`'s inputs, padded to bucket `(bb, sb)`, into the workspace on the stream;
+    /// returns the host copies, which must stay alive until the stream has read them.
+    fn stage(&self, batch: &Batch, bb: usize, sb: usize) -> Result<(Vec<i32>, Vec<i32>, Vec<i32>)> {
         let (ids, types, mask) = pad_inputs(batch, bb, sb, self.cfg.pad_token_id);
         let ws = self
             .ws
@@ -443,11 +458,22 @@ impl GpuModel {
         self.gpu.upload_async(ws.ids.ptr, &ids)?;
         self.gpu.upload_async(ws.types.ptr, &types)?;
         self.gpu.upload_async(ws.mask.ptr, &mask)?;
-        self.run_bucket(bb, sb)?;
-        let ws = self
-            .ws
-            .as_ref()
-            .ok_or_else(|| Error::Cuda("no workspace".into()))?;
+        Ok((ids, types, mask))
+    }
+
+    /// The output floats a pass of `batch` in bucket `(bb, sb)` leaves at the start of the
+    /// workspace's `out` (token classification: every padded position).
+    fn out_floats(&self, batch: &Batch, bb: usize, sb: usize) -> usize {
+        match self.task {
+            Task::SequenceClassification => batch.batch * self.cfg.labels(),
+            Task::TokenClassification => bb * sb * self.cfg.labels(),
+            Task::Embedding => batch.batch * self.cfg.hidden_size,
+        }
+    }
+
+    /// The head's output of `batch` from the `out` floats of its pass (sequence bucket `sb`):
+    /// token classification keeps each row's own positions.
+    fn head_output(&self, batch: &Batch, sb: usize, out: &[f32]) -> HeadOutput {
         let (b, s, l, h) = (
             batch.batch,
             batch.seq,
@@ -455,22 +481,21 @@ impl GpuModel {
             self.cfg.hidden_size,
         );
         let (values, shape) = match self.task {
-            Task::SequenceClassification => (self.gpu.download_f32(ws.out.ptr, b * l)?, vec![b, l]),
+            Task::SequenceClassification => (out.to_vec(), vec![b, l]),
             Task::TokenClassification => {
-                let all = self.gpu.download_f32(ws.out.ptr, bb * sb * l)?;
                 let mut v = Vec::with_capacity(b * s * l);
                 for r in 0..b {
-                    v.extend_from_slice(&all[r * sb * l..(r * sb + s) * l]);
+                    v.extend_from_slice(&out[r * sb * l..(r * sb + s) * l]);
                 }
                 (v, vec![b, s, l])
             }
-            Task::Embedding => (self.gpu.download_f32(ws.out.ptr, b * h)?, vec![b, h]),
+            Task::Embedding => (out.to_vec(), vec![b, h]),
         };
-        Ok(HeadOutput {
+        HeadOutput {
             task: self.task,
             values,
             shape,
-        })
+        }
     }
 
     /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace:

@@ -4,7 +4,6 @@
 
 use super::{event_ms, timing_event, GpuSlot, SlotSet};
 use crate::bert::HeadOutput;
-use crate::config::Task;
 use crate::error::{Error, Result};
 use crate::gpu::cuda::{cu, DevBuf};
 use crate::tokenize::Batch;
@@ -38,17 +37,12 @@ impl GpuSlot {
         let m = &mut self.model;
         cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
         let max_tokens = m.cfg.max_tokens();
-        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
         let mut plan = Vec::with_capacity(batches.len());
         let (mut bmax, mut smax, mut total) = (0, 0, 0);
         for b in batches {
             b.check(&m.cfg)?;
             let (bb, sb) = crate::gpu::bucket(b.batch, b.seq, max_tokens);
-            let floats = match m.task {
-                Task::SequenceClassification => b.batch * l,
-                Task::TokenClassification => bb * sb * l,
-                Task::Embedding => b.batch * h,
-            };
+            let floats = m.out_floats(b, bb, sb);
             plan.push((bb, sb, total, floats));
             (bmax, smax, total) = (bmax.max(bb), smax.max(sb), total + floats);
         }
@@ -68,16 +62,8 @@ impl GpuSlot {
         }
         let outs = self.outs.as_ref().map_or(0, |o| o.ptr);
         for (b, &(bb, sb, at, floats)) in batches.iter().zip(&staged.plan) {
-            let (ids, types, mask) = crate::gpu::pad_inputs(b, bb, sb, m.cfg.pad_token_id);
-            let ws =
-                m.ws.as_ref()
-                    .ok_or_else(|| Error::Cuda("no workspace".into()))?;
-            let (wi, wt, wm) = (ws.ids.ptr, ws.types.ptr, ws.mask.ptr);
-            m.gpu.upload_async(wi, &ids)?;
-            m.gpu.upload_async(wt, &types)?;
-            m.gpu.upload_async(wm, &mask)?;
             // The host inputs stay alive (in `staged`) until `finish` synchronises.
-            staged.inputs.push((ids, types, mask));
+            staged.inputs.push(m.stage(b, bb, sb)?);
             m.run_bucket(bb, sb)?;
             let out =
                 m.ws.as_ref()
@@ -106,34 +92,18 @@ impl GpuSlot {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
-        let m = &mut self.model;
-        let (l, h) = (m.cfg.labels(), m.cfg.hidden_size);
+        let m = &self.model;
         let outs = self
             .outs
             .as_ref()
             .ok_or_else(|| Error::Cuda("no output buffer".into()))?
             .ptr;
         let all = m.gpu.download_f32(outs, staged.total)?;
-        let mut results = Vec::with_capacity(batches.len());
-        for (b, &(_, sb, at, floats)) in batches.iter().zip(&staged.plan) {
-            let mine = &all[at..at + floats];
-            let (values, shape) = match m.task {
-                Task::SequenceClassification => (mine.to_vec(), vec![b.batch, l]),
-                Task::TokenClassification => {
-                    let mut v = Vec::with_capacity(b.batch * b.seq * l);
-                    for r in 0..b.batch {
-                        v.extend_from_slice(&mine[r * sb * l..(r * sb + b.seq) * l]);
-                    }
-                    (v, vec![b.batch, b.seq, l])
-                }
-                Task::Embedding => (mine.to_vec(), vec![b.batch, h]),
-            };
-            results.push(HeadOutput {
-                task: m.task,
-                values,
-                shape,
-            });
-        }
+        let results = batches
+            .iter()
+            .zip(&staged.plan)
+            .map(|(b, &(_, sb, at, floats))| m.head_output(b, sb, &all[at..at + floats]))
+            .collect();
         Ok(results)
     }
 }

@@ -211,21 +211,22 @@ impl Bert {
         self.forward_rounding(batch, Rounding::ALL)
     }
 
+    /// Rounds an f32 tensor to the model dtype (and back) where `on`.
+    fn round(&self, t: Tensor, on: bool) -> Result<Tensor> {
+        if on && self.dtype != CDType::F32 {
+            Ok(t.to_dtype(self.dtype)?.to_dtype(CDType::F32)?)
+        } else {
+            Ok(t)
+        }
+    }
+
     /// [`Bert::forward`] with only the rounding points of `r` rounding to the model dtype
     /// (for measuring where a 16-bit model's error comes from).
     pub fn forward_rounding(&self, batch: &Batch, r: Rounding) -> Result<HeadOutput> {
         batch.check(&self.cfg)?;
         let (b, s, h) = (batch.batch, batch.seq, self.cfg.hidden_size);
         let (nh, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let dt = self.dtype;
-        // Rounds an f32 tensor to the model dtype (and back) where `on`.
-        let round = |t: Tensor, on: bool| -> Result<Tensor> {
-            if on && dt != CDType::F32 {
-                Ok(t.to_dtype(dt)?.to_dtype(CDType::F32)?)
-            } else {
-                Ok(t)
-            }
-        };
+        let round = |t, on| self.round(t, on);
         let dev = Device::Cpu;
         let ids = Tensor::from_slice(&batch.ids, b * s, &dev)?;
         let tt = Tensor::from_slice(&batch.type_ids, b * s, &dev)?;
@@ -278,14 +279,7 @@ impl Bert {
         r: Rounding,
     ) -> Result<HeadOutput> {
         let h = self.cfg.hidden_size;
-        let dt = self.dtype;
-        let round = |t: Tensor, on: bool| -> Result<Tensor> {
-            if on && dt != CDType::F32 {
-                Ok(t.to_dtype(dt)?.to_dtype(CDType::F32)?)
-            } else {
-                Ok(t)
-            }
-        };
+        let round = |t, on| self.round(t, on);
         let f32v = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
         let (values, shape) = match (self.task, &self.pooler, &self.classifier) {
             (Task::SequenceClassification, Some(p), Some(c)) => {

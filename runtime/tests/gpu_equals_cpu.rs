@@ -12,8 +12,9 @@
 
 use ptm_runtime::model::{run, Engine};
 use ptm_runtime::zoo::{write_model, Arch};
-use ptm_runtime::{Batch, Config, DType, Device, HeadOutput, Model, PackedWeights, Task};
-use rand::{Rng, SeedableRng};
+use ptm_runtime::{Config, DType, Device, HeadOutput, Model, PackedWeights, Task};
+mod common;
+use common::{batch, rel_err};
 
 fn enabled(test: &str) -> bool {
     let on = std::env::var("PTM_TEST_CUDA").is_ok_and(|v| v == "1");
@@ -21,12 +22,6 @@ fn enabled(test: &str) -> bool {
         println!("SKIPPED {test}: set PTM_TEST_CUDA=1 on a machine with an NVIDIA GPU");
     }
     on
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -37,20 +32,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
         .sum();
     let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     d / (n(a) * n(b))
-}
-
-/// A batch of `lengths.len()` rows with random ids, padded to the longest.
-fn batch(cfg: &Config, lengths: &[usize], seed: u64) -> Batch {
-    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
-    let rows: Vec<Vec<u32>> = lengths
-        .iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| rng.random_range(1..cfg.vocab_size as u32))
-                .collect()
-        })
-        .collect();
-    Batch::from_rows(&rows, cfg.pad_token_id, None).expect("batch")
 }
 
 /// Compares GPU and CPU outputs row by row, the relative error of row `r` bounded by

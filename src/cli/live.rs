@@ -5,7 +5,7 @@ use crate::live::runtime::{SlotExecutor, Tenants};
 use crate::live::{self, Executor};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
-use ptm_sim::engine::{self, Run, RunOptions, Setup, SpanKind};
+use ptm_sim::engine::{Setup, Span, SpanKind};
 use ptm_sim::metrics::Report;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
@@ -42,7 +42,8 @@ pub struct LiveCell {
     pub simulated_phases: Option<Phases>,
 }
 
-/// Mean durations of an instance's phases: where a fidelity gap comes from.
+/// Mean durations of an instance's phases: where a fidelity gap comes from (the mean wait is
+/// the report's `wait_ms`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Phases {
     /// Mean cold load (an empty instance reading a checkpoint), ms.
@@ -51,18 +52,14 @@ pub struct Phases {
     pub switch_ms: f64,
     /// Mean inference of a request, ms.
     pub inference_ms: f64,
-    /// Mean time from a request's arrival to its instance starting it, ms.
-    pub wait_ms: f64,
 }
 
 impl Phases {
-    /// The means over `run`'s timeline (zero where a phase never happened).
-    pub fn of(run: &Run, workload: &[Request]) -> Self {
+    /// The means over a run's timeline (zero where a phase never happened).
+    pub fn of(timeline: &[Span]) -> Self {
         let mean = |kind: SpanKind| {
-            let (n, total) = run
-                .timeline
+            let (n, total) = timeline
                 .iter()
-                .flatten()
                 .filter(|s| s.kind == kind)
                 .fold((0u64, 0u64), |(n, t), s| {
                     (n + 1, t + (s.end_ns - s.start_ns))
@@ -73,16 +70,10 @@ impl Phases {
                 total as f64 / n as f64 / 1e6
             }
         };
-        let waits: Vec<f64> = workload
-            .iter()
-            .zip(&run.start_ns)
-            .map(|(r, &s)| s.saturating_sub(r.arrival_ns) as f64 / 1e6)
-            .collect();
         Phases {
             cold_load_ms: mean(SpanKind::ColdLoad),
             switch_ms: mean(SpanKind::Switch),
             inference_ms: mean(SpanKind::Inference),
-            wait_ms: waits.iter().sum::<f64>() / waits.len().max(1) as f64,
         }
     }
 }
@@ -123,18 +114,11 @@ pub fn run_cells(
             let run = live::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
-            let live_phases = Phases::of(&run, &workload.requests);
+            let live_phases = Phases::of(run.timeline.as_deref().unwrap_or_default());
             let (simulated, simulated_phases) = if o.compare {
-                let mut scheduler = scheduler::by_name(policy, &s.policy_options, shape)?;
-                let options = RunOptions {
-                    preload: s.preload,
-                    timeline: true,
-                };
-                let sim = engine::simulate(&setup, scheduler.as_mut(), seed, options)?;
-                (
-                    Some(Report::new(&s.name, policy, seed, &setup, &sim)),
-                    Some(Phases::of(&sim, &workload.requests)),
-                )
+                let (report, timeline) = s.run_cell_with_timeline(&setup, policy, seed, true)?;
+                let phases = Phases::of(timeline.as_deref().unwrap_or_default());
+                (Some(report), Some(phases))
             } else {
                 (None, None)
             };
@@ -198,7 +182,7 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
     let phases = cell.simulated_phases.unwrap_or_default();
     let lp = cell.live_phases;
     let rows = rows.into_iter().chain([
-        ("mean wait ms", phases.wait_ms, lp.wait_ms),
+        ("mean wait ms", sim.wait_ms.mean, live.wait_ms.mean),
         ("mean switch ms", phases.switch_ms, lp.switch_ms),
         ("mean cold load ms", phases.cold_load_ms, lp.cold_load_ms),
         ("mean inference ms", phases.inference_ms, lp.inference_ms),
@@ -219,7 +203,6 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptm_sim::engine::Span;
 
     fn request(arrival_ns: u64, samples: u32, seq_len: u32) -> Request {
         Request {
@@ -252,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn phases_are_means_per_kind_and_waits_from_arrival() {
+    fn phases_are_means_per_kind() {
         let span = |kind, start_ns, end_ns| Span {
             instance: 0,
             kind,
@@ -260,26 +243,20 @@ mod tests {
             start_ns,
             end_ns,
         };
-        let run = Run {
-            start_ns: vec![1_000_000, 5_000_000],
-            timeline: Some(vec![
-                span(SpanKind::ColdLoad, 1_000_000, 3_000_000),
-                span(SpanKind::Inference, 3_000_000, 4_000_000),
-                span(SpanKind::Switch, 5_000_000, 9_000_000),
-                span(SpanKind::Inference, 9_000_000, 12_000_000),
-            ]),
-            ..Run::default()
-        };
-        let p = Phases::of(&run, &[request(0, 1, 8), request(4_000_000, 1, 8)]);
+        let timeline = [
+            span(SpanKind::ColdLoad, 1_000_000, 3_000_000),
+            span(SpanKind::Inference, 3_000_000, 4_000_000),
+            span(SpanKind::Switch, 5_000_000, 9_000_000),
+            span(SpanKind::Inference, 9_000_000, 12_000_000),
+        ];
         assert_eq!(
-            p,
+            Phases::of(&timeline),
             Phases {
                 cold_load_ms: 2.0,
                 switch_ms: 4.0,
                 inference_ms: 2.0,
-                wait_ms: 1.0,
             }
         );
-        assert_eq!(Phases::of(&Run::default(), &[]), Phases::default());
+        assert_eq!(Phases::of(&[]), Phases::default());
     }
 }

@@ -26,7 +26,7 @@ use ptm_sim::workload::{Request, TenantId};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// One workload tenant: the zoo model that serves it.
+/// A zoo model serving workload tenants.
 struct TenantModel {
     name: String,
     dir: PathBuf,
@@ -37,7 +37,10 @@ struct TenantModel {
 pub struct Tenants {
     device: Device,
     arch: ArchLayout,
+    /// The zoo models used, each read once: workload tenant `i` is `models[i % len]`.
     models: Vec<TenantModel>,
+    /// Workload tenants.
+    tenants: usize,
     cache: Mutex<HostCache>,
     copy: Option<CopyStream>,
     /// Largest pass the slots run: rows × tokens.
@@ -65,14 +68,17 @@ impl Tenants {
         );
         anyhow::ensure!(tenants > 0, "no tenants to serve");
         let used = tenants.min(zoo.models.len());
-        let mut models = Vec::with_capacity(tenants);
-        for i in 0..tenants {
-            let name = zoo.models[i % zoo.models.len()].name.clone();
-            let d = model_dir(dir, &name);
+        let mut models = Vec::with_capacity(used);
+        for m in &zoo.models[..used] {
+            let d = model_dir(dir, &m.name);
             let cfg = Config::from_file(&d.join("config.json"))?;
-            models.push(TenantModel { name, dir: d, cfg });
+            models.push(TenantModel {
+                name: m.name.clone(),
+                dir: d,
+                cfg,
+            });
         }
-        let max_labels = models[..used]
+        let max_labels = models
             .iter()
             .map(|m| m.cfg.labels())
             .max()
@@ -90,7 +96,7 @@ impl Tenants {
                 Some(copy_stream(n)?),
             ),
         };
-        for m in &models[..used] {
+        for m in &models {
             cache
                 .register(&m.name, &m.dir)
                 .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
@@ -99,6 +105,7 @@ impl Tenants {
             device,
             arch,
             models,
+            tenants,
             cache: Mutex::new(cache),
             copy,
             max_rows: max_rows.max(1),
@@ -115,9 +122,11 @@ impl Tenants {
     }
 
     fn model(&self, tenant: TenantId) -> Result<&TenantModel, String> {
-        self.models
-            .get(tenant as usize)
-            .ok_or_else(|| format!("no model for tenant {tenant}"))
+        let i = tenant as usize;
+        if i >= self.tenants {
+            return Err(format!("no model for tenant {tenant}"));
+        }
+        Ok(&self.models[i % self.models.len()])
     }
 }
 

@@ -5,8 +5,6 @@
 
 mod cli;
 mod embedded;
-mod live;
-mod serve;
 mod table;
 
 use std::process::ExitCode;

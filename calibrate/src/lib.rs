@@ -47,6 +47,31 @@ pub enum Error {
 /// A result whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The calibration target of `device` for `zoos` (the runtime on the CPU, or slots over a pinned
+/// host cache on a GPU, sized for `plan`) and the profile model names it measures.
+pub fn target_for(
+    device: ptm_runtime::Device,
+    zoos: &[std::path::PathBuf],
+    dtype: ptm_runtime::DType,
+    plan: &Plan,
+) -> Result<(Box<dyn Target>, Vec<String>)> {
+    Ok(match device {
+        ptm_runtime::Device::Cpu => {
+            let t = RuntimeTarget::new(zoos, device, dtype).map_err(Error::Invalid)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+        ptm_runtime::Device::Cuda(ordinal) => {
+            let max_batch = plan.batches.iter().copied().max().unwrap_or(1) as usize;
+            let max_seq = plan.seq_lens.iter().copied().max().unwrap_or(1) as usize;
+            let t = GpuTarget::new(zoos, ordinal, dtype, plan.max_instances, max_batch, max_seq)
+                .map_err(Error::Invalid)?;
+            let names = t.model_names();
+            (Box::new(t), names)
+        }
+    })
+}
+
 /// How a switch loads weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwitchMode {

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ptm_calibrate::{calibrate, runtime_target, GpuTarget, Plan, RuntimeTarget};
+use ptm_calibrate::{calibrate, runtime_target, target_for, Plan};
 use ptm_runtime::{DType, Device};
 use std::path::PathBuf;
 
@@ -29,31 +29,6 @@ pub struct CalibrateArgs {
     /// Where to write the profile (ron).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// The calibration target of `device` for `zoos` (the runtime on the CPU, or slots over a pinned
-/// host cache on a GPU, sized for `plan`) and the profile model names it measures.
-pub fn target_for(
-    device: Device,
-    zoos: &[PathBuf],
-    dtype: DType,
-    plan: &Plan,
-) -> anyhow::Result<(Box<dyn ptm_calibrate::Target>, Vec<String>)> {
-    Ok(match device {
-        Device::Cpu => {
-            let t = RuntimeTarget::new(zoos, device, dtype).map_err(anyhow::Error::msg)?;
-            let names = t.model_names();
-            (Box::new(t), names)
-        }
-        Device::Cuda(ordinal) => {
-            let max_batch = *plan.batches.iter().max().expect("validated plan") as usize;
-            let max_seq = *plan.seq_lens.iter().max().expect("validated plan") as usize;
-            let t = GpuTarget::new(zoos, ordinal, dtype, plan.max_instances, max_batch, max_seq)
-                .map_err(anyhow::Error::msg)?;
-            let names = t.model_names();
-            (Box::new(t), names)
-        }
-    })
 }
 
 /// Runs `ptm calibrate`.

@@ -6,7 +6,6 @@ mod bench_switch;
 mod calibrate;
 mod capacity;
 mod infer;
-mod live;
 mod plot;
 mod profile;
 mod run;

@@ -3,6 +3,8 @@
 use crate::embedded;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use ptm_live::fidelity;
+use ptm_runtime::{DType, Device};
 use ptm_sim::engine::LoadingMode;
 use ptm_sim::workload::WorkloadSpec;
 use std::path::PathBuf;
@@ -48,10 +50,10 @@ pub struct RunArgs {
     pub zoo: Option<PathBuf>,
     /// With --live: `cpu` or `cuda[:N]`.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// With --live: fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32")]
-    pub dtype: String,
+    pub dtype: DType,
     /// With --live: also simulate each cell from the profile and print both (fidelity).
     #[arg(long, requires = "live")]
     pub compare: bool,
@@ -102,20 +104,20 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
             .zoo
             .as_deref()
             .expect("clap requires --zoo with --live");
-        let options = super::live::LiveOptions {
+        let options = fidelity::LiveOptions {
             zoo,
-            device: &args.device,
-            dtype: &args.dtype,
+            device: args.device,
+            dtype: args.dtype,
             compare: args.compare,
         };
-        let cells = super::live::run_cells(s, loaded.files.as_ref(), &options)?;
+        let cells = fidelity::run_cells(s, loaded.files.as_ref(), &options)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&cells)?);
         } else {
             let reports: Vec<_> = cells.iter().map(|c| c.live.clone()).collect();
             print!("{}", crate::table::reports(&reports));
             for c in &cells {
-                print!("{}", super::live::fidelity_table(c));
+                print!("{}", fidelity::fidelity_table(c));
             }
         }
         return Ok(());

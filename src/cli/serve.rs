@@ -1,8 +1,7 @@
 //! `ptm serve`: serve a zoo's tenants over HTTP on loopback, scheduled by a policy.
 
-use crate::serve::{self, ServeOptions};
 use clap::Args;
-use ptm_calibrate::{calibrate, Plan};
+use ptm_live::serve::{self, ServeOptions};
 use ptm_runtime::{DType, Device};
 use ptm_sim::profile::Profile;
 use std::net::SocketAddr;
@@ -22,10 +21,10 @@ pub struct ServeArgs {
     pub policy: String,
     /// `cpu` or `cuda[:N]`.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32")]
-    pub dtype: String,
+    pub dtype: DType,
     /// Instances (model slots).
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
@@ -58,42 +57,20 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         args.instances > 0 && args.queue > 0 && args.forward_batch > 0,
         "--instances, --queue and --forward-batch must be ≥ 1"
     );
-    let device: Device = args.device.parse()?;
-    let dtype: DType = args.dtype.parse()?;
     let profile = match (&args.profile, &args.model) {
         (Some(p), Some(m)) => {
             let name = p.display().to_string();
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
-            (Profile::from_ron(&text, &name)?, name, m.clone())
+            Some((Profile::from_ron(&text, &name)?, name, m.clone()))
         }
-        _ => {
-            eprintln!(
-                "ptm serve: calibrating the zoo on {device} (quick plan; pass --profile to skip)"
-            );
-            let plan = Plan::quick();
-            let (mut target, names) = super::calibrate::target_for(
-                device,
-                std::slice::from_ref(&args.zoo),
-                dtype,
-                &plan,
-            )?;
-            let p = calibrate(
-                target.as_mut(),
-                &names,
-                &plan,
-                "ptm serve (start-up calibration)",
-                "now",
-                &mut |_| (),
-            )?;
-            (p, "start-up calibration".to_string(), names[0].clone())
-        }
+        _ => None,
     };
     let metrics = serve::serve(ServeOptions {
         listen: args.listen,
         zoo: args.zoo,
-        device,
-        dtype,
+        device: args.device,
+        dtype: args.dtype,
         policy: args.policy,
         instances: args.instances,
         forward_batch: args.forward_batch,

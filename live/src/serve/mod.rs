@@ -15,9 +15,11 @@ pub mod metrics;
 
 pub use api::{InferRequest, TenantInfo};
 
-use crate::live::runtime::{SlotExecutor, Tenants};
-use crate::live::{Core, Executor, Msg, Refusal};
+use crate::coordinator::{Core, Msg, Refusal};
+use crate::executor::Executor;
+use crate::slot::{SlotExecutor, Tenants};
 use metrics::Metrics;
+use ptm_calibrate::{calibrate, target_for, Plan};
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Config, DType, Device, Zoo};
 use ptm_sim::engine::{LoadingMode, Preload, Serving, Setup};
@@ -52,8 +54,9 @@ pub struct ServeOptions {
     /// Deadline of requests that give none, milliseconds.
     pub deadline_ms: f64,
     /// The profile whose costs the policy and admission estimate with, its name, and the model
-    /// in it that describes the zoo.
-    pub profile: (Profile, String, String),
+    /// in it that describes the zoo; `None`: a quick calibration of the zoo on `device` at
+    /// start-up.
+    pub profile: Option<(Profile, String, String)>,
 }
 
 /// What the server shares with its HTTP handlers.
@@ -71,7 +74,7 @@ pub struct AppState {
 }
 
 /// Runs the server until SIGINT or SIGTERM; returns the counters.
-pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
+pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
     let zoo = Zoo::read(&o.zoo)?;
     anyhow::ensure!(
         !zoo.models.is_empty(),
@@ -92,7 +95,10 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
             cfg,
         });
     }
-    let (profile, profile_name, model) = &o.profile;
+    let (profile, profile_name, model) = match o.profile.take() {
+        Some(p) => p,
+        None => startup_profile(&o)?,
+    };
     let workload = Workload {
         tenants: tenants
             .iter()
@@ -108,7 +114,7 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
     };
-    let setup = Setup::new(profile, profile_name, &workload, serving)?;
+    let setup = Setup::new(&profile, &profile_name, &workload, serving)?;
     let shape = Shape {
         instances: o.instances,
         tenants: tenants.len(),
@@ -239,6 +245,25 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         Ok(())
     })?;
     Ok(metrics)
+}
+
+/// A quick calibration of the zoo on the serving device: the profile, its name and its model.
+fn startup_profile(o: &ServeOptions) -> anyhow::Result<(Profile, String, String)> {
+    eprintln!(
+        "ptm serve: calibrating the zoo on {} (quick plan; pass --profile to skip)",
+        o.device
+    );
+    let plan = Plan::quick();
+    let (mut target, names) = target_for(o.device, std::slice::from_ref(&o.zoo), o.dtype, &plan)?;
+    let p = calibrate(
+        target.as_mut(),
+        &names,
+        &plan,
+        "ptm serve (start-up calibration)",
+        "now",
+        &mut |_| (),
+    )?;
+    Ok((p, "start-up calibration".to_string(), names[0].clone()))
 }
 
 /// A request of `rows` for `tenant` with a deadline, as the coordinator takes it.

@@ -14,7 +14,7 @@
 //!   (real token ids when served, else random ids); on a GPU the passes are enqueued back to
 //!   back as CUDA-graph replays and synchronised once, as the calibration's forward replays are.
 
-use super::{Executor, RowOutput};
+use crate::executor::{Executor, RowOutput};
 use anyhow::Context as _;
 use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
 use ptm_runtime::tokenize::random_rows;

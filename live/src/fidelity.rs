@@ -1,8 +1,9 @@
-//! `ptm run --live`: replay a scenario on the real runtime in real time, with the same
-//! schedulers, and (`--compare`) beside the simulator's prediction from the scenario's profile.
+//! `ptm run --live`: replay every cell of a scenario on the real runtime in real time, with the
+//! same schedulers, and (`--compare`) beside the simulator's prediction from the scenario's
+//! profile: the fidelity table and the mean phase durations that explain its gaps.
 
-use crate::live::runtime::{SlotExecutor, Tenants};
-use crate::live::{self, Executor};
+use crate::executor::Executor;
+use crate::slot::{SlotExecutor, Tenants};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::{Setup, Span, SpanKind};
@@ -19,10 +20,10 @@ use std::path::Path;
 pub struct LiveOptions<'a> {
     /// The zoo whose models serve the tenants.
     pub zoo: &'a Path,
-    /// `cpu` or `cuda[:N]`.
-    pub device: &'a str,
-    /// fp32, fp16 or bf16.
-    pub dtype: &'a str,
+    /// Where the runtime runs.
+    pub device: Device,
+    /// Weight dtype.
+    pub dtype: DType,
     /// Also simulate and compare.
     pub compare: bool,
 }
@@ -84,8 +85,7 @@ pub fn run_cells(
     files: &dyn FileSource,
     o: &LiveOptions<'_>,
 ) -> anyhow::Result<Vec<LiveCell>> {
-    let device: Device = o.device.parse()?;
-    let dtype: DType = o.dtype.parse()?;
+    let (device, dtype) = (o.device, o.dtype);
     let (profile, profile_name) = s.load_profile(files)?;
     let mut out = Vec::new();
     for &seed in &s.seeds {
@@ -111,7 +111,7 @@ pub fn run_cells(
                     .map(|e| Box::new(e) as Box<dyn Executor>)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let run = live::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
+            let run = crate::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
             let live_phases = Phases::of(run.timeline.as_deref().unwrap_or_default());
@@ -135,7 +135,10 @@ pub fn run_cells(
 
 /// The pass shapes `(rows, tokens)` the requests run in (one per runtime bucket: full passes
 /// of `forward_batch` rows and the remainders), and the largest rows and tokens.
-fn pass_shapes(requests: &[Request], forward_batch: u32) -> (Vec<(usize, usize)>, usize, usize) {
+pub fn pass_shapes(
+    requests: &[Request],
+    forward_batch: u32,
+) -> (Vec<(usize, usize)>, usize, usize) {
     let fb = forward_batch.max(1);
     let mut shapes = BTreeMap::new();
     for r in requests {

@@ -2,7 +2,7 @@
 
 use super::api::{parse_infer, ApiError};
 use super::{to_request, AppState};
-use crate::live::{Msg, Refusal};
+use crate::coordinator::{Msg, Refusal};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};

@@ -2,6 +2,7 @@
 //! requests on them. The runtime's switching slots are one ([`crate::slot::SlotExecutor`]);
 //! tests use executors that sleep for a profile's costs.
 
+use crate::error::Result;
 use ptm_sim::workload::{Request, TenantId};
 
 /// One text's output: the head's values and their shape.
@@ -16,12 +17,8 @@ pub struct RowOutput {
 /// One instance's engine: holds one tenant's weights at a time and runs requests.
 pub trait Executor: Send {
     /// Loads `tenant`'s weights into this instance (`cold`: it held nothing before).
-    fn load(&mut self, tenant: TenantId, cold: bool) -> Result<(), String>;
+    fn load(&mut self, tenant: TenantId, cold: bool) -> Result<()>;
     /// Runs `request` on the weights it holds: on `rows` (token ids per text) when given,
     /// returning one output per row, else on random tokens of the request's shape.
-    fn infer(
-        &mut self,
-        request: &Request,
-        rows: Option<&[Vec<u32>]>,
-    ) -> Result<Vec<RowOutput>, String>;
+    fn infer(&mut self, request: &Request, rows: Option<&[Vec<u32>]>) -> Result<Vec<RowOutput>>;
 }

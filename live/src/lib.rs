@@ -11,12 +11,14 @@
 //! - [`serve`] feeds it requests as they come over HTTP/JSON on loopback.
 
 pub mod coordinator;
+pub mod error;
 pub mod executor;
 pub mod fidelity;
 pub mod replay;
 pub mod serve;
 pub mod slot;
 
-pub use coordinator::{Core, Msg, Refusal, Reply, Rows, Served};
+pub use coordinator::{Core, CoreOptions, Msg, Refusal, Reply, Rows, Served};
+pub use error::{Error, Result};
 pub use executor::{Executor, RowOutput};
 pub use replay::replay;

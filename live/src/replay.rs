@@ -1,7 +1,8 @@
 //! Live replay: a workload's arrivals released at their trace times into the [`Core`], on real
 //! executors; the result is the simulator's [`Run`], so it is reported by the same code.
 
-use crate::coordinator::{Core, Msg};
+use crate::coordinator::{Core, CoreOptions, Msg};
+use crate::error::{Error, Result};
 use crate::executor::Executor;
 use ptm_sim::engine::{Preload, Run, Setup};
 use ptm_sim::scheduler::Scheduler;
@@ -27,20 +28,27 @@ fn spin_recv<T>(rx: &mpsc::Receiver<T>, w: Duration) -> Option<T> {
 }
 
 /// Replays `setup`'s workload in real time through `scheduler` on `executors` (one per
-/// instance), returning what happened (request ids as in the workload).
+/// instance), returning what happened (request ids as in the workload, every phase in the
+/// timeline). Fails, naming the instance and request, if a worker loses a request or the
+/// ledger catches a broken rule; at the end every request must have completed exactly once.
 pub fn replay(
     setup: &Setup<'_>,
     scheduler: &mut dyn Scheduler,
     executors: Vec<Box<dyn Executor>>,
     preload: Preload,
-) -> anyhow::Result<Run> {
+) -> Result<Run> {
     let workload = &setup.workload.requests;
     let (tx, rx) = mpsc::channel::<Msg>();
+    let options = CoreOptions {
+        preload,
+        timeline: true,
+        forget_answered: false,
+    };
     std::thread::scope(|scope| {
-        let mut core = Core::start(scope, setup, scheduler, executors, preload, &tx)?;
+        let mut core = Core::start(scope, setup, scheduler, executors, options, &tx)?;
         drop(tx);
         let mut released = 0;
-        while core.completed < workload.len() {
+        while core.completed() < workload.len() {
             // Sleep until the next arrival or tick, unless a worker reports first.
             let next_arrival = workload
                 .get(released)
@@ -52,7 +60,13 @@ pub fn replay(
             let first = match wait {
                 Some(w) if w > SPIN => rx.recv_timeout(w - SPIN).ok(),
                 Some(w) => spin_recv(&rx, w),
-                None => Some(rx.recv()?),
+                None => Some(rx.recv().map_err(|_| {
+                    Error::Invalid(format!(
+                        "every instance stopped with {} of {} requests answered",
+                        core.completed(),
+                        workload.len()
+                    ))
+                })?),
             };
             let mut changed = false;
             for msg in first.into_iter().chain(rx.try_iter()) {
@@ -60,14 +74,14 @@ pub fn replay(
             }
             let now = core.now();
             while released < workload.len() && workload[released].arrival_ns <= now {
-                core.arrive(workload[released], None, None);
+                let id = core.arrive(workload[released], None, None)?;
+                debug_assert_eq!(id as usize, released, "replayed requests keep their ids");
                 released += 1;
                 changed = true;
             }
             core.decide(changed, released < workload.len())?;
         }
-        let run = std::mem::take(&mut core.run);
-        Ok(run)
+        core.finish()
     })
 }
 
@@ -80,7 +94,7 @@ mod tests {
     use ptm_sim::profile::{Dist, Profile};
     use ptm_sim::scheduler::{self, Shape};
     use ptm_sim::workload::{self, NoFiles, RequestDefaults, WorkloadSpec};
-    use ptm_sim::workload::{Request, TenantId};
+    use ptm_sim::workload::{Request, RequestId, TenantId};
 
     /// Sleeps for the example profile's costs.
     struct Sleeper {
@@ -90,7 +104,7 @@ mod tests {
     }
 
     impl Executor for Sleeper {
-        fn load(&mut self, _tenant: TenantId, cold: bool) -> Result<(), String> {
+        fn load(&mut self, _tenant: TenantId, cold: bool) -> Result<()> {
             std::thread::sleep(Duration::from_millis(if cold {
                 self.cold_ms
             } else {
@@ -100,12 +114,49 @@ mod tests {
         }
         fn infer(
             &mut self,
-            _request: &Request,
+            request: &Request,
             _rows: Option<&[Vec<u32>]>,
-        ) -> Result<Vec<RowOutput>, String> {
+        ) -> Result<Vec<RowOutput>> {
             std::thread::sleep(Duration::from_millis(self.infer_ms));
-            Ok(Vec::new())
+            Ok(outputs(request.samples))
         }
+    }
+
+    fn outputs(rows: u32) -> Vec<RowOutput> {
+        vec![
+            RowOutput {
+                shape: vec![1],
+                values: vec![0.0],
+            };
+            rows as usize
+        ]
+    }
+
+    fn sleepers(n: usize, cold_ms: u64, switch_ms: u64, infer_ms: u64) -> Vec<Box<dyn Executor>> {
+        (0..n)
+            .map(|_| {
+                Box::new(Sleeper {
+                    cold_ms,
+                    switch_ms,
+                    infer_ms,
+                }) as Box<dyn Executor>
+            })
+            .collect()
+    }
+
+    /// The example profile with constant costs: cold load, switch, and a forward pass of one
+    /// sample (FastPTM's 16 samples a request make an inference 16 × that).
+    fn constant_profile(cold_ms: f64, switch_ms: f64, pass_ms: f64) -> Profile {
+        let mut profile = Profile::example();
+        let m = profile.models.get_mut("bert-base").unwrap();
+        m.cold_load.ms = Dist::Constant(cold_ms);
+        m.switch.split.ms = Dist::Constant(switch_ms);
+        m.forward.points[0].ms = Dist::Constant(pass_ms);
+        m.forward.stretch = vec![1.0];
+        m.switch.split.stretch = vec![1.0];
+        m.cold_load.stretch = vec![1.0];
+        m.request_overhead_ms = Dist::Constant(0.0);
+        profile
     }
 
     #[test]
@@ -137,15 +188,7 @@ mod tests {
             let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
             let sim = engine::simulate(&setup, s.as_mut(), 1, Default::default()).unwrap();
             let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
-            let executors: Vec<Box<dyn Executor>> = (0..2)
-                .map(|_| {
-                    Box::new(Sleeper {
-                        cold_ms: 30,
-                        switch_ms: 20,
-                        infer_ms: 32,
-                    }) as Box<dyn Executor>
-                })
-                .collect();
+            let executors = sleepers(2, 30, 20, 32);
             let live = replay(&setup, s.as_mut(), executors, Preload::Policy).unwrap();
             let (a, b) = (
                 Report::new("t", policy, 1, &setup, &sim),
@@ -173,5 +216,149 @@ mod tests {
                 w.requests.len()
             );
         }
+    }
+
+    /// One setup for the ledger tests: `requests` requests over 3 tenants, one every `gap_ms`.
+    fn workload(requests: u32, gap_ms: f64) -> workload::Workload {
+        let spec = WorkloadSpec::Sequence {
+            repeat: (requests / 3) as usize,
+            types: 3,
+            shuffle: true,
+            gap_ms,
+        };
+        workload::build(&spec, &RequestDefaults::default(), "bert-base", 5, &NoFiles).unwrap()
+    }
+
+    #[test]
+    fn live_and_simulated_dispatch_the_same_sequence_through_the_ledger() {
+        // Constant costs, equal in the profile and the executors: 30 ms cold load, 20 ms
+        // switch, 16 × 2 ms inference; arrivals 45 ms apart, so that every event is at least
+        // 10 ms from any other and the wall clock's jitter cannot reorder them.
+        let profile = constant_profile(30.0, 20.0, 2.0);
+        let w = workload(9, 45.0);
+        let serving = Serving {
+            instances: 2,
+            loading: LoadingMode::Split,
+            forward_batch: 1,
+        };
+        let setup = Setup::new(&profile, "p", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 2,
+            tenants: 3,
+        };
+        for policy in ["fcfs-rr", "fcfs", "edf", "affinity"] {
+            let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
+            let sim = engine::simulate(&setup, s.as_mut(), 1, Default::default()).unwrap();
+            let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
+            let live =
+                replay(&setup, s.as_mut(), sleepers(2, 30, 20, 32), Preload::Policy).unwrap();
+            assert_eq!(
+                live.served_by, sim.served_by,
+                "{policy}: which instance ran each request"
+            );
+            assert_eq!(
+                live.load, sim.load,
+                "{policy}: the load each dispatch needed"
+            );
+            assert_eq!(live.tenant_loads, sim.tenant_loads, "{policy}");
+            let order = |run: &Run| {
+                let mut ids: Vec<usize> = (0..run.start_ns.len()).collect();
+                ids.sort_by_key(|&i| (run.start_ns[i], i));
+                ids
+            };
+            assert_eq!(order(&live), order(&sim), "{policy}: the dispatch order");
+        }
+    }
+
+    /// Answers no rows for one request: a lost answer.
+    struct Dropper {
+        inner: Sleeper,
+        drop_request: RequestId,
+        seen: RequestId,
+    }
+
+    impl Executor for Dropper {
+        fn load(&mut self, tenant: TenantId, cold: bool) -> Result<()> {
+            self.inner.load(tenant, cold)
+        }
+        fn infer(
+            &mut self,
+            request: &Request,
+            rows: Option<&[Vec<u32>]>,
+        ) -> Result<Vec<RowOutput>> {
+            let out = self.inner.infer(request, rows)?;
+            self.seen += 1;
+            if self.seen == self.drop_request {
+                assert!(self.seen < 100, "the dropped request is unique");
+                return Ok(Vec::new());
+            }
+            Ok(out)
+        }
+    }
+
+    /// Panics on its second request.
+    struct Crasher(u32);
+
+    impl Executor for Crasher {
+        fn load(&mut self, _tenant: TenantId, _cold: bool) -> Result<()> {
+            Ok(())
+        }
+        fn infer(
+            &mut self,
+            request: &Request,
+            _rows: Option<&[Vec<u32>]>,
+        ) -> Result<Vec<RowOutput>> {
+            self.0 += 1;
+            if self.0 == 2 {
+                panic!("a faulty executor");
+            }
+            Ok(outputs(request.samples))
+        }
+    }
+
+    #[test]
+    fn a_faulty_executor_makes_the_replay_fail_naming_the_instance_and_request() {
+        let profile = constant_profile(2.0, 1.0, 0.1);
+        let w = workload(6, 5.0);
+        let serving = Serving {
+            instances: 1,
+            loading: LoadingMode::Split,
+            forward_batch: 1,
+        };
+        let setup = Setup::new(&profile, "p", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 1,
+            tenants: 3,
+        };
+        let mut s = scheduler::by_name("fcfs", &Default::default(), shape).unwrap();
+        let dropper: Box<dyn Executor> = Box::new(Dropper {
+            inner: Sleeper {
+                cold_ms: 2,
+                switch_ms: 1,
+                infer_ms: 1,
+            },
+            drop_request: 3,
+            seen: 0,
+        });
+        let err = replay(&setup, s.as_mut(), vec![dropper], Preload::Empty)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instance 0") && err.contains("request 2") && err.contains("0 of 16 rows"),
+            "{err}"
+        );
+        let mut s = scheduler::by_name("fcfs", &Default::default(), shape).unwrap();
+        let err = replay(
+            &setup,
+            s.as_mut(),
+            vec![Box::new(Crasher(0))],
+            Preload::Empty,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("instance 0") && err.contains("request 1") && err.contains("panicked"),
+            "{err}"
+        );
     }
 }

@@ -14,6 +14,7 @@
 //!   (real token ids when served, else random ids); on a GPU the passes are enqueued back to
 //!   back as CUDA-graph replays and synchronised once, as the calibration's forward replays are.
 
+use crate::error::{Error, Result};
 use crate::executor::{Executor, RowOutput};
 use anyhow::Context as _;
 use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
@@ -121,10 +122,10 @@ impl Tenants {
         Ok(())
     }
 
-    fn model(&self, tenant: TenantId) -> Result<&TenantModel, String> {
+    fn model(&self, tenant: TenantId) -> Result<&TenantModel> {
         let i = tenant as usize;
         if i >= self.tenants {
-            return Err(format!("no model for tenant {tenant}"));
+            return Err(Error::Invalid(format!("no model for tenant {tenant}")));
         }
         Ok(&self.models[i % self.models.len()])
     }
@@ -202,49 +203,49 @@ fn warm_up(
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock()
-        .map_err(|_| anyhow::anyhow!("the host cache lock was poisoned by a failed instance"))
+        .map_err(|_| Error::Invalid("the host cache lock was poisoned by a failed instance".into()))
 }
 
 impl Executor for SlotExecutor {
-    fn load(&mut self, tenant: TenantId, cold: bool) -> Result<(), String> {
+    fn load(&mut self, tenant: TenantId, cold: bool) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let m = shared.model(tenant)?;
-        let e = |e: ptm_runtime::Error| e.to_string();
         self.held = None;
         match (&mut self.slot, cold) {
-            (Slot::Cpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
-            (Slot::Gpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
+            (Slot::Cpu(s), true) => s.load_file(&m.name, &m.dir)?,
+            (Slot::Gpu(s), true) => s.load_file(&m.name, &m.dir)?,
             (Slot::Cpu(s), false) => {
-                let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
-                s.switch(&mut cache, &m.name).map_err(e)?;
+                let mut cache = lock(&shared.cache)?;
+                s.switch(&mut cache, &m.name)?;
             }
             (Slot::Gpu(s), false) => {
-                let copy = shared.copy.as_ref().ok_or("no copy stream")?;
+                let copy = shared
+                    .copy
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("no copy stream".into()))?;
                 {
-                    let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
-                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)
-                        .map_err(e)?;
+                    let mut cache = lock(&shared.cache)?;
+                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
                 }
                 // The load is done when the weights have landed.
-                s.wait().map_err(e)?;
+                s.wait()?;
             }
         }
         if let Slot::Cpu(s) = &mut self.slot {
-            s.prepare().map_err(e)?;
+            s.prepare()?;
         }
         self.held = Some(tenant);
         Ok(())
     }
 
-    fn infer(
-        &mut self,
-        request: &Request,
-        rows: Option<&[Vec<u32>]>,
-    ) -> Result<Vec<RowOutput>, String> {
+    fn infer(&mut self, request: &Request, rows: Option<&[Vec<u32>]>) -> Result<Vec<RowOutput>> {
         if self.held != Some(request.tenant) {
-            return Err(format!("instance does not hold tenant {}", request.tenant));
+            return Err(Error::Invalid(format!(
+                "instance does not hold tenant {}",
+                request.tenant
+            )));
         }
         let shared = Arc::clone(&self.shared);
         let cfg = &shared.model(request.tenant)?.cfg;
@@ -260,16 +261,13 @@ impl Executor for SlotExecutor {
         let batches = rows
             .chunks(self.forward_batch as usize)
             .map(|chunk| Batch::from_rows(chunk, cfg.pad_token_id, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let e = |e: ptm_runtime::Error| e.to_string();
+            .collect::<Result<Vec<_>, _>>()?;
         let outs: Vec<HeadOutput> = match &mut self.slot {
             Slot::Cpu(s) => batches
                 .iter()
                 .map(|b| s.forward(b))
-                .collect::<Result<_, _>>()
-                .map_err(e)?,
-            Slot::Gpu(s) => s.forward_many(&batches).map_err(e)?,
+                .collect::<Result<_, _>>()?,
+            Slot::Gpu(s) => s.forward_many(&batches)?,
         };
         let mut outputs = Vec::with_capacity(rows.len());
         for (batch, out) in batches.iter().zip(&outs) {
@@ -317,7 +315,7 @@ mod tests {
         let mut exec = SlotExecutor::new(shared, 2, 1, &[(2, 12)]).unwrap();
         let rows: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 3], vec![2, 50, 3], vec![2, 9, 3]];
         let err = exec.infer(&request(0, 3), Some(&rows)).unwrap_err();
-        assert!(err.contains("does not hold tenant 0"), "{err}");
+        assert!(err.to_string().contains("does not hold tenant 0"), "{err}");
         for (tenant, cold) in [(0, true), (1, false), (3, false), (2, true), (1, false)] {
             exec.load(tenant, cold).unwrap();
             let model = &zoo.models[tenant as usize % 3].name;
@@ -340,6 +338,6 @@ mod tests {
             assert_eq!(exec.infer(&request(tenant, 5), None).unwrap().len(), 5);
         }
         let err = exec.load(9, false).unwrap_err();
-        assert!(err.contains("no model for tenant 9"), "{err}");
+        assert!(err.to_string().contains("no model for tenant 9"), "{err}");
     }
 }

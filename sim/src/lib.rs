@@ -46,6 +46,8 @@
 pub mod capacity;
 pub mod engine;
 pub mod error;
+pub mod estimates;
+pub mod ledger;
 pub mod metrics;
 pub mod profile;
 pub mod rng;

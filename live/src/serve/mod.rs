@@ -15,7 +15,7 @@ pub mod metrics;
 
 pub use api::{InferRequest, TenantInfo};
 
-use crate::coordinator::{Core, Msg, Refusal};
+use crate::coordinator::{Core, CoreOptions, Msg, Refusal};
 use crate::executor::Executor;
 use crate::slot::{SlotExecutor, Tenants};
 use metrics::Metrics;
@@ -172,7 +172,11 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
             &setup,
             scheduler.as_mut(),
             executors,
-            Preload::Empty,
+            CoreOptions {
+                preload: Preload::Empty,
+                timeline: false,
+                forget_answered: true,
+            },
             &tx,
         )?;
         let http_state = state.clone();
@@ -196,10 +200,10 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
                             let _ = reply.send(Err(Refusal::Draining));
                             continue;
                         }
-                        if core.waiting >= o.queue {
+                        if core.waiting() >= o.queue {
                             let why = format!(
                                 "queue full: {} requests wait (the server's --queue)",
-                                core.waiting
+                                core.waiting()
                             );
                             let _ = reply.send(Err(Refusal::Rejected(why)));
                             continue;
@@ -220,7 +224,7 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
                             continue;
                         }
                         request.arrival_ns = core.now();
-                        core.arrive(request, Some(rows), Some(reply));
+                        core.arrive(request, Some(rows), Some(reply))?;
                         metrics.accepted.fetch_add(1, Relaxed);
                         changed = true;
                     }
@@ -229,13 +233,14 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
                 }
             }
             core.decide(changed, true)?;
-            let switches: u64 = core.run.instances.iter().map(|i| i.switches).sum();
-            let cold: u64 = core.run.instances.iter().map(|i| i.cold_loads).sum();
+            let stats = &core.ledger().run().instances;
+            let switches: u64 = stats.iter().map(|i| i.switches).sum();
+            let cold: u64 = stats.iter().map(|i| i.cold_loads).sum();
             metrics.switches.store(switches, Relaxed);
             metrics.cold_loads.store(cold, Relaxed);
-            metrics.queue_depth.store(core.waiting as u64, Relaxed);
-            metrics.busy_instances.store(core.busy as u64, Relaxed);
-            if draining && core.waiting == 0 && core.busy == 0 {
+            metrics.queue_depth.store(core.waiting() as u64, Relaxed);
+            metrics.busy_instances.store(core.busy() as u64, Relaxed);
+            if draining && core.waiting() == 0 && core.busy() == 0 {
                 break;
             }
         }

@@ -2,7 +2,9 @@
 //! per tenant and per request, and the mean estimates schedulers see.
 
 use crate::error::{Error, Result};
-use crate::profile::{stretch_at, Cost, Dist, ModelProfile, Profile};
+pub use crate::estimates::Estimates;
+use crate::estimates::{EstimateParts, ModelStretch};
+use crate::profile::{Cost, Dist, ModelProfile, Profile};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId, Workload};
@@ -29,18 +31,6 @@ impl LoadingMode {
     }
 }
 
-/// What the instances hold before time 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Preload {
-    /// Whatever the policy asks for (OMLS: FastPTM's start; the others: nothing).
-    #[default]
-    Policy,
-    /// Nothing: every instance's first load is a cold load.
-    Empty,
-    /// FastPTM's start for every policy: instance 0 empty, instance i ≥ 1 holding tenant i.
-    FastPtm,
-}
-
 /// The serving configuration of one GPU.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Serving {
@@ -59,108 +49,6 @@ struct ServicePlan {
     groups: Vec<(u32, f64, Dist, f64)>,
     overhead: Dist,
     mean_ns: Nanos,
-}
-
-/// Mean costs, as schedulers see them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Estimates {
-    service_ns: Vec<Nanos>,
-    tenant_model: Vec<u16>,
-    cold_ns: Vec<Nanos>,
-    switch_ns: Vec<Nanos>,
-    /// Switch into a model from another model (the structure must be rebuilt: full mode).
-    rebuild_ns: Vec<Nanos>,
-    /// Per model: how cold loads, switches, rebuilds and inference stretch with busy instances.
-    stretch: Vec<ModelStretch>,
-}
-
-/// One model's contention curves (see [`crate::profile::Cost`]).
-#[derive(Debug, Clone, PartialEq)]
-struct ModelStretch {
-    cold: Vec<f64>,
-    switch: Vec<f64>,
-    rebuild: Vec<f64>,
-    forward: Vec<f64>,
-}
-
-impl Estimates {
-    /// Estimates where every request takes `service_ns`, every switch `switch_ns` and every
-    /// cold load `cold_ns`, all tenants of one model (for tests of policies).
-    pub fn uniform(requests: usize, service_ns: Nanos, switch_ns: Nanos, cold_ns: Nanos) -> Self {
-        Estimates {
-            service_ns: vec![service_ns; requests],
-            tenant_model: Vec::new(),
-            cold_ns: vec![cold_ns],
-            switch_ns: vec![switch_ns],
-            rebuild_ns: vec![switch_ns],
-            stretch: Vec::new(),
-        }
-    }
-
-    /// Estimated inference of request `id` on one busy instance.
-    pub fn service_ns(&self, id: RequestId) -> Nanos {
-        debug_assert!(
-            (id as usize) < self.service_ns.len(),
-            "request {id} has no estimate"
-        );
-        self.service_ns[id as usize]
-    }
-
-    /// The same estimates for no request yet (requests are then added with
-    /// [`push_service_ns`](Self::push_service_ns) as they arrive).
-    pub fn without_requests(&self) -> Estimates {
-        Estimates {
-            service_ns: Vec::new(),
-            ..self.clone()
-        }
-    }
-
-    /// Estimated switch into `tenant` from another tenant of its model, one instance busy.
-    pub fn switch_into_ns(&self, tenant: TenantId) -> Nanos {
-        self.switch_ns[self.model_of(tenant)]
-    }
-
-    /// Records the estimated inference of the next request id (for requests that arrive while
-    /// serving, after the setup was made); returns that id.
-    pub fn push_service_ns(&mut self, ns: Nanos) -> RequestId {
-        self.service_ns.push(ns);
-        (self.service_ns.len() - 1) as RequestId
-    }
-
-    /// The model index of `tenant`.
-    pub fn model_of(&self, tenant: TenantId) -> usize {
-        self.tenant_model
-            .get(tenant as usize)
-            .map_or(0, |&m| m as usize)
-    }
-
-    /// Estimated load before an instance holding `resident` can serve `tenant`, with one
-    /// instance busy.
-    pub fn load_ns(&self, resident: Option<TenantId>, tenant: TenantId) -> Nanos {
-        self.load_ns_busy(resident, tenant, 1)
-    }
-
-    /// The same with `busy` instances busy (the profile's contention stretch applied).
-    pub fn load_ns_busy(&self, resident: Option<TenantId>, tenant: TenantId, busy: usize) -> Nanos {
-        let to = self.model_of(tenant);
-        let curves = self.stretch.get(to);
-        let (ns, curve) = match resident {
-            None => (self.cold_ns[to], curves.map(|c| &c.cold)),
-            Some(r) if r == tenant => return 0,
-            Some(r) if self.model_of(r) == to => (self.switch_ns[to], curves.map(|c| &c.switch)),
-            Some(_) => (self.rebuild_ns[to], curves.map(|c| &c.rebuild)),
-        };
-        scale(ns, curve.map_or(1.0, |c| stretch_at(c, busy)))
-    }
-
-    /// Estimated inference of request `id` with `busy` instances busy.
-    pub fn service_ns_busy(&self, id: RequestId, tenant: TenantId, busy: usize) -> Nanos {
-        let f = self
-            .stretch
-            .get(self.model_of(tenant))
-            .map_or(1.0, |c| stretch_at(&c.forward, busy));
-        scale(self.service_ns[id as usize], f)
-    }
 }
 
 /// A workload bound to a profile and a serving configuration, ready to simulate.
@@ -255,7 +143,7 @@ impl<'a> Setup<'a> {
             LoadingMode::Split => m.switch.split.ms.mean(),
             LoadingMode::Full => m.switch.full.ms.mean(),
         };
-        let estimates = Estimates {
+        let estimates = Estimates::new(EstimateParts {
             service_ns: request_plan
                 .iter()
                 .map(|&p| plans[p as usize].mean_ns)
@@ -282,7 +170,7 @@ impl<'a> Setup<'a> {
                     forward: m.forward.stretch.clone(),
                 })
                 .collect(),
-        };
+        });
         Ok(Setup {
             workload,
             serving,
@@ -346,10 +234,6 @@ impl<'a> Setup<'a> {
             .model_of(self.workload.requests[id as usize].tenant)];
         ms_to_ns(ms * m.forward.stretch_at(busy))
     }
-}
-
-fn scale(ns: Nanos, factor: f64) -> Nanos {
-    (ns as f64 * factor).round() as Nanos
 }
 
 fn plan(m: &ModelProfile, samples: u32, seq_len: u32, batch: u32) -> ServicePlan {

@@ -34,8 +34,8 @@ pub use fcfs_rr::FcfsRr;
 pub use omls::{Omls, OmlsOptions};
 pub use sjf::Sjf;
 
-use crate::engine::Estimates;
 use crate::error::{Error, Result};
+use crate::estimates::Estimates;
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -72,8 +72,11 @@ pub struct View<'a> {
     pub now_ns: Nanos,
     /// The instances, by index.
     pub instances: &'a [InstanceView],
-    /// All requests of the run, by id (only arrived ones are ever handed to a scheduler).
+    /// The requests of the run from `first_id` on, by id (only arrived ones are ever handed
+    /// to a scheduler).
     pub requests: &'a [Request],
+    /// The id of `requests[0]` (0 in a simulation; a server forgets finished requests).
+    pub first_id: RequestId,
     /// Mean costs.
     pub estimates: &'a Estimates,
 }
@@ -81,7 +84,7 @@ pub struct View<'a> {
 impl View<'_> {
     /// The request `id`.
     pub fn request(&self, id: RequestId) -> &Request {
-        &self.requests[id as usize]
+        &self.requests[id.wrapping_sub(self.first_id) as usize]
     }
 
     /// Indices of idle instances, in order.
@@ -173,7 +176,7 @@ pub fn by_name(name: &str, options: &PolicyOptions, shape: Shape) -> Result<Box<
 pub(crate) mod testing {
     //! A hand-made instant for unit tests of policies.
     use super::*;
-    use crate::engine::Estimates;
+    use crate::estimates::Estimates;
 
     /// Requests of tenants `tenants[i]` arriving at `i` ms with a 3 s deadline.
     pub fn requests(tenants: &[u32]) -> Vec<Request> {
@@ -208,6 +211,7 @@ pub(crate) mod testing {
             now_ns,
             instances: inst,
             requests: reqs,
+            first_id: 0,
             estimates: &est,
         };
         for id in 0..reqs.len() as RequestId {
@@ -228,6 +232,7 @@ pub(crate) mod testing {
             now_ns,
             instances: inst,
             requests: reqs,
+            first_id: 0,
             estimates: &est,
         };
         let mut out = Vec::new();

@@ -228,6 +228,7 @@ mod tests {
             now_ns: 0,
             instances: &inst,
             requests: reqs,
+            first_id: 0,
             estimates: &est,
         };
         for id in ids {

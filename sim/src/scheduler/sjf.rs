@@ -86,6 +86,7 @@ mod tests {
             now_ns: 0,
             instances: &inst,
             requests: &reqs,
+            first_id: 0,
             estimates: &est,
         };
         let mut s = Sjf::new(Shape {

@@ -1,0 +1,144 @@
+//! The mean costs a scheduler sees: per request its estimated inference, per tenant its model,
+//! per model its cold load, switch and rebuild, and how each stretches with busy instances.
+//! Built by [`crate::engine::Setup`] from a profile; never the sampled future.
+
+use crate::profile::stretch_at;
+use crate::time::Nanos;
+use crate::workload::{RequestId, TenantId};
+
+/// The fields of [`Estimates`], as [`crate::engine::Setup`] computes them.
+pub(crate) struct EstimateParts {
+    pub(crate) service_ns: Vec<Nanos>,
+    pub(crate) tenant_model: Vec<u16>,
+    pub(crate) cold_ns: Vec<Nanos>,
+    pub(crate) switch_ns: Vec<Nanos>,
+    pub(crate) rebuild_ns: Vec<Nanos>,
+    pub(crate) stretch: Vec<ModelStretch>,
+}
+
+/// Mean costs, as schedulers see them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimates {
+    /// By request id, from `first_id` on.
+    service_ns: Vec<Nanos>,
+    first_id: RequestId,
+    tenant_model: Vec<u16>,
+    cold_ns: Vec<Nanos>,
+    switch_ns: Vec<Nanos>,
+    /// Switch into a model from another model (the structure must be rebuilt: full mode).
+    rebuild_ns: Vec<Nanos>,
+    /// Per model: how cold loads, switches, rebuilds and inference stretch with busy instances.
+    stretch: Vec<ModelStretch>,
+}
+
+/// One model's contention curves (see [`crate::profile::Cost`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ModelStretch {
+    pub(crate) cold: Vec<f64>,
+    pub(crate) switch: Vec<f64>,
+    pub(crate) rebuild: Vec<f64>,
+    pub(crate) forward: Vec<f64>,
+}
+
+impl Estimates {
+    pub(crate) fn new(p: EstimateParts) -> Self {
+        Estimates {
+            service_ns: p.service_ns,
+            first_id: 0,
+            tenant_model: p.tenant_model,
+            cold_ns: p.cold_ns,
+            switch_ns: p.switch_ns,
+            rebuild_ns: p.rebuild_ns,
+            stretch: p.stretch,
+        }
+    }
+
+    /// Estimates where every request takes `service_ns`, every switch `switch_ns` and every
+    /// cold load `cold_ns`, all tenants of one model (for tests of policies).
+    pub fn uniform(requests: usize, service_ns: Nanos, switch_ns: Nanos, cold_ns: Nanos) -> Self {
+        Estimates {
+            service_ns: vec![service_ns; requests],
+            first_id: 0,
+            tenant_model: Vec::new(),
+            cold_ns: vec![cold_ns],
+            switch_ns: vec![switch_ns],
+            rebuild_ns: vec![switch_ns],
+            stretch: Vec::new(),
+        }
+    }
+
+    /// Estimated inference of request `id` on one busy instance.
+    pub fn service_ns(&self, id: RequestId) -> Nanos {
+        let i = id.wrapping_sub(self.first_id) as usize;
+        debug_assert!(i < self.service_ns.len(), "request {id} has no estimate");
+        self.service_ns[i]
+    }
+
+    /// The same estimates for no request yet (requests are then added with
+    /// [`push_service_ns`](Self::push_service_ns) as they arrive).
+    pub fn without_requests(&self) -> Estimates {
+        Estimates {
+            service_ns: Vec::new(),
+            first_id: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Estimated switch into `tenant` from another tenant of its model, one instance busy.
+    pub fn switch_into_ns(&self, tenant: TenantId) -> Nanos {
+        self.switch_ns[self.model_of(tenant)]
+    }
+
+    /// Records the estimated inference of the next request id (for requests that arrive while
+    /// serving, after the setup was made); returns that id.
+    pub fn push_service_ns(&mut self, ns: Nanos) -> RequestId {
+        self.service_ns.push(ns);
+        self.first_id
+            .wrapping_add((self.service_ns.len() - 1) as RequestId)
+    }
+
+    /// Forgets the estimates of the first `n` requests (see [`crate::ledger::Ledger::compact`]).
+    pub fn drop_first(&mut self, n: usize) {
+        self.service_ns.drain(..n);
+        self.first_id = self.first_id.wrapping_add(n as RequestId);
+    }
+
+    /// The model index of `tenant`.
+    pub fn model_of(&self, tenant: TenantId) -> usize {
+        self.tenant_model
+            .get(tenant as usize)
+            .map_or(0, |&m| m as usize)
+    }
+
+    /// Estimated load before an instance holding `resident` can serve `tenant`, with one
+    /// instance busy.
+    pub fn load_ns(&self, resident: Option<TenantId>, tenant: TenantId) -> Nanos {
+        self.load_ns_busy(resident, tenant, 1)
+    }
+
+    /// The same with `busy` instances busy (the profile's contention stretch applied).
+    pub fn load_ns_busy(&self, resident: Option<TenantId>, tenant: TenantId, busy: usize) -> Nanos {
+        let to = self.model_of(tenant);
+        let curves = self.stretch.get(to);
+        let (ns, curve) = match resident {
+            None => (self.cold_ns[to], curves.map(|c| &c.cold)),
+            Some(r) if r == tenant => return 0,
+            Some(r) if self.model_of(r) == to => (self.switch_ns[to], curves.map(|c| &c.switch)),
+            Some(_) => (self.rebuild_ns[to], curves.map(|c| &c.rebuild)),
+        };
+        scale(ns, curve.map_or(1.0, |c| stretch_at(c, busy)))
+    }
+
+    /// Estimated inference of request `id` with `busy` instances busy.
+    pub fn service_ns_busy(&self, id: RequestId, tenant: TenantId, busy: usize) -> Nanos {
+        let f = self
+            .stretch
+            .get(self.model_of(tenant))
+            .map_or(1.0, |c| stretch_at(&c.forward, busy));
+        scale(self.service_ns(id), f)
+    }
+}
+
+fn scale(ns: Nanos, factor: f64) -> Nanos {
+    (ns as f64 * factor).round() as Nanos
+}

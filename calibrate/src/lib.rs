@@ -216,6 +216,8 @@ pub fn calibrate(
                     full,
                     fastptm: Some(fastptm),
                 },
+                weights_bytes: None,
+                pool_switch: None,
                 request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
                 forward: ForwardTable {
                     points,

@@ -147,6 +147,7 @@ fn the_profile_round_trips_and_drives_the_simulator() {
             instances: 2,
             loading: LoadingMode::Split,
             forward_batch: 4,
+            ..Serving::default()
         },
     )
     .unwrap();

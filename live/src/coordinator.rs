@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, RowOutput};
 use ptm_sim::engine::{Estimates, Setup};
 use ptm_sim::ledger::{initial_residency, Ledger, Load, Preload, Run, Start};
-use ptm_sim::scheduler::{Dispatch, Scheduler, View};
+use ptm_sim::scheduler::{Decision, Scheduler, View};
 use ptm_sim::time::Nanos;
 use ptm_sim::workload::{Request, RequestId, TenantId};
 use std::sync::{mpsc, Arc};
@@ -145,7 +145,7 @@ pub struct Core<'a> {
     waiting_est_ns: Nanos,
     start: Instant,
     next_tick: Nanos,
-    out: Vec<Dispatch>,
+    out: Decision,
     starts: Vec<Start>,
 }
 
@@ -198,7 +198,7 @@ impl<'a> Core<'a> {
             waiting_est_ns: 0,
             start: Instant::now(),
             next_tick: 0,
-            out: Vec::new(),
+            out: Decision::default(),
             starts: Vec::new(),
         })
     }
@@ -259,6 +259,8 @@ impl<'a> Core<'a> {
             requests: &self.requests,
             first_id: self.ledger.first_id(),
             estimates: &self.estimates,
+            residency: self.ledger.residency(),
+            batching: None,
         };
         self.scheduler.on_arrival(id, &view);
         self.waiting_est_ns += estimate;
@@ -395,6 +397,8 @@ impl<'a> Core<'a> {
                 requests: &self.requests,
                 first_id: self.ledger.first_id(),
                 estimates: &self.estimates,
+                residency: self.ledger.residency(),
+                batching: None,
             };
             self.scheduler.decide(&view, &mut out);
             let mut starts = std::mem::take(&mut self.starts);

@@ -178,6 +178,7 @@ mod tests {
             instances: 2,
             loading: LoadingMode::Split,
             forward_batch: 1,
+            ..Serving::default()
         };
         let setup = Setup::new(&profile, "p", &w, serving).unwrap();
         let shape = Shape {
@@ -240,6 +241,7 @@ mod tests {
             instances: 2,
             loading: LoadingMode::Split,
             forward_batch: 1,
+            ..Serving::default()
         };
         let setup = Setup::new(&profile, "p", &w, serving).unwrap();
         let shape = Shape {
@@ -324,6 +326,7 @@ mod tests {
             instances: 1,
             loading: LoadingMode::Split,
             forward_batch: 1,
+            ..Serving::default()
         };
         let setup = Setup::new(&profile, "p", &w, serving).unwrap();
         let shape = Shape {

@@ -2,8 +2,9 @@
 //! per model its cold load, switch and rebuild, and how each stretches with busy instances.
 //! Built by [`crate::engine::Setup`] from a profile; never the sampled future.
 
-use crate::profile::stretch_at;
-use crate::time::Nanos;
+use crate::ledger::Load;
+use crate::profile::{stretch_at, ForwardTable};
+use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
 
 /// The fields of [`Estimates`], as [`crate::engine::Setup`] computes them.
@@ -13,7 +14,34 @@ pub(crate) struct EstimateParts {
     pub(crate) cold_ns: Vec<Nanos>,
     pub(crate) switch_ns: Vec<Nanos>,
     pub(crate) rebuild_ns: Vec<Nanos>,
+    pub(crate) pool_ns: Vec<Nanos>,
+    pub(crate) passes: Vec<PassCosts>,
     pub(crate) stretch: Vec<ModelStretch>,
+}
+
+/// What a model's batch of requests costs on average: forward passes of at most
+/// `forward_batch` rows, plus a per-batch overhead.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PassCosts {
+    pub(crate) forward: ForwardTable,
+    pub(crate) forward_batch: u32,
+    pub(crate) overhead_ms: f64,
+}
+
+impl PassCosts {
+    /// Mean of a batch of `rows` rows of at most `seq_len` tokens, milliseconds.
+    pub(crate) fn mean_ms(&self, rows: u32, seq_len: u32) -> f64 {
+        let fb = self.forward_batch.max(1);
+        let (full, rest) = (rows / fb, rows % fb);
+        let mut ms = self.overhead_ms;
+        if full > 0 {
+            ms += full as f64 * self.forward.mean_ms(fb, seq_len);
+        }
+        if rest > 0 {
+            ms += self.forward.mean_ms(rest, seq_len);
+        }
+        ms
+    }
 }
 
 /// Mean costs, as schedulers see them.
@@ -27,6 +55,10 @@ pub struct Estimates {
     switch_ns: Vec<Nanos>,
     /// Switch into a model from another model (the structure must be rebuilt: full mode).
     rebuild_ns: Vec<Nanos>,
+    /// Per model: a load from the GPU pool (0 where the profile has none).
+    pool_ns: Vec<Nanos>,
+    /// Per model: batch costs (empty in [`Estimates::uniform`]).
+    passes: Vec<PassCosts>,
     /// Per model: how cold loads, switches, rebuilds and inference stretch with busy instances.
     stretch: Vec<ModelStretch>,
 }
@@ -49,6 +81,8 @@ impl Estimates {
             cold_ns: p.cold_ns,
             switch_ns: p.switch_ns,
             rebuild_ns: p.rebuild_ns,
+            pool_ns: p.pool_ns,
+            passes: p.passes,
             stretch: p.stretch,
         }
     }
@@ -63,6 +97,8 @@ impl Estimates {
             cold_ns: vec![cold_ns],
             switch_ns: vec![switch_ns],
             rebuild_ns: vec![switch_ns],
+            pool_ns: vec![switch_ns / 40],
+            passes: Vec::new(),
             stretch: Vec::new(),
         }
     }
@@ -127,6 +163,29 @@ impl Estimates {
             Some(_) => (self.rebuild_ns[to], curves.map(|c| &c.rebuild)),
         };
         scale(ns, curve.map_or(1.0, |c| stretch_at(c, busy)))
+    }
+
+    /// Estimated load of kind `load` into an executor that held `from`, for `tenant`, with one
+    /// instance busy (the ledger's classification, tiers included).
+    pub fn load_kind_ns(&self, load: Load, from: Option<TenantId>, tenant: TenantId) -> Nanos {
+        let to = self.model_of(tenant);
+        match load {
+            Load::None => 0,
+            Load::Pool => self.pool_ns[to],
+            Load::Cold => self.cold_ns[to],
+            Load::Switch => match from {
+                Some(r) if self.model_of(r) != to => self.rebuild_ns[to],
+                _ => self.switch_ns[to],
+            },
+        }
+    }
+
+    /// Estimated inference of a batch of `rows` rows of at most `seq_len` tokens of `tenant`
+    /// with one instance busy.
+    pub fn batch_service_ns(&self, tenant: TenantId, rows: u32, seq_len: u32) -> Nanos {
+        self.passes
+            .get(self.model_of(tenant))
+            .map_or(0, |p| ms_to_ns(p.mean_ms(rows, seq_len)))
     }
 
     /// Estimated inference of request `id` with `busy` instances busy.

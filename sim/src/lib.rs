@@ -33,7 +33,7 @@
 //! let spec: workload::WorkloadSpec =
 //!     ron::from_str("Sequence(repeat: 2, types: 3, shuffle: false, gap_ms: 100.0)").unwrap();
 //! let load = workload::build(&spec, &Default::default(), "bert-base", 7, &workload::NoFiles).unwrap();
-//! let serving = engine::Serving { instances: 2, loading: engine::LoadingMode::Split, forward_batch: 1 };
+//! let serving = engine::Serving { instances: 2, forward_batch: 1, ..Default::default() };
 //! let setup = engine::Setup::new(&profile, "example", &load, serving).unwrap();
 //! let shape = scheduler::Shape { instances: 2, tenants: load.tenants.len() };
 //! let mut policy = scheduler::by_name("fcfs-rr", &Default::default(), shape).unwrap();

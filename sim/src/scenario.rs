@@ -22,8 +22,9 @@
 //! `ptm run` runs every (policy, seed) cell of the scenario itself; the `sweep` section adds a
 //! grid for `ptm sweep` (see [`Sweep`]).
 
-use crate::engine::{self, LoadingMode, Preload, RunOptions, Serving, Setup, Span};
+use crate::engine::{self, Batching, LoadingMode, Preload, RunOptions, Serving, Setup, Span};
 use crate::error::{Error, Result};
+use crate::ledger::{Capacity, Eviction};
 use crate::metrics::Report;
 use crate::profile::Profile;
 use crate::scheduler::{self, PolicyOptions, Shape, POLICIES};
@@ -57,6 +58,21 @@ pub struct Scenario {
     /// What the instances hold before time 0.
     #[serde(default)]
     pub preload: Preload,
+    /// The GPU weight pool (tier 1): `Some(Tenants(n))`, `Some(Bytes(b))` or `Some(Auto)`
+    /// (what the GPU holds after the executors); absent: FastPTM's model, no pool.
+    #[serde(default)]
+    pub gpu_pool: Option<Capacity>,
+    /// The host cache (tier 2), with a pool; absent: every tenant, read before time 0.
+    #[serde(default)]
+    pub host_cache: Option<Capacity>,
+    /// Who a full pool or host cache evicts: Lru (default), Lfu, Gdsf or Belady (offline).
+    #[serde(default)]
+    pub eviction: Eviction,
+    /// Cross-request batching: `Some((max_wait_ms: 2.0))` lets policies that batch join
+    /// waiting requests of one tenant up to `forward_batch` rows; absent: one request a
+    /// dispatch.
+    #[serde(default)]
+    pub batching: Option<Batching>,
     /// The requests.
     pub workload: WorkloadSpec,
     /// Request shape where the workload does not give it.
@@ -101,6 +117,12 @@ pub struct Sweep {
     pub instances: Vec<usize>,
     /// Loading modes.
     pub loading: Vec<LoadingMode>,
+    /// GPU pools (`None`: FastPTM's model, no pool).
+    pub gpu_pool: Vec<Option<Capacity>>,
+    /// Eviction policies.
+    pub eviction: Vec<Eviction>,
+    /// Batching (`None`: one request a dispatch).
+    pub batching: Vec<Option<Batching>>,
     /// Offered loads in requests per second (generated workloads only).
     pub offered_rps: Vec<f64>,
     /// Tenant counts (generated workloads only).
@@ -143,6 +165,21 @@ impl Scenario {
             return Err(Error::invalid(field("seeds"), "expected at least one seed"));
         }
         self.request.validate(&field("request"))?;
+        let batchings = self.sweep.iter().flat_map(|s| s.batching.iter().flatten());
+        for b in self.batching.iter().chain(batchings) {
+            if !(b.max_wait_ms.is_finite() && (0.0..=60_000.0).contains(&b.max_wait_ms)) {
+                return Err(Error::invalid(
+                    field("batching.max_wait_ms"),
+                    format!("expected 0 to 60000 ms, got {}", b.max_wait_ms),
+                ));
+            }
+        }
+        if self.host_cache.is_some() && self.gpu_pool.is_none() {
+            return Err(Error::invalid(
+                field("host_cache"),
+                "a bounded host cache needs a gpu_pool",
+            ));
+        }
         let shape = Shape {
             instances: self.instances,
             tenants: 1,
@@ -191,6 +228,10 @@ impl Scenario {
             instances: self.instances,
             loading: self.loading,
             forward_batch: self.forward_batch,
+            gpu_pool: self.gpu_pool,
+            host_cache: self.host_cache,
+            eviction: self.eviction,
+            batching: self.batching,
         }
     }
 

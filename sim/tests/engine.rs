@@ -56,6 +56,7 @@ fn run(
         instances,
         loading: LoadingMode::Split,
         forward_batch: 4,
+        ..Serving::default()
     };
     let setup = Setup::new(profile, "noisy", w, serving).unwrap();
     let shape = Shape {
@@ -204,6 +205,7 @@ fn instances_that_do_not_fit_are_refused() {
         instances: 13,
         loading: LoadingMode::Split,
         forward_batch: 1,
+        ..Serving::default()
     };
     let err = Setup::new(&profile, "p.ron", &w, serving)
         .unwrap_err()

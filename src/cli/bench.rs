@@ -84,6 +84,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         instances: args.instances,
         loading: LoadingMode::Split,
         forward_batch: 1,
+        ..Serving::default()
     };
     let t = Instant::now();
     let setup = Setup::new(&profile, &name, &w, serving)?;

@@ -113,6 +113,7 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         instances: o.instances,
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
+        ..Serving::default()
     };
     let setup = Setup::new(&profile, &profile_name, &workload, serving)?;
     let shape = Shape {

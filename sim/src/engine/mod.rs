@@ -18,12 +18,12 @@ mod setup;
 
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
 pub use queue::{Event, Queue};
-pub use setup::{Estimates, LoadingMode, Serving, Setup};
+pub use setup::{Batching, Estimates, LoadingMode, Serving, Setup};
 
 use crate::error::Result;
 use crate::ledger::{Ledger, Start};
 use crate::rng::{keyed, Stream};
-use crate::scheduler::{Dispatch, Scheduler, View};
+use crate::scheduler::{BatchLimits, Decision, Scheduler, View};
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::RequestId;
 
@@ -55,8 +55,11 @@ struct Engine<'s, 'a> {
     loads_done: Vec<u64>,
     now_ns: Nanos,
     next_arrival: usize,
-    dispatches: Vec<Dispatch>,
+    decision: Decision,
     starts: Vec<Start>,
+    /// The earliest wake-up pending in the queue.
+    wake_ns: Option<Nanos>,
+    prefetches_done: u64,
 }
 
 impl<'s, 'a> Engine<'s, 'a> {
@@ -70,7 +73,11 @@ impl<'s, 'a> Engine<'s, 'a> {
         let n = setup.workload.requests.len();
         let tenants = setup.workload.tenants.len();
         let residency = initial_residency(options.preload, scheduler, m, tenants)?;
-        let ledger = Ledger::new(scheduler.name(), &residency, tenants, n, options.timeline);
+        let mut ledger = Ledger::new(scheduler.name(), &residency, tenants, n, options.timeline)
+            .with_tiers(setup.residency(true)?);
+        if setup.serving.batching.is_some() {
+            ledger = ledger.with_batching(setup.serving.forward_batch);
+        }
         Ok(Engine {
             setup,
             scheduler,
@@ -80,8 +87,10 @@ impl<'s, 'a> Engine<'s, 'a> {
             loads_done: vec![0; m],
             now_ns: 0,
             next_arrival: 0,
-            dispatches: Vec::new(),
+            decision: Decision::default(),
             starts: Vec::new(),
+            wake_ns: None,
+            prefetches_done: 0,
         })
     }
 
@@ -90,6 +99,10 @@ impl<'s, 'a> Engine<'s, 'a> {
         let n = requests.len();
         let m = self.ledger.views().len();
         let tick = self.scheduler.tick_ns();
+        let batching = self.setup.serving.batching.map(|b| BatchLimits {
+            max_rows: self.setup.serving.forward_batch,
+            max_wait_ns: ms_to_ns(b.max_wait_ms),
+        });
         if let Some(p) = tick {
             assert!(p > 0, "a tick period must be positive");
             self.queue.push(0, Event::Tick);
@@ -115,6 +128,8 @@ impl<'s, 'a> Engine<'s, 'a> {
                     requests,
                     first_id: 0,
                     estimates: &self.setup.estimates,
+                    residency: self.ledger.residency(),
+                    batching,
                 };
                 self.scheduler.on_arrival(id, &view);
                 changed = true;
@@ -123,6 +138,16 @@ impl<'s, 'a> Engine<'s, 'a> {
             while let Some(event) = self.queue.pop_at(now) {
                 match event {
                     Event::PhaseDone(i) => changed |= self.phase_done(i as usize)?,
+                    Event::PrefetchDone(t) => {
+                        self.ledger.prefetch_done(t);
+                        changed = true;
+                    }
+                    Event::Wake => {
+                        if self.wake_ns == Some(now) {
+                            self.wake_ns = None;
+                        }
+                        changed = true;
+                    }
                     Event::Tick => ticked = true,
                 }
             }
@@ -132,19 +157,21 @@ impl<'s, 'a> Engine<'s, 'a> {
             let decide = if tick.is_some() { ticked } else { changed };
             let mut dispatched = false;
             if decide && self.ledger.waiting() > 0 && self.ledger.busy() < m {
-                let mut out = std::mem::take(&mut self.dispatches);
+                let mut out = std::mem::take(&mut self.decision);
                 let view = View {
                     now_ns: now,
                     instances: self.ledger.views(),
                     requests,
                     first_id: 0,
                     estimates: &self.setup.estimates,
+                    residency: self.ledger.residency(),
+                    batching,
                 };
                 self.scheduler.decide(&view, &mut out);
                 dispatched = !out.is_empty();
                 self.apply(&out)?;
                 out.clear();
-                self.dispatches = out;
+                self.decision = out;
             }
             let nothing_else =
                 self.ledger.busy() == 0 && self.next_arrival == n && self.queue.is_empty();
@@ -175,13 +202,31 @@ impl<'s, 'a> Engine<'s, 'a> {
         self.ledger.finish(self.now_ns)
     }
 
-    /// Books the dispatches of one decision and starts their first phases. All of them count
-    /// as busy from now, so each phase is stretched by the instances busy at this instant.
-    fn apply(&mut self, out: &[Dispatch]) -> Result<()> {
+    /// Books the dispatches of one decision and starts their first phases (all of them count
+    /// as busy from now, so each phase is stretched by the instances busy at this instant);
+    /// starts its prefetches and queues its wake-up.
+    fn apply(&mut self, out: &Decision) -> Result<()> {
+        if let Some(t) = out.wake_at_ns.filter(|&t| t > self.now_ns) {
+            if self.wake_ns.is_none_or(|w| t < w) {
+                self.wake_ns = Some(t);
+                self.queue.push(t, Event::Wake);
+            }
+        }
+        for &tenant in &out.prefetch {
+            if self.ledger.prefetch(self.now_ns, tenant).is_some() {
+                // A prefetch is a copy from the host, like a switch's, on the copy engine.
+                let cost = self.setup.load_cost(Load::Switch, None, tenant);
+                let mut rng = keyed(self.seed, Stream::Load, (1 << 63) | self.prefetches_done);
+                self.prefetches_done += 1;
+                let ms = cost.map_or(0.0, |c| c.ms.sample(&mut rng));
+                self.queue
+                    .push(self.now_ns + ms_to_ns(ms), Event::PrefetchDone(tenant));
+            }
+        }
         let mut starts = std::mem::take(&mut self.starts);
         self.ledger.dispatch(
             self.now_ns,
-            out,
+            &out.dispatches,
             &self.setup.workload.requests,
             &self.setup.estimates,
             &mut starts,
@@ -189,8 +234,8 @@ impl<'s, 'a> Engine<'s, 'a> {
         let busy = self.ledger.busy();
         for start in starts.drain(..) {
             let i = start.instance as usize;
-            match self.setup.load_cost(start.from, start.tenant) {
-                Some((cost, _)) => {
+            match self.setup.load_cost(start.load, start.from, start.tenant) {
+                Some(cost) => {
                     let mut rng = keyed(
                         self.seed,
                         Stream::Load,
@@ -201,18 +246,23 @@ impl<'s, 'a> Engine<'s, 'a> {
                     self.queue
                         .push(self.now_ns + ms_to_ns(ms), Event::PhaseDone(i as u32));
                 }
-                None => self.start_inference(i, start.request),
+                None => self.start_inference(i),
             }
         }
         self.starts = starts;
         Ok(())
     }
 
-    fn start_inference(&mut self, i: usize, id: RequestId) {
-        let mut rng = keyed(self.seed, Stream::Service, id as u64);
-        let ns = self
-            .setup
-            .sample_service_ns(id, self.ledger.busy(), &mut rng);
+    /// Starts the inference of instance `i`'s batch; its noise is keyed by the batch's first
+    /// request (common random numbers across policies).
+    fn start_inference(&mut self, i: usize) {
+        let batch = self.ledger.batch(i);
+        let mut rng = keyed(self.seed, Stream::Service, batch[0] as u64);
+        let busy = self.ledger.busy();
+        let ns = match batch {
+            [id] => self.setup.sample_service_ns(*id, busy, &mut rng),
+            _ => self.setup.sample_batch_ns(batch, busy, &mut rng),
+        };
         self.queue
             .push(self.now_ns + ns, Event::PhaseDone(i as u32));
     }
@@ -220,8 +270,8 @@ impl<'s, 'a> Engine<'s, 'a> {
     /// Ends instance `i`'s phase; returns whether an instance became idle.
     fn phase_done(&mut self, i: usize) -> Result<bool> {
         if self.ledger.loading(i) {
-            let id = self.ledger.load_done(self.now_ns, i)?;
-            self.start_inference(i, id);
+            self.ledger.load_done(self.now_ns, i)?;
+            self.start_inference(i);
             return Ok(false);
         }
         self.ledger.complete(self.now_ns, i)?;

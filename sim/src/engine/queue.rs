@@ -1,7 +1,8 @@
 //! The event queue: a binary heap ordered by (time, class, sequence number).
 //!
-//! Within one instant, phase completions come before the scheduler's tick, and events of one
-//! class come in the order they were scheduled (FIFO). Arrivals are not queued here: they come
+//! Within one instant, phase completions come first, then prefetches landing, then wake-ups a
+//! scheduler asked for, then the scheduler's tick; events of one class come in the order they
+//! were scheduled (FIFO). Arrivals are not queued here: they come
 //! from the sorted workload and precede every queued event of the same instant.
 
 use crate::time::Nanos;
@@ -13,6 +14,10 @@ use std::collections::BinaryHeap;
 pub enum Event {
     /// The current phase (load or inference) of instance `.0` ends.
     PhaseDone(u32),
+    /// A prefetch of tenant `.0` into the GPU pool lands.
+    PrefetchDone(u32),
+    /// The time a scheduler asked to decide again at (a batching window closes).
+    Wake,
     /// The scheduler's periodic tick.
     Tick,
 }
@@ -21,7 +26,9 @@ impl Event {
     fn class(self) -> u8 {
         match self {
             Event::PhaseDone(_) => 0,
-            Event::Tick => 1,
+            Event::PrefetchDone(_) => 1,
+            Event::Wake => 2,
+            Event::Tick => 3,
         }
     }
 }

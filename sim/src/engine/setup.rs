@@ -3,7 +3,8 @@
 
 use crate::error::{Error, Result};
 pub use crate::estimates::Estimates;
-use crate::estimates::{EstimateParts, ModelStretch};
+use crate::estimates::{EstimateParts, ModelStretch, PassCosts};
+use crate::ledger::{Capacity, Eviction, Load, Residency, Tiers};
 use crate::profile::{Cost, Dist, ModelProfile, Profile};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
@@ -34,12 +35,46 @@ impl LoadingMode {
 /// The serving configuration of one GPU.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Serving {
-    /// Parallel instances.
+    /// Parallel instances (executors: a stream, an arena, graphs).
     pub instances: usize,
     /// How switches load weights.
     pub loading: LoadingMode,
     /// Largest batch of samples in one forward pass (FastPTM: 1).
     pub forward_batch: u32,
+    /// The GPU weight pool (tier 1); `None`: FastPTM's model, no pool.
+    pub gpu_pool: Option<Capacity>,
+    /// The host cache (tier 2); `None`: every tenant, read before time 0.
+    pub host_cache: Option<Capacity>,
+    /// Who a full pool or host cache evicts.
+    pub eviction: Eviction,
+    /// Cross-request batching; `None`: one request a dispatch.
+    pub batching: Option<Batching>,
+}
+
+impl Default for Serving {
+    /// FastPTM's: one instance, split loading, one sample a pass, no tiers, no batching.
+    fn default() -> Self {
+        Serving {
+            instances: 1,
+            loading: LoadingMode::Split,
+            forward_batch: 1,
+            gpu_pool: None,
+            host_cache: None,
+            eviction: Eviction::Lru,
+            batching: None,
+        }
+    }
+}
+
+/// Cross-request batching: waiting requests of one tenant share an executor's passes, up to
+/// `forward_batch` rows together.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// How long a policy may hold a partial batch for more rows, milliseconds (a policy
+    /// shortens it when a deadline needs).
+    #[serde(default)]
+    pub max_wait_ms: f64,
 }
 
 /// How one request's inference time is drawn.
@@ -65,6 +100,8 @@ pub struct Setup<'a> {
     request_plan: Vec<u32>,
     /// Mean costs for schedulers.
     pub estimates: Estimates,
+    /// The tiers, resolved to tenant slots.
+    pub tiers: Tiers,
 }
 
 impl<'a> Setup<'a> {
@@ -98,18 +135,26 @@ impl<'a> Setup<'a> {
             .max_by_key(|(m, _)| m.memory_per_instance_bytes)
             .map(|(m, n)| (m.memory_per_instance_bytes, n.clone()))
             .expect("a workload has at least one tenant");
-        let need = biggest.saturating_mul(serving.instances as u64);
-        if need > profile.gpu.memory_bytes {
+        let executors_bytes = biggest.saturating_mul(serving.instances as u64);
+        if executors_bytes > profile.gpu.memory_bytes {
             return Err(Error::DoesNotFit {
                 instances: serving.instances,
                 model,
                 per_instance_bytes: biggest,
-                need_bytes: need,
+                need_bytes: executors_bytes,
                 gpu: profile.gpu.name.clone(),
                 have_bytes: profile.gpu.memory_bytes,
                 fit: profile.gpu.memory_bytes / biggest,
             });
         }
+        let tiers = resolve_tiers(
+            &serving,
+            profile,
+            &models,
+            &names,
+            profile.gpu.memory_bytes - executors_bytes,
+            workload.tenants.len(),
+        )?;
         let model_index: BTreeMap<&str, u16> = names
             .iter()
             .enumerate()
@@ -158,6 +203,18 @@ impl<'a> Setup<'a> {
                 .iter()
                 .map(|m| ms_to_ns(m.switch.full.ms.mean()))
                 .collect(),
+            pool_ns: models
+                .iter()
+                .map(|m| m.pool_switch.as_ref().map_or(0, |c| ms_to_ns(c.ms.mean())))
+                .collect(),
+            passes: models
+                .iter()
+                .map(|m| PassCosts {
+                    forward: m.forward.clone(),
+                    forward_batch: serving.forward_batch,
+                    overhead_ms: m.request_overhead_ms.mean(),
+                })
+                .collect(),
             stretch: models
                 .iter()
                 .map(|m| ModelStretch {
@@ -179,7 +236,38 @@ impl<'a> Setup<'a> {
             plans,
             request_plan,
             estimates,
+            tiers,
         })
+    }
+
+    /// The tiers' initial state: for a simulation (`with_trace`: Belady may look ahead) or a
+    /// live run (which cannot).
+    pub fn residency(&self, with_trace: bool) -> Result<Residency> {
+        if self.tiers.pool_tenants.is_none() {
+            return Ok(Residency::fastptm());
+        }
+        // GDSF's weight: the reload from the host per byte of each tenant's weights.
+        let cost_per_byte = self
+            .workload
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(t, _)| {
+                let m = self.models[self.estimates.model_of(t as TenantId)];
+                let bytes = m
+                    .weights_bytes
+                    .unwrap_or(m.memory_per_instance_bytes)
+                    .max(1);
+                m.switch.split.ms.mean() / bytes as f64 * 1e9
+            })
+            .collect();
+        let trace = with_trace.then_some(self.workload.requests.as_slice());
+        Residency::new(
+            self.tiers,
+            self.workload.tenants.len(),
+            cost_per_byte,
+            trace,
+        )
     }
 
     /// The estimated inference of a request of `tenant` of `samples` × `seq_len` on one busy
@@ -195,33 +283,60 @@ impl<'a> Setup<'a> {
         .mean_ns
     }
 
-    /// The cost of loading `tenant` into an instance holding `resident` (`None` when it holds
-    /// it already), and whether it is a cold load.
+    /// The cost of a load of kind `load` of `tenant` into an executor that held `from`
+    /// (`None` for no load).
     pub(crate) fn load_cost(
         &self,
-        resident: Option<TenantId>,
+        load: Load,
+        from: Option<TenantId>,
         tenant: TenantId,
-    ) -> Option<(&Cost, bool)> {
+    ) -> Option<&Cost> {
         let to = self.estimates.model_of(tenant);
         let m = self.models[to];
-        match resident {
-            None => Some((&m.cold_load, true)),
-            Some(r) if r == tenant => None,
-            Some(r)
-                if self.estimates.model_of(r) == to
-                    && self.serving.loading == LoadingMode::Split =>
-            {
-                Some((&m.switch.split, false))
-            }
-            Some(_) => Some((&m.switch.full, false)),
+        match load {
+            Load::None => None,
+            Load::Cold => Some(&m.cold_load),
+            Load::Pool => m.pool_switch.as_ref(),
+            Load::Switch => match from {
+                Some(r) if self.estimates.model_of(r) != to => Some(&m.switch.full),
+                _ if self.serving.loading == LoadingMode::Full => Some(&m.switch.full),
+                _ => Some(&m.switch.split),
+            },
         }
+    }
+
+    /// Draws the inference time of a batch of several requests (`batch`, the first keying the
+    /// noise) with `busy` instances busy: passes over their rows together.
+    pub(crate) fn sample_batch_ns(&self, batch: &[RequestId], busy: usize, rng: &mut Rng) -> Nanos {
+        let reqs = &self.workload.requests;
+        let first = &reqs[batch[0] as usize];
+        let rows: u32 = batch.iter().map(|&id| reqs[id as usize].samples).sum();
+        let seq = batch
+            .iter()
+            .map(|&id| reqs[id as usize].seq_len)
+            .max()
+            .unwrap_or(1);
+        let m = self.models[self.estimates.model_of(first.tenant)];
+        let p = plan(m, rows.max(1), seq.max(1), self.serving.forward_batch);
+        ms_to_ns(p.sample_ms(rng) * m.forward.stretch_at(busy))
     }
 
     /// Draws request `id`'s inference time with `busy` instances busy.
     pub(crate) fn sample_service_ns(&self, id: RequestId, busy: usize, rng: &mut Rng) -> Nanos {
         let plan = &self.plans[self.request_plan[id as usize] as usize];
-        let mut ms = plan.overhead.sample(rng);
-        for (n, mean, noise, noise_mean) in &plan.groups {
+        let ms = plan.sample_ms(rng);
+        let m = self.models[self
+            .estimates
+            .model_of(self.workload.requests[id as usize].tenant)];
+        ms_to_ns(ms * m.forward.stretch_at(busy))
+    }
+}
+
+impl ServicePlan {
+    /// Draws one inference, milliseconds, before contention.
+    fn sample_ms(&self, rng: &mut Rng) -> f64 {
+        let mut ms = self.overhead.sample(rng);
+        for (n, mean, noise, noise_mean) in &self.groups {
             let x = noise.sample_sum(*n, rng);
             ms += if *noise_mean > 0.0 {
                 x * mean / noise_mean
@@ -229,11 +344,84 @@ impl<'a> Setup<'a> {
                 *mean * *n as f64
             };
         }
-        let m = self.models[self
-            .estimates
-            .model_of(self.workload.requests[id as usize].tenant)];
-        ms_to_ns(ms * m.forward.stretch_at(busy))
+        ms
     }
+}
+
+/// The tiers of `serving` in tenant slots, checked against the GPU memory `free_bytes` left
+/// after the executors and the profile's figures.
+fn resolve_tiers(
+    serving: &Serving,
+    profile: &Profile,
+    models: &[&ModelProfile],
+    names: &[String],
+    free_bytes: u64,
+    tenants: usize,
+) -> Result<Tiers> {
+    let Some(pool) = serving.gpu_pool else {
+        if serving.host_cache.is_some() {
+            return Err(Error::invalid(
+                "host_cache",
+                "a bounded host cache needs a gpu_pool (FastPTM's model has all tenants in host memory)",
+            ));
+        }
+        return Ok(Tiers {
+            eviction: serving.eviction,
+            ..Tiers::default()
+        });
+    };
+    let mut slot_bytes = 0;
+    for (m, name) in models.iter().zip(names) {
+        if m.pool_switch.is_none() {
+            return Err(Error::invalid(
+                format!("profile model {name}: pool_switch"),
+                "a gpu_pool needs the tier-1 (pool → executor) load measured: recalibrate with this ptm",
+            ));
+        }
+        let Some(w) = m.weights_bytes else {
+            return Err(Error::invalid(
+                format!("profile model {name}: weights_bytes"),
+                "a gpu_pool needs each tenant's weight size: recalibrate with this ptm",
+            ));
+        };
+        slot_bytes = slot_bytes.max(w);
+    }
+    let slots = |c: Capacity, field: &str| -> Result<usize> {
+        Ok(match c {
+            Capacity::Tenants(n) => n as usize,
+            Capacity::Bytes(b) => (b / slot_bytes) as usize,
+            Capacity::Auto if field == "gpu_pool" => (free_bytes / slot_bytes) as usize,
+            Capacity::Auto => tenants,
+        })
+    };
+    let pool_tenants = slots(pool, "gpu_pool")?;
+    let pool_bytes = pool_tenants as u64 * slot_bytes;
+    if pool_bytes > free_bytes {
+        return Err(Error::invalid(
+            "gpu_pool",
+            format!(
+                "{pool_tenants} tenants of {slot_bytes} bytes ({pool_bytes} bytes) do not fit the {free_bytes} bytes {} has left after {} executors; at most {} fit",
+                profile.gpu.name,
+                serving.instances,
+                free_bytes / slot_bytes
+            ),
+        ));
+    }
+    let host_tenants = serving
+        .host_cache
+        .map(|c| slots(c, "host_cache"))
+        .transpose()?;
+    if host_tenants == Some(0) {
+        return Err(Error::invalid(
+            "host_cache",
+            "expected room for at least one tenant",
+        ));
+    }
+    Ok(Tiers {
+        pool_tenants: Some(pool_tenants),
+        host_tenants: host_tenants.filter(|&h| h < tenants),
+        eviction: serving.eviction,
+    })
 }
 
 fn plan(m: &ModelProfile, samples: u32, seq_len: u32, batch: u32) -> ServicePlan {

@@ -26,8 +26,10 @@
 //! requests in flight; ids keep increasing (wrapping after 2³² requests).
 
 mod record;
+mod tiers;
 
 pub use record::{InstanceStats, Load, Run, Span, SpanKind};
+pub use tiers::{Capacity, Eviction, Tiers};
 
 use crate::error::{Error, Result};
 use crate::estimates::Estimates;
@@ -35,6 +37,7 @@ use crate::scheduler::{Dispatch, InstanceView};
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
 use serde::{Deserialize, Serialize};
+use tiers::{NextUse, TierCache};
 
 /// Where a request is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,28 +48,218 @@ enum State {
     Done,
 }
 
-/// The phase an instance is in.
+/// The phase an instance is in; its batch is `Ledger::batches[instance]`.
 #[derive(Debug, Clone, Copy)]
 struct Phase {
-    request: RequestId,
     kind: SpanKind,
     start_ns: Nanos,
     load: Load,
+    tenant: TenantId,
 }
 
-/// A dispatch the ledger accepted: what the backend must now do on `instance`.
+/// A batch the ledger accepted: what the backend must now do on `instance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Start {
     /// The instance.
     pub instance: u32,
-    /// The request.
+    /// The batch's first request ([`Ledger::batch`] lists them all).
     pub request: RequestId,
-    /// Its tenant.
+    /// Requests in the batch (1 without cross-request batching).
+    pub requests: u32,
+    /// Their tenant.
     pub tenant: TenantId,
     /// The tenant the instance held before (what a switch replaces).
     pub from: Option<TenantId>,
-    /// The load before its inference.
+    /// The load before the inference.
     pub load: Load,
+    /// The tenant's slot in the GPU pool, when it is in (a pool load reads it) or goes there
+    /// (a load from the host or its file also writes it).
+    pub pool_slot: Option<u32>,
+    /// The tenant that left the pool to make room.
+    pub evicted: Option<TenantId>,
+}
+
+/// What each tier holds and who leaves a full one.
+#[derive(Debug, Clone)]
+pub struct Residency {
+    pool: Option<TierCache>,
+    host: Option<TierCache>,
+    next: Option<NextUse>,
+    /// Tenants whose prefetch into the pool is in flight (in a slot, not yet usable).
+    arriving: Vec<TenantId>,
+}
+
+impl Residency {
+    /// FastPTM's model: no pool; the host holds every tenant; an empty instance loads cold.
+    pub fn fastptm() -> Self {
+        Residency {
+            pool: None,
+            host: None,
+            next: None,
+            arriving: Vec::new(),
+        }
+    }
+
+    /// Tiers as `tiers` says for `tenants` tenants; `reload_cost_per_byte` weighs GDSF;
+    /// Belady needs `trace` (the whole workload), which only a simulation has.
+    pub fn new(
+        tiers: Tiers,
+        tenants: usize,
+        reload_cost_per_byte: Vec<f64>,
+        trace: Option<&[Request]>,
+    ) -> Result<Self> {
+        let next = match (tiers.eviction, trace) {
+            (Eviction::Belady, Some(t)) => Some(NextUse::new(t, tenants)),
+            (Eviction::Belady, None) => {
+                return Err(Error::invalid(
+                    "eviction",
+                    "belady needs the whole trace in advance: the simulator only",
+                ))
+            }
+            _ => None,
+        };
+        let cache = |n: usize| {
+            let mut c = TierCache::new(n, tenants, tiers.eviction);
+            c.set_costs(reload_cost_per_byte.clone());
+            c
+        };
+        Ok(Residency {
+            pool: tiers.pool_tenants.map(cache),
+            host: tiers.host_tenants.map(cache),
+            next,
+            arriving: Vec::new(),
+        })
+    }
+
+    /// Whether the GPU has a weight pool (else FastPTM's model).
+    pub fn tiered(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// The load an executor holding `arena` needs to serve `tenant`: none, from the pool, from
+    /// the host (a switch) or from the tenant's file (cold).
+    pub fn load_needed(&self, arena: Option<TenantId>, tenant: TenantId) -> Load {
+        if arena == Some(tenant) {
+            return Load::None;
+        }
+        let Some(pool) = &self.pool else {
+            return Load::needed(arena, tenant);
+        };
+        if pool.slot_of(tenant).is_some() && !self.arriving.contains(&tenant) {
+            Load::Pool
+        } else if self
+            .host
+            .as_ref()
+            .is_none_or(|h| h.slot_of(tenant).is_some())
+        {
+            Load::Switch
+        } else {
+            Load::Cold
+        }
+    }
+
+    /// Whether `tenant` is in the GPU pool (or on its way there).
+    pub fn in_pool(&self, tenant: TenantId) -> bool {
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.slot_of(tenant).is_some())
+    }
+
+    /// Starts a prefetch of `tenant` from the host into the pool at `now_ns`: its slot and
+    /// whom it evicted, or `None` when there is no pool, the tenant is there already, or every
+    /// member is pinned. The tenant is pinned and unusable until
+    /// [`prefetch_done`](Self::prefetch_done).
+    pub fn prefetch(&mut self, now_ns: Nanos, tenant: TenantId) -> Option<(u32, Option<TenantId>)> {
+        if self.in_pool(tenant) {
+            return None;
+        }
+        let next_ns = self.next.as_ref().map_or(0, |n| n.next_ns(tenant));
+        let pool = self.pool.as_mut()?;
+        let placed = pool.insert(tenant, now_ns, next_ns)?;
+        pool.pin(tenant, true);
+        self.arriving.push(tenant);
+        Some(placed)
+    }
+
+    /// The prefetch of `tenant` landed: it is usable from the pool.
+    pub fn prefetch_done(&mut self, tenant: TenantId) {
+        if let Some(k) = self.arriving.iter().position(|&t| t == tenant) {
+            self.arriving.swap_remove(k);
+            if let Some(pool) = &mut self.pool {
+                pool.pin(tenant, false);
+            }
+        }
+    }
+
+    /// The tenants in the pool, in slot order.
+    pub fn pool_members(&self) -> Vec<TenantId> {
+        self.pool
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.members().collect())
+    }
+
+    /// Slots of the pool (0 without one).
+    pub fn pool_capacity(&self) -> usize {
+        self.pool.as_ref().map_or(0, TierCache::capacity)
+    }
+
+    /// Books a batch of `requests` requests of `tenant` starting with `load` at `now_ns`:
+    /// uses, promotion into the pool (and the host, after a cold load), pinning of a pool
+    /// copy. Returns the tenant's pool slot and whom it evicted.
+    fn start(
+        &mut self,
+        now_ns: Nanos,
+        tenant: TenantId,
+        load: Load,
+        requests: u32,
+    ) -> (Option<u32>, Option<TenantId>) {
+        if let Some(next) = &mut self.next {
+            for _ in 0..requests {
+                next.dispatched(tenant);
+            }
+        }
+        let next_ns = self.next.as_ref().map_or(0, |n| n.next_ns(tenant));
+        if let Some(host) = &mut self.host {
+            if load == Load::Cold {
+                host.insert(tenant, now_ns, next_ns);
+            } else if host.slot_of(tenant).is_some() {
+                host.touch(tenant, now_ns, next_ns);
+            }
+        }
+        let Some(pool) = &mut self.pool else {
+            return (None, None);
+        };
+        match load {
+            Load::Switch | Load::Cold => match pool.insert(tenant, now_ns, next_ns) {
+                Some((slot, evicted)) => (Some(slot), evicted),
+                None => (None, None),
+            },
+            Load::Pool => {
+                pool.touch(tenant, now_ns, next_ns);
+                pool.pin(tenant, true);
+                (pool.slot_of(tenant), None)
+            }
+            Load::None => {
+                if pool.slot_of(tenant).is_some() {
+                    pool.touch(tenant, now_ns, next_ns);
+                }
+                (pool.slot_of(tenant), None)
+            }
+        }
+    }
+
+    fn load_ended(&mut self, tenant: TenantId, load: Load) {
+        if let (Load::Pool, Some(pool)) = (load, &mut self.pool) {
+            pool.pin(tenant, false);
+        }
+    }
+
+    fn evictions(&self) -> (u64, u64) {
+        (
+            self.pool.as_ref().map_or(0, |p| p.evictions),
+            self.host.as_ref().map_or(0, |h| h.evictions),
+        )
+    }
 }
 
 /// The books of one run (see the module documentation).
@@ -75,8 +268,14 @@ pub struct Ledger {
     policy: &'static str,
     views: Vec<InstanceView>,
     phases: Vec<Option<Phase>>,
+    /// Per instance: the requests of its batch.
+    batches: Vec<Vec<RequestId>>,
     state: Vec<State>,
     first_id: RequestId,
+    residency: Residency,
+    /// Most rows a batch of several requests may have (`None`: one request a dispatch).
+    batch_rows: Option<u32>,
+    batches_started: u32,
     run: Run,
     busy: usize,
     busy_since_ns: Nanos,
@@ -88,7 +287,8 @@ pub struct Ledger {
 impl Ledger {
     /// Books for `policy` (named in errors) with instances holding `residency` before time 0,
     /// `tenants` tenants and `requests` requests known in advance (more can be added with
-    /// [`push_request`](Self::push_request)); `timeline` records every phase.
+    /// [`push_request`](Self::push_request)); `timeline` records every phase. FastPTM's model
+    /// until [`with_tiers`](Self::with_tiers) and [`with_batching`](Self::with_batching).
     pub fn new(
         policy: &'static str,
         residency: &[Option<TenantId>],
@@ -101,10 +301,11 @@ impl Ledger {
             end_ns: vec![0; requests],
             served_by: vec![0; requests],
             load: vec![Load::None; requests],
+            batch: vec![0; requests],
             instances: vec![InstanceStats::default(); residency.len()],
             tenant_loads: vec![0; tenants],
-            gpu_busy_ns: 0,
             timeline: timeline.then(Vec::new),
+            ..Run::default()
         };
         let views = residency
             .iter()
@@ -121,8 +322,12 @@ impl Ledger {
             policy,
             views,
             phases: vec![None; residency.len()],
+            batches: vec![Vec::new(); residency.len()],
             state: vec![State::NotArrived; requests],
             first_id: 0,
+            residency: Residency::fastptm(),
+            batch_rows: None,
+            batches_started: 0,
             run,
             busy: 0,
             busy_since_ns: 0,
@@ -132,9 +337,44 @@ impl Ledger {
         }
     }
 
+    /// Starts a prefetch of `tenant` into the GPU pool (see [`Residency::prefetch`]).
+    pub fn prefetch(&mut self, now_ns: Nanos, tenant: TenantId) -> Option<(u32, Option<TenantId>)> {
+        let placed = self.residency.prefetch(now_ns, tenant)?;
+        self.run.prefetches += 1;
+        Some(placed)
+    }
+
+    /// A prefetch of `tenant` landed.
+    pub fn prefetch_done(&mut self, tenant: TenantId) {
+        self.residency.prefetch_done(tenant);
+    }
+
+    /// The same books over the tiers of `residency`.
+    pub fn with_tiers(mut self, residency: Residency) -> Self {
+        self.residency = residency;
+        self
+    }
+
+    /// The same books where a decision may give one instance several requests of one tenant,
+    /// up to `max_rows` rows together: one batch.
+    pub fn with_batching(mut self, max_rows: u32) -> Self {
+        self.batch_rows = Some(max_rows.max(1));
+        self
+    }
+
     /// The instances as schedulers see them.
     pub fn views(&self) -> &[InstanceView] {
         &self.views
+    }
+
+    /// What each tier holds.
+    pub fn residency(&self) -> &Residency {
+        &self.residency
+    }
+
+    /// Most rows of a batch when cross-request batching is on.
+    pub fn batch_rows(&self) -> Option<u32> {
+        self.batch_rows
     }
 
     /// Requests waiting for an instance.
@@ -167,9 +407,15 @@ impl Ledger {
         &self.run
     }
 
-    /// The request instance `i` is serving and the load it began with, if busy.
+    /// The batch instance `i` serves (empty when idle).
+    pub fn batch(&self, i: usize) -> &[RequestId] {
+        &self.batches[i]
+    }
+
+    /// The first request of the batch instance `i` is serving and the load it began with.
     pub fn serving(&self, i: usize) -> Option<(RequestId, Load)> {
-        self.phases.get(i)?.map(|p| (p.request, p.load))
+        let p = self.phases.get(i)?.as_ref()?;
+        Some((self.batches[i][0], p.load))
     }
 
     /// Whether instance `i` is loading weights.
@@ -203,9 +449,10 @@ impl Ledger {
     }
 
     /// Starts the dispatches of one decision at `now_ns`, after checking all of them; pushes
-    /// what the backend must do into `starts`. `requests` holds the requests from
-    /// [`first_id`](Self::first_id) on. Every dispatch counts as busy from now, so phases
-    /// started at this instant see the same number of busy instances.
+    /// one [`Start`] per instance into `starts`. `requests` holds the requests from
+    /// [`first_id`](Self::first_id) on. Several dispatches to one instance form a batch: allowed
+    /// with batching on, for one tenant, within the row limit. Every instance started counts
+    /// as busy from now, so phases started at this instant see the same number busy.
     pub fn dispatch(
         &mut self,
         now_ns: Nanos,
@@ -214,66 +461,125 @@ impl Ledger {
         estimates: &Estimates,
         starts: &mut Vec<Start>,
     ) -> Result<()> {
+        let first_start = starts.len();
         for d in decision {
             let i = d.instance as usize;
-            if i >= self.views.len() || self.views[i].busy {
-                return Err(self.broken(now_ns, format!("dispatch {d:?}: instance is not idle")));
-            }
-            match self.index(d.request) {
-                Some(r) if self.state[r] == State::Waiting && r < requests.len() => {
-                    self.state[r] = State::Running;
-                }
+            let r = match self.index(d.request) {
+                Some(r) if self.state[r] == State::Waiting && r < requests.len() => r,
                 _ => {
                     return Err(
                         self.broken(now_ns, format!("dispatch {d:?}: request is not waiting"))
                     )
                 }
+            };
+            if i >= self.views.len() {
+                return Err(self.broken(now_ns, format!("dispatch {d:?}: instance is not idle")));
             }
-            self.views[i].busy = true;
+            let joins = starts[first_start..]
+                .iter()
+                .position(|s| s.instance == d.instance);
+            match joins {
+                None if self.views[i].busy => {
+                    return Err(self.broken(now_ns, format!("dispatch {d:?}: instance is not idle")))
+                }
+                None => {
+                    self.views[i].busy = true;
+                    self.set_busy(now_ns, self.busy + 1);
+                    self.batches[i].clear();
+                    starts.push(Start {
+                        instance: d.instance,
+                        request: d.request,
+                        requests: 0,
+                        tenant: requests[r].tenant,
+                        from: self.views[i].resident,
+                        load: Load::None,
+                        pool_slot: None,
+                        evicted: None,
+                    });
+                }
+                Some(k) => {
+                    let s = &starts[first_start + k];
+                    let rows: u64 = self.batches[i]
+                        .iter()
+                        .map(|&id| requests[id.wrapping_sub(self.first_id) as usize].samples as u64)
+                        .sum::<u64>()
+                        + requests[r].samples as u64;
+                    let why = match self.batch_rows {
+                        None => Some("instance is not idle (batching is off)".to_string()),
+                        Some(_) if requests[r].tenant != s.tenant => Some(format!(
+                            "a batch is one tenant's, not {} and {}",
+                            s.tenant, requests[r].tenant
+                        )),
+                        Some(max) if rows > max as u64 => {
+                            Some(format!("the batch would have {rows} rows, more than {max}"))
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(why) = why {
+                        return Err(self.broken(now_ns, format!("dispatch {d:?}: {why}")));
+                    }
+                }
+            }
+            self.state[r] = State::Running;
             self.waiting -= 1;
-            self.set_busy(now_ns, self.busy + 1);
+            self.batches[i].push(d.request);
         }
-        for d in decision {
-            let (i, id) = (d.instance as usize, d.request);
-            let r = id.wrapping_sub(self.first_id) as usize;
-            let tenant = requests[r].tenant;
+        for s in &mut starts[first_start..] {
+            let i = s.instance as usize;
+            let batch = &self.batches[i];
+            s.requests = batch.len() as u32;
+            let load = self.residency.load_needed(s.from, s.tenant);
+            (s.pool_slot, s.evicted) = self.residency.start(now_ns, s.tenant, load, s.requests);
+            s.load = load;
+            let rows: u32 = batch
+                .iter()
+                .map(|&id| requests[id.wrapping_sub(self.first_id) as usize].samples)
+                .sum();
+            let seq = batch
+                .iter()
+                .map(|&id| requests[id.wrapping_sub(self.first_id) as usize].seq_len)
+                .max()
+                .unwrap_or(1);
+            let service_ns = if batch.len() == 1 {
+                estimates.service_ns(s.request)
+            } else {
+                estimates.batch_service_ns(s.tenant, rows, seq)
+            };
+            let estimate_ns = estimates.load_kind_ns(load, s.from, s.tenant) + service_ns;
             let view = &mut self.views[i];
-            let from = view.resident;
-            let load = Load::needed(from, tenant);
-            let estimate_ns = estimates.load_ns(view.resident, tenant) + estimates.service_ns(id);
-            view.resident = Some(tenant);
+            view.resident = Some(s.tenant);
             view.free_at_est_ns = now_ns + estimate_ns;
             let stats = &mut self.run.instances[i];
+            stats.batches += 1;
             match load {
                 Load::None => {}
+                Load::Pool => stats.pool_loads += 1,
                 Load::Switch => stats.switches += 1,
                 Load::Cold => stats.cold_loads += 1,
             }
             if load != Load::None {
-                self.run.tenant_loads[tenant as usize] += 1;
+                self.run.tenant_loads[s.tenant as usize] += 1;
             }
-            self.run.start_ns[r] = now_ns;
-            self.run.served_by[r] = d.instance;
-            self.run.load[r] = load;
+            for &id in batch {
+                let r = id.wrapping_sub(self.first_id) as usize;
+                self.run.start_ns[r] = now_ns;
+                self.run.served_by[r] = s.instance;
+                self.run.load[r] = load;
+                self.run.batch[r] = self.batches_started;
+            }
+            self.batches_started = self.batches_started.wrapping_add(1);
             self.phases[i] = Some(Phase {
-                request: id,
                 kind: load.span().unwrap_or(SpanKind::Inference),
                 start_ns: now_ns,
                 load,
-            });
-            starts.push(Start {
-                instance: d.instance,
-                request: id,
-                tenant,
-                from,
-                load,
+                tenant: s.tenant,
             });
         }
         Ok(())
     }
 
-    /// Instance `i` finished loading the weights of the request it serves; its inference
-    /// starts now. Returns the request.
+    /// Instance `i` finished loading the weights of the batch it serves; its inference starts
+    /// now. Returns the batch's first request.
     pub fn load_done(&mut self, now_ns: Nanos, i: usize) -> Result<RequestId> {
         let phase = match self.phases.get(i).copied().flatten() {
             Some(p) if p.kind != SpanKind::Inference => p,
@@ -285,16 +591,18 @@ impl Ledger {
             }
         };
         self.span(i, &phase, now_ns);
+        self.residency.load_ended(phase.tenant, phase.load);
         self.phases[i] = Some(Phase {
             kind: SpanKind::Inference,
             start_ns: now_ns,
             ..phase
         });
-        Ok(phase.request)
+        Ok(self.batches[i][0])
     }
 
-    /// Instance `i` completed the request it serves (its inference phase) and is idle.
-    /// Returns the request.
+    /// Instance `i` completed the batch it serves (its inference phase) and is idle. Returns
+    /// the batch's first request ([`batch`](Self::batch) still lists them until the next
+    /// dispatch to `i`).
     pub fn complete(&mut self, now_ns: Nanos, i: usize) -> Result<RequestId> {
         match self.phases.get(i).copied().flatten() {
             Some(p) if p.kind == SpanKind::Inference => Ok(self.end(now_ns, i, p, false)),
@@ -305,15 +613,16 @@ impl Ledger {
         }
     }
 
-    /// The request instance `i` serves failed in whatever phase it was; it counts as answered
-    /// (and as failed). A failed load leaves the instance holding nothing.
+    /// The batch instance `i` serves failed in whatever phase it was; its requests count as
+    /// answered (and as failed). A failed load leaves the instance holding nothing.
     pub fn fail(&mut self, now_ns: Nanos, i: usize) -> Result<RequestId> {
         match self.phases.get(i).copied().flatten() {
             Some(p) => {
                 if p.kind != SpanKind::Inference {
                     self.views[i].resident = None;
+                    self.residency.load_ended(p.tenant, p.load);
                 }
-                self.failed += 1;
+                self.failed += self.batches[i].len();
                 Ok(self.end(now_ns, i, p, true))
             }
             None => Err(self.broken(
@@ -326,16 +635,19 @@ impl Ledger {
     fn end(&mut self, now_ns: Nanos, i: usize, phase: Phase, failed: bool) -> RequestId {
         self.span(i, &phase, now_ns);
         self.phases[i] = None;
-        let r = phase.request.wrapping_sub(self.first_id) as usize;
+        let n = self.batches[i].len();
         if !failed {
-            self.run.instances[i].requests += 1;
+            self.run.instances[i].requests += n as u64;
         }
-        self.run.end_ns[r] = now_ns;
-        self.state[r] = State::Done;
-        self.completed += 1;
+        for &id in &self.batches[i] {
+            let r = id.wrapping_sub(self.first_id) as usize;
+            self.run.end_ns[r] = now_ns;
+            self.state[r] = State::Done;
+        }
+        self.completed += n;
         self.views[i].busy = false;
         self.set_busy(now_ns, self.busy - 1);
-        phase.request
+        self.batches[i][0]
     }
 
     fn span(&mut self, i: usize, phase: &Phase, now_ns: Nanos) {
@@ -349,7 +661,7 @@ impl Ledger {
             timeline.push(Span {
                 instance: i as u32,
                 kind: phase.kind,
-                request: phase.request,
+                request: self.batches[i][0],
                 start_ns: phase.start_ns,
                 end_ns: now_ns,
             });
@@ -411,7 +723,9 @@ impl Ledger {
         }
         debug_assert_eq!(self.completed, self.state.len());
         debug_assert_eq!(self.busy, 0);
-        Ok(self.run)
+        let mut run = self.run;
+        (run.pool_evictions, run.host_evictions) = self.residency.evictions();
+        Ok(run)
     }
 
     /// A broken rule, as an error naming the policy and the time.

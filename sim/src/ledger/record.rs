@@ -12,8 +12,12 @@ pub struct InstanceStats {
     pub requests: u64,
     /// Switches (loads of another tenant's weights over the ones it held).
     pub switches: u64,
-    /// Cold loads (its first load, when it held nothing).
+    /// Cold loads (its first load, when it held nothing; with tiers: from the tenant's file).
     pub cold_loads: u64,
+    /// Loads from the GPU pool (tier 1).
+    pub pool_loads: u64,
+    /// Batches it ran (as many as requests without cross-request batching).
+    pub batches: u64,
     /// Time spent loading or inferring.
     pub busy_ns: Nanos,
     /// Time spent loading.
@@ -29,14 +33,18 @@ pub enum Load {
     /// None: the instance held the tenant's weights.
     #[default]
     None,
-    /// A switch: the instance held another tenant's weights.
+    /// A copy from the GPU pool (tier 1), device to device.
+    Pool,
+    /// A switch: the instance held another tenant's weights (with tiers: a copy from the host
+    /// cache, tier 2).
     Switch,
-    /// A cold load: the instance held nothing.
+    /// A cold load: the instance held nothing (with tiers: a read of the tenant's file).
     Cold,
 }
 
 impl Load {
-    /// The load an instance holding `resident` needs to serve `tenant`.
+    /// The load an instance holding `resident` needs to serve `tenant` in FastPTM's model (no
+    /// tiers: see [`super::Residency::load_needed`]).
     pub fn needed(resident: Option<TenantId>, tenant: TenantId) -> Load {
         match resident {
             None => Load::Cold,
@@ -49,15 +57,17 @@ impl Load {
     pub fn span(self) -> Option<SpanKind> {
         match self {
             Load::None => None,
+            Load::Pool => Some(SpanKind::PoolLoad),
             Load::Switch => Some(SpanKind::Switch),
             Load::Cold => Some(SpanKind::ColdLoad),
         }
     }
 
-    /// Lower-case name for tables and CSV: `none`, `switch` or `cold`.
+    /// Lower-case name for tables and CSV: `none`, `pool`, `switch` or `cold`.
     pub fn name(self) -> &'static str {
         match self {
             Load::None => "none",
+            Load::Pool => "pool",
             Load::Switch => "switch",
             Load::Cold => "cold",
         }
@@ -86,6 +96,8 @@ pub enum SpanKind {
     ColdLoad,
     /// A switch to another tenant.
     Switch,
+    /// A copy from the GPU pool.
+    PoolLoad,
     /// Inference.
     Inference,
 }
@@ -101,6 +113,8 @@ pub struct Run {
     pub served_by: Vec<u32>,
     /// The load each request's dispatch needed.
     pub load: Vec<Load>,
+    /// The batch each request ran in (batches numbered in dispatch order).
+    pub batch: Vec<u32>,
     /// Per instance.
     pub instances: Vec<InstanceStats>,
     /// Per tenant: how often its weights were loaded (cold loads and switches).
@@ -109,6 +123,12 @@ pub struct Run {
     pub gpu_busy_ns: Nanos,
     /// Every phase, when recording was asked for.
     pub timeline: Option<Vec<Span>>,
+    /// Tenants evicted from the GPU pool.
+    pub pool_evictions: u64,
+    /// Tenants evicted from the host cache.
+    pub host_evictions: u64,
+    /// Prefetches into the GPU pool started.
+    pub prefetches: u64,
 }
 
 impl Run {
@@ -118,6 +138,7 @@ impl Run {
         self.end_ns.push(0);
         self.served_by.push(0);
         self.load.push(Load::None);
+        self.batch.push(0);
     }
 
     /// Drops the first `n` requests' records (serving keeps only requests in flight).
@@ -126,5 +147,6 @@ impl Run {
         self.end_ns.drain(..n);
         self.served_by.drain(..n);
         self.load.drain(..n);
+        self.batch.drain(..n);
     }
 }

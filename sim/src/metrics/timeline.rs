@@ -69,6 +69,7 @@ pub fn kind_name(kind: Option<SpanKind>) -> &'static str {
     match kind {
         Some(SpanKind::ColdLoad) => "cold_load",
         Some(SpanKind::Switch) => "switch",
+        Some(SpanKind::PoolLoad) => "pool_load",
         Some(SpanKind::Inference) => "inference",
         None => "idle",
     }

@@ -168,6 +168,13 @@ pub struct ModelProfile {
     pub cold_load: Cost,
     /// A switch to another tenant's weights.
     pub switch: SwitchCosts,
+    /// Bytes of one tenant's packed weights (what a GPU pool or host cache slot holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_bytes: Option<u64>,
+    /// A load from the GPU weight pool into an executor's arena (device to device), when
+    /// calibrated; scenarios with a `gpu_pool` need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_switch: Option<Cost>,
     /// Per-request work besides forward passes (data preparation, copies), milliseconds; it
     /// stretches with the forward passes.
     #[serde(default = "zero_ms")]
@@ -216,6 +223,12 @@ impl Profile {
             if let Some(c) = &m.switch.fastptm {
                 c.validate(&f("switch.fastptm"))?;
             }
+            if let Some(c) = &m.pool_switch {
+                c.validate(&f("pool_switch"))?;
+            }
+            if m.weights_bytes == Some(0) {
+                return Err(Error::invalid(f("weights_bytes"), "expected > 0"));
+            }
             m.request_overhead_ms.validate(&f("request_overhead_ms"))?;
             m.forward.validate(&f("forward"))?;
         }
@@ -233,7 +246,7 @@ impl Profile {
     }
 
     /// A small profile for examples and tests: one model `bert-base` on a 24 GiB GPU, 100 ms
-    /// switches, 4 ms batch-1 forwards.
+    /// switches, 2.5 ms loads from a GPU pool of 220 MB slots, 4 ms batch-1 forwards.
     pub fn example() -> Profile {
         let mut models = BTreeMap::new();
         models.insert(
@@ -246,6 +259,8 @@ impl Profile {
                     full: Cost::flat(Dist::Constant(800.0)),
                     fastptm: None,
                 },
+                weights_bytes: Some(220_000_000),
+                pool_switch: Some(Cost::flat(Dist::Constant(2.5))),
                 request_overhead_ms: zero_ms(),
                 forward: ForwardTable {
                     points: vec![ForwardPoint {

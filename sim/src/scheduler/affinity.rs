@@ -15,7 +15,7 @@
 //!
 //! "Most urgent" is earliest absolute deadline (ties: older). Estimates are the profile's means.
 
-use super::{Dispatch, Scheduler, Shape, View};
+use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::time::Nanos;
 use crate::workload::{RequestId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,7 @@ impl Scheduler for Affinity {
         }
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         let now = view.now_ns;
         // Instances given work in this decision: they no longer count as free holders.
         let mut taken: Vec<u32> = Vec::new();

@@ -2,7 +2,7 @@
 //! starts first (ties: the older), on an idle instance that already holds its tenant if there is
 //! one, else on the lowest-numbered idle instance.
 
-use super::{Dispatch, Scheduler, View};
+use super::{Decision, Dispatch, Scheduler, View};
 use crate::time::Nanos;
 use crate::workload::RequestId;
 use std::cmp::Reverse;
@@ -30,7 +30,7 @@ impl Scheduler for Edf {
         self.heap.push(Reverse((view.request(id).due_ns(), id)));
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         let mut idle: Vec<u32> = view.idle().collect();
         while !idle.is_empty() {
             let Some(Reverse((_, request))) = self.heap.pop() else {

@@ -1,7 +1,7 @@
 //! `fcfs`: the textbook first-come first-served: one global FIFO; whenever instances are idle,
 //! the lowest-numbered one starts the oldest request.
 
-use super::{Dispatch, Scheduler, View};
+use super::{Decision, Dispatch, Scheduler, View};
 use crate::workload::RequestId;
 use std::collections::VecDeque;
 
@@ -27,7 +27,7 @@ impl Scheduler for Fcfs {
         self.queue.push_back(id);
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         for instance in view.idle() {
             match self.queue.pop_front() {
                 Some(request) => out.push(Dispatch { instance, request }),

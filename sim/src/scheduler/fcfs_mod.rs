@@ -2,7 +2,7 @@
 //! instance `t mod m`'s FIFO, so each instance sees a fixed subset of tenants.
 
 use super::fcfs_rr::serve_own_queues;
-use super::{Dispatch, Scheduler, Shape, View};
+use super::{Decision, Scheduler, Shape, View};
 use crate::workload::RequestId;
 use std::collections::VecDeque;
 
@@ -31,7 +31,7 @@ impl Scheduler for FcfsMod {
         self.queues[view.request(id).tenant as usize % m].push_back(id);
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         serve_own_queues(&mut self.queues, view, out);
     }
 }

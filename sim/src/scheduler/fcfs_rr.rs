@@ -3,7 +3,7 @@
 //! request at a time and switches whenever the next request's tenant differs from the one it
 //! holds.
 
-use super::{Dispatch, Scheduler, Shape, View};
+use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::workload::RequestId;
 use std::collections::VecDeque;
 
@@ -47,7 +47,7 @@ impl Scheduler for FcfsRr {
         self.next = (self.next + 1) % self.queues.len();
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         serve_own_queues(&mut self.queues, view, out);
     }
 }

@@ -36,6 +36,7 @@ pub use sjf::Sjf;
 
 use crate::error::{Error, Result};
 use crate::estimates::Estimates;
+use crate::ledger::{Load, Residency};
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,55 @@ pub struct Dispatch {
     pub instance: u32,
     /// The request.
     pub request: RequestId,
+}
+
+/// What a scheduler decides at one instant: dispatches (several to one instance form a batch,
+/// when batching is on), tenants to bring into the GPU pool ahead of need, and when to be asked
+/// again if nothing else happens (a batching window closing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// Start these requests.
+    pub dispatches: Vec<Dispatch>,
+    /// Copy these tenants from the host into the GPU pool (ignored without a pool).
+    pub prefetch: Vec<TenantId>,
+    /// Decide again at this time at the latest.
+    pub wake_at_ns: Option<Nanos>,
+}
+
+impl Decision {
+    /// Empties the decision for the next instant.
+    pub fn clear(&mut self) {
+        self.dispatches.clear();
+        self.prefetch.clear();
+        self.wake_at_ns = None;
+    }
+
+    /// Asks to decide again at `t` at the latest.
+    pub fn wake_at(&mut self, t: Nanos) {
+        self.wake_at_ns = Some(self.wake_at_ns.map_or(t, |w| w.min(t)));
+    }
+}
+
+impl std::ops::Deref for Decision {
+    type Target = Vec<Dispatch>;
+    fn deref(&self) -> &Vec<Dispatch> {
+        &self.dispatches
+    }
+}
+
+impl std::ops::DerefMut for Decision {
+    fn deref_mut(&mut self) -> &mut Vec<Dispatch> {
+        &mut self.dispatches
+    }
+}
+
+/// Cross-request batching as a policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most rows (samples) in one batch.
+    pub max_rows: u32,
+    /// How long a partial batch may wait for more.
+    pub max_wait_ns: Nanos,
 }
 
 /// One instance as a scheduler sees it.
@@ -79,6 +129,10 @@ pub struct View<'a> {
     pub first_id: RequestId,
     /// Mean costs.
     pub estimates: &'a Estimates,
+    /// What the GPU pool and host cache hold.
+    pub residency: &'a Residency,
+    /// Cross-request batching, when on.
+    pub batching: Option<BatchLimits>,
 }
 
 impl View<'_> {
@@ -101,11 +155,19 @@ impl View<'_> {
         self.estimates.service_ns(id)
     }
 
-    /// Estimated load before `instance` can serve `tenant`: 0 if it holds it, else a cold load
-    /// or a switch.
+    /// The load `instance` needs before it can serve `tenant` (none, from the pool, a switch
+    /// from the host, cold).
+    pub fn load_needed(&self, instance: u32, tenant: TenantId) -> Load {
+        self.residency
+            .load_needed(self.instances[instance as usize].resident, tenant)
+    }
+
+    /// Estimated load before `instance` can serve `tenant`: 0 if it holds it, else a load from
+    /// the pool, a switch or a cold load.
     pub fn est_load_ns(&self, instance: u32, tenant: TenantId) -> Nanos {
+        let from = self.instances[instance as usize].resident;
         self.estimates
-            .load_ns(self.instances[instance as usize].resident, tenant)
+            .load_kind_ns(self.load_needed(instance, tenant), from, tenant)
     }
 }
 
@@ -117,9 +179,9 @@ pub trait Scheduler {
     /// Request `id` arrived and now waits.
     fn on_arrival(&mut self, id: RequestId, view: &View<'_>);
 
-    /// Push dispatches for idle instances into `out`. Called only when an instance is idle and
-    /// a request waits.
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>);
+    /// Push dispatches for idle instances into `out` (and, optionally, prefetches and a
+    /// wake-up). Called only when an instance is idle and a request waits.
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision);
 
     /// For a periodic policy, its period: [`decide`](Self::decide) is then called only at its
     /// ticks (0, p, 2p, …), after all other events of that instant.
@@ -207,12 +269,15 @@ pub(crate) mod testing {
         now_ns: Nanos,
     ) -> Vec<Dispatch> {
         let est = estimates(reqs.len());
+        let residency = Residency::fastptm();
         let view = View {
             now_ns,
             instances: inst,
             requests: reqs,
             first_id: 0,
             estimates: &est,
+            residency: &residency,
+            batching: None,
         };
         for id in 0..reqs.len() as RequestId {
             s.on_arrival(id, &view);
@@ -228,16 +293,19 @@ pub(crate) mod testing {
         now_ns: Nanos,
     ) -> Vec<Dispatch> {
         let est = estimates(reqs.len());
+        let residency = Residency::fastptm();
         let view = View {
             now_ns,
             instances: inst,
             requests: reqs,
             first_id: 0,
             estimates: &est,
+            residency: &residency,
+            batching: None,
         };
-        let mut out = Vec::new();
+        let mut out = Decision::default();
         s.decide(&view, &mut out);
-        out
+        out.dispatches
     }
 
     /// Shorthand for a dispatch in assertions.

@@ -18,7 +18,7 @@
 //! - With `preload` (FastPTM's start), instance 0 holds nothing and instance i ≥ 1 holds
 //!   tenant i.
 
-use super::{Dispatch, Scheduler, Shape, View};
+use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::error::{Error, Result};
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
@@ -153,7 +153,7 @@ impl Scheduler for Omls {
         self.nonempty.insert(t);
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         let idle: Vec<u32> = view.idle().collect();
         if idle.is_empty() {
             return;
@@ -230,6 +230,8 @@ mod tests {
             requests: reqs,
             first_id: 0,
             estimates: &est,
+            residency: &crate::ledger::Residency::fastptm(),
+            batching: None,
         };
         for id in ids {
             s.on_arrival(id, &view);

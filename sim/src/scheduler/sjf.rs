@@ -3,7 +3,7 @@
 //! a request of the tenant it holds costs only its inference; any other costs a switch (or a
 //! cold load) too. Ties go to the older request.
 
-use super::{Dispatch, Scheduler, Shape, View};
+use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::time::Nanos;
 use crate::workload::{RequestId, TenantId};
 use std::collections::BTreeSet;
@@ -43,7 +43,7 @@ impl Scheduler for Sjf {
         self.by_model[model].insert(key);
     }
 
-    fn decide(&mut self, view: &View<'_>, out: &mut Vec<Dispatch>) {
+    fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         for instance in view.idle() {
             let resident = view.instances[instance as usize].resident;
             // Candidates: the shortest of the tenant it holds (no switch), and the shortest of
@@ -88,6 +88,8 @@ mod tests {
             requests: &reqs,
             first_id: 0,
             estimates: &est,
+            residency: &crate::ledger::Residency::fastptm(),
+            batching: None,
         };
         let mut s = Sjf::new(Shape {
             instances: 2,
@@ -95,8 +97,8 @@ mod tests {
         });
         s.on_arrival(0, &view);
         s.on_arrival(1, &view);
-        let mut out = Vec::new();
+        let mut out = Decision::default();
         s.decide(&view, &mut out);
-        assert_eq!(out, vec![d(0, 1)]);
+        assert_eq!(out.dispatches, vec![d(0, 1)]);
     }
 }

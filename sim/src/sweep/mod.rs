@@ -3,14 +3,15 @@
 //!
 //! A cell is one combination of the grid's axes (see [`crate::scenario::Sweep`]) and one
 //! (policy, seed). Axes that the sweep leaves empty keep the scenario's value. Cells are
-//! numbered in a fixed order — workload, profile, instances, loading, offered load, tenants,
-//! popularity, policy, seed — and results come back in that order, so the outputs do not depend
+//! numbered in a fixed order — workload, profile, instances, loading (then GPU pool, eviction,
+//! batching), offered load, tenants, popularity, policy, seed — and results come back in that order, so the outputs do not depend
 //! on how the work was spread over threads.
 //!
 //! Inputs are read once: each distinct profile and workload is loaded before the parallel part.
 
-use crate::engine::{LoadingMode, Setup};
+use crate::engine::{Batching, LoadingMode, Setup};
 use crate::error::Result;
+use crate::ledger::{Capacity, Eviction};
 use crate::metrics::Report;
 use crate::profile::Profile;
 use crate::scenario::{with_rate, Scenario};
@@ -37,6 +38,15 @@ pub struct CellKey {
     pub instances: usize,
     /// Loading mode.
     pub loading: LoadingMode,
+    /// The GPU pool (absent: FastPTM's model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_pool: Option<Capacity>,
+    /// Eviction policy (with a pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<Eviction>,
+    /// Cross-request batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
     /// Offered load, requests per second (generated workloads; swept or the generator's own).
     pub offered_rps: Option<f64>,
     /// Tenants (generated workloads).
@@ -60,6 +70,15 @@ impl CellKey {
             self.instances,
             self.loading.name()
         );
+        if let Some(pool) = self.gpu_pool {
+            s += &format!(" pool={}", capacity_name(pool));
+        }
+        if let Some(e) = self.eviction {
+            s += &format!(" {}", e.name());
+        }
+        if let Some(b) = self.batching {
+            s += &format!(" batch-wait={}ms", b.max_wait_ms);
+        }
         if let Some(r) = self.offered_rps {
             s += &format!(" rate={r}");
         }
@@ -70,6 +89,15 @@ impl CellKey {
             s += &format!(" {}", popularity_name(p));
         }
         s
+    }
+}
+
+/// `600`, `80GB` or `auto`.
+pub fn capacity_name(c: Capacity) -> String {
+    match c {
+        Capacity::Tenants(n) => n.to_string(),
+        Capacity::Bytes(b) => format!("{}GB", b as f64 / 1e9),
+        Capacity::Auto => "auto".into(),
     }
 }
 
@@ -137,6 +165,33 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     } else {
         sweep.loading.clone()
     };
+    let pools = if sweep.gpu_pool.is_empty() {
+        vec![scenario.gpu_pool]
+    } else {
+        sweep.gpu_pool.clone()
+    };
+    let evictions = if sweep.eviction.is_empty() {
+        vec![scenario.eviction]
+    } else {
+        sweep.eviction.clone()
+    };
+    let batchings = if sweep.batching.is_empty() {
+        vec![scenario.batching]
+    } else {
+        sweep.batching.clone()
+    };
+    // The serving variants: with no pool, the eviction policy means nothing.
+    let mut servings: Vec<(Option<Capacity>, Option<Eviction>, Option<Batching>)> = Vec::new();
+    for &pool in &pools {
+        for &e in &evictions {
+            for &b in &batchings {
+                let v = (pool, pool.map(|_| e), b);
+                if !servings.contains(&v) {
+                    servings.push(v);
+                }
+            }
+        }
+    }
     let rates: Vec<Option<f64>> = if sweep.offered_rps.is_empty() {
         vec![None]
     } else {
@@ -167,7 +222,10 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     for (label, spec) in &workloads {
         for profile in &profiles {
             for &m in &instances {
-                for &loading in &loadings {
+                for (&loading, &(gpu_pool, eviction, batching)) in loadings
+                    .iter()
+                    .flat_map(|l| servings.iter().map(move |v| (l, v)))
+                {
                     for &rate in &rates {
                         for &t in &tenants {
                             for &pop in &pops {
@@ -206,6 +264,9 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
                                                 profile: profile.display().to_string(),
                                                 instances: m,
                                                 loading,
+                                                gpu_pool,
+                                                eviction,
+                                                batching,
                                                 offered_rps: offered,
                                                 tenants: tn,
                                                 popularity: pp,
@@ -302,6 +363,9 @@ pub fn run(
             let mut serving = scenario.serving();
             serving.instances = c.key.instances;
             serving.loading = c.key.loading;
+            serving.gpu_pool = c.key.gpu_pool;
+            serving.eviction = c.key.eviction.unwrap_or_default();
+            serving.batching = c.key.batching;
             let setup = Setup::new(profile, name, w, serving)?;
             let report = scenario.run_cell(&setup, &c.key.policy, c.key.seed)?;
             done();

@@ -4,7 +4,11 @@
 //! - overtime: response time > the request's deadline; SLO attainment = 1 − overtimes/completed;
 //! - throughput = completed / (last completion − first arrival), and that span is the makespan;
 //! - a switch: an instance starts a request whose weights are not the ones it holds; an
-//!   instance's first load (holding nothing) is a cold load, counted apart;
+//!   instance's first load (holding nothing) is a cold load, counted apart; with a GPU weight
+//!   pool, loads are counted by source: the pool (`pool_loads`, device to device), the host
+//!   cache (`switches`) and the tenant's file (`cold_loads`);
+//! - a batch: the requests one dispatch started together (`batches` = requests without
+//!   cross-request batching);
 //! - GPU busy fraction: the share of the makespan during which at least one instance was busy;
 //!   an instance's busy fraction: its own loading and inferring time over the makespan;
 //! - percentiles are nearest-rank over all completed requests (p-th: the ⌈p·n/100⌉-th smallest).
@@ -47,6 +51,18 @@ pub struct Report {
     pub switches: u64,
     /// Cold loads over all instances.
     pub cold_loads: u64,
+    /// Loads from the GPU weight pool (device to device; 0 without a pool).
+    #[serde(default)]
+    pub pool_loads: u64,
+    /// Tenants evicted from the GPU pool.
+    #[serde(default)]
+    pub pool_evictions: u64,
+    /// Prefetches into the GPU pool.
+    #[serde(default)]
+    pub prefetches: u64,
+    /// Batches run (= requests without cross-request batching).
+    #[serde(default)]
+    pub batches: u64,
     /// Instances that held a tenant before time 0.
     pub preloaded: usize,
     /// Requests whose response time exceeded their deadline.
@@ -156,6 +172,10 @@ impl Report {
             makespan_s: ns_to_secs(makespan_ns),
             switches: run.instances.iter().map(|i| i.switches).sum(),
             cold_loads: run.instances.iter().map(|i| i.cold_loads).sum(),
+            pool_loads: run.instances.iter().map(|i| i.pool_loads).sum(),
+            pool_evictions: run.pool_evictions,
+            prefetches: run.prefetches,
+            batches: run.instances.iter().map(|i| i.batches).sum(),
             preloaded: run
                 .instances
                 .iter()

@@ -14,6 +14,8 @@
 //! 3. else it stays idle until the next event.
 //!
 //! "Most urgent" is earliest absolute deadline (ties: older). Estimates are the profile's means.
+//! With cross-request batching on, a dispatched request takes the requests behind it in its
+//! tenant's queue along, while the batch's rows fit.
 
 use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::time::Nanos;
@@ -65,6 +67,32 @@ impl Affinity {
             self.heads.insert(next);
         }
         key.1
+    }
+
+    /// Tenants of the waiting heads, most urgent first.
+    pub(super) fn urgent_tenants(&self) -> impl Iterator<Item = TenantId> + '_ {
+        self.heads.iter().map(|&(_, _, t)| t)
+    }
+
+    /// With batching on, the requests behind `first` in its queue join its batch while they fit.
+    fn join_batch(&mut self, view: &View<'_>, instance: u32, first: RequestId, out: &mut Decision) {
+        let tenant = view.request(first).tenant;
+        let old = self.head_key(tenant, view);
+        if super::fill_batch(
+            view,
+            instance,
+            first,
+            &mut self.queues[tenant as usize],
+            out,
+        ) > 0
+        {
+            if let Some(k) = old {
+                self.heads.remove(&k);
+            }
+            if let Some(k) = self.head_key(tenant, view) {
+                self.heads.insert(k);
+            }
+        }
     }
 
     /// Time until an instance other than `instance` that holds `tenant` would have cleared the
@@ -151,6 +179,7 @@ impl Scheduler for Affinity {
             let request = self.pop(tenant, view);
             taken.push(instance);
             out.push(Dispatch { instance, request });
+            self.join_batch(view, instance, request, out);
         }
     }
 }

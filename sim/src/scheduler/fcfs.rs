@@ -1,5 +1,6 @@
 //! `fcfs`: the textbook first-come first-served: one global FIFO; whenever instances are idle,
-//! the lowest-numbered one starts the oldest request.
+//! the lowest-numbered one starts the oldest request (with batching on, the later requests of
+//! its tenant join it while they fit).
 
 use super::{Decision, Dispatch, Scheduler, View};
 use crate::workload::RequestId;
@@ -29,9 +30,30 @@ impl Scheduler for Fcfs {
 
     fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         for instance in view.idle() {
-            match self.queue.pop_front() {
-                Some(request) => out.push(Dispatch { instance, request }),
-                None => break,
+            let Some(request) = self.queue.pop_front() else {
+                break;
+            };
+            out.push(Dispatch { instance, request });
+            if let Some(limits) = view.batching {
+                // Later requests of the same tenant join, in order, while they fit.
+                let tenant = view.request(request).tenant;
+                let max = limits.max_rows as u64;
+                let mut rows = view.request(request).samples as u64;
+                let mut k = 0;
+                while k < self.queue.len() && rows < max {
+                    let id = self.queue[k];
+                    let r = view.request(id);
+                    if r.tenant == tenant && rows + r.samples as u64 <= max {
+                        rows += r.samples as u64;
+                        self.queue.remove(k);
+                        out.push(Dispatch {
+                            instance,
+                            request: id,
+                        });
+                    } else {
+                        k += 1;
+                    }
+                }
             }
         }
     }

@@ -17,22 +17,31 @@
 //! | `edf` | earliest deadline first, preferring an idle instance that holds the tenant |
 //! | `sjf` | shortest estimated job first, the needed switch included |
 //! | `affinity` | ours: per-tenant queues, own tenant first unless another must go now |
+//! | `deadline-batch` | ours, Clockwork-style: predicted finish vs deadline picks tenant and batch; lost requests step aside |
+//! | `tier-affinity` | ours: `affinity` over the weight tiers, prefetching urgent and popular tenants into the GPU pool |
+//!
+//! Policies that batch (`fcfs`, `omls`, `affinity`, `deadline-batch`, `tier-affinity`) join
+//! waiting requests of one tenant into one dispatch when the scenario turns batching on.
 
 mod affinity;
+mod deadline_batch;
 mod edf;
 mod fcfs;
 mod fcfs_mod;
 mod fcfs_rr;
 mod omls;
 mod sjf;
+mod tier_affinity;
 
 pub use affinity::{Affinity, AffinityOptions};
+pub use deadline_batch::DeadlineBatch;
 pub use edf::Edf;
 pub use fcfs::Fcfs;
 pub use fcfs_mod::FcfsMod;
 pub use fcfs_rr::FcfsRr;
 pub use omls::{Omls, OmlsOptions};
 pub use sjf::Sjf;
+pub use tier_affinity::TierAffinity;
 
 use crate::error::{Error, Result};
 use crate::estimates::Estimates;
@@ -43,7 +52,15 @@ use serde::{Deserialize, Serialize};
 
 /// Every policy name, in the order reports list them.
 pub const POLICIES: &[&str] = &[
-    "fcfs-rr", "fcfs-mod", "fcfs", "omls", "edf", "sjf", "affinity",
+    "fcfs-rr",
+    "fcfs-mod",
+    "fcfs",
+    "omls",
+    "edf",
+    "sjf",
+    "affinity",
+    "deadline-batch",
+    "tier-affinity",
 ];
 
 /// Start `request` on `instance` (which must be idle).
@@ -171,6 +188,38 @@ impl View<'_> {
     }
 }
 
+/// After dispatching `first` to `instance`, joins the requests at the front of `queue` (all of
+/// `first`'s tenant) to its batch while the rows fit the batching limit; returns how many
+/// joined. Without batching, none.
+pub fn fill_batch(
+    view: &View<'_>,
+    instance: u32,
+    first: RequestId,
+    queue: &mut std::collections::VecDeque<RequestId>,
+    out: &mut Decision,
+) -> usize {
+    let Some(limits) = view.batching else {
+        return 0;
+    };
+    let mut rows = view.request(first).samples as u64;
+    let mut joined = 0;
+    while let Some(&next) = queue.front() {
+        let r = view.request(next);
+        debug_assert_eq!(r.tenant, view.request(first).tenant, "one tenant's queue");
+        if rows + r.samples as u64 > limits.max_rows as u64 {
+            break;
+        }
+        rows += r.samples as u64;
+        queue.pop_front();
+        out.push(Dispatch {
+            instance,
+            request: next,
+        });
+        joined += 1;
+    }
+    joined
+}
+
 /// A scheduling policy.
 pub trait Scheduler {
     /// The policy's name (as [`by_name`] takes it).
@@ -225,6 +274,8 @@ pub fn by_name(name: &str, options: &PolicyOptions, shape: Shape) -> Result<Box<
         "edf" => Box::new(Edf::new()),
         "sjf" => Box::new(Sjf::new(shape)),
         "affinity" => Box::new(Affinity::new(shape, options.affinity.clone())),
+        "deadline-batch" => Box::new(DeadlineBatch::new(shape)),
+        "tier-affinity" => Box::new(TierAffinity::new(shape)),
         _ => {
             return Err(Error::UnknownPolicy {
                 name: name.to_string(),

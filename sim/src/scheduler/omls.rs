@@ -17,6 +17,8 @@
 //!   of list `c` if any (no switch), else the first cached request (a switch); else stays idle.
 //! - With `preload` (FastPTM's start), instance 0 holds nothing and instance i ≥ 1 holds
 //!   tenant i.
+//! - Beyond FastPTM: with cross-request batching on, a dispatched request takes the requests
+//!   behind it in its tenant's list along, while the batch's rows fit.
 
 use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::error::{Error, Result};
@@ -132,6 +134,16 @@ impl Omls {
         id
     }
 
+    /// With batching on (not in FastPTM), the requests behind `first` in its tenant's list join
+    /// its batch while they fit.
+    fn join_batch(&mut self, view: &View<'_>, instance: u32, first: RequestId, out: &mut Decision) {
+        let t = view.request(first).tenant;
+        super::fill_batch(view, instance, first, &mut self.lists[t as usize], out);
+        if self.lists[t as usize].is_empty() {
+            self.nonempty.remove(&t);
+        }
+    }
+
     fn take_head(&mut self, tenant: TenantId) -> Option<RequestId> {
         let list = &mut self.lists[tenant as usize];
         let id = list.pop_front()?;
@@ -170,6 +182,7 @@ impl Scheduler for Omls {
                     instance: idle[0],
                     request,
                 });
+                self.join_batch(view, idle[0], request, out);
                 return;
             }
         }
@@ -186,6 +199,7 @@ impl Scheduler for Omls {
                 },
             };
             out.push(Dispatch { instance, request });
+            self.join_batch(view, instance, request, out);
         }
     }
 

@@ -104,21 +104,7 @@ impl Affinity {
         taken: &[u32],
         view: &View<'_>,
     ) -> Option<Nanos> {
-        let mut holders = 0u64;
-        let mut soonest = Nanos::MAX;
-        for (j, inst) in view.instances.iter().enumerate() {
-            if j as u32 != instance && inst.resident == Some(tenant) && !taken.contains(&(j as u32))
-            {
-                holders += 1;
-                soonest = soonest.min(inst.free_at_est_ns.saturating_sub(view.now_ns));
-            }
-        }
-        if holders == 0 {
-            return None;
-        }
-        let queue = &self.queues[tenant as usize];
-        let per_request = queue.front().map_or(0, |&id| view.est_service_ns(id));
-        Some(soonest + per_request * queue.len().saturating_sub(1) as u64 / holders)
+        super::holders_backlog_ns(view, tenant, instance, taken, &self.queues[tenant as usize])
     }
 }
 

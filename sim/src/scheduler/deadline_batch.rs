@@ -5,28 +5,31 @@
 //! idle executor in index order:
 //! 1. **Lost requests step aside.** A head that cannot finish by its deadline even if started
 //!    now (the cheapest load any idle executor needs for its tenant, plus its service) moves to
-//!    a late queue, served only when no request that can still make it waits — so that one
-//!    late request does not make the ones behind it late too (goodput). Every request is still
-//!    served.
-//! 2. **What to run.** The executor's own tenant (no load) unless the most urgent head of
+//!    its tenant's late queue — so that one late request does not make the ones behind it late
+//!    too (goodput). Late requests ride along in their tenant's batches when there is room, and
+//!    an executor with nothing that can still make it serves them (its own tenant's first, else
+//!    the oldest). Every request is still served.
+//! 2. **What to run.** Tenants whose other holders will clear their queue within two of this
+//!    executor's loads are left to them. Then the executor's own tenant (no load) unless the most urgent head of
 //!    another tenant must go now: its slack no longer covers the own batch, its load and its
-//!    service, while starting it now would still make it. Otherwise the most urgent head's
-//!    tenant; among the first few heads a tenant whose load is cheaper (in the GPU pool) is
-//!    preferred when the most urgent one can still wait for it.
+//!    service, while starting it now would still make it. Otherwise, among the tenants of the
+//!    most urgent heads, the one whose batch serves the most rows per estimated nanosecond
+//!    (its load included: a tenant in the GPU pool loads cheaply), provided the most urgent
+//!    head can still make its deadline after it; else the most urgent head's tenant.
 //! 3. **How much.** The tenant's waiting requests join, in order, up to the row limit.
 //! 4. **Whether to wait.** With a batching window, an executor that holds the tenant (no
 //!    load) and whose batch is under half full waits for more rows until the oldest request has
 //!    waited the window — never past the time that request must start to make its deadline.
 //!    It asks to be woken then.
 
-use super::{fill_batch, Decision, Dispatch, Scheduler, Shape, View};
+use super::{fill_batch, holders_backlog_ns, Decision, Dispatch, Scheduler, Shape, View};
 use crate::ledger::Load;
 use crate::time::Nanos;
 use crate::workload::{RequestId, TenantId};
 use std::collections::{BTreeSet, VecDeque};
 
-/// How many of the most urgent heads are looked at for a cheaper load.
-const LOOKAHEAD: usize = 4;
+/// How many of the most urgent heads are looked at for a more efficient batch.
+const LOOKAHEAD: usize = 8;
 
 /// Deadline-aware batching.
 #[derive(Debug)]
@@ -34,8 +37,10 @@ pub struct DeadlineBatch {
     queues: Vec<VecDeque<RequestId>>,
     /// One entry per non-empty queue: (absolute deadline of its head, head id, tenant).
     heads: BTreeSet<(Nanos, RequestId, TenantId)>,
-    /// Requests that cannot make their deadline, oldest first.
-    late: VecDeque<RequestId>,
+    /// Per tenant: requests that cannot make their deadline, oldest first.
+    late: Vec<VecDeque<RequestId>>,
+    /// Every late request in the order it stepped aside (served ones are skipped lazily).
+    late_order: VecDeque<(RequestId, TenantId)>,
 }
 
 impl DeadlineBatch {
@@ -44,7 +49,8 @@ impl DeadlineBatch {
         DeadlineBatch {
             queues: vec![VecDeque::new(); shape.tenants],
             heads: BTreeSet::new(),
-            late: VecDeque::new(),
+            late: vec![VecDeque::new(); shape.tenants],
+            late_order: VecDeque::new(),
         }
     }
 
@@ -87,18 +93,19 @@ impl DeadlineBatch {
             let old = self.head_key(tenant, view);
             self.queues[tenant as usize].pop_front();
             self.reindex(tenant, old, view);
-            self.late.push_back(id);
+            self.late[tenant as usize].push_back(id);
+            self.late_order.push_back((id, tenant));
         }
     }
 
-    /// The estimated time of the batch `tenant`'s queue would form now.
-    fn batch_ns(&self, tenant: TenantId, view: &View<'_>) -> Nanos {
+    /// The rows and estimated time of the batch `tenant`'s queue would form now.
+    fn batch(&self, tenant: TenantId, view: &View<'_>) -> (u64, Nanos) {
         let queue = &self.queues[tenant as usize];
         let Some(&first) = queue.front() else {
-            return 0;
+            return (0, 0);
         };
         let Some(limits) = view.batching else {
-            return view.est_service_ns(first);
+            return (view.request(first).samples as u64, view.est_service_ns(first));
         };
         let (mut rows, mut seq) = (0u64, 1u32);
         for &id in queue {
@@ -109,18 +116,54 @@ impl DeadlineBatch {
             rows += r.samples as u64;
             seq = seq.max(r.seq_len);
         }
-        view.estimates
+        let ns = view
+            .estimates
             .batch_service_ns(tenant, rows as u32, seq)
-            .max(view.est_service_ns(first))
+            .max(view.est_service_ns(first));
+        (rows, ns)
     }
 
-    /// The tenant executor `e` should serve now, if any.
-    fn pick(&self, e: u32, view: &View<'_>) -> Option<TenantId> {
+    /// The estimated time of the batch `tenant`'s queue would form now.
+    fn batch_ns(&self, tenant: TenantId, view: &View<'_>) -> Nanos {
+        self.batch(tenant, view).1
+    }
+
+    /// The tenant whose late requests executor `e` serves when nothing can still make it: its
+    /// own, else the oldest late request's.
+    fn late_tenant(&mut self, e: u32, view: &View<'_>) -> Option<TenantId> {
+        if let Some(c) = view.instances[e as usize].resident {
+            if !self.late[c as usize].is_empty() {
+                return Some(c);
+            }
+        }
+        while let Some(&(id, t)) = self.late_order.front() {
+            if self.late[t as usize].contains(&id) {
+                return Some(t);
+            }
+            self.late_order.pop_front();
+        }
+        None
+    }
+
+    /// Whether `tenant`'s other holders will clear its queue about as soon as `e` could load
+    /// it (within two loads): then `e` leaves it to them.
+    fn left_to_holders(&self, e: u32, tenant: TenantId, taken: &[u32], view: &View<'_>) -> bool {
+        let load = view.est_load_ns(e, tenant);
+        holders_backlog_ns(view, tenant, e, taken, &self.queues[tenant as usize])
+            .is_some_and(|b| b <= 2 * load)
+    }
+
+    /// The tenant executor `e` should serve now, if any (`taken`: executors given work in this
+    /// decision).
+    fn pick(&self, e: u32, taken: &[u32], view: &View<'_>) -> Option<TenantId> {
         let now = view.now_ns;
         let own = view.instances[e as usize]
             .resident
             .filter(|&c| !self.queues[c as usize].is_empty());
-        let mut heads = self.heads.iter().filter(|&&(_, _, t)| Some(t) != own);
+        let mut heads = self
+            .heads
+            .iter()
+            .filter(|&&(_, _, t)| Some(t) != own && !self.left_to_holders(e, t, taken, view));
         let urgent = heads.next().copied();
         match (own, urgent) {
             (Some(c), Some((due, id, t))) => {
@@ -136,18 +179,26 @@ impl DeadlineBatch {
             (Some(c), None) => Some(c),
             (None, None) => None,
             (None, Some((due, id, t))) => {
-                // A cheaper load among the next heads, if the most urgent can wait for it.
+                // The most efficient batch among the next heads (rows per estimated
+                // nanosecond, load included), if the most urgent head can still make its
+                // deadline after it; else the most urgent.
                 let slack = due.saturating_sub(now);
                 let urgent_ns = view.est_load_ns(e, t) + view.est_service_ns(id);
-                let cheaper = std::iter::once(&(due, id, t))
+                let best = std::iter::once(&(due, id, t))
                     .chain(heads.take(LOOKAHEAD - 1))
-                    .filter(|&&(_, _, c)| view.load_needed(e, c) == Load::Pool)
-                    .map(|&(_, _, c)| c)
-                    .find(|&c| {
-                        c == t
-                            || view.est_load_ns(e, c) + self.batch_ns(c, view) + urgent_ns <= slack
+                    .map(|&(_, _, c)| {
+                        let (rows, batch_ns) = self.batch(c, view);
+                        let cost_ns = view.est_load_ns(e, c) + batch_ns;
+                        (c, rows, cost_ns)
+                    })
+                    .filter(|&(c, _, cost_ns)| c == t || cost_ns + urgent_ns <= slack)
+                    .max_by(|a, b| {
+                        // rows_a / cost_a vs rows_b / cost_b, exactly; ties: the more urgent.
+                        (a.1 as u128 * b.2 as u128)
+                            .cmp(&(b.1 as u128 * a.2 as u128))
+                            .then(std::cmp::Ordering::Greater)
                     });
-                Some(cheaper.unwrap_or(t))
+                Some(best.map_or(t, |(c, _, _)| c))
             }
         }
     }
@@ -171,14 +222,20 @@ impl Scheduler for DeadlineBatch {
         let mut free: Vec<u32> = view.idle().collect();
         self.set_aside_lost(&free, view);
         let idle = free.clone();
+        let mut taken = Vec::new();
         for e in idle {
             free.retain(|&f| f != e);
-            let Some(tenant) = self.pick(e, view) else {
-                if let Some(request) = self.late.pop_front() {
+            let Some(tenant) = self.pick(e, &taken, view) else {
+                if let Some(t) = self.late_tenant(e, view) {
+                    let first = self.late[t as usize]
+                        .pop_front()
+                        .expect("a late tenant has late requests");
+                    taken.push(e);
                     out.push(Dispatch {
                         instance: e,
-                        request,
+                        request: first,
                     });
+                    fill_batch(view, e, first, &mut self.late[t as usize], out);
                 }
                 continue;
             };
@@ -204,13 +261,50 @@ impl Scheduler for DeadlineBatch {
             }
             let old = self.head_key(tenant, view);
             self.queues[tenant as usize].pop_front();
+            taken.push(e);
             out.push(Dispatch {
                 instance: e,
                 request: first,
             });
             fill_batch(view, e, first, &mut self.queues[tenant as usize], out);
             self.reindex(tenant, old, view);
+            // Late requests of the tenant ride along where there is room.
+            let batch: Vec<RequestId> = out
+                .iter()
+                .filter(|d| d.instance == e)
+                .map(|d| d.request)
+                .collect();
+            if let Some(&last) = batch.last() {
+                ride_along(view, e, &batch, last, &mut self.late[tenant as usize], out);
+            }
         }
+    }
+}
+
+/// Joins requests from the front of `late` to the batch `batch` of executor `e` (last request
+/// `last`) while the rows fit.
+fn ride_along(
+    view: &View<'_>,
+    e: u32,
+    batch: &[RequestId],
+    last: RequestId,
+    late: &mut VecDeque<RequestId>,
+    out: &mut Decision,
+) {
+    let Some(limits) = view.batching else { return };
+    let mut rows: u64 = batch.iter().map(|&id| view.request(id).samples as u64).sum();
+    while let Some(&id) = late.front() {
+        let r = view.request(id);
+        if rows + r.samples as u64 > limits.max_rows as u64 {
+            break;
+        }
+        debug_assert_eq!(r.tenant, view.request(last).tenant);
+        rows += r.samples as u64;
+        late.pop_front();
+        out.push(Dispatch {
+            instance: e,
+            request: id,
+        });
     }
 }
 

@@ -220,6 +220,31 @@ pub fn fill_batch(
     joined
 }
 
+/// Time until an instance other than `instance` (and not among `taken`) that holds `tenant`
+/// would have cleared `queue` (the tenant's waiting requests), shared among its holders; `None`
+/// if no other instance holds it.
+pub fn holders_backlog_ns(
+    view: &View<'_>,
+    tenant: TenantId,
+    instance: u32,
+    taken: &[u32],
+    queue: &std::collections::VecDeque<RequestId>,
+) -> Option<Nanos> {
+    let mut holders = 0u64;
+    let mut soonest = Nanos::MAX;
+    for (j, inst) in view.instances.iter().enumerate() {
+        if j as u32 != instance && inst.resident == Some(tenant) && !taken.contains(&(j as u32)) {
+            holders += 1;
+            soonest = soonest.min(inst.free_at_est_ns.saturating_sub(view.now_ns));
+        }
+    }
+    if holders == 0 {
+        return None;
+    }
+    let per_request = queue.front().map_or(0, |&id| view.est_service_ns(id));
+    Some(soonest + per_request * queue.len().saturating_sub(1) as u64 / holders)
+}
+
 /// A scheduling policy.
 pub trait Scheduler {
     /// The policy's name (as [`by_name`] takes it).

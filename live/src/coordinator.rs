@@ -18,11 +18,11 @@
 //! request unanswered, is an error, never a silent loss.
 
 use crate::error::{Error, Result};
-use crate::executor::{Executor, RowOutput};
+use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
 use ptm_sim::engine::{Estimates, Setup};
 use ptm_sim::ledger::{initial_residency, Ledger, Load, Preload, Run, Start};
-use ptm_sim::scheduler::{Decision, Scheduler, View};
-use ptm_sim::time::Nanos;
+use ptm_sim::scheduler::{BatchLimits, Decision, Scheduler, View};
+use ptm_sim::time::{ms_to_ns, Nanos};
 use ptm_sim::workload::{Request, RequestId, TenantId};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -61,12 +61,12 @@ pub enum Refusal {
 /// Where to send a served request's outcome.
 pub type Reply = tokio::sync::oneshot::Sender<Result<Served, Refusal>>;
 
-/// A job for an instance's worker.
+/// A job for an instance's worker: a batch and the load before it.
 struct Job {
-    request: Request,
-    id: RequestId,
-    load: Load,
-    rows: Option<Rows>,
+    /// The batch: ids, requests and token ids.
+    items: Vec<(RequestId, Request, Option<Rows>)>,
+    source: Option<Source>,
+    promote: Option<u32>,
 }
 
 /// What the core hears.
@@ -76,14 +76,21 @@ pub enum Msg {
         /// The instance.
         instance: usize,
     },
-    /// A worker finished a request.
+    /// A worker finished a batch.
     Done {
         /// The instance.
         instance: usize,
-        /// The request.
+        /// The batch's first request.
         id: RequestId,
-        /// Its outputs, or why it failed.
-        result: Result<Vec<RowOutput>>,
+        /// The outputs of each request of the batch, or why it failed.
+        result: Result<Vec<Vec<RowOutput>>>,
+    },
+    /// A prefetch into the GPU pool landed (or failed).
+    Prefetched {
+        /// The tenant.
+        tenant: TenantId,
+        /// Whether it landed.
+        result: Result<()>,
     },
     /// A worker stopped (its executor panicked, or the core went away).
     Stopped {
@@ -140,23 +147,29 @@ pub struct Core<'a> {
     rows: Vec<Option<Rows>>,
     replies: Vec<Option<Reply>>,
     jobs: Vec<mpsc::Sender<Job>>,
+    prefetches: Option<mpsc::Sender<(TenantId, u32)>>,
+    batching: Option<BatchLimits>,
     forget_answered: bool,
     /// Sum of the estimated inference of the waiting requests.
     waiting_est_ns: Nanos,
     start: Instant,
     next_tick: Nanos,
+    /// When the scheduler asked to decide again.
+    wake_ns: Option<Nanos>,
     out: Decision,
     starts: Vec<Start>,
 }
 
 impl<'a> Core<'a> {
-    /// Starts one worker per executor (in `scope`) reporting to `tx`, and preloads instances as
-    /// `options.preload` says (before time 0, untimed).
+    /// Starts one worker per executor (in `scope`) reporting to `tx` (and a prefetch worker,
+    /// given a prefetcher), and preloads instances as `options.preload` says (before time 0,
+    /// untimed). The ledger's tiers and batching are those of `setup`.
     pub fn start<'s>(
         scope: &'s std::thread::Scope<'s, '_>,
         setup: &'a Setup<'a>,
         scheduler: &'a mut dyn Scheduler,
         mut executors: Vec<Box<dyn Executor>>,
+        prefetcher: Option<Box<dyn Prefetcher>>,
         options: CoreOptions,
         tx: &mpsc::Sender<Msg>,
     ) -> Result<Self> {
@@ -171,13 +184,23 @@ impl<'a> Core<'a> {
         let held = initial_residency(options.preload, scheduler, m, tenants)?;
         for (i, t) in held.iter().enumerate() {
             if let Some(t) = *t {
-                executors[i].load(t, true).map_err(|e| Error::Executor {
-                    instance: i,
-                    message: format!("preloading tenant {t}: {e}"),
-                })?;
+                executors[i]
+                    .load(t, Source::File, None)
+                    .map_err(|e| Error::Executor {
+                        instance: i,
+                        message: format!("preloading tenant {t}: {e}"),
+                    })?;
             }
         }
-        let ledger = Ledger::new(scheduler.name(), &held, tenants, 0, options.timeline);
+        let mut ledger = Ledger::new(scheduler.name(), &held, tenants, 0, options.timeline)
+            .with_tiers(setup.residency(false)?);
+        if setup.serving.batching.is_some() {
+            ledger = ledger.with_batching(setup.serving.forward_batch);
+        }
+        let batching = setup.serving.batching.map(|b| BatchLimits {
+            max_rows: setup.serving.forward_batch,
+            max_wait_ns: ms_to_ns(b.max_wait_ms),
+        });
         let mut jobs = Vec::with_capacity(m);
         for (instance, exec) in executors.into_iter().enumerate() {
             let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -185,6 +208,19 @@ impl<'a> Core<'a> {
             let tx = tx.clone();
             scope.spawn(move || worker(instance, exec, &job_rx, tx));
         }
+        let prefetches = prefetcher.map(|mut p| {
+            let (ptx, prx) = mpsc::channel::<(TenantId, u32)>();
+            let tx = tx.clone();
+            scope.spawn(move || {
+                while let Ok((tenant, slot)) = prx.recv() {
+                    let result = p.prefetch(tenant, slot);
+                    if tx.send(Msg::Prefetched { tenant, result }).is_err() {
+                        break;
+                    }
+                }
+            });
+            ptx
+        });
         Ok(Core {
             scheduler,
             estimates: setup.estimates.without_requests(),
@@ -194,10 +230,13 @@ impl<'a> Core<'a> {
             rows: Vec::new(),
             replies: Vec::new(),
             jobs,
+            prefetches,
+            batching,
             forget_answered: options.forget_answered,
             waiting_est_ns: 0,
             start: Instant::now(),
             next_tick: 0,
+            wake_ns: None,
             out: Decision::default(),
             starts: Vec::new(),
         })
@@ -228,11 +267,15 @@ impl<'a> Core<'a> {
         self.ledger.completed()
     }
 
-    /// How long to wait for the next message before a tick is due (`None`: no tick).
+    /// How long until the scheduler must be asked again without any message: its next tick
+    /// or the wake-up it asked for (`None`: neither).
     pub fn until_tick(&self) -> Option<Duration> {
-        self.scheduler
-            .tick_ns()
-            .map(|_| Duration::from_nanos(self.next_tick.saturating_sub(self.now())))
+        let tick = self.scheduler.tick_ns().map(|_| self.next_tick);
+        [tick, self.wake_ns]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| Duration::from_nanos(t.saturating_sub(self.now())))
     }
 
     /// Accepts `request` (its `arrival_ns` on the core's clock); returns its id.
@@ -260,7 +303,7 @@ impl<'a> Core<'a> {
             first_id: self.ledger.first_id(),
             estimates: &self.estimates,
             residency: self.ledger.residency(),
-            batching: None,
+            batching: self.batching,
         };
         self.scheduler.on_arrival(id, &view);
         self.waiting_est_ns += estimate;
@@ -280,28 +323,27 @@ impl<'a> Core<'a> {
         (remaining + self.waiting_est_ns) / views.len() as Nanos
     }
 
-    /// Estimated inference and switch of a request of `tenant` of `samples` × `seq_len`.
+    /// Estimated inference and load of a request of `tenant` of `samples` × `seq_len`: no load
+    /// if an instance holds the tenant, else the cheapest load the tiers allow.
     pub fn estimated_service_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
-        let holder = self
-            .ledger
-            .views()
-            .iter()
-            .any(|v| v.resident == Some(tenant));
-        let switch = if holder {
-            0
-        } else {
-            self.estimates.switch_into_ns(tenant)
-        };
-        self.setup.estimate_service_ns(tenant, samples, seq_len) + switch
+        let load = (0..self.ledger.views().len())
+            .map(|i| {
+                let from = self.ledger.views()[i].resident;
+                let kind = self.ledger.residency().load_needed(from, tenant);
+                self.estimates.load_kind_ns(kind, from, tenant)
+            })
+            .min()
+            .unwrap_or(0);
+        self.setup.estimate_service_ns(tenant, samples, seq_len) + load
     }
 
     fn slot(&self, id: RequestId) -> usize {
         id.wrapping_sub(self.ledger.first_id()) as usize
     }
 
-    /// Books a worker's report; returns whether an instance became idle. A failed request is
-    /// answered with its error when it has a reply (a failed load leaves its instance holding
-    /// nothing), and is an error otherwise.
+    /// Books a worker's report; returns whether an instance became idle (or a tenant landed in
+    /// the pool). A failed batch is answered with its error where requests have replies (a
+    /// failed load leaves its instance holding nothing), and is an error otherwise.
     pub fn worker(&mut self, msg: Msg) -> Result<bool> {
         let t = self.now();
         match msg {
@@ -313,56 +355,15 @@ impl<'a> Core<'a> {
                 instance,
                 id,
                 result,
-            } => {
-                let Some((serving, load)) = self.ledger.serving(instance) else {
-                    return Err(self
-                        .ledger
-                        .broken(
-                            t,
-                            format!("instance {instance} reported request {id} while idle"),
-                        )
-                        .into());
-                };
-                if serving != id {
-                    return Err(self.ledger.broken(t, format!("instance {instance} reported request {id} but serves request {serving}")).into());
-                }
-                let failed = result.is_err();
-                if failed {
-                    self.ledger.fail(t, instance)?;
-                } else {
-                    self.ledger.complete(t, instance)?;
-                }
-                let slot = self.slot(id);
-                let arrival = self.requests[slot].arrival_ns;
-                let start = self.ledger.run().start_ns[slot];
-                match (self.replies[slot].take(), result) {
-                    (Some(reply), result) => {
-                        let served =
-                            result
-                                .map_err(|e| Refusal::Failed(e.to_string()))
-                                .map(|outputs| Served {
-                                    outputs,
-                                    instance,
-                                    switched: load == Load::Switch,
-                                    cold_load: load == Load::Cold,
-                                    wait_ns: start - arrival,
-                                    latency_ns: t - arrival,
-                                });
-                        let _ = reply.send(served); // the client may have gone
-                    }
-                    (None, Err(e)) => return Err(e),
-                    (None, Ok(_)) => {}
-                }
-                self.rows[slot] = None;
-                if self.forget_answered {
-                    let n = self.ledger.compact();
-                    if n > 0 {
-                        self.requests.drain(..n);
-                        self.rows.drain(..n);
-                        self.replies.drain(..n);
-                        self.estimates.drop_first(n);
-                    }
-                }
+            } => self.done(t, instance, id, result),
+            Msg::Prefetched { tenant, result } => {
+                // A failed prefetch leaves the slot unusable: the tenant is still marked as
+                // arriving, so loads of it go to the host; report it as an error.
+                result.map_err(|e| Error::Prefetch {
+                    tenant,
+                    message: e.to_string(),
+                })?;
+                self.ledger.prefetch_done(tenant);
                 Ok(true)
             }
             Msg::Stopped { instance } => match self.ledger.serving(instance) {
@@ -375,19 +376,102 @@ impl<'a> Core<'a> {
         }
     }
 
-    /// Lets the scheduler decide if it should now (`changed`: an arrival or a completion) and
-    /// sends its dispatches to the workers. With `more_to_come` false (no arrival will follow),
-    /// a decision that leaves requests waiting with every instance idle is a stall, an error.
+    fn done(
+        &mut self,
+        t: Nanos,
+        instance: usize,
+        id: RequestId,
+        result: Result<Vec<Vec<RowOutput>>>,
+    ) -> Result<bool> {
+        let Some((serving, load)) = self.ledger.serving(instance) else {
+            return Err(self
+                .ledger
+                .broken(
+                    t,
+                    format!("instance {instance} reported request {id} while idle"),
+                )
+                .into());
+        };
+        if serving != id {
+            return Err(self
+                .ledger
+                .broken(
+                    t,
+                    format!(
+                        "instance {instance} reported request {id} but serves request {serving}"
+                    ),
+                )
+                .into());
+        }
+        let batch = self.ledger.batch(instance).to_vec();
+        if result.is_err() {
+            self.ledger.fail(t, instance)?;
+        } else {
+            self.ledger.complete(t, instance)?;
+        }
+        let (mut outputs, mut error) = match result {
+            Ok(o) => (o.into_iter().map(Some).collect::<Vec<_>>(), None),
+            Err(e) => (vec![None; batch.len()], Some(e)),
+        };
+        for (k, &rid) in batch.iter().enumerate() {
+            let slot = self.slot(rid);
+            let arrival = self.requests[slot].arrival_ns;
+            let start = self.ledger.run().start_ns[slot];
+            match self.replies[slot].take() {
+                Some(reply) => {
+                    let served = match outputs[k].take() {
+                        Some(outputs) => Ok(Served {
+                            outputs,
+                            instance,
+                            switched: load == Load::Switch,
+                            cold_load: load == Load::Cold,
+                            wait_ns: start - arrival,
+                            latency_ns: t - arrival,
+                        }),
+                        None => Err(Refusal::Failed(
+                            error.as_ref().map_or_else(String::new, ToString::to_string),
+                        )),
+                    };
+                    let _ = reply.send(served); // the client may have gone
+                }
+                None => {
+                    if let Some(e) = error.take() {
+                        return Err(e);
+                    }
+                }
+            }
+            self.rows[slot] = None;
+        }
+        if self.forget_answered {
+            let n = self.ledger.compact();
+            if n > 0 {
+                self.requests.drain(..n);
+                self.rows.drain(..n);
+                self.replies.drain(..n);
+                self.estimates.drop_first(n);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Lets the scheduler decide if it should now (`changed`: an arrival, a completion or a
+    /// tenant landing in the pool) and sends its dispatches to the workers and its prefetches
+    /// to the prefetcher. With `more_to_come` false (no arrival will follow), a decision that
+    /// leaves requests waiting with every instance idle is a stall, an error.
     pub fn decide(&mut self, changed: bool, more_to_come: bool) -> Result<()> {
         let t = self.now();
         let m = self.ledger.views().len();
+        let woken = self.wake_ns.is_some_and(|w| t >= w);
+        if woken {
+            self.wake_ns = None;
+        }
         let decide = match self.scheduler.tick_ns() {
             Some(p) if t >= self.next_tick => {
                 self.next_tick = (t / p + 1) * p;
                 true
             }
             Some(_) => false,
-            None => changed,
+            None => changed || woken,
         };
         if decide && self.ledger.waiting() > 0 && self.ledger.busy() < m {
             let mut out = std::mem::take(&mut self.out);
@@ -398,24 +482,54 @@ impl<'a> Core<'a> {
                 first_id: self.ledger.first_id(),
                 estimates: &self.estimates,
                 residency: self.ledger.residency(),
-                batching: None,
+                batching: self.batching,
             };
             self.scheduler.decide(&view, &mut out);
+            if let Some(w) = out.wake_at_ns.filter(|&w| w > t) {
+                self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
+            }
+            if let Some(prefetches) = &self.prefetches {
+                for &tenant in &out.prefetch {
+                    if let Some((slot, _)) = self.ledger.prefetch(t, tenant) {
+                        if prefetches.send((tenant, slot)).is_err() {
+                            return Err(Error::Invalid("the prefetch worker stopped".into()));
+                        }
+                    }
+                }
+            }
             let mut starts = std::mem::take(&mut self.starts);
-            self.ledger
-                .dispatch(t, &out, &self.requests, &self.estimates, &mut starts)?;
+            self.ledger.dispatch(
+                t,
+                &out.dispatches,
+                &self.requests,
+                &self.estimates,
+                &mut starts,
+            )?;
             out.clear();
             self.out = out;
             for s in starts.drain(..) {
-                let slot = self.slot(s.request);
-                self.waiting_est_ns = self
-                    .waiting_est_ns
-                    .saturating_sub(self.estimates.service_ns(s.request));
+                let items = self
+                    .ledger
+                    .batch(s.instance as usize)
+                    .iter()
+                    .map(|&id| {
+                        let slot = self.slot(id);
+                        (id, self.requests[slot], self.rows[slot].clone())
+                    })
+                    .collect::<Vec<_>>();
+                for (id, _, _) in &items {
+                    self.waiting_est_ns = self
+                        .waiting_est_ns
+                        .saturating_sub(self.estimates.service_ns(*id));
+                }
+                let promote = match s.load {
+                    Load::Switch | Load::Cold => s.pool_slot,
+                    Load::None | Load::Pool => None,
+                };
                 let job = Job {
-                    request: self.requests[slot],
-                    id: s.request,
-                    load: s.load,
-                    rows: self.rows[slot].clone(),
+                    items,
+                    source: Source::of(s.load, s.pool_slot),
+                    promote,
                 };
                 if self.jobs[s.instance as usize].send(job).is_err() {
                     return Err(Error::WorkerStopped {
@@ -426,7 +540,8 @@ impl<'a> Core<'a> {
             }
             self.starts = starts;
         }
-        self.ledger.check_stall(t, more_to_come)?;
+        let wake_pending = self.wake_ns.is_some();
+        self.ledger.check_stall(t, more_to_come || wake_pending)?;
         Ok(())
     }
 
@@ -437,23 +552,30 @@ impl<'a> Core<'a> {
     }
 }
 
-/// Loads (if the ledger said so) and runs one job; a panic of the executor, or an answer
-/// that lacks rows, is the request's failure.
+/// Loads (if the ledger said so) and runs one batch; a panic of the executor, or an answer
+/// that lacks rows, is the batch's failure.
 fn run_job(
     instance: usize,
     exec: &mut dyn Executor,
     job: &Job,
     tx: &mpsc::Sender<Msg>,
-) -> Result<Vec<RowOutput>> {
-    let rows = job.rows.as_deref().map(Vec::as_slice);
-    let expected = rows.map_or(job.request.samples as usize, <[_]>::len);
+) -> Result<Vec<Vec<RowOutput>>> {
     let fail = |message: String| Error::Executor { instance, message };
+    let first = job.items[0].0;
+    let items: Vec<Item<'_>> = job
+        .items
+        .iter()
+        .map(|(_, request, rows)| Item {
+            request,
+            rows: rows.as_deref().map(Vec::as_slice),
+        })
+        .collect();
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if job.load != Load::None {
-            exec.load(job.request.tenant, job.load == Load::Cold)?;
+        if let Some(source) = job.source {
+            exec.load(job.items[0].1.tenant, source, job.promote)?;
             let _ = tx.send(Msg::LoadDone { instance });
         }
-        exec.infer(&job.request, rows)
+        exec.infer(&items)
     }))
     .map_err(|panic| {
         let what = panic
@@ -461,14 +583,23 @@ fn run_job(
             .map(|s| (*s).to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        fail(format!("request {}: the executor panicked: {what}", job.id))
+        fail(format!("request {first}: the executor panicked: {what}"))
     })??;
-    if outputs.len() != expected {
+    if outputs.len() != items.len() {
         return Err(fail(format!(
-            "request {}: the executor answered {} of {expected} rows",
-            job.id,
-            outputs.len()
+            "request {first}: the executor answered {} of {} requests of its batch",
+            outputs.len(),
+            items.len()
         )));
+    }
+    for ((id, request, _), (item, out)) in job.items.iter().zip(items.iter().zip(&outputs)) {
+        let expected = item.rows.map_or(request.samples as usize, <[_]>::len);
+        if out.len() != expected {
+            return Err(fail(format!(
+                "request {id}: the executor answered {} of {expected} rows",
+                out.len()
+            )));
+        }
     }
     Ok(outputs)
 }
@@ -489,7 +620,7 @@ fn worker(
         let result = run_job(instance, exec.as_mut(), &job, &tx);
         let done = Msg::Done {
             instance,
-            id: job.id,
+            id: job.items[0].0,
             result,
         };
         if tx.send(done).is_err() {

@@ -33,6 +33,14 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A prefetch into the GPU pool failed.
+    #[error("prefetch of tenant {tenant} into the GPU pool: {message}")]
+    Prefetch {
+        /// The tenant.
+        tenant: u32,
+        /// What failed.
+        message: String,
+    },
     /// An instance's worker stopped (its executor panicked) with a request unanswered.
     #[error("instance {instance} stopped while serving request {request}: the request was lost")]
     WorkerStopped {

@@ -2,8 +2,8 @@
 //! same schedulers, and (`--compare`) beside the simulator's prediction from the scenario's
 //! profile: the fidelity table and the mean phase durations that explain its gaps.
 
-use crate::executor::Executor;
-use crate::slot::{SlotExecutor, Tenants};
+use crate::executor::{Executor, Prefetcher};
+use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::{Setup, Span, SpanKind};
@@ -92,7 +92,15 @@ pub fn run_cells(
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
         let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
-        let shared = Tenants::read(o.zoo, workload.tenants.len(), dtype, device, rows, seq)?;
+        let shared = Tenants::read(
+            o.zoo,
+            workload.tenants.len(),
+            dtype,
+            device,
+            rows,
+            seq,
+            setup.tiers.pool_tenants,
+        )?;
         shared.check_fit(s.instances)?;
         for policy in &s.policies {
             let shape = Shape {
@@ -111,7 +119,9 @@ pub fn run_cells(
                     .map(|e| Box::new(e) as Box<dyn Executor>)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let run = crate::replay(&setup, scheduler.as_mut(), executors, s.preload)?;
+            let prefetcher =
+                PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>);
+            let run = crate::replay(&setup, scheduler.as_mut(), executors, prefetcher, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
             let live_phases = Phases::of(run.timeline.as_deref().unwrap_or_default());

@@ -3,7 +3,7 @@
 
 use crate::coordinator::{Core, CoreOptions, Msg};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
+use crate::executor::{Executor, Prefetcher};
 use ptm_sim::engine::{Preload, Run, Setup};
 use ptm_sim::scheduler::Scheduler;
 use std::sync::mpsc;
@@ -28,13 +28,15 @@ fn spin_recv<T>(rx: &mpsc::Receiver<T>, w: Duration) -> Option<T> {
 }
 
 /// Replays `setup`'s workload in real time through `scheduler` on `executors` (one per
-/// instance), returning what happened (request ids as in the workload, every phase in the
+/// instance; `prefetcher` copies tenants into the GPU pool when the scenario has one),
+/// returning what happened (request ids as in the workload, every phase in the
 /// timeline). Fails, naming the instance and request, if a worker loses a request or the
 /// ledger catches a broken rule; at the end every request must have completed exactly once.
 pub fn replay(
     setup: &Setup<'_>,
     scheduler: &mut dyn Scheduler,
     executors: Vec<Box<dyn Executor>>,
+    prefetcher: Option<Box<dyn Prefetcher>>,
     preload: Preload,
 ) -> Result<Run> {
     let workload = &setup.workload.requests;
@@ -45,7 +47,7 @@ pub fn replay(
         forget_answered: false,
     };
     std::thread::scope(|scope| {
-        let mut core = Core::start(scope, setup, scheduler, executors, options, &tx)?;
+        let mut core = Core::start(scope, setup, scheduler, executors, prefetcher, options, &tx)?;
         drop(tx);
         let mut released = 0;
         while core.completed() < workload.len() {
@@ -88,13 +90,13 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::RowOutput;
+    use crate::executor::{Item, RowOutput, Source};
     use ptm_sim::engine::{self, LoadingMode, Serving, SpanKind};
     use ptm_sim::metrics::Report;
     use ptm_sim::profile::{Dist, Profile};
     use ptm_sim::scheduler::{self, Shape};
     use ptm_sim::workload::{self, NoFiles, RequestDefaults, WorkloadSpec};
-    use ptm_sim::workload::{Request, RequestId, TenantId};
+    use ptm_sim::workload::{RequestId, TenantId};
 
     /// Sleeps for the example profile's costs.
     struct Sleeper {
@@ -104,21 +106,17 @@ mod tests {
     }
 
     impl Executor for Sleeper {
-        fn load(&mut self, _tenant: TenantId, cold: bool) -> Result<()> {
-            std::thread::sleep(Duration::from_millis(if cold {
+        fn load(&mut self, _tenant: TenantId, source: Source, _promote: Option<u32>) -> Result<()> {
+            std::thread::sleep(Duration::from_millis(if source == Source::File {
                 self.cold_ms
             } else {
                 self.switch_ms
             }));
             Ok(())
         }
-        fn infer(
-            &mut self,
-            request: &Request,
-            _rows: Option<&[Vec<u32>]>,
-        ) -> Result<Vec<RowOutput>> {
+        fn infer(&mut self, batch: &[Item<'_>]) -> Result<Vec<Vec<RowOutput>>> {
             std::thread::sleep(Duration::from_millis(self.infer_ms));
-            Ok(outputs(request.samples))
+            Ok(batch.iter().map(|i| outputs(i.request.samples)).collect())
         }
     }
 
@@ -190,7 +188,7 @@ mod tests {
             let sim = engine::simulate(&setup, s.as_mut(), 1, Default::default()).unwrap();
             let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
             let executors = sleepers(2, 30, 20, 32);
-            let live = replay(&setup, s.as_mut(), executors, Preload::Policy).unwrap();
+            let live = replay(&setup, s.as_mut(), executors, None, Preload::Policy).unwrap();
             let (a, b) = (
                 Report::new("t", policy, 1, &setup, &sim),
                 Report::new("t", policy, 1, &setup, &live),
@@ -252,8 +250,14 @@ mod tests {
             let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
             let sim = engine::simulate(&setup, s.as_mut(), 1, Default::default()).unwrap();
             let mut s = scheduler::by_name(policy, &Default::default(), shape).unwrap();
-            let live =
-                replay(&setup, s.as_mut(), sleepers(2, 30, 20, 32), Preload::Policy).unwrap();
+            let live = replay(
+                &setup,
+                s.as_mut(),
+                sleepers(2, 30, 20, 32),
+                None,
+                Preload::Policy,
+            )
+            .unwrap();
             assert_eq!(
                 live.served_by, sim.served_by,
                 "{policy}: which instance ran each request"
@@ -272,6 +276,59 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tiers_and_batches_book_alike_live_and_simulated() {
+        // A pool of 2 slots for 3 tenants (evictions), batches of up to 32 rows (2 requests
+        // of 16), a 0.5 ms pool load; arrivals in pairs 60 ms apart so that batches form.
+        let mut profile = constant_profile(30.0, 20.0, 1.0);
+        let m = profile.models.get_mut("bert-base").unwrap();
+        m.pool_switch = Some(ptm_sim::profile::Cost::flat(Dist::Constant(5.0)));
+        let spec = WorkloadSpec::Sequence {
+            repeat: 4,
+            types: 3,
+            shuffle: true,
+            gap_ms: 30.0,
+        };
+        let mut w =
+            workload::build(&spec, &RequestDefaults::default(), "bert-base", 5, &NoFiles).unwrap();
+        for (i, r) in w.requests.iter_mut().enumerate() {
+            // Pairs of one tenant arriving together.
+            r.arrival_ns = (i as u64 / 2) * 60_000_000;
+            r.tenant = [0, 1, 0, 2, 0, 1][(i / 2) % 6];
+        }
+        let serving = Serving {
+            instances: 1,
+            forward_batch: 32,
+            gpu_pool: Some(ptm_sim::ledger::Capacity::Tenants(2)),
+            batching: Some(ptm_sim::engine::Batching { max_wait_ms: 0.0 }),
+            ..Serving::default()
+        };
+        let setup = Setup::new(&profile, "p", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 1,
+            tenants: 3,
+        };
+        let mut s = scheduler::by_name("fcfs", &Default::default(), shape).unwrap();
+        let sim = engine::simulate(&setup, s.as_mut(), 1, Default::default()).unwrap();
+        let mut s = scheduler::by_name("fcfs", &Default::default(), shape).unwrap();
+        // Inference of a batch of 2 × 16 rows: 32 × 1 ms (the example's linear table).
+        let executors = vec![Box::new(Sleeper {
+            cold_ms: 30,
+            switch_ms: 20,
+            infer_ms: 32,
+        }) as Box<dyn Executor>];
+        let live = replay(&setup, s.as_mut(), executors, None, Preload::Empty).unwrap();
+        assert!(
+            sim.load.contains(&ptm_sim::ledger::Load::Pool),
+            "{:?}",
+            sim.load
+        );
+        assert!(sim.pool_evictions > 0);
+        assert_eq!(live.load, sim.load, "loads by tier");
+        assert_eq!(live.batch, sim.batch, "batch membership");
+        assert_eq!(live.pool_evictions, sim.pool_evictions);
+    }
+
     /// Answers no rows for one request: a lost answer.
     struct Dropper {
         inner: Sleeper,
@@ -280,19 +337,14 @@ mod tests {
     }
 
     impl Executor for Dropper {
-        fn load(&mut self, tenant: TenantId, cold: bool) -> Result<()> {
-            self.inner.load(tenant, cold)
+        fn load(&mut self, tenant: TenantId, source: Source, promote: Option<u32>) -> Result<()> {
+            self.inner.load(tenant, source, promote)
         }
-        fn infer(
-            &mut self,
-            request: &Request,
-            rows: Option<&[Vec<u32>]>,
-        ) -> Result<Vec<RowOutput>> {
-            let out = self.inner.infer(request, rows)?;
+        fn infer(&mut self, batch: &[Item<'_>]) -> Result<Vec<Vec<RowOutput>>> {
+            let mut out = self.inner.infer(batch)?;
             self.seen += 1;
             if self.seen == self.drop_request {
-                assert!(self.seen < 100, "the dropped request is unique");
-                return Ok(Vec::new());
+                out[0].clear();
             }
             Ok(out)
         }
@@ -302,19 +354,20 @@ mod tests {
     struct Crasher(u32);
 
     impl Executor for Crasher {
-        fn load(&mut self, _tenant: TenantId, _cold: bool) -> Result<()> {
+        fn load(
+            &mut self,
+            _tenant: TenantId,
+            _source: Source,
+            _promote: Option<u32>,
+        ) -> Result<()> {
             Ok(())
         }
-        fn infer(
-            &mut self,
-            request: &Request,
-            _rows: Option<&[Vec<u32>]>,
-        ) -> Result<Vec<RowOutput>> {
+        fn infer(&mut self, batch: &[Item<'_>]) -> Result<Vec<Vec<RowOutput>>> {
             self.0 += 1;
             if self.0 == 2 {
                 panic!("a faulty executor");
             }
-            Ok(outputs(request.samples))
+            Ok(batch.iter().map(|i| outputs(i.request.samples)).collect())
         }
     }
 
@@ -343,7 +396,7 @@ mod tests {
             drop_request: 3,
             seen: 0,
         });
-        let err = replay(&setup, s.as_mut(), vec![dropper], Preload::Empty)
+        let err = replay(&setup, s.as_mut(), vec![dropper], None, Preload::Empty)
             .unwrap_err()
             .to_string();
         assert!(
@@ -355,6 +408,7 @@ mod tests {
             &setup,
             s.as_mut(),
             vec![Box::new(Crasher(0))],
+            None,
             Preload::Empty,
         )
         .unwrap_err()

@@ -15,15 +15,16 @@
 //!   back as CUDA-graph replays and synchronised once, as the calibration's forward replays are.
 
 use crate::error::{Error, Result};
-use crate::executor::{Executor, RowOutput};
+use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
 use anyhow::Context as _;
 use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{
-    ArchLayout, Batch, Config, CpuSlot, DType, Device, Eviction, HeadOutput, HostCache, Task, Zoo,
+    ArchLayout, Batch, Config, CpuPool, CpuSlot, DType, Device, Eviction, HeadOutput, HostCache,
+    Task, Zoo,
 };
-use ptm_sim::workload::{Request, TenantId};
+use ptm_sim::workload::TenantId;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +45,8 @@ pub struct Tenants {
     tenants: usize,
     cache: Mutex<HostCache>,
     copy: Option<CopyStream>,
+    /// The GPU weight pool's slots (tier 1), when the serving configuration has one.
+    pool: Option<Mutex<CpuPool>>,
     /// Largest pass the slots run: rows × tokens.
     max_rows: usize,
     max_seq: usize,
@@ -52,7 +55,7 @@ pub struct Tenants {
 impl Tenants {
     /// Reads the zoo at `dir`, maps `tenants` workload tenants onto its models and reads every
     /// model used into a host cache for `device` (pinned on a GPU); slots will run passes of
-    /// up to `max_rows` rows of `max_seq` tokens.
+    /// up to `max_rows` rows of `max_seq` tokens; `pool_slots` sizes the GPU weight pool.
     pub fn read(
         dir: &Path,
         tenants: usize,
@@ -60,6 +63,7 @@ impl Tenants {
         device: Device,
         max_rows: usize,
         max_seq: usize,
+        pool_slots: Option<usize>,
     ) -> anyhow::Result<Arc<Tenants>> {
         let zoo = Zoo::read(dir)?;
         anyhow::ensure!(
@@ -102,6 +106,14 @@ impl Tenants {
                 .register(&m.name, &m.dir)
                 .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
         }
+        let pool = match (pool_slots, device) {
+            (None, _) => None,
+            (Some(n), Device::Cpu) => Some(Mutex::new(CpuPool::new(&arch, n))),
+            (Some(_), Device::Cuda(_)) => anyhow::bail!(
+                "a GPU weight pool needs the runtime's device pool, which this build lacks: \
+                 serve without --gpu-pool (or on the CPU)"
+            ),
+        };
         Ok(Arc::new(Tenants {
             device,
             arch,
@@ -109,6 +121,7 @@ impl Tenants {
             tenants,
             cache: Mutex::new(cache),
             copy,
+            pool,
             max_rows: max_rows.max(1),
             max_seq,
         }))
@@ -208,56 +221,28 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
         .map_err(|_| Error::Invalid("the host cache lock was poisoned by a failed instance".into()))
 }
 
-impl Executor for SlotExecutor {
-    fn load(&mut self, tenant: TenantId, cold: bool) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        let m = shared.model(tenant)?;
-        self.held = None;
-        match (&mut self.slot, cold) {
-            (Slot::Cpu(s), true) => s.load_file(&m.name, &m.dir)?,
-            (Slot::Gpu(s), true) => s.load_file(&m.name, &m.dir)?,
-            (Slot::Cpu(s), false) => {
-                let mut cache = lock(&shared.cache)?;
-                s.switch(&mut cache, &m.name)?;
+impl SlotExecutor {
+    /// Copies the tenant it holds into pool slot `slot` (a promotion).
+    fn promote(&self, slot: u32) -> Result<()> {
+        let pool = self
+            .shared
+            .pool
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("no GPU weight pool to promote into".into()))?;
+        match &self.slot {
+            Slot::Cpu(s) => {
+                let info = s
+                    .tenant()
+                    .ok_or_else(|| Error::Invalid("promoting an empty slot".into()))?;
+                lock(pool)?.put(slot, info, s.packed())?;
+                Ok(())
             }
-            (Slot::Gpu(s), false) => {
-                let copy = shared
-                    .copy
-                    .as_ref()
-                    .ok_or_else(|| Error::Invalid("no copy stream".into()))?;
-                {
-                    let mut cache = lock(&shared.cache)?;
-                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
-                }
-                // The load is done when the weights have landed.
-                s.wait()?;
-            }
+            Slot::Gpu(_) => Err(Error::Invalid("no GPU weight pool in this build".into())),
         }
-        if let Slot::Cpu(s) = &mut self.slot {
-            s.prepare()?;
-        }
-        self.held = Some(tenant);
-        Ok(())
     }
 
-    fn infer(&mut self, request: &Request, rows: Option<&[Vec<u32>]>) -> Result<Vec<RowOutput>> {
-        if self.held != Some(request.tenant) {
-            return Err(Error::Invalid(format!(
-                "instance does not hold tenant {}",
-                request.tenant
-            )));
-        }
-        let shared = Arc::clone(&self.shared);
-        let cfg = &shared.model(request.tenant)?.cfg;
-        let given: Vec<Vec<u32>>;
-        let rows: &[Vec<u32>] = match rows {
-            Some(r) => r,
-            None => {
-                let seq_len = request.seq_len.clamp(1, shared.max_seq as u32);
-                given = random_rows(cfg, request.samples, seq_len, &mut self.token_state);
-                &given
-            }
-        };
+    /// Runs `rows` (token ids) of the tenant it holds in passes of `forward_batch` rows.
+    fn run_rows(&mut self, cfg: &Config, rows: &[Vec<u32>]) -> Result<Vec<RowOutput>> {
         let batches = rows
             .chunks(self.forward_batch as usize)
             .map(|chunk| Batch::from_rows(chunk, cfg.pad_token_id, None))
@@ -287,11 +272,141 @@ impl Executor for SlotExecutor {
     }
 }
 
+impl Executor for SlotExecutor {
+    fn load(&mut self, tenant: TenantId, source: Source, promote: Option<u32>) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let m = shared.model(tenant)?;
+        self.held = None;
+        match (&mut self.slot, source) {
+            (Slot::Cpu(s), Source::File) => s.load_file(&m.name, &m.dir)?,
+            (Slot::Gpu(s), Source::File) => s.load_file(&m.name, &m.dir)?,
+            (Slot::Cpu(s), Source::Host) => {
+                let mut cache = lock(&shared.cache)?;
+                s.switch(&mut cache, &m.name)?;
+            }
+            (Slot::Gpu(s), Source::Host) => {
+                let copy = shared
+                    .copy
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("no copy stream".into()))?;
+                {
+                    let mut cache = lock(&shared.cache)?;
+                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
+                }
+                // The load is done when the weights have landed.
+                s.wait()?;
+            }
+            (Slot::Cpu(s), Source::Pool(slot)) => {
+                let pool = shared
+                    .pool
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("no GPU weight pool to load from".into()))?;
+                let pool = lock(pool)?;
+                let (info, bytes) = pool.get(slot)?;
+                if info.name != m.name {
+                    return Err(Error::Invalid(format!(
+                        "pool slot {slot} holds `{}`, not tenant {tenant} (`{}`)",
+                        info.name, m.name
+                    )));
+                }
+                s.load_bytes(info, bytes)?;
+            }
+            (Slot::Gpu(_), Source::Pool(_)) => {
+                return Err(Error::Invalid("no GPU weight pool in this build".into()))
+            }
+        }
+        if let Slot::Cpu(s) = &mut self.slot {
+            s.prepare()?;
+        }
+        if let Some(slot) = promote {
+            self.promote(slot)?;
+        }
+        self.held = Some(tenant);
+        Ok(())
+    }
+
+    fn infer(&mut self, batch: &[Item<'_>]) -> Result<Vec<Vec<RowOutput>>> {
+        let Some(first) = batch.first() else {
+            return Ok(Vec::new());
+        };
+        let tenant = first.request.tenant;
+        if self.held != Some(tenant) || batch.iter().any(|i| i.request.tenant != tenant) {
+            return Err(Error::Invalid(format!(
+                "instance does not hold tenant {}",
+                batch
+                    .iter()
+                    .map(|i| i.request.tenant)
+                    .find(|&t| self.held != Some(t))
+                    .unwrap_or(tenant)
+            )));
+        }
+        let shared = Arc::clone(&self.shared);
+        let cfg = &shared.model(tenant)?.cfg;
+        // The batch's rows together, in passes: one request's rows after another's.
+        let mut rows: Vec<Vec<u32>> = Vec::new();
+        let mut counts = Vec::with_capacity(batch.len());
+        for item in batch {
+            match item.rows {
+                Some(r) => rows.extend_from_slice(r),
+                None => {
+                    let seq_len = item.request.seq_len.clamp(1, shared.max_seq as u32);
+                    rows.extend(random_rows(
+                        cfg,
+                        item.request.samples,
+                        seq_len,
+                        &mut self.token_state,
+                    ));
+                }
+            }
+            counts.push(rows.len());
+        }
+        let mut outputs = self.run_rows(cfg, &rows)?.into_iter();
+        let mut start = 0;
+        Ok(counts
+            .into_iter()
+            .map(|end| {
+                let n = end - start;
+                start = end;
+                outputs.by_ref().take(n).collect()
+            })
+            .collect())
+    }
+}
+
+/// Copies tenants from the host cache into the GPU pool's slots (the CPU twin's pool).
+pub struct PoolPrefetcher {
+    shared: Arc<Tenants>,
+}
+
+impl PoolPrefetcher {
+    /// A prefetcher over the tenants' pool, if they have one.
+    pub fn new(shared: &Arc<Tenants>) -> Option<Self> {
+        shared.pool.as_ref().map(|_| PoolPrefetcher {
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Prefetcher for PoolPrefetcher {
+    fn prefetch(&mut self, tenant: TenantId, slot: u32) -> Result<()> {
+        let m = self.shared.model(tenant)?;
+        let pool = self
+            .shared
+            .pool
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("no GPU weight pool".into()))?;
+        let mut cache = lock(&self.shared.cache)?;
+        lock(pool)?.put_from_cache(slot, &mut cache, &m.name)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ptm_runtime::zoo::{make_zoo, Arch};
     use ptm_runtime::Model;
+    use ptm_sim::workload::Request;
 
     fn request(tenant: TenantId, samples: u32) -> Request {
         Request {
@@ -303,6 +418,29 @@ mod tests {
         }
     }
 
+    fn item<'a>(r: &'a Request, rows: Option<&'a [Vec<u32>]>) -> Item<'a> {
+        Item { request: r, rows }
+    }
+
+    /// What a fresh load of `tenant`'s model gives for `rows` in passes of `pass` rows.
+    fn fresh(
+        dir: &Path,
+        zoo: &Zoo,
+        tenant: TenantId,
+        rows: &[Vec<u32>],
+        pass: usize,
+    ) -> Vec<Vec<f32>> {
+        let model = &zoo.models[tenant as usize % zoo.models.len()].name;
+        let mut m = Model::load(&model_dir(dir, model), Device::Cpu, DType::Fp32).unwrap();
+        let mut want = Vec::new();
+        for chunk in rows.chunks(pass) {
+            let b = Batch::from_rows(chunk, 0, None).unwrap();
+            let out = m.forward(&b).unwrap();
+            want.extend((0..chunk.len()).map(|r| out.row(r).to_vec()));
+        }
+        want
+    }
+
     /// The CPU twin of the live GPU instance: after cold loads and switches through the
     /// shared host cache, every output equals a fresh load of the tenant's model.
     #[test]
@@ -310,34 +448,88 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let zoo = make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 7).unwrap();
         // Four workload tenants on three models: tenant 3 is model 0.
-        let shared = Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32).unwrap();
+        let shared = Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32, None).unwrap();
         shared.check_fit(2).unwrap();
         let mut exec = SlotExecutor::new(shared, 2, 1, &[(2, 12)]).unwrap();
         let rows: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 3], vec![2, 50, 3], vec![2, 9, 3]];
-        let err = exec.infer(&request(0, 3), Some(&rows)).unwrap_err();
+        let r0 = request(0, 3);
+        let err = exec.infer(&[item(&r0, Some(&rows))]).unwrap_err();
         assert!(err.to_string().contains("does not hold tenant 0"), "{err}");
-        for (tenant, cold) in [(0, true), (1, false), (3, false), (2, true), (1, false)] {
-            exec.load(tenant, cold).unwrap();
-            let model = &zoo.models[tenant as usize % 3].name;
-            let mut fresh =
-                Model::load(&model_dir(tmp.path(), model), Device::Cpu, DType::Fp32).unwrap();
-            let got = exec.infer(&request(tenant, 3), Some(&rows)).unwrap();
+        for (tenant, source) in [
+            (0, Source::File),
+            (1, Source::Host),
+            (3, Source::Host),
+            (2, Source::File),
+            (1, Source::Host),
+        ] {
+            exec.load(tenant, source, None).unwrap();
+            let r = request(tenant, 3);
+            let got = exec.infer(&[item(&r, Some(&rows))]).unwrap().remove(0);
             assert_eq!(got.len(), rows.len());
             // Passes of two rows, as the instance runs them.
-            let mut want = Vec::new();
-            for chunk in rows.chunks(2) {
-                let b = Batch::from_rows(chunk, 0, None).unwrap();
-                let out = fresh.forward(&b).unwrap();
-                want.extend((0..chunk.len()).map(|r| out.row(r).to_vec()));
-            }
+            let want = fresh(tmp.path(), &zoo, tenant, &rows, 2);
             for (out, want) in got.iter().zip(&want) {
                 // Token classification: the row's own tokens, without its padding.
                 assert_eq!(out.values, want[..out.values.len()], "tenant {tenant}");
             }
             // Random tokens of the request's shape: one output per sample.
-            assert_eq!(exec.infer(&request(tenant, 5), None).unwrap().len(), 5);
+            let r5 = request(tenant, 5);
+            assert_eq!(exec.infer(&[item(&r5, None)]).unwrap()[0].len(), 5);
         }
-        let err = exec.load(9, false).unwrap_err();
+        let err = exec.load(9, Source::Host, None).unwrap_err();
         assert!(err.to_string().contains("no model for tenant 9"), "{err}");
+    }
+
+    /// Tier 1 on the CPU twin: loads from pool slots after promotions, prefetches and
+    /// evictions (a slot overwritten by another tenant), and batches of several requests with
+    /// rows of different lengths, all equal fresh loads run on the same passes.
+    #[test]
+    fn pool_loads_and_batches_give_fresh_load_outputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zoo = make_zoo(Arch::Tiny, 4, tmp.path(), DType::Fp32, 9).unwrap();
+        let shared =
+            Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 4, 32, Some(2)).unwrap();
+        let mut a = SlotExecutor::new(shared.clone(), 4, 1, &[]).unwrap();
+        let mut b = SlotExecutor::new(shared.clone(), 4, 2, &[]).unwrap();
+        let mut prefetch = PoolPrefetcher::new(&shared).unwrap();
+        let rows_x: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 43, 3], vec![2, 50, 3]];
+        let rows_y: Vec<Vec<u32>> = vec![
+            vec![2, 7, 8, 3],
+            vec![2, 11, 12, 13, 14, 15, 16, 3],
+            vec![2, 5, 3],
+        ];
+        let check = |exec: &mut SlotExecutor, tenant: TenantId| {
+            let (rx, ry) = (request(tenant, 2), request(tenant, 3));
+            let got = exec
+                .infer(&[item(&rx, Some(&rows_x)), item(&ry, Some(&rows_y))])
+                .unwrap();
+            assert_eq!((got[0].len(), got[1].len()), (2, 3), "outputs per request");
+            let all: Vec<Vec<u32>> = rows_x.iter().chain(&rows_y).cloned().collect();
+            let want = fresh(tmp.path(), &zoo, tenant, &all, 4);
+            for (out, want) in got.iter().flatten().zip(&want) {
+                assert_eq!(out.values, want[..out.values.len()], "tenant {tenant}");
+            }
+        };
+        // A: tenant 0 from the host, promoted into slot 0; B loads it from slot 0.
+        a.load(0, Source::Host, Some(0)).unwrap();
+        check(&mut a, 0);
+        b.load(0, Source::Pool(0), None).unwrap();
+        check(&mut b, 0);
+        // Tenant 2 prefetched into slot 1; A loads it from there.
+        prefetch.prefetch(2, 1).unwrap();
+        a.load(2, Source::Pool(1), None).unwrap();
+        check(&mut a, 2);
+        // Tenant 0 evicted: tenant 3 cold from its file, promoted over slot 0.
+        b.load(3, Source::File, Some(0)).unwrap();
+        check(&mut b, 3);
+        a.load(3, Source::Pool(0), None).unwrap();
+        check(&mut a, 3);
+        let err = b.load(0, Source::Pool(0), None).unwrap_err().to_string();
+        assert!(
+            err.contains("holds") && err.contains("not tenant 0"),
+            "{err}"
+        );
+        let err = b.load(1, Source::Pool(7), None).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
     }
 }

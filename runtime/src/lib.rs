@@ -30,6 +30,6 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use model::{Engine, Model, TextOutput};
-pub use switch::{ArchLayout, CpuSlot, Eviction, HostCache, TenantInfo};
+pub use switch::{ArchLayout, CpuPool, CpuSlot, Eviction, HostCache, TenantInfo};
 pub use tokenize::Batch;
 pub use zoo::{make_zoo, Arch, Zoo};

@@ -3,6 +3,8 @@
 use clap::Args;
 use ptm_live::serve::{self, ServeOptions};
 use ptm_runtime::{DType, Device};
+use ptm_sim::engine::Batching;
+use ptm_sim::ledger::{Capacity, Eviction};
 use ptm_sim::profile::Profile;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,9 +30,21 @@ pub struct ServeArgs {
     /// Instances (model slots).
     #[arg(long, default_value_t = 2)]
     pub instances: usize,
-    /// Samples per forward pass.
-    #[arg(long, default_value_t = 8)]
+    /// Samples per forward pass; with --max-wait-ms, also the most rows of a batch of
+    /// requests of one tenant.
+    #[arg(long, visible_alias = "max-batch", default_value_t = 8)]
     pub forward_batch: u32,
+    /// A GPU weight pool (tier 1): a tenant count, bytes with a unit (`80GB`), or `auto`
+    /// (what the device holds after the instances). Absent: FastPTM's model, no pool.
+    #[arg(long, value_parser = parse_capacity)]
+    pub gpu_pool: Option<Capacity>,
+    /// Who a full pool evicts: lru, lfu or gdsf.
+    #[arg(long, default_value = "lru", value_parser = parse_eviction)]
+    pub eviction: Eviction,
+    /// Cross-request batching: how long a policy may hold a partial batch, milliseconds
+    /// (absent: one request a dispatch).
+    #[arg(long)]
+    pub max_wait_ms: Option<f64>,
     /// Most requests waiting; more get 429.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
@@ -57,6 +71,16 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         args.instances > 0 && args.queue > 0 && args.forward_batch > 0,
         "--instances, --queue and --forward-batch must be ≥ 1"
     );
+    if let Some(w) = args.max_wait_ms {
+        anyhow::ensure!(
+            w.is_finite() && (0.0..=60_000.0).contains(&w),
+            "--max-wait-ms {w}: expected 0 to 60000"
+        );
+    }
+    anyhow::ensure!(
+        args.eviction != Eviction::Belady,
+        "--eviction belady needs the whole trace in advance: the simulator only"
+    );
     let profile = match (&args.profile, &args.model) {
         (Some(p), Some(m)) => {
             let name = p.display().to_string();
@@ -74,6 +98,9 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         policy: args.policy,
         instances: args.instances,
         forward_batch: args.forward_batch,
+        gpu_pool: args.gpu_pool,
+        eviction: args.eviction,
+        batching: args.max_wait_ms.map(|max_wait_ms| Batching { max_wait_ms }),
         queue: args.queue,
         deadline_ms: args.deadline_ms,
         profile,
@@ -90,4 +117,59 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
     );
     eprintln!();
     Ok(())
+}
+
+/// `--gpu-pool`: `auto`, a tenant count, or bytes with a unit (`80GB`, `512MiB`).
+fn parse_capacity(s: &str) -> Result<Capacity, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(Capacity::Auto);
+    }
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(Capacity::Tenants(n));
+    }
+    let units: [(&str, f64); 6] = [
+        ("GiB", (1u64 << 30) as f64),
+        ("MiB", (1u64 << 20) as f64),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("TB", 1e12),
+        ("B", 1.0),
+    ];
+    for (unit, scale) in units {
+        if let Some(num) = t.strip_suffix(unit) {
+            let v: f64 = num
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected auto, a tenant count or bytes like 80GB"))?;
+            if !(v.is_finite() && v > 0.0 && v * scale < 1e15) {
+                return Err(format!("{s:?}: expected a positive size below 1 PB"));
+            }
+            return Ok(Capacity::Bytes((v * scale) as u64));
+        }
+    }
+    Err(format!(
+        "{s:?}: expected auto, a tenant count or bytes like 80GB"
+    ))
+}
+
+/// `--eviction`: lru, lfu, gdsf (belady is the simulator's).
+fn parse_eviction(s: &str) -> Result<Eviction, String> {
+    Eviction::by_name(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_sizes_parse_with_units() {
+        assert_eq!(parse_capacity("auto"), Ok(Capacity::Auto));
+        assert_eq!(parse_capacity("600"), Ok(Capacity::Tenants(600)));
+        assert_eq!(parse_capacity("80GB"), Ok(Capacity::Bytes(80_000_000_000)));
+        assert_eq!(parse_capacity("1 GiB"), Ok(Capacity::Bytes(1 << 30)));
+        assert!(parse_capacity("-3GB").is_err());
+        assert!(parse_capacity("lots").unwrap_err().contains("80GB"));
+        assert!(parse_eviction("fifo").unwrap_err().contains("lru"));
+    }
 }

@@ -16,13 +16,14 @@ pub mod metrics;
 pub use api::{InferRequest, TenantInfo};
 
 use crate::coordinator::{Core, CoreOptions, Msg, Refusal};
-use crate::executor::Executor;
-use crate::slot::{SlotExecutor, Tenants};
+use crate::executor::{Executor, Prefetcher};
+use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
 use metrics::Metrics;
 use ptm_calibrate::{calibrate, target_for, Plan};
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Config, DType, Device, Zoo};
-use ptm_sim::engine::{LoadingMode, Preload, Serving, Setup};
+use ptm_sim::engine::{Batching, LoadingMode, Preload, Serving, Setup};
+use ptm_sim::ledger::{Capacity, Eviction};
 use ptm_sim::profile::Profile;
 use ptm_sim::scheduler::{self, PolicyOptions, Shape};
 use ptm_sim::time::ms_to_ns;
@@ -47,8 +48,14 @@ pub struct ServeOptions {
     pub policy: String,
     /// Instances (model slots).
     pub instances: usize,
-    /// Samples per forward pass.
+    /// Samples per forward pass (and most rows of a batch).
     pub forward_batch: u32,
+    /// The GPU weight pool (`None`: FastPTM's model).
+    pub gpu_pool: Option<Capacity>,
+    /// Who a full pool evicts.
+    pub eviction: Eviction,
+    /// Cross-request batching.
+    pub batching: Option<Batching>,
     /// Most requests waiting for an instance; more are refused with 429.
     pub queue: usize,
     /// Deadline of requests that give none, milliseconds.
@@ -113,6 +120,9 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         instances: o.instances,
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
+        gpu_pool: o.gpu_pool,
+        eviction: o.eviction,
+        batching: o.batching,
         ..Serving::default()
     };
     let setup = Setup::new(&profile, &profile_name, &workload, serving)?;
@@ -134,6 +144,7 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         o.device,
         o.forward_batch as usize,
         max_seq,
+        setup.tiers.pool_tenants,
     )?;
     shared.check_fit(o.instances)?;
     let executors = (0..o.instances)
@@ -173,6 +184,7 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
             &setup,
             scheduler.as_mut(),
             executors,
+            PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>),
             CoreOptions {
                 preload: Preload::Empty,
                 timeline: false,

@@ -49,6 +49,27 @@ impl CpuSlot {
         Ok(())
     }
 
+    /// Copies a tenant's packed `bytes` (from a GPU pool slot's twin) into the slot's buffer.
+    pub fn load_bytes(&mut self, info: &TenantInfo, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != self.buf.len() {
+            return Err(Error::Input(format!(
+                "`{}`: {} packed bytes where the slot's layout has {}",
+                info.name,
+                bytes.len(),
+                self.buf.len()
+            )));
+        }
+        self.buf.copy_from_slice(bytes);
+        self.tenant = Some(info.clone());
+        self.model = None;
+        Ok(())
+    }
+
+    /// The packed bytes it holds.
+    pub fn packed(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Reads tenant `name` from its checkpoint in `dir` straight into the slot's buffer (a cold
     /// load: no host cache involved).
     pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {

@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod cpu;
+pub mod pool;
 pub mod read;
 
 use crate::checkpoint::PackedWeights;
@@ -24,6 +25,7 @@ use crate::layout::Layout;
 
 pub use cache::{Eviction, HostCache, TenantInfo};
 pub use cpu::CpuSlot;
+pub use pool::CpuPool;
 
 /// The packed layout shared by every tenant of one architecture, in one dtype.
 #[derive(Debug, Clone, PartialEq)]

@@ -105,7 +105,10 @@ impl DeadlineBatch {
             return (0, 0);
         };
         let Some(limits) = view.batching else {
-            return (view.request(first).samples as u64, view.est_service_ns(first));
+            return (
+                view.request(first).samples as u64,
+                view.est_service_ns(first),
+            );
         };
         let (mut rows, mut seq) = (0u64, 1u32);
         for &id in queue {
@@ -292,7 +295,10 @@ fn ride_along(
     out: &mut Decision,
 ) {
     let Some(limits) = view.batching else { return };
-    let mut rows: u64 = batch.iter().map(|&id| view.request(id).samples as u64).sum();
+    let mut rows: u64 = batch
+        .iter()
+        .map(|&id| view.request(id).samples as u64)
+        .sum();
     while let Some(&id) = late.front() {
         let r = view.request(id);
         if rows + r.samples as u64 > limits.max_rows as u64 {

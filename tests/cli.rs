@@ -117,8 +117,10 @@ fn json_reports_have_the_documented_fields_and_are_deterministic() {
 #[test]
 fn every_shipped_scenario_parses_and_runs() {
     let names = ok(&["list"]);
+    // `ptm list`: a name, then a description.
     let scenarios: Vec<&str> = names
         .lines()
+        .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.ends_with(".ron") && !n.starts_with("profiles/"))
         .collect();
     assert!(scenarios.len() >= 6, "{names}");
@@ -502,7 +504,8 @@ fn plot_renders_a_sweep_and_a_timeline() {
         tl.to_str().unwrap(),
     ]);
     ok(&["plot", "--timeline", tl.to_str().unwrap()]);
-    assert!(dir.join("timeline.png").exists());
+    // Named after its input (tl.csv → tl.png), so two timelines do not overwrite each other.
+    assert!(dir.join("tl.png").exists());
     let err = fails(&["plot", dir.join("nothing").to_str().unwrap()]);
     assert!(err.contains("ptm sweep"), "{err}");
 }

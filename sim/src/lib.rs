@@ -44,9 +44,12 @@
 //! //! ```
 
 pub mod capacity;
+pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod offered;
+pub mod plan;
 pub mod profile;
 pub mod rng;
 pub mod scenario;

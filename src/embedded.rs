@@ -412,7 +412,9 @@ mod tests {
             );
         }
         assert!(describe("profiles/h200.ron").contains("H200"));
-        assert!(show("profiles/h200").unwrap().contains("memory_per_instance_bytes"));
+        assert!(show("profiles/h200")
+            .unwrap()
+            .contains("memory_per_instance_bytes"));
         assert!(show("nope").is_err());
     }
 }

@@ -591,6 +591,38 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
         };
         assert!(loads(&c["live"]) >= 1);
     }
+    // As a table: the error's sign is labelled, and progress with the time left goes to
+    // standard error while the cells replay.
+    let out = ptm(&[
+        "run",
+        "--live",
+        "--zoo",
+        &path("zoo"),
+        "--profile",
+        &path("cpu.ron"),
+        "--model",
+        "tiny-fp32",
+        "--trace",
+        &path("t.csv"),
+        "--instances",
+        "2",
+        "--policy",
+        "fcfs-rr",
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "--compare",
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("(sim − live)/live"), "{table}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("live: cell 0/2 done; next: fcfs-rr, seed 1; eta ~")
+            && progress.contains("live: cell 2/2 done; done"),
+        "{progress}"
+    );
     // Round-robin FCFS decides the same whatever the timings: the same loads live and simulated.
     assert_eq!(
         cells[1]["live"]["switches"],

@@ -252,13 +252,23 @@ fn rows(text: &str, name: &str) -> Result<Vec<(usize, Fields)>> {
         .map_err(|e| Error::invalid(name, format!("cannot read the CSV header: {e}")))?
         .clone();
     for record in reader.records() {
+        // Lines are counted from the record's byte offset, including the byte there: with CRLF
+        // line ends the reader places a record at the '\n' of the line before it.
+        let line_at = |byte: u64| {
+            let end = (byte as usize + 1).min(text.len());
+            text.as_bytes()[..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        };
         let record = record.map_err(|e| Error::Parse {
             path: name.into(),
-            line: e.position().map_or(0, |p| p.line() as usize),
+            line: e.position().map_or(0, |p| line_at(p.byte())),
             column: 0,
             message: e.to_string(),
         })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record.position().map_or(0, |p| line_at(p.byte()));
         let fields = headers
             .iter()
             .zip(record.iter())

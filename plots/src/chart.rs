@@ -441,8 +441,9 @@ fn number(v: f64) -> String {
 /// One bar: (value, interval low, interval high); `None` = no data.
 pub type Bar = Option<(f64, f64, f64)>;
 
-/// Grouped bars: one group per category, one bar per series, with interval whiskers. A zero
-/// bar is marked "0", a missing one "n/a", so neither looks like the other.
+/// Grouped bars: one group per category, one bar per series, with interval whiskers. A bar too
+/// short to see (zero included) carries its value, a missing one "n/a", so neither looks like
+/// the other.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarChart {
     /// Title.
@@ -516,17 +517,17 @@ impl Figure for BarChart {
                     })
                 }))
                 .map_err(e)?;
-            // Zero bars and missing data are marked, not left blank.
+            // Zero bars, bars too short to see and missing data are labelled, not left blank.
             chart
                 .draw_series(values.iter().enumerate().filter_map(|(i, v)| {
-                    let text = match v {
-                        None => "n/a",
-                        Some(v) if v.0 == 0.0 => "0",
+                    let (text, base) = match v {
+                        None => ("n/a".to_string(), 0.0),
+                        Some(v) if v.0 < 0.03 * y_top => (number(v.0), v.0),
                         Some(_) => return None,
                     };
                     Some(Text::new(
                         text,
-                        (x(i) + width * 0.2, y_top * 0.02),
+                        (x(i) + width * 0.2, base + y_top * 0.035),
                         ("sans-serif", 13).into_font().color(&c),
                     ))
                 }))

@@ -103,8 +103,8 @@ pub fn execute(args: CapacityArgs) -> anyhow::Result<()> {
     }
     if results.iter().any(|c| c.at_bound) {
         println!(
-            "(1) within the tolerance of the bound (instances / mean service time): the \
-             instances, not the policy, limit it"
+            "(1) within the tolerance of the executors' bound (the fastest rate the instances \
+             serve): the instances, not the policy, limit it"
         );
     }
     Ok(())

@@ -22,8 +22,25 @@ fn main() -> ExitCode {
     match cli::execute(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ptm: error: {err:#}");
+            eprintln!("ptm: error: {}", message(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds (errors that print their source, such as "cannot read X: No such file (os error 2)").
+fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

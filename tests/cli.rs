@@ -117,8 +117,10 @@ fn json_reports_have_the_documented_fields_and_are_deterministic() {
 #[test]
 fn every_shipped_scenario_parses_and_runs() {
     let names = ok(&["list"]);
+    // `ptm list`: a name, then a description.
     let scenarios: Vec<&str> = names
         .lines()
+        .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.ends_with(".ron") && !n.starts_with("profiles/"))
         .collect();
     assert!(scenarios.len() >= 6, "{names}");
@@ -502,7 +504,8 @@ fn plot_renders_a_sweep_and_a_timeline() {
         tl.to_str().unwrap(),
     ]);
     ok(&["plot", "--timeline", tl.to_str().unwrap()]);
-    assert!(dir.join("timeline.png").exists());
+    // Named after its input (tl.csv → tl.png), so two timelines do not overwrite each other.
+    assert!(dir.join("tl.png").exists());
     let err = fails(&["plot", dir.join("nothing").to_str().unwrap()]);
     assert!(err.contains("ptm sweep"), "{err}");
 }
@@ -588,6 +591,38 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
         };
         assert!(loads(&c["live"]) >= 1);
     }
+    // As a table: the error's sign is labelled, and progress with the time left goes to
+    // standard error while the cells replay.
+    let out = ptm(&[
+        "run",
+        "--live",
+        "--zoo",
+        &path("zoo"),
+        "--profile",
+        &path("cpu.ron"),
+        "--model",
+        "tiny-fp32",
+        "--trace",
+        &path("t.csv"),
+        "--instances",
+        "2",
+        "--policy",
+        "fcfs-rr",
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "--compare",
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("(sim − live)/live"), "{table}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("live: cell 0/2 done; next: fcfs-rr, seed 1; eta ~")
+            && progress.contains("live: cell 2/2 done; done"),
+        "{progress}"
+    );
     // Round-robin FCFS decides the same whatever the timings: the same loads live and simulated.
     assert_eq!(
         cells[1]["live"]["switches"],

@@ -26,6 +26,24 @@ pub struct LiveOptions<'a> {
     pub dtype: DType,
     /// Also simulate and compare.
     pub compare: bool,
+    /// Told before each cell starts (and once at the end), for a progress display.
+    pub progress: Option<&'a (dyn Fn(&Progress<'_>) + Sync)>,
+}
+
+/// Where a live run stands. A replay takes at least its workload's span of arrivals in wall
+/// time, which gives the time left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress<'a> {
+    /// Cells finished.
+    pub done: usize,
+    /// Cells in all.
+    pub total: usize,
+    /// The cell about to start (`None` at the end).
+    pub next: Option<(&'a str, u64)>,
+    /// Seconds of replay finished (the finished cells' arrival spans).
+    pub done_s: f64,
+    /// Seconds of replay left at least (the remaining cells' arrival spans).
+    pub left_s: f64,
 }
 
 /// A live cell and, with `--compare`, its simulated twin.
@@ -88,7 +106,29 @@ pub fn run_cells(
     let (device, dtype) = (o.device, o.dtype);
     let (profile, profile_name) = s.load_profile(files)?;
     let mut out = Vec::new();
+    let span_s = |w: &ptm_sim::workload::Workload| match (w.requests.first(), w.requests.last()) {
+        (Some(a), Some(b)) => (b.arrival_ns - a.arrival_ns) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let mut spans = Vec::with_capacity(s.seeds.len());
     for &seed in &s.seeds {
+        spans.push(span_s(&s.load_workload(files, seed)?));
+    }
+    let total = s.seeds.len() * s.policies.len();
+    let per_seed = s.policies.len() as f64;
+    let (mut done, mut done_s, mut left_s) = (0, 0.0, spans.iter().sum::<f64>() * per_seed);
+    let tell = |next: Option<(&str, u64)>, done: usize, done_s: f64, left_s: f64| {
+        if let Some(f) = o.progress {
+            f(&Progress {
+                done,
+                total,
+                next,
+                done_s,
+                left_s,
+            });
+        }
+    };
+    for (si, &seed) in s.seeds.iter().enumerate() {
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
         let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
@@ -103,6 +143,7 @@ pub fn run_cells(
         )?;
         shared.check_fit(s.instances)?;
         for policy in &s.policies {
+            tell(Some((policy, seed)), done, done_s, left_s);
             let shape = Shape {
                 instances: s.instances,
                 tenants: workload.tenants.len(),
@@ -138,8 +179,12 @@ pub fn run_cells(
                 simulated,
                 simulated_phases,
             });
+            done += 1;
+            done_s += spans[si];
+            left_s = (left_s - spans[si]).max(0.0);
         }
     }
+    tell(None, done, done_s, left_s);
     Ok(out)
 }
 
@@ -166,7 +211,8 @@ pub fn pass_shapes(
     (shapes.into_values().collect(), rows, seq)
 }
 
-/// The fidelity table of one cell: per metric, simulated, live and the error of the simulation.
+/// The fidelity table of one cell: per metric, simulated, live and the simulation's error
+/// (sim − live) / live: positive when the simulator predicts more than live measured.
 pub fn fidelity_table(cell: &LiveCell) -> String {
     let mut out = String::new();
     let live = &cell.live;
@@ -180,8 +226,8 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>12} {:>12} {:>10}",
-        "metric", "simulated", "live", "error"
+        "{:<18} {:>12} {:>12} {:>16}",
+        "metric", "simulated", "live", "(sim − live)/live"
     );
     let rows: [(&str, f64, f64); 7] = [
         ("throughput req/s", sim.throughput_rps, live.throughput_rps),
@@ -208,7 +254,7 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
         } else {
             "n/a".into()
         };
-        let _ = writeln!(out, "{name:<18} {s:>12.3} {l:>12.3} {err:>10}");
+        let _ = writeln!(out, "{name:<18} {s:>12.3} {l:>12.3} {err:>16}");
     }
     out
 }

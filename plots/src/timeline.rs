@@ -1,6 +1,7 @@
 //! Per-instance timelines (Gantt charts) from the CSV that `ptm run --timeline` writes.
 
-use crate::chart::{colour, legend, render, Figure};
+use crate::chart::{draw_legend, frame, render, Entry, Figure, Mark};
+use crate::palette::phase_colour;
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub struct TimelineRow {
     /// The instance.
     pub instance: u32,
-    /// `cold_load`, `switch`, `inference` or `idle`.
+    /// `cold_load`, `switch`, `pool_load`, `inference` or `idle`.
     pub kind: String,
     /// Start, ms.
     pub start_ms: f64,
@@ -42,7 +43,12 @@ pub fn read_timeline_csv(path: &Path) -> Result<Vec<TimelineRow>> {
                 i + 2
             ))
         };
-        if f.len() < 4 || !matches!(f[1], "cold_load" | "switch" | "inference" | "idle") {
+        if f.len() < 4
+            || !matches!(
+                f[1],
+                "cold_load" | "switch" | "pool_load" | "inference" | "idle"
+            )
+        {
             return Err(bad());
         }
         rows.push(TimelineRow {
@@ -58,27 +64,34 @@ pub fn read_timeline_csv(path: &Path) -> Result<Vec<TimelineRow>> {
 struct Gantt<'a> {
     title: String,
     rows: &'a [TimelineRow],
+    /// (from, to) in seconds.
+    window: (f64, f64),
 }
 
-const KINDS: [(&str, usize); 3] = [("cold load", 3), ("switch", 1), ("inference", 0)];
+/// The phases drawn, with their legend labels.
+const KINDS: [(&str, &str); 4] = [
+    ("cold_load", "cold load"),
+    ("switch", "switch"),
+    ("pool_load", "pool load"),
+    ("inference", "inference"),
+];
 
 impl Figure for Gantt<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        area.fill(&WHITE).map_err(e)?;
+        let (plot, legend) = frame(area, &self.title)?;
         let instances = self
             .rows
             .iter()
             .map(|r| r.instance)
             .max()
             .map_or(1, |m| m + 1);
-        let end_s = self.rows.iter().map(|r| r.end_ms).fold(0.0, f64::max) / 1000.0;
-        let mut chart = ChartBuilder::on(area)
-            .caption(&self.title, ("sans-serif", 24))
-            .margin(16)
+        let (from, to) = self.window;
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(12)
             .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..end_s.max(1e-3), 0.0..instances as f64)
+            .y_label_area_size(84)
+            .build_cartesian_2d(from..to.max(from + 1e-6), 0.0..instances as f64)
             .map_err(e)?;
         chart
             .configure_mesh()
@@ -93,52 +106,81 @@ impl Figure for Gantt<'_> {
                 }
             })
             .x_desc("time (s)")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
             .draw()
             .map_err(e)?;
-        for (label, c) in KINDS {
-            let kind = match label {
-                "cold load" => "cold_load",
-                other => other,
-            };
-            let colour = colour(c);
+        for (kind, _) in KINDS {
+            let colour = phase_colour(kind);
             chart
-                .draw_series(self.rows.iter().filter(|r| r.kind == kind).map(|r| {
-                    let y = r.instance as f64;
-                    Rectangle::new(
-                        [
-                            (r.start_ms / 1000.0, y + 0.15),
-                            (r.end_ms / 1000.0, y + 0.85),
-                        ],
-                        colour.filled(),
-                    )
-                }))
-                .map_err(e)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled())
-                });
+                .draw_series(
+                    self.rows
+                        .iter()
+                        .filter(|r| r.kind == kind)
+                        .filter(|r| r.end_ms / 1000.0 > from && r.start_ms / 1000.0 < to)
+                        .map(|r| {
+                            let y = r.instance as f64;
+                            let (a, b) =
+                                ((r.start_ms / 1000.0).max(from), (r.end_ms / 1000.0).min(to));
+                            Rectangle::new([(a, y + 0.15), (b, y + 0.85)], colour.filled())
+                        }),
+                )
+                .map_err(e)?;
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-        Ok(())
+        let entries: Vec<Entry> = KINDS
+            .iter()
+            .map(|(kind, label)| Entry {
+                label: (*label).to_string(),
+                colour: phase_colour(kind),
+                mark: Mark::Box,
+            })
+            .collect();
+        draw_legend(&legend, &entries)
     }
 }
 
-/// Renders a timeline as `<out>/timeline.png` and `.svg`.
-pub fn render_timeline(rows: &[TimelineRow], title: &str, out: &Path) -> Result<Vec<PathBuf>> {
+/// Renders a timeline as `<stem>.png` and `.svg`, over `window` (seconds; default the whole
+/// run). Refuses an empty timeline and a window that misses it.
+pub fn render_timeline(
+    rows: &[TimelineRow],
+    title: &str,
+    stem: &Path,
+    window: Option<(f64, f64)>,
+) -> Result<Vec<PathBuf>> {
     if rows.is_empty() {
         return Err(Error::Invalid("the timeline is empty".into()));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::Io {
-        path: out.to_path_buf(),
-        source: e,
-    })?;
+    let end_s = rows.iter().map(|r| r.end_ms).fold(0.0, f64::max) / 1000.0;
+    let window = window.unwrap_or((0.0, end_s));
+    if !(window.0.is_finite() && window.1.is_finite() && window.0 >= 0.0 && window.1 > window.0) {
+        return Err(Error::Invalid(format!(
+            "the window {:?} s must have 0 ≤ from < to",
+            window
+        )));
+    }
+    if window.0 >= end_s {
+        return Err(Error::Invalid(format!(
+            "the window starts at {} s, after the run ended ({end_s:.3} s)",
+            window.0
+        )));
+    }
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let shown = if window == (0.0, end_s) {
+        String::new()
+    } else {
+        format!(", {} – {} s", window.0, window.1)
+    };
     render(
         &Gantt {
-            title: format!("{title}: per-instance timeline"),
+            title: format!("{title}: per-instance timeline{shown}"),
             rows,
+            window,
         },
-        &out.join("timeline"),
+        stem,
     )
 }

@@ -129,7 +129,7 @@ fn timelines_render_and_bad_ones_are_named() {
     let rows = ptm_plots::read_timeline_csv(&csv).unwrap();
     assert_eq!(rows.len(), 5);
     assert_images(
-        &ptm_plots::render_timeline(&rows, "t", &out).unwrap(),
+        &ptm_plots::render_timeline(&rows, "t", &out.join("timeline"), None).unwrap(),
         "per-instance timeline",
     );
     std::fs::write(
@@ -139,4 +139,172 @@ fn timelines_render_and_bad_ones_are_named() {
     .unwrap();
     let err = ptm_plots::read_timeline_csv(&csv).unwrap_err().to_string();
     assert!(err.contains("t.csv:2"), "{err}");
+}
+
+/// Every `<text>` of an SVG: (x, content trimmed).
+fn texts(svg: &str) -> Vec<(f64, String)> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let (attrs, rest) = t.split_once('>')?;
+            let content = rest.split("</text>").next()?.trim().to_string();
+            let x = attrs.split("x=\"").nth(1)?.split('"').next()?;
+            Some((x.parse().ok()?, content))
+        })
+        .collect()
+}
+
+/// The x coordinate of every `<text>` whose content is exactly `label` in an SVG.
+fn text_x(svg: &str, label: &str) -> Vec<f64> {
+    texts(svg)
+        .into_iter()
+        .filter(|(_, c)| c == label)
+        .map(|(x, _)| x)
+        .collect()
+}
+
+/// The colours (`#rrggbb`) the SVG fills or strokes with.
+fn colours(svg: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for key in ["fill=\"#", "stroke=\"#"] {
+        for part in svg.split(key).skip(1) {
+            out.insert(part[..6].to_ascii_uppercase());
+        }
+    }
+    out
+}
+
+#[test]
+fn legends_sit_outside_the_data_and_policies_keep_their_colour() {
+    let cells = sweep_cells("offered_rps: [5.0, 10.0, 20.0]");
+    let out = out_dir("plots-legend");
+    ptm_plots::render_sweep(&cells, "tiny", &out).unwrap();
+    let plot_right = f64::from(ptm_plots::chart::SIZE.0 - ptm_plots::chart::LEGEND_WIDTH);
+    for stem in ["throughput", "slo-attainment", "latency-cdf"] {
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        for policy in ["fcfs-rr", "omls", "affinity"] {
+            let xs = text_x(&svg, policy);
+            assert!(!xs.is_empty(), "{stem}: no legend entry {policy}");
+            assert!(
+                xs.iter().all(|x| *x >= plot_right),
+                "{stem}: legend entry {policy} at x = {xs:?}, inside the data area (< {plot_right})"
+            );
+        }
+        // OMLS is drawn in its colour in every figure, and no other policy's is used for it.
+        let omls = ptm_plots::palette::policy_colour("omls");
+        let hex = format!("{:02X}{:02X}{:02X}", omls.0, omls.1, omls.2);
+        assert!(
+            colours(&svg).contains(&hex),
+            "{stem}: omls's colour #{hex} missing"
+        );
+    }
+    let bars = sweep_cells("loading: [Split, Full]");
+    let out = out_dir("plots-legend-bars");
+    ptm_plots::render_sweep(&bars, "tiny", &out).unwrap();
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
+    assert!(text_x(&svg, "omls").iter().all(|x| *x >= plot_right));
+}
+
+#[test]
+fn bands_stay_in_the_metric_range_and_one_seed_has_none() {
+    let cells = sweep_cells("offered_rps: [10.0, 14.0, 18.0, 22.0, 26.0]");
+    let metric = |stem: &str| {
+        *ptm_plots::figures::METRICS
+            .iter()
+            .find(|m| m.stem == stem)
+            .unwrap()
+    };
+    let mut raw_above_one = false;
+    for s in ptm_plots::figures::metric_series(&cells, &metric("slo-attainment")) {
+        for p in &s.points {
+            assert!(
+                p.2 <= p.1 && p.1 <= p.3 && p.3 <= 1.0 && p.2 >= 0.0,
+                "{s:?}"
+            );
+        }
+    }
+    for s in ptm_plots::figures::metric_series(&cells, &metric("overtimes")) {
+        for p in &s.points {
+            assert!(
+                p.3 <= 300.0 && p.2 >= 0.0,
+                "overtimes band above the request count: {s:?}"
+            );
+        }
+    }
+    // The raw interval of two different seeds near 1 exceeds 1: the clamp is what holds it.
+    for c in cells.chunks(2) {
+        let e = ptm_sim::metrics::Estimate::of(&[
+            c[0].report.slo_attainment,
+            c[1].report.slo_attainment,
+        ]);
+        raw_above_one |= e.mean + e.ci95.unwrap() > 1.0;
+    }
+    assert!(raw_above_one, "the test needs an interval that crosses 1");
+    // One seed: no band at all.
+    let one: Vec<_> = cells.iter().filter(|c| c.cell.seed == 1).cloned().collect();
+    for s in ptm_plots::figures::metric_series(&one, &metric("throughput")) {
+        assert!(s.points.iter().all(|p| p.2 == p.1 && p.3 == p.1), "{s:?}");
+    }
+}
+
+#[test]
+fn instance_axes_have_whole_ticks_and_long_times_are_in_seconds() {
+    let cells = sweep_cells("instances: [1, 2, 3], tenants: [200]");
+    let out = out_dir("plots-instances");
+    ptm_plots::render_sweep(&cells, "tiny", &out).unwrap();
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
+    let labels: Vec<String> = texts(&svg).into_iter().map(|(_, c)| c).collect();
+    for tick in ["1", "2", "3"] {
+        assert!(
+            labels.iter().any(|l| l == tick),
+            "tick {tick} in {labels:?}"
+        );
+    }
+    for fractional in ["1.5", "2.5", "1.20", "0.50"] {
+        assert!(
+            !labels.iter().any(|l| l == fractional),
+            "fractional tick {fractional}"
+        );
+    }
+    assert!(ptm_plots::chart::integer_ticks(0.7, 8.3)
+        .iter()
+        .all(|t| t.fract() == 0.0));
+    // One instance against 10 req/s of 64 ms requests with 100 ms switches: p99 runs to
+    // tens of seconds, so the axis is in seconds.
+    let p99 = std::fs::read_to_string(out.join("latency-p99.svg")).unwrap();
+    assert!(
+        p99.contains("p99 response time (s)"),
+        "seconds on a long axis"
+    );
+    let cdf = std::fs::read_to_string(out.join("latency-cdf.svg")).unwrap();
+    assert!(
+        cdf.contains("deadline 3 s"),
+        "the deadline is drawn on the CDF"
+    );
+    for m in ["at m=1", "at m=2", "at m=3"] {
+        assert!(cdf.contains(m), "a CDF panel per instance count: {m}");
+    }
+}
+
+#[test]
+fn long_timelines_are_drawn_over_a_window() {
+    let out = out_dir("plots-window");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut csv = String::from("instance,kind,start_ms,end_ms,request,tenant\n");
+    for i in 0..2000 {
+        let t = i as f64 * 10.0;
+        csv += &format!(
+            "0,switch,{t},{},{i},A\n0,inference,{},{},{i},A\n",
+            t + 4.0,
+            t + 4.0,
+            t + 9.0
+        );
+    }
+    std::fs::write(out.join("long.csv"), csv).unwrap();
+    let rows = ptm_plots::read_timeline_csv(&out.join("long.csv")).unwrap();
+    let files =
+        ptm_plots::render_timeline(&rows, "long", &out.join("long"), Some((1.0, 1.2))).unwrap();
+    let svg = std::fs::read_to_string(&files[1]).unwrap();
+    assert!(svg.contains("1 – 1.2 s"), "the window is in the title");
+    assert!(ptm_plots::render_timeline(&rows, "long", &out.join("x"), Some((50.0, 60.0))).is_err());
 }

@@ -44,11 +44,14 @@
 //! //! ```
 
 pub mod capacity;
+pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod estimates;
 pub mod ledger;
 pub mod metrics;
+pub mod offered;
+pub mod plan;
 pub mod profile;
 pub mod rng;
 pub mod scenario;

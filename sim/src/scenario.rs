@@ -22,7 +22,7 @@
 //! `ptm run` runs every (policy, seed) cell of the scenario itself; the `sweep` section adds a
 //! grid for `ptm sweep` (see [`Sweep`]).
 
-use crate::engine::{self, Batching, LoadingMode, Preload, RunOptions, Serving, Setup, Span};
+use crate::engine::{self, Batching, LoadingMode, Preload, Run, RunOptions, Serving, Setup, Span};
 use crate::error::{Error, Result};
 use crate::ledger::{Capacity, Eviction};
 use crate::metrics::Report;
@@ -33,6 +33,18 @@ use crate::workload::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One (policy, seed) cell of [`Scenario::run_detailed`].
+#[derive(Debug, Clone)]
+pub struct CellRun {
+    /// Its report.
+    pub report: Report,
+    /// What the run recorded.
+    pub run: Run,
+    /// The workload it replayed.
+    pub workload: Arc<Workload>,
+}
 
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +90,10 @@ pub struct Scenario {
     /// Request shape where the workload does not give it.
     #[serde(default)]
     pub request: RequestDefaults,
+    /// Replay the workload at this offered rate, requests per second: a generator's rate is
+    /// replaced, a trace's arrival times are scaled ([`crate::offered`]). `None` keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_rps: Option<f64>,
     /// Policies to compare, by name.
     #[serde(default = "all_policies")]
     pub policies: Vec<String>,
@@ -180,6 +196,12 @@ impl Scenario {
                 "a bounded host cache needs a gpu_pool",
             ));
         }
+        if let Some(r) = self.rate_rps.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(Error::invalid(
+                field("rate_rps"),
+                format!("expected a positive rate, got {r}"),
+            ));
+        }
         let shape = Shape {
             instances: self.instances,
             tenants: 1,
@@ -241,39 +263,67 @@ impl Scenario {
         Ok((Profile::from_ron(&text, &name)?, name))
     }
 
-    /// Builds the workload for `seed`.
+    /// Builds the workload for `seed`, at `rate_rps` when the scenario sets one.
     pub fn load_workload(&self, files: &dyn FileSource, seed: u64) -> Result<Workload> {
+        crate::offered::build(
+            &self.workload,
+            &self.request,
+            &self.model,
+            seed,
+            files,
+            self.rate_rps,
+            0,
+        )
+    }
+
+    /// Builds the workload for `seed` as its source writes it (ignoring `rate_rps`).
+    pub fn load_workload_as_written(&self, files: &dyn FileSource, seed: u64) -> Result<Workload> {
         workload::build(&self.workload, &self.request, &self.model, seed, files)
     }
 
     /// Runs every (policy, seed) cell, in the order policies then seeds, and returns a report
     /// per cell.
     pub fn run(&self, files: &dyn FileSource) -> Result<Vec<Report>> {
+        self.run_map(files, false, |report, _, _| report)
+    }
+
+    /// Runs every (policy, seed) cell like [`Scenario::run`] and keeps what each run recorded
+    /// (every phase too when `timeline` is set) with the workload it replayed.
+    pub fn run_detailed(&self, files: &dyn FileSource, timeline: bool) -> Result<Vec<CellRun>> {
+        self.run_map(files, timeline, |report, run, workload| CellRun {
+            report,
+            run,
+            workload: Arc::clone(workload),
+        })
+    }
+
+    /// Runs every cell and maps each (report, run, workload) through `f`; results in the order
+    /// policies then seeds.
+    fn run_map<T>(
+        &self,
+        files: &dyn FileSource,
+        timeline: bool,
+        f: impl Fn(Report, Run, &Arc<Workload>) -> T,
+    ) -> Result<Vec<T>> {
         let (profile, profile_name) = self.load_profile(files)?;
-        let mut reports = Vec::new();
-        let mut cached: Option<Workload> = None;
-        for &seed in &self.seeds {
+        let mut out = Vec::new();
+        let mut cached: Option<Arc<Workload>> = None;
+        for (si, &seed) in self.seeds.iter().enumerate() {
             // A trace does not depend on the seed: read it once.
             let workload = match (&cached, &self.workload) {
-                (Some(w), WorkloadSpec::Trace(_)) => w.clone(),
-                _ => self.load_workload(files, seed)?,
+                (Some(w), WorkloadSpec::Trace(_)) => Arc::clone(w),
+                _ => Arc::new(self.load_workload(files, seed)?),
             };
             let setup = Setup::new(&profile, &profile_name, &workload, self.serving())?;
-            for policy in &self.policies {
-                reports.push((seed, self.run_cell(&setup, policy, seed)?));
+            for (pi, policy) in self.policies.iter().enumerate() {
+                let (report, run) = self.run_cell_full(&setup, policy, seed, timeline)?;
+                out.push(((pi, si), f(report, run, &workload)));
             }
             cached = Some(workload);
         }
         // Order: policies, then seeds.
-        let order = |p: &str| {
-            self.policies
-                .iter()
-                .position(|q| q == p)
-                .unwrap_or(usize::MAX)
-        };
-        reports
-            .sort_by_key(|(seed, r)| (order(&r.policy), self.seeds.iter().position(|s| s == seed)));
-        Ok(reports.into_iter().map(|(_, r)| r).collect())
+        out.sort_by_key(|(key, _)| *key);
+        Ok(out.into_iter().map(|(_, t)| t).collect())
     }
 
     /// Runs one policy on a prepared setup.
@@ -290,6 +340,19 @@ impl Scenario {
         seed: u64,
         timeline: bool,
     ) -> Result<(Report, Option<Vec<Span>>)> {
+        let (report, run) = self.run_cell_full(setup, policy, seed, timeline)?;
+        Ok((report, run.timeline))
+    }
+
+    /// Runs one policy on a prepared setup and returns the report and everything the run
+    /// recorded (per-request times and instances; every phase when `timeline` is set).
+    pub fn run_cell_full(
+        &self,
+        setup: &Setup<'_>,
+        policy: &str,
+        seed: u64,
+        timeline: bool,
+    ) -> Result<(Report, Run)> {
         let shape = Shape {
             instances: setup.serving.instances,
             tenants: setup.workload.tenants.len(),
@@ -301,7 +364,7 @@ impl Scenario {
         };
         let run = engine::simulate(setup, scheduler.as_mut(), seed, options)?;
         let report = Report::new(&self.name, policy, seed, setup, &run);
-        Ok((report, run.timeline))
+        Ok((report, run))
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ptm bench sim`: how fast the simulator replays a large workload, per policy, on one core.
 
-use crate::embedded::EmbeddedFiles;
+use crate::embedded::Files;
 use clap::{Args, Subcommand};
 use ptm_sim::engine::{self, LoadingMode, RunOptions, Serving, Setup};
 use ptm_sim::profile::Profile;
@@ -60,7 +60,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Infer(args) => return super::bench_infer::run(args),
         BenchCommand::Switch(args) => return super::bench_switch::run(args),
     };
-    let files = EmbeddedFiles::at_root();
+    let files = Files::at_root();
     let (text, name) = files.read(Path::new(PROFILE))?;
     let profile = Profile::from_ron(&text, &name)?;
     let spec = WorkloadSpec::Generate {

@@ -35,6 +35,26 @@ pub struct CalibrateArgs {
 pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
     let device: Device = args.device.parse()?;
     let dtype: DType = args.dtype.parse()?;
+    // Check where the profile goes before measuring for minutes: create its folder and a file
+    // beside it (the profile replaces it at the end, in one rename).
+    let parent = match args.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| {
+        format!(
+            "cannot create {} for --out {} (checked before measuring)",
+            parent.display(),
+            args.out.display()
+        )
+    })?;
+    let pending = tempfile::NamedTempFile::new_in(&parent).with_context(|| {
+        format!(
+            "cannot write in {} for --out {} (checked before measuring)",
+            parent.display(),
+            args.out.display()
+        )
+    })?;
     let tmp = tempfile::tempdir()?;
     let mut zoos = args.zoo.clone();
     let models = if zoos.is_empty() && args.models.is_empty() {
@@ -81,7 +101,10 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
         args.device,
         ron::ser::to_string_pretty(&profile, ron::ser::PrettyConfig::default())?
     );
-    std::fs::write(&args.out, text)
+    std::fs::write(pending.path(), text)
+        .with_context(|| format!("cannot write {}", pending.path().display()))?;
+    pending
+        .persist(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!(
         "wrote {} ({} models: {})",

@@ -1,85 +1,110 @@
-//! `ptm capacity`: per policy, the highest offered rate that still meets the SLO target.
+//! `ptm capacity`: per policy, the highest offered rate that meets the SLO target in steady
+//! state (`ptm_sim::capacity`).
 
-use crate::embedded;
+use super::scenario_flags::ScenarioFlags;
 use clap::Args;
-use ptm_sim::capacity::{self, Capacity};
-use std::path::PathBuf;
+use ptm_sim::capacity::{self, Capacity, CapacityOptions};
 
-/// Flags of `ptm capacity`.
-#[derive(Debug, Args)]
-pub struct CapacityArgs {
-    /// Scenario file, or the name of an embedded one (default: fastptm/overall).
-    pub scenario: Option<PathBuf>,
-    /// SLO attainment target (share of requests meeting their deadline), lowest over seeds.
+/// How to search (shared with `ptm plan`).
+#[derive(Debug, Clone, Args)]
+pub struct SearchFlags {
+    /// SLO attainment target (share of requests meeting their deadline after the warm-up),
+    /// lowest over seeds.
     #[arg(long, default_value_t = 0.99)]
     pub slo: f64,
     /// Stop when the bracket is narrower than this (relative).
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
-    /// Search only these policies (repeatable; default: the scenario's).
-    #[arg(long = "policy", value_name = "NAME")]
-    pub policies: Vec<String>,
-    /// Replace the number of instances.
-    #[arg(long)]
-    pub instances: Option<usize>,
+    /// Requests per simulated run, at least: a trace is repeated, a generator draws more, so
+    /// that the run reaches a steady state.
+    #[arg(long, default_value_t = 10_000)]
+    pub requests: usize,
+    /// Share of each run's requests treated as warm-up (not judged).
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+}
+
+impl SearchFlags {
+    /// The options these flags set.
+    pub fn options(&self) -> CapacityOptions {
+        CapacityOptions {
+            slo: self.slo,
+            tolerance: self.tolerance,
+            min_requests: self.requests,
+            warmup_frac: self.warmup,
+        }
+    }
+}
+
+/// Flags of `ptm capacity`.
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// The scenario and what to change in it.
+    #[command(flatten)]
+    pub scenario: ScenarioFlags,
+    /// How to search.
+    #[command(flatten)]
+    pub search: SearchFlags,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+/// `12.345`, or `not reached`.
+pub fn rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "not reached".to_string(), |r| format!("{r:.3}"))
+}
+
 /// Runs `ptm capacity`.
 pub fn execute(args: CapacityArgs) -> anyhow::Result<()> {
-    let mut loaded = embedded::load_scenario(args.scenario.as_deref())?;
-    let s = &mut loaded.scenario;
-    if !args.policies.is_empty() {
-        s.policies = args.policies.clone();
-    }
-    if let Some(n) = args.instances {
-        s.instances = n;
-    }
-    s.validate("command line")?;
-    let files = loaded.files.as_ref();
-    // Policies in parallel (each search is sequential); results in the scenario's order.
-    let results: Vec<Capacity> = std::thread::scope(|scope| {
-        let handles: Vec<_> = s
-            .policies
-            .iter()
-            .map(|p| scope.spawn(|| capacity::search(s, files, p, args.slo, args.tolerance)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("capacity search panicked"))
-            .collect::<Result<_, _>>()
-    })?;
+    let loaded = args.scenario.load()?;
+    let s = &loaded.scenario;
+    let options = args.search.options();
+    let results: Vec<Capacity> =
+        capacity::search_all(s, loaded.files.as_ref(), &s.policies, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }
+    let per_run = results.first().map_or(0, |c| c.requests_per_run);
     println!(
-        "{}: capacity at SLO attainment ≥ {} (lowest over {} seed(s)), {} instances",
+        "{}: steady-state capacity at SLO attainment ≥ {} (lowest over {} seed(s); {} requests a run, first {} % not judged), {} instances",
         s.name,
-        args.slo,
+        options.slo,
         s.seeds.len(),
+        per_run,
+        100.0 * options.warmup_frac,
         s.instances
     );
     println!(
-        "{:<10} {:>14} {:>12} {:>14} {:>6}",
-        "policy", "capacity req/s", "attainment", "missed at req/s", "runs"
+        "{:<10} {:>14} {:>11} {:>15} {:>13} {:>5}  missed because",
+        "policy", "capacity req/s", "attainment", "missed at req/s", "bound req/s", "runs"
     );
     for c in &results {
-        let missed = c
-            .missed_at_rps
-            .map_or_else(|| "never (1)".to_string(), |m| format!("{m:.3}"));
+        let att = c
+            .slo_attainment
+            .map_or_else(|| "-".to_string(), |a| format!("{a:.4}"));
+        let mark = if c.at_bound { " (1)" } else { "" };
         println!(
-            "{:<10} {:>14.3} {:>12.4} {:>14} {:>6}",
-            c.policy, c.capacity_rps, c.slo_attainment, missed, c.evaluations
+            "{:<10} {:>14} {:>11} {:>15} {:>13.3} {:>5}  {}",
+            c.policy,
+            format!("{}{mark}", rate(c.capacity_rps)),
+            att,
+            rate(c.missed_at_rps),
+            c.bound_rps,
+            c.evaluations,
+            c.missed_because.as_deref().unwrap_or("")
         );
     }
-    if results.iter().any(|c| c.missed_at_rps.is_none()) {
+    for c in &results {
+        if let Some(why) = &c.not_reached {
+            println!("{}: {why}", c.policy);
+        }
+    }
+    if results.iter().any(|c| c.at_bound) {
         println!(
-            "(1) met the target even at {}× the workload's rate: the whole trace fits its deadlines \
-             arriving at once, so it cannot show this policy's capacity; use a longer trace or a generator",
-            1 << 20
+            "(1) within the tolerance of the executors' bound (the fastest rate the instances \
+             serve): the instances, not the policy, limit it"
         );
     }
     Ok(())

@@ -5,17 +5,19 @@ mod bench_infer;
 mod bench_switch;
 mod calibrate;
 mod capacity;
+mod compare;
 mod infer;
+mod plan;
 mod plot;
 mod profile;
 mod run;
+mod scenario_flags;
 mod serve;
 mod sweep;
 mod trace;
 mod zoo;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Calibrate, simulate, sweep, plot and serve many fine-tuned pre-trained models on one GPU.
 #[derive(Debug, Parser)]
@@ -41,8 +43,13 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Render PNG and SVG figures of a sweep (and of a `--timeline` CSV).
     Plot(plot::PlotArgs),
-    /// Per policy, the highest offered rate that meets an SLO target (bisection).
+    /// Per policy, the highest offered rate that meets an SLO target in steady state.
     Capacity(capacity::CapacityArgs),
+    /// Which policy and how many instances: the cheapest configuration meeting an SLO at a
+    /// rate, capacity against instances (table and figure).
+    Plan(plan::PlanArgs),
+    /// Compare two runs (`ptm run --json` files) or two sweeps (folders), cell by cell.
+    Compare(compare::CompareArgs),
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -53,8 +60,13 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// List the scenarios, profiles and traces built into this binary.
+    /// List the scenarios, profiles and traces built into this binary, one line each.
     List,
+    /// Print an embedded file (a scenario, profile or trace; names as `ptm list` shows them).
+    Show {
+        /// Its name, e.g. fastptm/overall or profiles/h200.ron.
+        name: String,
+    },
     /// No subcommand: the main job on embedded defaults — `ptm run` of the default scenario
     /// (table), then its sweep and figures written to `results/<scenario>/`.
     #[command(skip)]
@@ -72,6 +84,8 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::execute(args),
         Command::Sweep(args) => sweep::execute(args),
         Command::Capacity(args) => capacity::execute(args),
+        Command::Plan(args) => plan::execute(args),
+        Command::Compare(args) => compare::execute(args),
         Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
         Command::Serve(args) => serve::execute(args),
@@ -85,7 +99,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             let out = std::path::PathBuf::from("results").join("fastptm-overall");
             sweep::execute(sweep::SweepArgs {
                 scenario: Some(crate::embedded::DEFAULT_SCENARIO.into()),
-                out: out.clone(),
+                out: Some(out.clone()),
                 shard: None,
                 merge: Vec::new(),
                 jobs: None,
@@ -95,22 +109,23 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             plot::execute(plot::PlotArgs {
                 dir: Some(out),
                 timeline: None,
+                window: None,
                 out: Some(figures.clone()),
                 quiet: true,
             })
             .map(|_| eprintln!("figures in {}", figures.display()))
         }
         Command::List => {
-            for name in crate::embedded::names() {
-                println!("{name}");
+            let names: Vec<&str> = crate::embedded::names().collect();
+            let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+            for name in names {
+                println!("{name:<width$}  {}", crate::embedded::describe(name));
             }
             Ok(())
         }
+        Command::Show { name } => {
+            print!("{}", crate::embedded::show(&name)?);
+            Ok(())
+        }
     }
-}
-
-/// A path given on the command line, made absolute against the working directory so that it
-/// means the same whether the scenario comes from disk or is embedded.
-fn absolute(path: &PathBuf) -> anyhow::Result<PathBuf> {
-    Ok(std::path::absolute(path)?)
 }

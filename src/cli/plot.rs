@@ -1,8 +1,7 @@
 //! `ptm plot`: figures from a sweep's folder, or a timeline's CSV.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Args;
-use ptm_sim::sweep::CellReport;
 use std::path::{Path, PathBuf};
 
 /// Flags of `ptm plot`.
@@ -11,9 +10,13 @@ pub struct PlotArgs {
     /// A folder written by `ptm sweep` (its cells/*.json).
     #[arg(required_unless_present = "timeline")]
     pub dir: Option<PathBuf>,
-    /// Also (or only) draw this timeline CSV from `ptm run --timeline`.
+    /// Also (or only) draw this timeline CSV from `ptm run --timeline X.csv`, as X.png/X.svg
+    /// (in --out if given, else beside the CSV).
     #[arg(long, value_name = "CSV")]
     pub timeline: Option<PathBuf>,
+    /// With --timeline: draw only this time window, seconds, e.g. `10-12.5`.
+    #[arg(long, value_name = "FROM-TO", value_parser = parse_window, requires = "timeline")]
+    pub window: Option<Window>,
     /// Where to write the figures (default: DIR/plots, or the timeline's folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -22,38 +25,28 @@ pub struct PlotArgs {
     pub quiet: bool,
 }
 
-/// Reads every cell report of a sweep folder, in cell order.
-pub fn read_cells(dir: &Path) -> anyhow::Result<Vec<CellReport>> {
-    let cells_dir = dir.join("cells");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&cells_dir)
-        .with_context(|| {
-            format!(
-                "cannot list {} (is {} a `ptm sweep` folder?)",
-                cells_dir.display(),
-                dir.display()
-            )
-        })?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|f| f.extension().is_some_and(|e| e == "json"));
-    files.sort();
-    let mut cells = Vec::with_capacity(files.len());
-    for f in files {
-        let text =
-            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
-        cells.push(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a cell report", f.display()))?,
-        );
+/// A time window in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window(pub f64, pub f64);
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    let bad = || format!("expected FROM-TO in seconds with 0 ≤ FROM < TO, e.g. 10-12.5, got {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (f64, f64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if !(a.is_finite() && b.is_finite() && a >= 0.0 && b > a) {
+        return Err(bad());
     }
-    Ok(cells)
+    Ok(Window(a, b))
 }
 
 /// Runs `ptm plot`.
 pub fn execute(args: PlotArgs) -> anyhow::Result<()> {
     let mut written = Vec::new();
     if let Some(dir) = &args.dir {
-        let cells = read_cells(dir)?;
+        let cells = ptm_sim::sweep::folder::read_cells(dir)?;
         if cells.is_empty() {
             bail!("{}: no cell reports in cells/", dir.display());
         }
@@ -67,10 +60,16 @@ pub fn execute(args: PlotArgs) -> anyhow::Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| csv.parent().map(Path::to_path_buf).unwrap_or_default());
-        let title = csv
+        let stem = csv
             .file_stem()
             .map_or("timeline".into(), |s| s.to_string_lossy().into_owned());
-        written.extend(ptm_plots::render_timeline(&rows, &title, &out)?);
+        let window = args.window.map(|w| (w.0, w.1));
+        written.extend(ptm_plots::render_timeline(
+            &rows,
+            &stem,
+            &out.join(&stem),
+            window,
+        )?);
     }
     if !args.quiet {
         for f in &written {

@@ -1,47 +1,39 @@
-//! `ptm run`: simulate one scenario's (policy, seed) cells and print a table or JSON.
+//! `ptm run`: simulate one scenario's (policy, seed) cells and print a table or JSON; optionally
+//! write the per-request CSV, the per-tenant CSV and a timeline (CSV or Perfetto JSON).
 
-use crate::embedded;
+use super::scenario_flags::ScenarioFlags;
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use ptm_live::fidelity;
 use ptm_runtime::{DType, Device};
-use ptm_sim::engine::LoadingMode;
-use ptm_sim::workload::WorkloadSpec;
-use std::path::PathBuf;
+use ptm_sim::metrics::{perfetto, requests, timeline, Report};
+use ptm_sim::scenario::CellRun;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Flags of `ptm run`.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
-    /// Scenario file, or the name of an embedded one (default: fastptm/overall).
-    pub scenario: Option<PathBuf>,
-    /// Replace the workload with this trace (FastPTM JSON, or our CSV / JSONL).
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
-    /// Replace the GPU profile.
-    #[arg(long)]
-    pub profile: Option<PathBuf>,
-    /// Run only these policies (repeatable).
-    #[arg(long = "policy", value_name = "NAME")]
-    pub policies: Vec<String>,
-    /// Replace the number of instances.
-    #[arg(long)]
-    pub instances: Option<usize>,
-    /// Replace the profile model every tenant is a fine-tune of (e.g. one a calibrated profile
-    /// describes).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Replace the loading mode.
-    #[arg(long, value_enum)]
-    pub loading: Option<Loading>,
-    /// Replace the seeds (repeatable).
-    #[arg(long = "seed", value_name = "S")]
-    pub seeds: Vec<u64>,
+    /// The scenario and what to change in it.
+    #[command(flatten)]
+    pub scenario: ScenarioFlags,
     /// Print a JSON array of reports instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Write the per-instance timeline (CSV) of the run; needs exactly one (policy, seed) cell.
+    /// Write the per-instance timeline of the run: `.csv` (phases, idle gaps filled) or `.json`
+    /// (a Chrome trace: open it in the Perfetto UI); needs exactly one (policy, seed) cell.
     #[arg(long, value_name = "PATH")]
     pub timeline: Option<PathBuf>,
+    /// Write one CSV row per request of every cell: arrival, start, end, tenant, instance, load.
+    #[arg(long, value_name = "CSV", conflicts_with = "live")]
+    pub requests: Option<PathBuf>,
+    /// Write one CSV row per tenant of every cell: requests, overtimes, SLO attainment, mean and
+    /// p99 latency, loads.
+    #[arg(long, value_name = "CSV", conflicts_with = "live")]
+    pub per_tenant: Option<PathBuf>,
     /// Replay the workload in real time on the real runtime (the same schedulers decide).
     #[arg(long, requires = "zoo", conflicts_with = "timeline")]
     pub live: bool,
@@ -59,72 +51,43 @@ pub struct RunArgs {
     pub compare: bool,
 }
 
-/// `--loading` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Loading {
-    /// Swap weights into a resident model (FastPTM's fast loading).
-    Split,
-    /// Rebuild the model on every switch.
-    Full,
+/// Creates the folder `path` is to be written in.
+pub fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    create_parent(path)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Runs `ptm run`.
 pub fn execute(args: RunArgs) -> anyhow::Result<()> {
-    let mut loaded = embedded::load_scenario(args.scenario.as_deref())?;
-    let s = &mut loaded.scenario;
-    if let Some(trace) = &args.trace {
-        s.workload = WorkloadSpec::Trace(super::absolute(trace)?);
-        // The grid belongs to the scenario's own workload.
-        s.sweep = None;
-    }
-    if let Some(profile) = &args.profile {
-        s.profile = super::absolute(profile)?;
-    }
-    if !args.policies.is_empty() {
-        s.policies = args.policies.clone();
-    }
-    if let Some(n) = args.instances {
-        s.instances = n;
-    }
-    if let Some(m) = &args.model {
-        s.model = m.clone();
-    }
-    if let Some(l) = args.loading {
-        s.loading = match l {
-            Loading::Split => LoadingMode::Split,
-            Loading::Full => LoadingMode::Full,
-        };
-    }
-    if !args.seeds.is_empty() {
-        s.seeds = args.seeds.clone();
-    }
-    s.validate("command line")?;
+    let loaded = args.scenario.load()?;
+    let s = &loaded.scenario;
     if args.live {
-        let zoo = args
-            .zoo
-            .as_deref()
-            .expect("clap requires --zoo with --live");
-        let options = fidelity::LiveOptions {
-            zoo,
-            device: args.device,
-            dtype: args.dtype,
-            compare: args.compare,
-        };
-        let cells = fidelity::run_cells(s, loaded.files.as_ref(), &options)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&cells)?);
-        } else {
-            let reports: Vec<_> = cells.iter().map(|c| c.live.clone()).collect();
-            print!("{}", crate::table::reports(&reports));
-            for c in &cells {
-                print!("{}", fidelity::fidelity_table(c));
-            }
-        }
-        return Ok(());
+        return live(&args, &loaded);
     }
-    let reports = match &args.timeline {
-        None => s.run(loaded.files.as_ref())?,
-        Some(path) => vec![run_with_timeline(s, loaded.files.as_ref(), path)?],
+    let detailed = args.timeline.is_some() || args.requests.is_some() || args.per_tenant.is_some();
+    let reports: Vec<Report> = if detailed {
+        if args.timeline.is_some() && (s.policies.len() != 1 || s.seeds.len() != 1) {
+            anyhow::bail!(
+                "--timeline records one cell, but this run has {} policies × {} seeds: pass one --policy and one --seed",
+                s.policies.len(),
+                s.seeds.len()
+            );
+        }
+        let cells = s.run_detailed(
+            loaded.files.as_ref(),
+            args.timeline.is_some() || args.requests.is_some(),
+        )?;
+        write_outputs(&args, s.instances, &cells)?;
+        cells.into_iter().map(|c| c.report).collect()
+    } else {
+        s.run(loaded.files.as_ref())?
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -134,25 +97,126 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the scenario's single cell and writes its timeline to `path`.
-fn run_with_timeline(
-    s: &ptm_sim::scenario::Scenario,
-    files: &dyn ptm_sim::workload::FileSource,
-    path: &std::path::Path,
-) -> anyhow::Result<ptm_sim::metrics::Report> {
-    if s.policies.len() != 1 || s.seeds.len() != 1 {
-        anyhow::bail!(
-            "--timeline records one cell, but this run has {} policies × {} seeds: pass one --policy and one --seed",
-            s.policies.len(),
-            s.seeds.len()
-        );
+/// Writes the files `--timeline`, `--requests` and `--per-tenant` ask for.
+fn write_outputs(args: &RunArgs, instances: usize, cells: &[CellRun]) -> anyhow::Result<()> {
+    if let Some(path) = &args.timeline {
+        let c = &cells[0];
+        let spans = c.run.timeline.as_deref().unwrap_or_default();
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let title = format!(
+                    "{} / {} / seed {}",
+                    c.report.scenario, c.report.policy, c.report.seed
+                );
+                perfetto::trace_json(&title, instances, &c.workload, &c.run)?
+            }
+            Some("csv") => timeline::csv(spans, instances, &c.workload),
+            _ => anyhow::bail!(
+                "{}: expected .csv (phases) or .json (a Chrome trace for Perfetto)",
+                path.display()
+            ),
+        };
+        write(path, &text)?;
     }
-    let (profile, profile_name) = s.load_profile(files)?;
-    let workload = s.load_workload(files, s.seeds[0])?;
-    let setup = ptm_sim::engine::Setup::new(&profile, &profile_name, &workload, s.serving())?;
-    let (report, spans) = s.run_cell_with_timeline(&setup, &s.policies[0], s.seeds[0], true)?;
-    let spans = spans.expect("a timeline was asked for");
-    let csv = ptm_sim::metrics::timeline::csv(&spans, s.instances, &workload);
-    std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(report)
+    if let Some(path) = &args.requests {
+        let mut out = String::from(requests::HEADER);
+        for c in cells {
+            requests::write_rows(
+                &mut out,
+                &c.report.policy,
+                c.report.seed,
+                &c.workload,
+                &c.run,
+            )?;
+        }
+        write(path, &out)?;
+    }
+    if let Some(path) = &args.per_tenant {
+        let mut out = String::from(
+            "policy,seed,tenant,requests,overtimes,slo_attainment,mean_latency_ms,p99_latency_ms,loads\n",
+        );
+        for c in cells {
+            for t in &c.report.per_tenant {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{}",
+                    c.report.policy,
+                    c.report.seed,
+                    requests::csv_field(&t.tenant),
+                    t.requests,
+                    t.overtimes,
+                    t.slo_attainment,
+                    t.mean_latency_ms,
+                    t.p99_latency_ms,
+                    t.loads
+                );
+            }
+        }
+        write(path, &out)?;
+    }
+    Ok(())
+}
+
+/// `--live`: every cell replayed on the runtime, with a progress display and (`--compare`) the
+/// fidelity tables.
+fn live(args: &RunArgs, loaded: &crate::embedded::Loaded) -> anyhow::Result<()> {
+    let zoo = args
+        .zoo
+        .as_deref()
+        .context("--live needs --zoo DIR (`ptm zoo make`)")?;
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        ProgressBar::new(1)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} cells  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    let show = |p: &fidelity::Progress<'_>| {
+        // Replays run at wall-clock speed: the time left is at least the replay left, scaled
+        // by how much longer than its replay each finished cell took.
+        let elapsed = started.elapsed().as_secs_f64();
+        let factor = if p.done_s > 0.0 {
+            (elapsed / p.done_s).max(1.0)
+        } else {
+            1.0
+        };
+        let eta = humantime::format_duration(std::time::Duration::from_secs(
+            (p.left_s * factor).ceil() as u64,
+        ));
+        let msg = match p.next {
+            Some((policy, seed)) => format!("next: {policy}, seed {seed}; eta ~{eta}"),
+            None => "done".to_string(),
+        };
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(msg.clone());
+        if !terminal {
+            eprintln!("live: cell {}/{} done; {msg}", p.done, p.total);
+        }
+    };
+    let options = fidelity::LiveOptions {
+        zoo,
+        device: args.device,
+        dtype: args.dtype,
+        compare: args.compare,
+        progress: Some(&show),
+    };
+    let cells = fidelity::run_cells(&loaded.scenario, loaded.files.as_ref(), &options)?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&cells)?);
+    } else {
+        let reports: Vec<_> = cells.iter().map(|c| c.live.clone()).collect();
+        print!("{}", crate::table::reports(&reports));
+        for c in &cells {
+            print!("{}", fidelity::fidelity_table(c));
+        }
+    }
+    Ok(())
 }

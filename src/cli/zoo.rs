@@ -20,8 +20,8 @@ enum ZooCommand {
         /// tiny, minilm-l6, bert-base, bert-large or roberta-base.
         #[arg(long)]
         arch: String,
-        /// Number of fine-tuned variants.
-        #[arg(long, default_value_t = 1)]
+        /// Number of fine-tuned variants (`ptm calibrate` needs at least 2 to switch between).
+        #[arg(long, default_value_t = 2)]
         tenants: usize,
         /// Output folder.
         #[arg(long)]

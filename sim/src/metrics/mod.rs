@@ -13,13 +13,18 @@
 //!   an instance's busy fraction: its own loading and inferring time over the makespan;
 //! - percentiles are nearest-rank over all completed requests (p-th: the ⌈p·n/100⌉-th smallest).
 
+pub mod perfetto;
+pub mod requests;
+pub mod seeds;
 mod summary;
 pub mod timeline;
 
+pub use seeds::{over_seeds, Estimate, SeedMean};
 pub use summary::Summary;
 
 use crate::engine::{Run, Setup};
 use crate::time::{ns_to_ms, ns_to_secs, Nanos};
+use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 
 /// One (policy, seed) cell's results.
@@ -41,6 +46,13 @@ pub struct Report {
     pub tenants: usize,
     /// Requests in the workload.
     pub requests: usize,
+    /// Offered load: (requests − 1) / (last arrival − first arrival), requests per second (0
+    /// for fewer than two distinct arrival times).
+    #[serde(default)]
+    pub offered_rps: f64,
+    /// The deadline every request shares, milliseconds (`None` when they differ).
+    #[serde(default)]
+    pub deadline_ms: Option<f64>,
     /// Requests completed (always all of them: nothing is dropped).
     pub completed: usize,
     /// Completed requests per second of makespan.
@@ -116,6 +128,53 @@ pub struct TenantReport {
     pub loads: u64,
     /// Mean response time, milliseconds (0 with no requests).
     pub mean_latency_ms: f64,
+    /// 99th-percentile response time (nearest rank), milliseconds (0 with no requests).
+    #[serde(default)]
+    pub p99_latency_ms: f64,
+    /// Share of its requests that met their deadline (1 with no requests).
+    #[serde(default = "one")]
+    pub slo_attainment: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A workload's mean arrival rate: (n − 1) / (last arrival − first arrival), requests per second;
+/// 0 when it has fewer than two distinct arrival times.
+pub fn offered_rps(workload: &Workload) -> f64 {
+    match (workload.requests.first(), workload.requests.last()) {
+        (Some(a), Some(b)) if b.arrival_ns > a.arrival_ns => {
+            (workload.requests.len() - 1) as f64 / ns_to_secs(b.arrival_ns - a.arrival_ns)
+        }
+        _ => 0.0,
+    }
+}
+
+/// The deadline all requests share, milliseconds; `None` when they differ or there are none.
+pub fn common_deadline_ms(workload: &Workload) -> Option<f64> {
+    let first = workload.requests.first()?.deadline_ns;
+    workload
+        .requests
+        .iter()
+        .all(|r| r.deadline_ns == first)
+        .then_some(ns_to_ms(first))
+}
+
+impl TenantReport {
+    /// The tenants that fared worst: lowest SLO attainment first, then highest p99; at most `n`,
+    /// tenants without requests left out.
+    pub fn worst(tenants: &[TenantReport], n: usize) -> Vec<&TenantReport> {
+        let mut v: Vec<&TenantReport> = tenants.iter().filter(|t| t.requests > 0).collect();
+        v.sort_by(|a, b| {
+            a.slo_attainment
+                .total_cmp(&b.slo_attainment)
+                .then(b.p99_latency_ms.total_cmp(&a.p99_latency_ms))
+                .then(a.tenant.cmp(&b.tenant))
+        });
+        v.truncate(n);
+        v
+    }
 }
 
 impl Report {
@@ -130,6 +189,7 @@ impl Report {
         let mut latencies: Vec<Nanos> = Vec::with_capacity(n);
         let mut waits: Vec<Nanos> = Vec::with_capacity(n);
         let mut tenants = vec![(0u64, 0u64, 0u128); w.tenants.len()];
+        let mut tenant_latencies: Vec<Vec<Nanos>> = vec![Vec::new(); w.tenants.len()];
         let mut overtimes = 0;
         for (i, r) in w.requests.iter().enumerate() {
             assert!(
@@ -145,6 +205,7 @@ impl Report {
             t.0 += 1;
             t.1 += late as u64;
             t.2 += latency as u128;
+            tenant_latencies[r.tenant as usize].push(latency);
         }
         let frac = |ns: Nanos| {
             if makespan_ns == 0 {
@@ -163,6 +224,8 @@ impl Report {
             loading: setup.serving.loading.name().to_string(),
             tenants: w.tenants.len(),
             requests: n,
+            offered_rps: offered_rps(w),
+            deadline_ms: common_deadline_ms(w),
             completed: n,
             throughput_rps: if makespan_ns == 0 {
                 0.0
@@ -209,7 +272,8 @@ impl Report {
                 .iter()
                 .zip(&w.tenants)
                 .zip(&run.tenant_loads)
-                .map(|(((requests, late, sum), t), &loads)| TenantReport {
+                .zip(&mut tenant_latencies)
+                .map(|((((requests, late, sum), t), &loads), lat)| TenantReport {
                     tenant: t.name.clone(),
                     requests: *requests,
                     overtimes: *late,
@@ -218,6 +282,12 @@ impl Report {
                         0.0
                     } else {
                         ns_to_ms((*sum / *requests as u128) as Nanos)
+                    },
+                    p99_latency_ms: Summary::of_ns(lat).p99,
+                    slo_attainment: if *requests == 0 {
+                        1.0
+                    } else {
+                        1.0 - *late as f64 / *requests as f64
                     },
                 })
                 .collect(),

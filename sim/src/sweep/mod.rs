@@ -13,9 +13,11 @@ use crate::engine::{Batching, LoadingMode, Setup};
 use crate::error::Result;
 use crate::ledger::{Capacity, Eviction};
 use crate::metrics::Report;
+use crate::offered;
 use crate::profile::Profile;
-use crate::scenario::{with_rate, Scenario};
+use crate::scenario::Scenario;
 use crate::workload::{self, FileSource, Popularity, Workload, WorkloadSpec};
+pub mod folder;
 mod summary;
 
 pub use summary::{mean_ci95, seeds_csv, summary_csv};
@@ -230,8 +232,8 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
                         for &t in &tenants {
                             for &pop in &pops {
                                 let mut spec = spec.clone();
-                                if let Some(r) = rate {
-                                    spec = with_rate(&spec, r);
+                                if let Some(r) = rate.or(scenario.rate_rps) {
+                                    spec = offered::spec_at_rate(&spec, r);
                                 }
                                 if let WorkloadSpec::Generate {
                                     tenants,
@@ -326,7 +328,12 @@ impl Inputs {
                 let w = match &c.workload {
                     WorkloadSpec::Trace(p) => {
                         let (text, name) = &texts[p];
-                        workload::parse_trace(text, name, &scenario.request, &scenario.model)?
+                        let w =
+                            workload::parse_trace(text, name, &scenario.request, &scenario.model)?;
+                        match scenario.rate_rps {
+                            Some(r) => offered::scale_to_rate(&w, r)?,
+                            None => w,
+                        }
                     }
                     spec => workload::build(
                         spec,

@@ -1,8 +1,9 @@
 //! The sweep's tables: `summary.csv` (one row per cell, every metric) and `seeds.csv` (per
-//! configuration and policy: the mean over seeds and its 95 % confidence interval, Student's t).
+//! configuration and policy: the mean over seeds and its 95 % confidence interval, Student's t;
+//! the interval is left empty with one seed).
 
 use super::{popularity_name, CellKey, CellReport};
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use crate::metrics::Estimate;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -75,18 +76,11 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Mean and the half-width of its 95 % confidence interval (0 with one sample).
+/// Mean and the half-width of its 95 % confidence interval (0 with one sample; see
+/// [`Estimate`], which says "no interval" instead).
 pub fn mean_ci95(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len();
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return (mean, 0.0);
-    }
-    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
-    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
-        .expect("n ≥ 2")
-        .inverse_cdf(0.975);
-    (mean, t * (var / n as f64).sqrt())
+    let e = Estimate::of(xs);
+    (e.mean, e.ci95.unwrap_or(0.0))
 }
 
 /// Per (configuration, policy), in first-cell order: the mean over seeds and the 95 % interval
@@ -125,8 +119,8 @@ pub fn seeds_csv(cells: &[CellReport]) -> String {
         let _ = write!(out, "{},{}", config_columns(k), members.len());
         for (_, f) in &metrics {
             let xs: Vec<f64> = members.iter().map(|c| f(c)).collect();
-            let (m, h) = mean_ci95(&xs);
-            let _ = write!(out, ",{m},{h}");
+            let e = Estimate::of(&xs);
+            let _ = write!(out, ",{},{}", e.mean, opt(e.ci95));
         }
         out.push('\n');
     }

@@ -9,6 +9,7 @@
 
 pub mod fastptm;
 pub mod generate;
+pub mod import;
 pub mod trace;
 
 use crate::error::{Error, Result};

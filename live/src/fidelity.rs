@@ -4,6 +4,7 @@
 
 use crate::executor::Executor;
 use crate::slot::{SlotExecutor, Tenants};
+use ptm_calibrate::{Check, Expected};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::{Setup, Span, SpanKind};
@@ -26,6 +27,9 @@ pub struct LiveOptions<'a> {
     pub dtype: DType,
     /// Also simulate and compare.
     pub compare: bool,
+    /// Compare against a profile of another model, device or dtype all the same (warned about
+    /// instead of refused).
+    pub allow_profile_mismatch: bool,
 }
 
 /// A live cell and, with `--compare`, its simulated twin.
@@ -87,6 +91,14 @@ pub fn run_cells(
 ) -> anyhow::Result<Vec<LiveCell>> {
     let (device, dtype) = (o.device, o.dtype);
     let (profile, profile_name) = s.load_profile(files)?;
+    if o.compare {
+        // The simulation answers for the profile's machine and model: refuse another one.
+        let run = Expected::run(Some(o.zoo), Some(device), Some(dtype))?;
+        let check = Check::new(&profile, &profile_name, Some(&s.model), &run)?;
+        for w in check.enforce(o.allow_profile_mismatch)? {
+            eprintln!("ptm: warning: {w}");
+        }
+    }
     let mut out = Vec::new();
     for &seed in &s.seeds {
         let workload = s.load_workload(files, seed)?;

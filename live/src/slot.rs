@@ -16,15 +16,15 @@
 
 use crate::executor::{Executor, RowOutput};
 use anyhow::Context as _;
-use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{
-    ArchLayout, Batch, Config, CpuSlot, DType, Device, Eviction, HeadOutput, HostCache, Task, Zoo,
+    ArchLayout, Batch, Config, DType, Device, Eviction, HeadOutput, KernelOptions, Slot, SlotHost,
+    Task, Zoo,
 };
 use ptm_sim::workload::{Request, TenantId};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A zoo model serving workload tenants.
 struct TenantModel {
@@ -33,16 +33,14 @@ struct TenantModel {
     cfg: Config,
 }
 
-/// What every instance shares: the tenants, the host cache and (on a GPU) the copy stream.
+/// What every instance shares: the tenants and the runtime's [`SlotHost`] (the host cache and,
+/// on a GPU, the copy stream).
 pub struct Tenants {
-    device: Device,
-    arch: ArchLayout,
+    host: SlotHost,
     /// The zoo models used, each read once: workload tenant `i` is `models[i % len]`.
     models: Vec<TenantModel>,
     /// Workload tenants.
     tenants: usize,
-    cache: Mutex<HostCache>,
-    copy: Option<CopyStream>,
     /// Largest pass the slots run: rows × tokens.
     max_rows: usize,
     max_seq: usize,
@@ -51,7 +49,7 @@ pub struct Tenants {
 impl Tenants {
     /// Reads the zoo at `dir`, maps `tenants` workload tenants onto its models and reads every
     /// model used into a host cache for `device` (pinned on a GPU); slots will run passes of
-    /// up to `max_rows` rows of `max_seq` tokens.
+    /// up to `max_rows` rows of `max_seq` tokens with the default [`KernelOptions`].
     pub fn read(
         dir: &Path,
         tenants: usize,
@@ -86,28 +84,21 @@ impl Tenants {
             .max(1);
         let arch = ArchLayout::new(&models[0].cfg, max_labels, dtype)?;
         let max_seq = max_seq.clamp(1, models[0].cfg.max_tokens());
-        let (mut cache, copy) = match device {
-            Device::Cpu => (
-                HostCache::plain(arch.clone(), used, Eviction::Refuse)?,
-                None,
-            ),
-            Device::Cuda(n) => (
-                HostCache::pinned(arch.clone(), used, n, Eviction::Refuse)?,
-                Some(copy_stream(n)?),
-            ),
-        };
+        let host = SlotHost::new(
+            device,
+            arch,
+            used,
+            Eviction::Refuse,
+            KernelOptions::default(),
+        )?;
         for m in &models {
-            cache
-                .register(&m.name, &m.dir)
+            host.register(&m.name, &m.dir)
                 .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
         }
         Ok(Arc::new(Tenants {
-            device,
-            arch,
+            host,
             models,
             tenants,
-            cache: Mutex::new(cache),
-            copy,
             max_rows: max_rows.max(1),
             max_seq,
         }))
@@ -115,10 +106,9 @@ impl Tenants {
 
     /// Checks that `instances` slots fit on the device (a clear refusal, before any is made).
     pub fn check_fit(&self, instances: usize) -> anyhow::Result<()> {
-        if let Device::Cuda(n) = self.device {
-            check_fit(n, &self.arch, instances, self.max_rows, self.max_seq)?;
-        }
-        Ok(())
+        Ok(self
+            .host
+            .check_fit(instances, self.max_rows, self.max_seq)?)
     }
 
     fn model(&self, tenant: TenantId) -> Result<&TenantModel, String> {
@@ -128,11 +118,6 @@ impl Tenants {
         }
         Ok(&self.models[i % self.models.len()])
     }
-}
-
-enum Slot {
-    Cpu(Box<CpuSlot>),
-    Gpu(Box<GpuSlot>),
 }
 
 /// One instance: a slot of the runtime.
@@ -153,14 +138,17 @@ impl SlotExecutor {
         seed: u64,
         warm: &[(usize, usize)],
     ) -> anyhow::Result<Self> {
-        let slot = match shared.device {
-            Device::Cpu => Slot::Cpu(Box::new(CpuSlot::new(&shared.arch))),
-            Device::Cuda(n) => {
-                let mut slot = GpuSlot::new(n, &shared.arch, shared.max_rows, shared.max_seq)?;
-                warm_up(&shared, &mut slot, warm, seed)?;
-                Slot::Gpu(Box::new(slot))
-            }
-        };
+        let mut slot = shared.host.slot(shared.max_rows, shared.max_seq)?;
+        let tenants: Vec<(&str, &Config)> = shared
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), &m.cfg))
+            .collect();
+        let warm: Vec<(usize, usize)> = warm
+            .iter()
+            .map(|&(rows, seq)| (rows, seq.clamp(1, shared.max_seq)))
+            .collect();
+        slot.warm_up(&shared.host, &tenants, &warm, seed)?;
         Ok(SlotExecutor {
             shared,
             slot,
@@ -171,69 +159,18 @@ impl SlotExecutor {
     }
 }
 
-/// Captures the graphs of each distinct head of the tenants for each shape of `warm`.
-fn warm_up(
-    shared: &Tenants,
-    slot: &mut GpuSlot,
-    warm: &[(usize, usize)],
-    seed: u64,
-) -> anyhow::Result<()> {
-    let mut heads: Vec<(Task, usize)> = Vec::new();
-    let mut state = seed | 1;
-    for m in &shared.models {
-        let head = (m.cfg.task(), m.cfg.labels());
-        if heads.contains(&head) {
-            continue;
-        }
-        heads.push(head);
-        {
-            let mut cache = lock(&shared.cache)?;
-            let copy = shared.copy.as_ref().context("no copy stream")?;
-            slot.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
-        }
-        slot.wait()?;
-        for &(rows, seq) in warm {
-            let seq = seq.clamp(1, shared.max_seq) as u32;
-            let ids = random_rows(&m.cfg, rows as u32, seq, &mut state);
-            let batch = Batch::from_rows(&ids, m.cfg.pad_token_id, None)?;
-            slot.forward_many(std::slice::from_ref(&batch))?;
-        }
-    }
-    Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| anyhow::anyhow!("the host cache lock was poisoned by a failed instance"))
-}
-
 impl Executor for SlotExecutor {
     fn load(&mut self, tenant: TenantId, cold: bool) -> Result<(), String> {
         let shared = Arc::clone(&self.shared);
         let m = shared.model(tenant)?;
-        let e = |e: ptm_runtime::Error| e.to_string();
         self.held = None;
-        match (&mut self.slot, cold) {
-            (Slot::Cpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
-            (Slot::Gpu(s), true) => s.load_file(&m.name, &m.dir).map_err(e)?,
-            (Slot::Cpu(s), false) => {
-                let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
-                s.switch(&mut cache, &m.name).map_err(e)?;
-            }
-            (Slot::Gpu(s), false) => {
-                let copy = shared.copy.as_ref().ok_or("no copy stream")?;
-                {
-                    let mut cache = lock(&shared.cache).map_err(|e| e.to_string())?;
-                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)
-                        .map_err(e)?;
-                }
-                // The load is done when the weights have landed.
-                s.wait().map_err(e)?;
-            }
+        // Returns when the weights have landed and the tenant can run.
+        if cold {
+            self.slot.load_file(&m.name, &m.dir)
+        } else {
+            self.slot.switch(&shared.host, &m.name)
         }
-        if let Slot::Cpu(s) = &mut self.slot {
-            s.prepare().map_err(e)?;
-        }
+        .map_err(|e| e.to_string())?;
         self.held = Some(tenant);
         Ok(())
     }
@@ -262,15 +199,10 @@ impl Executor for SlotExecutor {
             .map(|chunk| Batch::from_rows(chunk, cfg.pad_token_id, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let e = |e: ptm_runtime::Error| e.to_string();
-        let outs: Vec<HeadOutput> = match &mut self.slot {
-            Slot::Cpu(s) => batches
-                .iter()
-                .map(|b| s.forward(b))
-                .collect::<Result<_, _>>()
-                .map_err(e)?,
-            Slot::Gpu(s) => s.forward_many(&batches).map_err(e)?,
-        };
+        let outs: Vec<HeadOutput> = self
+            .slot
+            .forward_many(&batches)
+            .map_err(|e| e.to_string())?;
         let mut outputs = Vec::with_capacity(rows.len());
         for (batch, out) in batches.iter().zip(&outs) {
             for (b, &len) in batch.lengths().iter().enumerate() {

@@ -170,3 +170,38 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InferArgs,
+    }
+
+    fn options(flags: &[&str]) -> KernelOptions {
+        let argv = std::iter::once("infer").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.kernel_options()
+    }
+
+    #[test]
+    fn no_flag_is_the_default_and_each_flag_flips_one_option() {
+        let d = KernelOptions::default();
+        assert_eq!(options(&[]), d);
+        let flipped = [
+            ("--no-fused-attention", "fused_attention"),
+            ("--no-single-pass-attention", "single_pass_attention"),
+            ("--no-cublaslt", "cublaslt"),
+            ("--residual-epilogue", "residual_epilogue"),
+        ];
+        for (flag, field) in flipped {
+            let o = options(&[flag]);
+            for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
+                assert_eq!(*on != default, *name == field, "{flag}: {name}");
+            }
+        }
+    }
+}

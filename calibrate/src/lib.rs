@@ -11,14 +11,16 @@
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
 
+pub mod check;
 pub mod gpu_target;
 pub mod identity;
 pub mod plan;
 pub mod runtime_target;
 pub mod stats;
 
+pub use check::{Check, Verdict};
 pub use gpu_target::GpuTarget;
-pub use identity::{Check, Expected, Verdict};
+pub use identity::Expected;
 pub use plan::Plan;
 pub use runtime_target::RuntimeTarget;
 

@@ -18,11 +18,13 @@
 //!   own stream (inputs copied in, CUDA-graph replay, outputs gathered: a request's passes);
 //!   latency per pass from the slot's events.
 
-use crate::{DeviceInfo, Op, SwitchMode, Target};
+use crate::identity::{driver_version, model_identity, this_build};
+use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::gpu::slots::{load_full, slot_budget, SlotSet};
 use ptm_runtime::switch::{ArchLayout, Eviction, HostCache};
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{Batch, Config, DType, Zoo};
+use ptm_runtime::{Batch, Config, DType, KernelOptions, Zoo};
+use ptm_sim::profile::{DeviceKind, ModelIdentity, RuntimeBuild};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,6 +41,7 @@ struct ZooSlots {
     /// Which tenant of the rotation each slot holds.
     holds: Vec<usize>,
     per_slot_bytes: u64,
+    identity: ModelIdentity,
 }
 
 impl ZooSlots {
@@ -52,55 +55,41 @@ impl ZooSlots {
 pub struct GpuTarget {
     ordinal: usize,
     dtype: DType,
+    options: KernelOptions,
     models: BTreeMap<String, ZooSlots>,
     device: DeviceInfo,
 }
 
-fn driver_version() -> String {
-    std::fs::read_to_string("/proc/driver/nvidia/version")
-        .ok()
-        .and_then(|s| {
-            s.lines().next().map(|l| {
-                l.split_whitespace()
-                    .skip_while(|w| *w != "Module")
-                    .nth(1)
-                    .unwrap_or(l)
-                    .to_string()
-            })
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 impl GpuTarget {
     /// Prepares slots and caches for each zoo (each needs ≥ 2 tenants) on GPU `ordinal`, sized
-    /// for `max_instances` instances and forward passes up to `max_batch × max_seq`.
+    /// for `(max_instances, max_batch, max_seq)`: instances and forward passes up to
+    /// `max_batch × max_seq`; the slots run the kernels `options` choose.
     pub fn new(
         zoos: &[PathBuf],
         ordinal: usize,
         dtype: DType,
-        max_instances: usize,
-        max_batch: usize,
-        max_seq: usize,
-    ) -> Result<Self, String> {
-        let e = |e: ptm_runtime::Error| e.to_string();
+        (max_instances, max_batch, max_seq): (usize, usize, usize),
+        options: KernelOptions,
+    ) -> Result<Self> {
         let mut models = BTreeMap::new();
         let mut device = DeviceInfo {
+            kind: DeviceKind::Cuda,
             name: "unknown GPU".into(),
             driver: driver_version(),
             memory_bytes: 0,
         };
         for dir in zoos {
-            let zoo = Zoo::read(dir).map_err(e)?;
+            let zoo = Zoo::read(dir)?;
             if zoo.models.len() < 2 {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "{}: calibration needs a zoo of at least 2 tenants",
                     dir.display()
-                ));
+                )));
             }
             let n = zoo.models.len().min(ROTATION);
             let names: Vec<String> = zoo.models[..n].iter().map(|m| m.name.clone()).collect();
             let dirs: Vec<PathBuf> = names.iter().map(|m| model_dir(dir, m)).collect();
-            let cfg = Config::from_file(&dirs[0].join("config.json")).map_err(e)?;
+            let cfg = Config::from_file(&dirs[0].join("config.json"))?;
             let max_labels = zoo
                 .models
                 .iter()
@@ -108,24 +97,24 @@ impl GpuTarget {
                 .max()
                 .unwrap_or(1)
                 .max(1);
-            let arch = ArchLayout::new(&cfg, max_labels, dtype).map_err(e)?;
-            let budget = slot_budget(ordinal, &arch, max_batch, max_seq).map_err(e)?;
+            let arch = ArchLayout::new(&cfg, max_labels, dtype)?;
+            let budget = slot_budget(ordinal, &arch, max_batch, max_seq)?;
             if device.memory_bytes == 0 {
                 device.memory_bytes = budget.free_bytes as u64;
             }
-            let mut cache =
-                HostCache::pinned(arch.clone(), n, ordinal, Eviction::Refuse).map_err(e)?;
+            let mut cache = HostCache::pinned(arch.clone(), n, ordinal, Eviction::Refuse)?;
             for (name, d) in names.iter().zip(&dirs) {
-                cache.register(name, d).map_err(e)?;
+                cache.register(name, d)?;
             }
             let mut slots =
-                SlotSet::new(ordinal, &arch, max_instances, max_batch, max_seq).map_err(e)?;
+                SlotSet::new(ordinal, &arch, max_instances, max_batch, max_seq, options)?;
             let holds: Vec<usize> = (0..max_instances).map(|i| i % n).collect();
             for (i, &t) in holds.iter().enumerate() {
-                slots.switch(i, &mut cache, &names[t]).map_err(e)?;
-                slots.wait(i).map_err(e)?;
+                slots.switch(i, &mut cache, &names[t])?;
+                slots.wait(i)?;
             }
-            device.name = slots.model_mut(0).map_err(e)?.device_name();
+            device.name = slots.model_mut(0)?.device_name();
+            let identity = model_identity(zoo.arch, dtype, &cfg);
             models.insert(
                 format!("{}-{dtype}", zoo.arch.name()),
                 ZooSlots {
@@ -136,15 +125,27 @@ impl GpuTarget {
                     cfg,
                     holds,
                     per_slot_bytes: budget.per_slot_bytes as u64,
+                    identity,
                 },
             );
         }
         Ok(GpuTarget {
             ordinal,
             dtype,
+            options,
             models,
             device,
         })
+    }
+
+    fn zoo(&mut self, model: &str) -> Result<&mut ZooSlots> {
+        let known = self.model_names().join(", ");
+        self.models
+            .get_mut(model)
+            .ok_or_else(|| Error::UnknownModel {
+                model: model.to_string(),
+                known,
+            })
     }
 
     /// The profile model names this target measures.
@@ -173,42 +174,40 @@ impl Target for GpuTarget {
         self.device.clone()
     }
 
-    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String> {
-        self.models
-            .get(model)
-            .map(|z| z.per_slot_bytes)
-            .ok_or_else(|| format!("no zoo for model {model}"))
+    fn runtime(&self) -> Option<RuntimeBuild> {
+        Some(this_build(Some(self.options)))
     }
 
-    fn cold_load(&mut self, model: &str) -> Result<Duration, String> {
-        let z = self
-            .models
-            .get_mut(model)
-            .ok_or_else(|| format!("no zoo for model {model}"))?;
-        let e = |e: ptm_runtime::Error| e.to_string();
-        z.slots.wait(0).map_err(e)?;
+    fn model_identity(&self, model: &str) -> Option<ModelIdentity> {
+        self.models.get(model).map(|z| z.identity.clone())
+    }
+
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64> {
+        Ok(self.zoo(model)?.per_slot_bytes)
+    }
+
+    fn cold_load(&mut self, model: &str) -> Result<Duration> {
+        let z = self.zoo(model)?;
+        z.slots.wait(0)?;
         let next = z.next(0);
         let t = Instant::now();
-        z.slots
-            .switch_fastptm(0, &z.names[next], &z.dirs[next])
-            .map_err(e)?;
+        z.slots.switch_fastptm(0, &z.names[next], &z.dirs[next])?;
         let d = t.elapsed();
         z.holds[0] = next;
         Ok(d)
     }
 
-    fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>, String> {
-        let (dtype, ordinal) = (self.dtype, self.ordinal);
-        let z = self
-            .models
-            .get_mut(model)
-            .ok_or_else(|| format!("no zoo for model {model}"))?;
+    fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>> {
+        let (dtype, ordinal, options) = (self.dtype, self.ordinal, self.options);
+        let z = self.zoo(model)?;
         if k > z.holds.len() {
-            return Err(format!("{k} instances asked, {} slots made", z.holds.len()));
+            return Err(Error::Invalid(format!(
+                "{k} instances asked, {} slots made",
+                z.holds.len()
+            )));
         }
-        let e = |e: ptm_runtime::Error| e.to_string();
         for i in 0..k {
-            z.slots.wait(i).map_err(e)?;
+            z.slots.wait(i)?;
         }
         match op {
             Op::Switch(mode) => {
@@ -217,18 +216,14 @@ impl Target for GpuTarget {
                 for i in 0..k {
                     let next = z.next(i);
                     match mode {
-                        SwitchMode::HostCache => {
-                            z.slots.switch(i, &mut z.cache, &z.names[next]).map_err(e)?
-                        }
+                        SwitchMode::HostCache => z.slots.switch(i, &mut z.cache, &z.names[next])?,
                         SwitchMode::FastPtm => {
-                            z.slots
-                                .switch_fastptm(i, &z.names[next], &z.dirs[next])
-                                .map_err(e)?;
+                            z.slots.switch_fastptm(i, &z.names[next], &z.dirs[next])?;
                             out.push(start.elapsed());
                         }
                         SwitchMode::Full => {
-                            let m = load_full(&z.dirs[next], dtype, ordinal).map_err(e)?;
-                            m.synchronize().map_err(e)?;
+                            let m = load_full(&z.dirs[next], dtype, ordinal, options)?;
+                            m.synchronize()?;
                             out.push(start.elapsed());
                         }
                     }
@@ -237,39 +232,36 @@ impl Target for GpuTarget {
                 if mode == SwitchMode::Full {
                     // The slots themselves take the tenants through the cache (untimed).
                     for i in 0..k {
-                        z.slots
-                            .switch(i, &mut z.cache, &z.names[z.holds[i]])
-                            .map_err(e)?;
+                        z.slots.switch(i, &mut z.cache, &z.names[z.holds[i]])?;
                     }
                 }
                 if mode == SwitchMode::HostCache {
                     // Copies complete in issue order on the one copy stream.
                     for i in 0..k {
-                        z.slots.wait(i).map_err(e)?;
+                        z.slots.wait(i)?;
                         out.push(start.elapsed());
                     }
                 } else {
                     for i in 0..k {
-                        z.slots.wait(i).map_err(e)?;
+                        z.slots.wait(i)?;
                     }
                 }
                 Ok(out)
             }
             Op::Forward { batch, seq_len } => {
                 let rows = forward_rows(z.cfg.vocab_size as u32, batch, seq_len);
-                let input = Batch::from_rows(&rows, z.cfg.pad_token_id, None).map_err(e)?;
+                let input = Batch::from_rows(&rows, z.cfg.pad_token_id, None)?;
                 // Stage the inputs and capture the graph of this shape in every slot.
                 for i in 0..k {
-                    z.slots.forward(i, &input).map_err(e)?;
+                    z.slots.forward(i, &input)?;
                 }
                 const PASSES: usize = 5;
                 let passes = vec![input; PASSES];
-                z.slots
-                    .time_passes(k, &passes)
-                    .map_err(e)?
+                Ok(z.slots
+                    .time_passes(k, &passes)?
                     .into_iter()
-                    .map(|ms| Ok(Duration::from_secs_f64(ms / 1e3 / PASSES as f64)))
-                    .collect()
+                    .map(|ms| Duration::from_secs_f64(ms / 1e3 / PASSES as f64))
+                    .collect())
             }
         }
     }

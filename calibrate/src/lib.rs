@@ -11,33 +11,65 @@
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
 
+pub mod check;
 pub mod gpu_target;
+pub mod identity;
 pub mod plan;
 pub mod runtime_target;
 pub mod stats;
 
+pub use check::{Check, Verdict};
 pub use gpu_target::GpuTarget;
+pub use identity::Expected;
 pub use plan::Plan;
 pub use runtime_target::RuntimeTarget;
 
+use ptm_runtime::KernelOptions;
 use ptm_sim::profile::{
-    Calibration, Cost, ForwardPoint, ForwardTable, Gpu, ModelProfile, Profile, SwitchCosts,
+    Calibration, Cost, DeviceKind, ForwardPoint, ForwardTable, Gpu, ModelIdentity, ModelProfile,
+    Profile, RuntimeBuild, SwitchCosts,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// What calibration can refuse or fail at.
+/// What calibration (and checking a profile against a run) can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The target failed to perform a measured operation.
-    #[error("measuring {what} of {model}: {message}")]
+    #[error("measuring {what} of {model}: {source}")]
     Target {
         /// The model.
         model: String,
         /// The figure being measured.
         what: String,
         /// The target's error.
-        message: String,
+        source: Box<Error>,
+    },
+    /// The runtime failed (reading a zoo, loading, switching, running).
+    #[error(transparent)]
+    Runtime(#[from] ptm_runtime::Error),
+    /// A model the target does not measure.
+    #[error("no zoo for model `{model}` (this target measures: {known})")]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+        /// The models it measures.
+        known: String,
+    },
+    /// A measuring thread panicked.
+    #[error("a measuring thread panicked while timing {what}")]
+    Panicked {
+        /// What it was timing.
+        what: String,
+    },
+    /// A profile that describes another model, device or dtype than the run it would be
+    /// applied to.
+    #[error("{profile} does not describe this run ({fields}); use a profile measured for it (`ptm calibrate`), or pass --allow-profile-mismatch to use it anyway. `ptm profile check` prints every field side by side.")]
+    ProfileMismatch {
+        /// The profile's name.
+        profile: String,
+        /// The refused fields, each with the profile's and the run's value.
+        fields: String,
     },
     /// A plan or input that cannot be measured.
     #[error("{0}")]
@@ -57,15 +89,15 @@ pub fn target_for(
 ) -> Result<(Box<dyn Target>, Vec<String>)> {
     Ok(match device {
         ptm_runtime::Device::Cpu => {
-            let t = RuntimeTarget::new(zoos, device, dtype).map_err(Error::Invalid)?;
+            let t = RuntimeTarget::new(zoos, device, dtype)?;
             let names = t.model_names();
             (Box::new(t), names)
         }
         ptm_runtime::Device::Cuda(ordinal) => {
             let max_batch = plan.batches.iter().copied().max().unwrap_or(1) as usize;
             let max_seq = plan.seq_lens.iter().copied().max().unwrap_or(1) as usize;
-            let t = GpuTarget::new(zoos, ordinal, dtype, plan.max_instances, max_batch, max_seq)
-                .map_err(Error::Invalid)?;
+            let shape = (plan.max_instances, max_batch, max_seq);
+            let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?;
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -100,6 +132,8 @@ pub enum Op {
 /// The device being calibrated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// CPU or GPU.
+    pub kind: DeviceKind,
     /// Its name, as the driver reports it.
     pub name: String,
     /// Driver version (or "cpu").
@@ -112,17 +146,22 @@ pub struct DeviceInfo {
 pub trait Target {
     /// The device.
     fn device(&self) -> DeviceInfo;
+    /// The runtime build measuring (version, build identity, kernel options); `None` for
+    /// targets that are not the runtime (tests).
+    fn runtime(&self) -> Option<RuntimeBuild> {
+        None
+    }
+    /// The model behind the profile model name `model` (architecture, dtype, encoder shape),
+    /// when known.
+    fn model_identity(&self, _model: &str) -> Option<ModelIdentity> {
+        None
+    }
     /// Memory one instance of `model` takes, bytes.
-    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String>;
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64>;
     /// One cold load of `model` (checkpoint to ready instance).
-    fn cold_load(&mut self, model: &str) -> Result<Duration, String>;
+    fn cold_load(&mut self, model: &str) -> Result<Duration>;
     /// `op` once on each of `instances` instances at the same time; each one's latency.
-    fn concurrent(
-        &mut self,
-        model: &str,
-        instances: usize,
-        op: Op,
-    ) -> Result<Vec<Duration>, String>;
+    fn concurrent(&mut self, model: &str, instances: usize, op: Op) -> Result<Vec<Duration>>;
 }
 
 /// A step of a calibration, for progress reporting.
@@ -172,7 +211,7 @@ pub fn calibrate(
         let memory = session
             .target
             .memory_per_instance_bytes(model)
-            .map_err(|m| session.fail("memory", m))?;
+            .map_err(|e| session.fail("memory", e))?;
         let cold = session.cold_loads()?;
         step(format!("{model}: cold load"));
         let split =
@@ -223,6 +262,7 @@ pub fn calibrate(
                     points,
                     stretch: concurrent.stretch,
                 },
+                identity: session.target.model_identity(model),
             },
         );
     }
@@ -231,6 +271,7 @@ pub fn calibrate(
         gpu: Gpu {
             name: device.name.clone(),
             memory_bytes: device.memory_bytes,
+            kind: Some(device.kind),
         },
         source: format!("measured by `{command}` on {date}"),
         models: out,
@@ -246,6 +287,7 @@ pub fn calibrate(
                 largest. Stretch: median latency with k instances busy over the median with one, \
                 the last factor holding beyond the measured instance counts."
                     .into(),
+            runtime: target.runtime(),
         }),
     })
 }
@@ -258,11 +300,11 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn fail(&self, what: &str, message: String) -> Error {
+    fn fail(&self, what: &str, source: Error) -> Error {
         Error::Target {
             model: self.model.to_string(),
             what: what.to_string(),
-            message,
+            source: Box::new(source),
         }
     }
 
@@ -273,7 +315,7 @@ impl Session<'_> {
             let d = self
                 .target
                 .cold_load(self.model)
-                .map_err(|m| self.fail("cold load", m))?;
+                .map_err(|e| self.fail("cold load", e))?;
             if i >= self.plan.warmup {
                 samples.push(ms(d));
             }
@@ -299,9 +341,10 @@ impl Session<'_> {
             let ds = self
                 .target
                 .concurrent(self.model, k, op)
-                .map_err(|m| self.fail(what, m))?;
+                .map_err(|e| self.fail(what, e))?;
             if ds.len() != k {
-                return Err(self.fail(what, format!("{} latencies for {k} instances", ds.len())));
+                let e = Error::Invalid(format!("{} latencies for {k} instances", ds.len()));
+                return Err(self.fail(what, e));
             }
             if i >= self.plan.warmup {
                 samples.extend(ds.into_iter().map(ms));

@@ -11,11 +11,13 @@
 //! With k instances, k threads each hold their own engine and start the operation together
 //! (a barrier); each one's latency is a sample. GPUs are measured by [`crate::GpuTarget`].
 
-use crate::{DeviceInfo, Op, SwitchMode, Target};
+use crate::identity::{model_identity, this_build};
+use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::model::run;
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Batch, Config, DType, Device, Model, PackedWeights, Zoo};
+use ptm_sim::profile::{DeviceKind, ModelIdentity, RuntimeBuild};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -32,6 +34,7 @@ pub struct RuntimeTarget {
     device: Device,
     dtype: DType,
     models: BTreeMap<String, [Tenant; 2]>,
+    identities: BTreeMap<String, ModelIdentity>,
 }
 
 /// The profile model name of a zoo's architecture in a dtype, e.g. `bert-base-fp16`.
@@ -41,38 +44,45 @@ pub fn model_name(zoo: &Zoo, dtype: DType) -> String {
 
 impl RuntimeTarget {
     /// Reads the first two tenants of each zoo into memory. Each zoo needs at least two.
-    pub fn new(zoos: &[PathBuf], device: Device, dtype: DType) -> Result<Self, String> {
+    pub fn new(zoos: &[PathBuf], device: Device, dtype: DType) -> Result<Self> {
         if let Device::Cuda(_) = device {
-            return Err(
+            return Err(Error::Invalid(
                 "RuntimeTarget measures the CPU; a GPU is calibrated through GpuTarget".into(),
-            );
+            ));
         }
         let mut models = BTreeMap::new();
+        let mut identities = BTreeMap::new();
         for dir in zoos {
-            let zoo = Zoo::read(dir).map_err(|e| e.to_string())?;
+            let zoo = Zoo::read(dir)?;
             if zoo.models.len() < 2 {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "{}: calibration needs a zoo of at least 2 tenants (to switch between)",
                     dir.display()
-                ));
+                )));
             }
-            let load = |i: usize| -> Result<Tenant, String> {
+            let load = |i: usize| -> Result<Tenant> {
                 let d = model_dir(dir, &zoo.models[i].name);
-                let cfg = Config::from_file(&d.join("config.json")).map_err(|e| e.to_string())?;
-                let packed = PackedWeights::from_file(&d.join("model.safetensors"), &cfg, dtype)
-                    .map_err(|e| e.to_string())?;
+                let cfg = Config::from_file(&d.join("config.json"))?;
+                let packed = PackedWeights::from_file(&d.join("model.safetensors"), &cfg, dtype)?;
                 Ok(Tenant {
                     dir: d,
                     cfg,
                     packed,
                 })
             };
-            models.insert(model_name(&zoo, dtype), [load(0)?, load(1)?]);
+            let tenants = [load(0)?, load(1)?];
+            let name = model_name(&zoo, dtype);
+            identities.insert(
+                name.clone(),
+                model_identity(zoo.arch, dtype, &tenants[0].cfg),
+            );
+            models.insert(name, tenants);
         }
         Ok(RuntimeTarget {
             device,
             dtype,
             models,
+            identities,
         })
     }
 
@@ -81,17 +91,18 @@ impl RuntimeTarget {
         self.models.keys().cloned().collect()
     }
 
-    fn tenants(&self, model: &str) -> Result<&[Tenant; 2], String> {
-        self.models
-            .get(model)
-            .ok_or_else(|| format!("no zoo for model {model}"))
+    fn tenants(&self, model: &str) -> Result<&[Tenant; 2]> {
+        self.models.get(model).ok_or_else(|| Error::UnknownModel {
+            model: model.to_string(),
+            known: self.model_names().join(", "),
+        })
     }
 }
 
-fn random_batch(cfg: &Config, batch: u32, seq_len: u32, seed: u64) -> Result<Batch, String> {
+fn random_batch(cfg: &Config, batch: u32, seq_len: u32, seed: u64) -> Result<Batch> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let rows = random_rows(cfg, batch, seq_len, &mut state);
-    Batch::from_rows(&rows, cfg.pad_token_id, None).map_err(|e| e.to_string())
+    Ok(Batch::from_rows(&rows, cfg.pad_token_id, None)?)
 }
 
 fn total_memory_bytes() -> u64 {
@@ -108,26 +119,35 @@ fn total_memory_bytes() -> u64 {
 
 impl Target for RuntimeTarget {
     fn device(&self) -> DeviceInfo {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         DeviceInfo {
-            name: format!("CPU (candle, {threads} threads)"),
+            kind: DeviceKind::Cpu,
+            name: crate::identity::cpu_name(),
             driver: "cpu".into(),
             memory_bytes: total_memory_bytes(),
         }
     }
 
-    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String> {
+    fn runtime(&self) -> Option<RuntimeBuild> {
+        // The CPU runs no GPU kernels: no kernel options.
+        Some(this_build(None))
+    }
+
+    fn model_identity(&self, model: &str) -> Option<ModelIdentity> {
+        self.identities.get(model).cloned()
+    }
+
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64> {
         Ok(self.tenants(model)?[0].packed.bytes.len() as u64)
     }
 
-    fn cold_load(&mut self, model: &str) -> Result<Duration, String> {
+    fn cold_load(&mut self, model: &str) -> Result<Duration> {
         let t = &self.tenants(model)?[0];
         let start = Instant::now();
-        Model::load(&t.dir, self.device, self.dtype).map_err(|e| e.to_string())?;
+        Model::load(&t.dir, self.device, self.dtype)?;
         Ok(start.elapsed())
     }
 
-    fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>, String> {
+    fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>> {
         let [t0, t1] = self.tenants(model)?;
         let (device, dtype) = (self.device, self.dtype);
         let barrier = Barrier::new(k);
@@ -135,12 +155,11 @@ impl Target for RuntimeTarget {
             let handles: Vec<_> = (0..k)
                 .map(|i| {
                     let barrier = &barrier;
-                    scope.spawn(move || -> Result<Duration, String> {
-                        let e = |e: ptm_runtime::Error| e.to_string();
+                    scope.spawn(move || -> Result<Duration> {
                         // Prepare outside the timed part.
                         let prepared = match op {
                             Op::Forward { batch, seq_len } => Some((
-                                Model::engine(&t0.packed, &t0.cfg, device).map_err(e)?,
+                                Model::engine(&t0.packed, &t0.cfg, device)?,
                                 random_batch(&t0.cfg, batch, seq_len, i as u64 + 1)?,
                             )),
                             Op::Switch(_) => None,
@@ -149,25 +168,26 @@ impl Target for RuntimeTarget {
                         let start = Instant::now();
                         match (op, prepared) {
                             (Op::Forward { .. }, Some((mut engine, batch))) => {
-                                run(&mut engine, &batch).map_err(e)?;
+                                run(&mut engine, &batch)?;
                             }
                             (Op::Switch(SwitchMode::HostCache), _) => {
-                                Model::engine(&t1.packed, &t1.cfg, device).map_err(e)?;
+                                Model::engine(&t1.packed, &t1.cfg, device)?;
                             }
                             (Op::Switch(SwitchMode::FastPtm), _) => {
                                 let w = PackedWeights::from_file(
                                     &t1.dir.join("model.safetensors"),
                                     &t1.cfg,
                                     dtype,
-                                )
-                                .map_err(e)?;
-                                Model::engine(&w, &t1.cfg, device).map_err(e)?;
+                                )?;
+                                Model::engine(&w, &t1.cfg, device)?;
                             }
                             (Op::Switch(SwitchMode::Full), _) => {
-                                Model::load(&t1.dir, device, dtype).map_err(e)?;
+                                Model::load(&t1.dir, device, dtype)?;
                             }
                             (Op::Forward { .. }, None) => {
-                                unreachable!("forward engines are prepared")
+                                return Err(Error::Invalid(
+                                    "a forward pass without a prepared engine".into(),
+                                ))
                             }
                         }
                         Ok(start.elapsed())
@@ -177,8 +197,9 @@ impl Target for RuntimeTarget {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .map_err(|_| "a measuring thread panicked".to_string())?
+                    h.join().map_err(|_| Error::Panicked {
+                        what: format!("{op:?} of {model}"),
+                    })?
                 })
                 .collect()
         })
@@ -186,11 +207,9 @@ impl Target for RuntimeTarget {
 }
 
 /// Makes a two-tenant zoo of `arch` in `dir` (for `--models`).
-pub fn make_zoo(arch: &str, dtype: DType, dir: &Path) -> Result<PathBuf, String> {
-    let a: ptm_runtime::Arch = arch
-        .parse()
-        .map_err(|e: ptm_runtime::Error| e.to_string())?;
+pub fn make_zoo(arch: &str, dtype: DType, dir: &Path) -> Result<PathBuf> {
+    let a: ptm_runtime::Arch = arch.parse()?;
     let out = dir.join(a.name());
-    ptm_runtime::make_zoo(a, 2, &out, dtype, 0).map_err(|e| e.to_string())?;
+    ptm_runtime::make_zoo(a, 2, &out, dtype, 0)?;
     Ok(out)
 }

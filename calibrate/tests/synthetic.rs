@@ -1,7 +1,7 @@
 //! Calibration of a synthetic target with known costs: the profile must recover them, validate,
 //! and drive the simulator.
 
-use ptm_calibrate::{calibrate, DeviceInfo, Op, Plan, SwitchMode, Target};
+use ptm_calibrate::{calibrate, DeviceInfo, Error, Op, Plan, SwitchMode, Target};
 use ptm_sim::engine::{self, LoadingMode, Serving, Setup};
 use ptm_sim::profile::{Dist, Profile};
 use ptm_sim::scheduler::{self, Shape};
@@ -28,22 +28,26 @@ impl Synthetic {
 impl Target for Synthetic {
     fn device(&self) -> DeviceInfo {
         DeviceInfo {
+            kind: ptm_sim::profile::DeviceKind::Cuda,
             name: "synthetic".into(),
             driver: "none".into(),
             memory_bytes: 80 << 30,
         }
     }
-    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, String> {
+    fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64, Error> {
         match model {
             "tiny" => Ok(1 << 30),
-            other => Err(format!("no model {other}")),
+            other => Err(Error::UnknownModel {
+                model: other.into(),
+                known: "tiny".into(),
+            }),
         }
     }
-    fn cold_load(&mut self, _model: &str) -> Result<Duration, String> {
+    fn cold_load(&mut self, _model: &str) -> Result<Duration, Error> {
         self.cold_loads += 1;
         Ok(self.jitter(100.0))
     }
-    fn concurrent(&mut self, _model: &str, k: usize, op: Op) -> Result<Vec<Duration>, String> {
+    fn concurrent(&mut self, _model: &str, k: usize, op: Op) -> Result<Vec<Duration>, Error> {
         let base = match op {
             Op::Switch(SwitchMode::HostCache) => 4.0 * k as f64,
             Op::Switch(SwitchMode::FastPtm) => 40.0,

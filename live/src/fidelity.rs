@@ -4,6 +4,7 @@
 
 use crate::executor::{Executor, Prefetcher};
 use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
+use ptm_calibrate::{Check, Expected};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::{Setup, Span, SpanKind};
@@ -26,6 +27,9 @@ pub struct LiveOptions<'a> {
     pub dtype: DType,
     /// Also simulate and compare.
     pub compare: bool,
+    /// Compare against a profile of another model, device or dtype all the same (warned about
+    /// instead of refused).
+    pub allow_profile_mismatch: bool,
     /// Told before each cell starts (and once at the end), for a progress display.
     pub progress: Option<&'a (dyn Fn(&Progress<'_>) + Sync)>,
 }
@@ -105,6 +109,14 @@ pub fn run_cells(
 ) -> anyhow::Result<Vec<LiveCell>> {
     let (device, dtype) = (o.device, o.dtype);
     let (profile, profile_name) = s.load_profile(files)?;
+    if o.compare {
+        // The simulation answers for the profile's machine and model: refuse another one.
+        let run = Expected::run(Some(o.zoo), Some(device), Some(dtype))?;
+        let check = Check::new(&profile, &profile_name, Some(&s.model), &run)?;
+        for w in check.enforce(o.allow_profile_mismatch)? {
+            eprintln!("ptm: warning: {w}");
+        }
+    }
     let mut out = Vec::new();
     let span_s = |w: &ptm_sim::workload::Workload| match (w.requests.first(), w.requests.last()) {
         (Some(a), Some(b)) => (b.arrival_ns - a.arrival_ns) as f64 / 1e9,

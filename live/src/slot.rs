@@ -17,16 +17,15 @@
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
 use anyhow::Context as _;
-use ptm_runtime::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{
-    ArchLayout, Batch, Config, CpuPool, CpuSlot, DType, Device, Eviction, HeadOutput, HostCache,
+    ArchLayout, Batch, Config, DType, Device, Eviction, HeadOutput, KernelOptions, Slot, SlotHost,
     Task, Zoo,
 };
 use ptm_sim::workload::TenantId;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A zoo model serving workload tenants.
 struct TenantModel {
@@ -35,18 +34,16 @@ struct TenantModel {
     cfg: Config,
 }
 
-/// What every instance shares: the tenants, the host cache and (on a GPU) the copy stream.
+/// What every instance shares: the tenants and the runtime's [`SlotHost`] (the host cache and,
+/// on a GPU, the copy stream).
 pub struct Tenants {
-    device: Device,
-    arch: ArchLayout,
+    host: SlotHost,
     /// The zoo models used, each read once: workload tenant `i` is `models[i % len]`.
     models: Vec<TenantModel>,
     /// Workload tenants.
     tenants: usize,
-    cache: Mutex<HostCache>,
-    copy: Option<CopyStream>,
-    /// The GPU weight pool's slots (tier 1), when the serving configuration has one.
-    pool: Option<Mutex<CpuPool>>,
+    /// Whether the host has a GPU weight pool.
+    pooled: bool,
     /// Largest pass the slots run: rows × tokens.
     max_rows: usize,
     max_seq: usize,
@@ -55,7 +52,8 @@ pub struct Tenants {
 impl Tenants {
     /// Reads the zoo at `dir`, maps `tenants` workload tenants onto its models and reads every
     /// model used into a host cache for `device` (pinned on a GPU); slots will run passes of
-    /// up to `max_rows` rows of `max_seq` tokens; `pool_slots` sizes the GPU weight pool.
+    /// up to `max_rows` rows of `max_seq` tokens with the default [`KernelOptions`];
+    /// `pool_slots` sizes the GPU weight pool, when the serving configuration has one.
     pub fn read(
         dir: &Path,
         tenants: usize,
@@ -91,37 +89,25 @@ impl Tenants {
             .max(1);
         let arch = ArchLayout::new(&models[0].cfg, max_labels, dtype)?;
         let max_seq = max_seq.clamp(1, models[0].cfg.max_tokens());
-        let (mut cache, copy) = match device {
-            Device::Cpu => (
-                HostCache::plain(arch.clone(), used, Eviction::Refuse)?,
-                None,
-            ),
-            Device::Cuda(n) => (
-                HostCache::pinned(arch.clone(), used, n, Eviction::Refuse)?,
-                Some(copy_stream(n)?),
-            ),
-        };
-        for m in &models {
-            cache
-                .register(&m.name, &m.dir)
-                .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
-        }
-        let pool = match (pool_slots, device) {
-            (None, _) => None,
-            (Some(n), Device::Cpu) => Some(Mutex::new(CpuPool::new(&arch, n))),
-            (Some(_), Device::Cuda(_)) => anyhow::bail!(
-                "a GPU weight pool needs the runtime's device pool, which this build lacks: \
-                 serve without --gpu-pool (or on the CPU)"
-            ),
-        };
-        Ok(Arc::new(Tenants {
+        let mut host = SlotHost::new(
             device,
             arch,
+            used,
+            Eviction::Refuse,
+            KernelOptions::default(),
+        )?;
+        if let Some(n) = pool_slots {
+            host = host.with_pool(n)?;
+        }
+        for m in &models {
+            host.register(&m.name, &m.dir)
+                .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
+        }
+        Ok(Arc::new(Tenants {
+            host,
             models,
             tenants,
-            cache: Mutex::new(cache),
-            copy,
-            pool,
+            pooled: pool_slots.is_some(),
             max_rows: max_rows.max(1),
             max_seq,
         }))
@@ -129,10 +115,9 @@ impl Tenants {
 
     /// Checks that `instances` slots fit on the device (a clear refusal, before any is made).
     pub fn check_fit(&self, instances: usize) -> anyhow::Result<()> {
-        if let Device::Cuda(n) = self.device {
-            check_fit(n, &self.arch, instances, self.max_rows, self.max_seq)?;
-        }
-        Ok(())
+        Ok(self
+            .host
+            .check_fit(instances, self.max_rows, self.max_seq)?)
     }
 
     fn model(&self, tenant: TenantId) -> Result<&TenantModel> {
@@ -142,11 +127,6 @@ impl Tenants {
         }
         Ok(&self.models[i % self.models.len()])
     }
-}
-
-enum Slot {
-    Cpu(Box<CpuSlot>),
-    Gpu(Box<GpuSlot>),
 }
 
 /// One instance: a slot of the runtime.
@@ -167,14 +147,17 @@ impl SlotExecutor {
         seed: u64,
         warm: &[(usize, usize)],
     ) -> anyhow::Result<Self> {
-        let slot = match shared.device {
-            Device::Cpu => Slot::Cpu(Box::new(CpuSlot::new(&shared.arch))),
-            Device::Cuda(n) => {
-                let mut slot = GpuSlot::new(n, &shared.arch, shared.max_rows, shared.max_seq)?;
-                warm_up(&shared, &mut slot, warm, seed)?;
-                Slot::Gpu(Box::new(slot))
-            }
-        };
+        let mut slot = shared.host.slot(shared.max_rows, shared.max_seq)?;
+        let tenants: Vec<(&str, &Config)> = shared
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), &m.cfg))
+            .collect();
+        let warm: Vec<(usize, usize)> = warm
+            .iter()
+            .map(|&(rows, seq)| (rows, seq.clamp(1, shared.max_seq)))
+            .collect();
+        slot.warm_up(&shared.host, &tenants, &warm, seed)?;
         Ok(SlotExecutor {
             shared,
             slot,
@@ -185,75 +168,14 @@ impl SlotExecutor {
     }
 }
 
-/// Captures the graphs of each distinct head of the tenants for each shape of `warm`.
-fn warm_up(
-    shared: &Tenants,
-    slot: &mut GpuSlot,
-    warm: &[(usize, usize)],
-    seed: u64,
-) -> anyhow::Result<()> {
-    let mut heads: Vec<(Task, usize)> = Vec::new();
-    let mut state = seed | 1;
-    for m in &shared.models {
-        let head = (m.cfg.task(), m.cfg.labels());
-        if heads.contains(&head) {
-            continue;
-        }
-        heads.push(head);
-        {
-            let mut cache = lock(&shared.cache)?;
-            let copy = shared.copy.as_ref().context("no copy stream")?;
-            slot.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
-        }
-        slot.wait()?;
-        for &(rows, seq) in warm {
-            let seq = seq.clamp(1, shared.max_seq) as u32;
-            let ids = random_rows(&m.cfg, rows as u32, seq, &mut state);
-            let batch = Batch::from_rows(&ids, m.cfg.pad_token_id, None)?;
-            slot.forward_many(std::slice::from_ref(&batch))?;
-        }
-    }
-    Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| Error::Invalid("the host cache lock was poisoned by a failed instance".into()))
-}
-
 impl SlotExecutor {
-    /// Copies the tenant it holds into pool slot `slot` (a promotion).
-    fn promote(&self, slot: u32) -> Result<()> {
-        let pool = self
-            .shared
-            .pool
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("no GPU weight pool to promote into".into()))?;
-        match &self.slot {
-            Slot::Cpu(s) => {
-                let info = s
-                    .tenant()
-                    .ok_or_else(|| Error::Invalid("promoting an empty slot".into()))?;
-                lock(pool)?.put(slot, info, s.packed())?;
-                Ok(())
-            }
-            Slot::Gpu(_) => Err(Error::Invalid("no GPU weight pool in this build".into())),
-        }
-    }
-
     /// Runs `rows` (token ids) of the tenant it holds in passes of `forward_batch` rows.
     fn run_rows(&mut self, cfg: &Config, rows: &[Vec<u32>]) -> Result<Vec<RowOutput>> {
         let batches = rows
             .chunks(self.forward_batch as usize)
             .map(|chunk| Batch::from_rows(chunk, cfg.pad_token_id, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let outs: Vec<HeadOutput> = match &mut self.slot {
-            Slot::Cpu(s) => batches
-                .iter()
-                .map(|b| s.forward(b))
-                .collect::<Result<_, _>>()?,
-            Slot::Gpu(s) => s.forward_many(&batches)?,
-        };
+        let outs: Vec<HeadOutput> = self.slot.forward_many(&batches)?;
         let mut outputs = Vec::with_capacity(rows.len());
         for (batch, out) in batches.iter().zip(&outs) {
             for (b, &len) in batch.lengths().iter().enumerate() {
@@ -277,49 +199,14 @@ impl Executor for SlotExecutor {
         let shared = Arc::clone(&self.shared);
         let m = shared.model(tenant)?;
         self.held = None;
-        match (&mut self.slot, source) {
-            (Slot::Cpu(s), Source::File) => s.load_file(&m.name, &m.dir)?,
-            (Slot::Gpu(s), Source::File) => s.load_file(&m.name, &m.dir)?,
-            (Slot::Cpu(s), Source::Host) => {
-                let mut cache = lock(&shared.cache)?;
-                s.switch(&mut cache, &m.name)?;
-            }
-            (Slot::Gpu(s), Source::Host) => {
-                let copy = shared
-                    .copy
-                    .as_ref()
-                    .ok_or_else(|| Error::Invalid("no copy stream".into()))?;
-                {
-                    let mut cache = lock(&shared.cache)?;
-                    s.switch(copy, &mut cache, &m.name, CHUNK_BYTES)?;
-                }
-                // The load is done when the weights have landed.
-                s.wait()?;
-            }
-            (Slot::Cpu(s), Source::Pool(slot)) => {
-                let pool = shared
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| Error::Invalid("no GPU weight pool to load from".into()))?;
-                let pool = lock(pool)?;
-                let (info, bytes) = pool.get(slot)?;
-                if info.name != m.name {
-                    return Err(Error::Invalid(format!(
-                        "pool slot {slot} holds `{}`, not tenant {tenant} (`{}`)",
-                        info.name, m.name
-                    )));
-                }
-                s.load_bytes(info, bytes)?;
-            }
-            (Slot::Gpu(_), Source::Pool(_)) => {
-                return Err(Error::Invalid("no GPU weight pool in this build".into()))
-            }
-        }
-        if let Slot::Cpu(s) = &mut self.slot {
-            s.prepare()?;
+        // Each returns when the weights have landed and the tenant can run.
+        match source {
+            Source::File => self.slot.load_file(&m.name, &m.dir)?,
+            Source::Host => self.slot.switch(&shared.host, &m.name)?,
+            Source::Pool(slot) => self.slot.load_pool(&shared.host, slot, &m.name)?,
         }
         if let Some(slot) = promote {
-            self.promote(slot)?;
+            self.slot.promote(&shared.host, slot)?;
         }
         self.held = Some(tenant);
         Ok(())
@@ -381,7 +268,7 @@ pub struct PoolPrefetcher {
 impl PoolPrefetcher {
     /// A prefetcher over the tenants' pool, if they have one.
     pub fn new(shared: &Arc<Tenants>) -> Option<Self> {
-        shared.pool.as_ref().map(|_| PoolPrefetcher {
+        shared.pooled.then(|| PoolPrefetcher {
             shared: Arc::clone(shared),
         })
     }
@@ -390,14 +277,7 @@ impl PoolPrefetcher {
 impl Prefetcher for PoolPrefetcher {
     fn prefetch(&mut self, tenant: TenantId, slot: u32) -> Result<()> {
         let m = self.shared.model(tenant)?;
-        let pool = self
-            .shared
-            .pool
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("no GPU weight pool".into()))?;
-        let mut cache = lock(&self.shared.cache)?;
-        lock(pool)?.put_from_cache(slot, &mut cache, &m.name)?;
-        Ok(())
+        Ok(self.shared.host.prefetch(slot, &m.name)?)
     }
 }
 

@@ -262,6 +262,8 @@ impl Bert {
                 Activation::GeluErf => u.gelu_erf()?,
                 Activation::GeluTanh => u.gelu()?,
                 Activation::Relu => u.relu()?,
+                Activation::Tanh => u.tanh()?,
+                Activation::Identity => u,
             };
             let u = round(u, r.act)?;
             x32 = l.ln2.forward(&(l.down.forward(&u)? + &a32)?)?;

@@ -1,5 +1,6 @@
 //! The model configuration, read straight from a Hugging Face `config.json` (BERT and RoBERTa).
 
+pub use crate::activation::Activation;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,17 +36,6 @@ impl ModelType {
             ModelType::Roberta => &["", "roberta.", "model."],
         }
     }
-}
-
-/// The activation of the feed-forward block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU, `x/2 (1 + erf(x/√2))` (HF `gelu`).
-    GeluErf,
-    /// The tanh approximation of GELU (HF `gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// ReLU.
-    Relu,
 }
 
 /// The task head on top of the encoder.
@@ -168,16 +158,7 @@ impl Config {
 
     /// The feed-forward activation.
     pub fn activation(&self) -> Result<Activation> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => Err(Error::BadOption {
-                what: "hidden_act",
-                value: other.to_string(),
-                expected: "gelu, gelu_new, gelu_pytorch_tanh or relu",
-            }),
-        }
+        Activation::from_hidden_act(&self.hidden_act)
     }
 
     /// The head, chosen from `architectures` (a bare encoder gives embeddings).
@@ -236,13 +217,6 @@ impl Config {
     /// The longest sequence (in tokens, specials included) the model takes.
     pub fn max_tokens(&self) -> usize {
         self.max_position_embeddings - self.position_offset()
-    }
-
-    /// Parameters of the encoder and head (elements).
-    pub fn parameter_count(&self) -> usize {
-        crate::layout::Layout::for_config(self)
-            .map(|l| l.entries().iter().map(|e| e.elements()).sum())
-            .unwrap_or(0)
     }
 }
 

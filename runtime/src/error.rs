@@ -135,6 +135,12 @@ pub enum Error {
         /// Bytes of its weight arena.
         arena_bytes: usize,
     },
+    /// A lock was poisoned: a thread sharing it failed while holding it.
+    #[error("{what} is unusable: another thread failed while holding it")]
+    Poisoned {
+        /// What the lock guards.
+        what: &'static str,
+    },
     /// A zoo file could not be written or parsed.
     #[error("zoo: {0}")]
     Zoo(String),

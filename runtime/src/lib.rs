@@ -7,16 +7,18 @@
 //! backend keeps them in one device arena with fixed addresses, so that weight switching can
 //! copy another tenant into it without invalidating captured graphs.
 
+pub mod activation;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod dtype;
 pub mod error;
-#[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod identity;
 pub mod layout;
 pub mod model;
+pub mod slot;
 pub mod switch;
 pub mod tokenize;
 pub mod vocab;
@@ -28,8 +30,10 @@ pub use config::{Config, ModelType, Task};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use gpu::KernelOptions;
 pub use layout::Layout;
 pub use model::{Engine, Model, TextOutput};
+pub use slot::{Slot, SlotHost};
 pub use switch::{ArchLayout, CpuPool, CpuSlot, Eviction, HostCache, TenantInfo};
 pub use tokenize::Batch;
 pub use zoo::{make_zoo, Arch, Zoo};

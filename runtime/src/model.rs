@@ -6,6 +6,7 @@ use crate::config::{Config, Task};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::gpu::KernelOptions;
 use crate::tokenize::{Batch, TextEncoder};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,6 @@ pub enum Engine {
     /// candle on the CPU.
     Cpu(Box<Bert>),
     /// cudarc on a GPU.
-    #[cfg(feature = "cuda")]
     Cuda(Box<crate::gpu::GpuModel>),
 }
 
@@ -68,19 +68,17 @@ impl Model {
         })
     }
 
-    /// Builds an engine for packed weights on `device`.
+    /// Builds an engine for packed weights on `device` (on a GPU, with the default
+    /// [`KernelOptions`]).
     pub fn engine(weights: &PackedWeights, cfg: &Config, device: Device) -> Result<Engine> {
         match device {
             Device::Cpu => Ok(Engine::Cpu(Box::new(bert::load(weights, cfg)?))),
-            #[cfg(feature = "cuda")]
             Device::Cuda(n) => Ok(Engine::Cuda(Box::new(crate::gpu::GpuModel::new(
-                weights, cfg, n,
+                weights,
+                cfg,
+                n,
+                KernelOptions::default(),
             )?))),
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(n) => Err(Error::NoGpu {
-                requested: format!("cuda:{n}"),
-                reason: "this build has no GPU backend (built without the `cuda` feature)".into(),
-            }),
         }
     }
 
@@ -132,7 +130,6 @@ impl Model {
 pub fn run(engine: &mut Engine, batch: &Batch) -> Result<HeadOutput> {
     match engine {
         Engine::Cpu(m) => m.forward(batch),
-        #[cfg(feature = "cuda")]
         Engine::Cuda(m) => m.forward(batch),
     }
 }

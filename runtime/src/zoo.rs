@@ -291,7 +291,7 @@ pub fn make_zoo(arch: Arch, tenants: usize, out: &Path, dtype: DType, seed: u64)
             name,
             task,
             labels,
-            parameters: cfg.parameter_count(),
+            parameters: Layout::for_config(&cfg)?.parameters(),
             file_bytes,
         });
     }

@@ -10,9 +10,10 @@
 //! against the f32 evaluation of its weights (the distance its rounding points add, measured
 //! apart in `half_error_budget.rs`): ≤ 1e-2, except deep bf16 models (see `check_model`).
 
+use ptm_runtime::gpu::GpuModel;
 use ptm_runtime::model::{run, Engine};
 use ptm_runtime::zoo::{write_model, Arch};
-use ptm_runtime::{Config, DType, Device, HeadOutput, Model, PackedWeights, Task};
+use ptm_runtime::{Config, DType, Device, HeadOutput, KernelOptions, Model, PackedWeights, Task};
 mod common;
 use common::{batch, rel_err};
 
@@ -94,13 +95,20 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             Model::engine(&w.to_dtype(DType::Fp32), cfg, Device::Cpu).expect("cpu engine");
         let mut cpu = Model::engine(&w, cfg, Device::Cpu).expect("cpu engine");
         let mut gpu = Model::engine(&w, cfg, Device::Cuda(0)).expect("gpu engine");
-        let mut unfused = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
-        unfused.set_fused_attention(false);
-        // The other position of each switch: two-pass attention kernel, residual added in
-        // place by the GEMMs (`PTM_GPU_ATTN_V2=0`, `PTM_GPU_RESID_EPI=1`).
-        let mut other = ptm_runtime::gpu::GpuModel::new(&w, cfg, 0).expect("gpu");
-        other.set_attention_single_pass(false);
-        other.set_residual_epilogue(true);
+        let defaults = KernelOptions::default();
+        let unfused_options = KernelOptions {
+            fused_attention: false,
+            ..defaults
+        };
+        let mut unfused = GpuModel::new(&w, cfg, 0, unfused_options).expect("gpu");
+        // The other position of each option: two-pass attention kernel, residual added in
+        // place by the GEMMs.
+        let other_options = KernelOptions {
+            single_pass_attention: false,
+            residual_epilogue: true,
+            ..defaults
+        };
+        let mut other = GpuModel::new(&w, cfg, 0, other_options).expect("gpu");
         let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
         let deep = cfg.num_hidden_layers > 2;
         let tol = same_dtype_tol(dtype, deep);
@@ -252,8 +260,8 @@ fn graphs_equal_eager_and_survive_bucket_changes() {
     write_model(dir.path(), &cfg, DType::Fp32, 5, 0).expect("model");
     let w = PackedWeights::from_file(&dir.path().join("model.safetensors"), &cfg, DType::Fp16)
         .expect("w");
-    let mut graph = ptm_runtime::gpu::GpuModel::new(&w, &cfg, 0).expect("gpu");
-    let mut eager = ptm_runtime::gpu::GpuModel::new(&w, &cfg, 0).expect("gpu");
+    let mut graph = GpuModel::new(&w, &cfg, 0, KernelOptions::default()).expect("gpu");
+    let mut eager = GpuModel::new(&w, &cfg, 0, KernelOptions::default()).expect("gpu");
     eager.set_use_graphs(false);
     let arena = graph.arena();
     for (i, lengths) in [vec![4], vec![30, 2], vec![4], vec![60; 16], vec![30, 2]]

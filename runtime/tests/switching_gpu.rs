@@ -11,7 +11,9 @@
 
 use ptm_runtime::gpu::slots::{copy_stream, slot_budget, GpuSlot, SlotSet, CHUNK_BYTES};
 use ptm_runtime::zoo::{make_zoo, model_dir, write_model, Arch};
-use ptm_runtime::{ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, Model};
+use ptm_runtime::{
+    ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, KernelOptions, Model,
+};
 
 fn enabled(test: &str) -> bool {
     let on = std::env::var("PTM_TEST_CUDA").is_ok_and(|v| v == "1");
@@ -57,7 +59,7 @@ fn gpu_switches_equal_fresh_loads_bit_for_bit() {
         for (i, m) in z.models.iter().enumerate() {
             cache.register(&m.name, &dir(i)).unwrap();
         }
-        let mut slots = SlotSet::new(0, &layout, 2, 4, 64).unwrap();
+        let mut slots = SlotSet::new(0, &layout, 2, 4, 64, KernelOptions::default()).unwrap();
         let b = batch(cfg0.vocab_size as u32);
         let fresh: Vec<_> = (0..z.models.len())
             .map(|i| {
@@ -139,7 +141,7 @@ fn too_many_slots_are_refused() {
     let b = slot_budget(0, &layout, 32, 512).unwrap();
     println!("{b:?}");
     assert!(b.fit > 0 && b.fit < 10_000);
-    let e = SlotSet::new(0, &layout, b.fit + 1, 32, 512)
+    let e = SlotSet::new(0, &layout, b.fit + 1, 32, 512, KernelOptions::default())
         .err()
         .unwrap()
         .to_string();
@@ -166,7 +168,7 @@ fn standalone_slot_passes_back_to_back_equal_fresh_loads() {
             cache.register(&m.name, &dir(i)).unwrap();
         }
         let copy = copy_stream(0).unwrap();
-        let mut slot = GpuSlot::new(0, &layout, 4, 64).unwrap();
+        let mut slot = GpuSlot::new(0, &layout, 4, 64, KernelOptions::default()).unwrap();
         let vocab = cfg0.vocab_size as u32;
         // Three passes of different buckets, the last of one row.
         let batches = vec![

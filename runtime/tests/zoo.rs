@@ -2,7 +2,9 @@
 //! models of every head, RoBERTa naming, dtypes and padding invariance.
 
 use ptm_runtime::zoo::{tenant_task, write_model, Arch};
-use ptm_runtime::{make_zoo, Batch, Config, DType, Device, Model, PackedWeights, Task, Zoo};
+use ptm_runtime::{
+    make_zoo, Batch, Config, DType, Device, Layout, Model, PackedWeights, Task, Zoo,
+};
 use std::path::Path;
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -62,7 +64,7 @@ fn zoo_round_trips_and_tenants_differ() {
         let dir = d.path().join(&m.name);
         let cfg = Config::from_file(&dir.join("config.json")).unwrap();
         assert_eq!((cfg.task(), cfg.labels()), (m.task, m.labels));
-        assert_eq!(cfg.parameter_count(), m.parameters);
+        assert_eq!(Layout::for_config(&cfg).unwrap().parameters(), m.parameters);
         assert_eq!(
             std::fs::metadata(dir.join("model.safetensors"))
                 .unwrap()

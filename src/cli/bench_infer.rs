@@ -6,7 +6,7 @@ use clap::Args;
 use ptm_runtime::gpu::timing::median;
 use ptm_runtime::gpu::GpuModel;
 use ptm_runtime::zoo::write_model;
-use ptm_runtime::{Arch, Batch, Config, DType, Device, PackedWeights, Task};
+use ptm_runtime::{Arch, Batch, Config, DType, Device, KernelOptions, PackedWeights, Task};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
@@ -40,6 +40,31 @@ pub struct InferArgs {
     /// Also print the device time of each step of one eager forward pass.
     #[arg(long)]
     pub profile: bool,
+    /// A/B: attention as batched GEMMs around a softmax kernel instead of the fused kernel.
+    #[arg(long)]
+    pub no_fused_attention: bool,
+    /// A/B: the two-pass fused attention kernel even where the single-pass one fits.
+    #[arg(long)]
+    pub no_single_pass_attention: bool,
+    /// A/B: cuBLAS GEMMs and bias kernels instead of cuBLASLt with bias epilogues.
+    #[arg(long)]
+    pub no_cublaslt: bool,
+    /// A/B: the attention-output and FFN-down GEMMs add the residual in place (β = 1).
+    #[arg(long)]
+    pub residual_epilogue: bool,
+}
+
+impl InferArgs {
+    /// The kernel options the flags choose (all absent: the default every other command runs).
+    fn kernel_options(&self) -> KernelOptions {
+        let d = KernelOptions::default();
+        KernelOptions {
+            fused_attention: d.fused_attention && !self.no_fused_attention,
+            single_pass_attention: d.single_pass_attention && !self.no_single_pass_attention,
+            cublaslt: d.cublaslt && !self.no_cublaslt,
+            residual_epilogue: d.residual_epilogue || self.residual_epilogue,
+        }
+    }
 }
 
 /// FLOPs of one forward pass of the encoder (matrix products only).
@@ -59,6 +84,7 @@ pub fn forward_flops(c: &Config, batch: usize, seq: usize) -> f64 {
 
 /// Runs `ptm bench infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    let options = args.kernel_options();
     let InferArgs {
         arch,
         dtype,
@@ -69,6 +95,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         peak_tflops,
         work,
         profile,
+        ..
     } = args;
     let dtype: DType = dtype.parse()?;
     let Device::Cuda(ordinal) = device.parse::<Device>()? else {
@@ -76,6 +103,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     };
     let tmp = tempfile::tempdir()?;
     let work = work.unwrap_or_else(|| tmp.path().to_path_buf());
+    println!("kernel options: {options}");
     println!(
         "| model | dtype | batch | seq | graph ms | eager ms | call ms | FLOP floor ms | TFLOP/s |"
     );
@@ -89,7 +117,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         write_model(&dir, &cfg, dtype, 0, 0)
             .with_context(|| format!("writing {}", dir.display()))?;
         let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, dtype)?;
-        let mut m = GpuModel::new(&w, &cfg, ordinal)?;
+        let mut m = GpuModel::new(&w, &cfg, ordinal, options)?;
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(1);
         for &b in &batch {
             let rows: Vec<Vec<u32>> = (0..b)
@@ -128,7 +156,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             json.push(
                 serde_json::json!({"model": a.name(), "dtype": dtype.to_string(), "batch": b,
                 "seq": seq, "graph_ms": gm, "eager_ms": em, "call_ms": cm, "flop_floor_ms": floor,
-                "flops": flops, "iters": iters, "gpu": m.device_name()}),
+                "flops": flops, "iters": iters, "gpu": m.device_name(),
+                "kernel_options": options.to_string()}),
             );
         }
         std::fs::remove_dir_all(&dir).ok();
@@ -140,4 +169,39 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         println!("{j}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InferArgs,
+    }
+
+    fn options(flags: &[&str]) -> KernelOptions {
+        let argv = std::iter::once("infer").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.kernel_options()
+    }
+
+    #[test]
+    fn no_flag_is_the_default_and_each_flag_flips_one_option() {
+        let d = KernelOptions::default();
+        assert_eq!(options(&[]), d);
+        let flipped = [
+            ("--no-fused-attention", "fused_attention"),
+            ("--no-single-pass-attention", "single_pass_attention"),
+            ("--no-cublaslt", "cublaslt"),
+            ("--residual-epilogue", "residual_epilogue"),
+        ];
+        for (flag, field) in flipped {
+            let o = options(&[flag]);
+            for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
+                assert_eq!(*on != default, *name == field, "{flag}: {name}");
+            }
+        }
+    }
 }

@@ -9,7 +9,9 @@ use clap::Args;
 use ptm_runtime::gpu::slots::{event_ms, load_full, SlotSet, CHUNK_BYTES};
 use ptm_runtime::gpu::timing::median;
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, Zoo};
+use ptm_runtime::{
+    ArchLayout, Batch, Config, DType, Device, Eviction, HostCache, KernelOptions, Zoo,
+};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -121,7 +123,8 @@ fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<St
         names.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
-    let mut slots = SlotSet::new(ordinal, &layout, 2, args.batch, args.seq)?;
+    let options = KernelOptions::default();
+    let mut slots = SlotSet::new(ordinal, &layout, 2, args.batch, args.seq, options)?;
     let (a, b) = (0usize, 1usize);
 
     // Cold: register each tenant (file → pinned block) and switch slot B to it.
@@ -179,7 +182,7 @@ fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<St
     for k in 0..args.baseline_iters {
         let i = k % names.len();
         let t = Instant::now();
-        let m = load_full(&tenant_dir(i), dtype, ordinal)?;
+        let m = load_full(&tenant_dir(i), dtype, ordinal, options)?;
         m.synchronize()?;
         full.push(t.elapsed().as_secs_f64() * 1e3);
         drop(m);

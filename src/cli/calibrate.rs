@@ -64,7 +64,7 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
     };
     if zoos.is_empty() {
         for m in &models {
-            zoos.push(runtime_target::make_zoo(m, dtype, tmp.path()).map_err(anyhow::Error::msg)?);
+            zoos.push(runtime_target::make_zoo(m, dtype, tmp.path())?);
         }
     }
     let plan = if args.quick {

@@ -1,8 +1,11 @@
 //! `ptm profile diff A B`: how far two calibrations of one device are apart, figure by figure
-//! (the repeatability check of a calibration).
+//! (the repeatability check of a calibration). `ptm profile check P`: whether a profile
+//! describes this build and, given them, a zoo, device and dtype (`ptm_calibrate::identity`).
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use ptm_calibrate::{Check, Expected};
+use ptm_runtime::{DType, Device};
 use ptm_sim::profile::{Cost, Profile};
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,29 @@ use std::path::{Path, PathBuf};
 pub enum ProfileCommand {
     /// Compare the measured medians of two profiles.
     Diff(DiffArgs),
+    /// Whether a profile matches this build and (given) a zoo, device and dtype: every field
+    /// side by side; fails when the profile describes another device kind, GPU, model
+    /// architecture or dtype.
+    Check(CheckArgs),
+}
+
+/// Flags of `ptm profile check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The profile (ron).
+    pub profile: PathBuf,
+    /// The zoo a run would serve (`ptm zoo make`): its architecture and dtype are compared.
+    #[arg(long)]
+    pub zoo: Option<PathBuf>,
+    /// The device a run would use (`cpu` or `cuda[:N]`): its kind, name and driver are compared.
+    #[arg(long)]
+    pub device: Option<Device>,
+    /// The dtype a run would use (default: the zoo's).
+    #[arg(long, requires = "zoo")]
+    pub dtype: Option<DType>,
+    /// Check only this model of the profile (default: every one).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 /// Flags of `ptm profile diff`.
@@ -61,7 +87,54 @@ fn medians(p: &Profile) -> Vec<(String, String, f64)> {
 
 /// Runs `ptm profile …`.
 pub fn execute(cmd: ProfileCommand) -> anyhow::Result<()> {
-    let ProfileCommand::Diff(args) = cmd;
+    match cmd {
+        ProfileCommand::Diff(args) => diff(args),
+        ProfileCommand::Check(args) => check(args),
+    }
+}
+
+/// Runs `ptm profile check`.
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let profile = read(&args.profile)?;
+    let name = args.profile.display().to_string();
+    let run = Expected::run(args.zoo.as_deref(), args.device, args.dtype)?;
+    let check = Check::new(&profile, &name, args.model.as_deref(), &run)?;
+    println!("profile {name} against this build ({})", describe(&run));
+    print!("{}", check.table());
+    let refused = check.refused().len();
+    let warnings = check.warnings().len();
+    anyhow::ensure!(
+        refused == 0,
+        "{name} does not describe this run: {refused} field(s) refused (see the table)"
+    );
+    println!(
+        "matches: nothing refused, {warnings} warning(s){}",
+        if warnings > 0 {
+            " (measured by another build or driver: re-calibrate to be sure)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// What the run side of a check is: this build, and the device and zoo when given.
+fn describe(run: &Expected) -> String {
+    let mut parts = vec![format!(
+        "ptm-runtime {} build {}",
+        run.build.version, run.build.build
+    )];
+    if let Some(d) = &run.device {
+        parts.push(format!("device {}", d.kind));
+    }
+    if let Some(m) = &run.model {
+        parts.push(format!("model {} {}", m.arch, m.dtype));
+    }
+    parts.join(", ")
+}
+
+/// Runs `ptm profile diff`.
+fn diff(args: DiffArgs) -> anyhow::Result<()> {
     let (a, b) = (medians(&read(&args.a)?), medians(&read(&args.b)?));
     anyhow::ensure!(
         !a.is_empty(),

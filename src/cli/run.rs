@@ -46,9 +46,13 @@ pub struct RunArgs {
     /// With --live: fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32")]
     pub dtype: DType,
-    /// With --live: also simulate each cell from the profile and print both (fidelity).
+    /// With --live: also simulate each cell from the profile and print both (fidelity). A
+    /// profile of another model architecture, device or dtype than the zoo is refused.
     #[arg(long, requires = "live")]
     pub compare: bool,
+    /// With --compare: compare against a profile of another model, device or dtype anyway.
+    #[arg(long, requires = "compare")]
+    pub allow_profile_mismatch: bool,
 }
 
 /// Creates the folder `path` is to be written in.
@@ -205,6 +209,7 @@ fn live(args: &RunArgs, loaded: &crate::embedded::Loaded) -> anyhow::Result<()> 
         device: args.device,
         dtype: args.dtype,
         compare: args.compare,
+        allow_profile_mismatch: args.allow_profile_mismatch,
         progress: Some(&show),
     };
     let cells = fidelity::run_cells(&loaded.scenario, loaded.files.as_ref(), &options)?;

@@ -52,12 +52,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3000.0)]
     pub deadline_ms: f64,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
-    /// the zoo on the device at start-up).
+    /// the zoo on the device at start-up). One of another model architecture, device or
+    /// dtype than the zoo is refused.
     #[arg(long, requires = "model")]
     pub profile: Option<PathBuf>,
     /// The profile's model that describes the zoo.
     #[arg(long)]
     pub model: Option<String>,
+    /// Use a --profile of another model, device or dtype anyway.
+    #[arg(long, requires = "profile")]
+    pub allow_profile_mismatch: bool,
 }
 
 /// Runs `ptm serve`.
@@ -104,6 +108,7 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         queue: args.queue,
         deadline_ms: args.deadline_ms,
         profile,
+        allow_profile_mismatch: args.allow_profile_mismatch,
     })?;
     eprintln!("ptm serve: stopped after answering every accepted request");
     eprint!(

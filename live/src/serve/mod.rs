@@ -19,7 +19,7 @@ use crate::coordinator::{Core, CoreOptions, Msg, Refusal};
 use crate::executor::{Executor, Prefetcher};
 use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
 use metrics::Metrics;
-use ptm_calibrate::{calibrate, target_for, Plan};
+use ptm_calibrate::{calibrate, target_for, Check, Expected, Plan};
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Config, DType, Device, Zoo};
 use ptm_sim::engine::{Batching, LoadingMode, Preload, Serving, Setup};
@@ -64,6 +64,9 @@ pub struct ServeOptions {
     /// in it that describes the zoo; `None`: a quick calibration of the zoo on `device` at
     /// start-up.
     pub profile: Option<(Profile, String, String)>,
+    /// Use a profile of another model, device or dtype all the same (warned about instead of
+    /// refused).
+    pub allow_profile_mismatch: bool,
 }
 
 /// What the server shares with its HTTP handlers.
@@ -103,7 +106,10 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         });
     }
     let (profile, profile_name, model) = match o.profile.take() {
-        Some(p) => p,
+        Some(p) => {
+            check_profile(&p, &o)?;
+            p
+        }
         None => startup_profile(&o)?,
     };
     let workload = Workload {
@@ -263,6 +269,20 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         Ok(())
     })?;
     Ok(metrics)
+}
+
+/// Refuses a given profile of another model architecture, device kind or dtype than the zoo
+/// served (unless allowed); warns on another build.
+fn check_profile(
+    (profile, name, model): &(Profile, String, String),
+    o: &ServeOptions,
+) -> anyhow::Result<()> {
+    let run = Expected::run(Some(&o.zoo), Some(o.device), Some(o.dtype))?;
+    let check = Check::new(profile, name, Some(model), &run)?;
+    for w in check.enforce(o.allow_profile_mismatch)? {
+        eprintln!("ptm serve: warning: {w}");
+    }
+    Ok(())
 }
 
 /// A quick calibration of the zoo on the serving device: the profile, its name and its model.

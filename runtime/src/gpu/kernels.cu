@@ -1,6 +1,8 @@
-// Kernels of the GPU backend, compiled once per model by NVRTC with `#define DTYPE <F32|F16|BF16>`
-// prepended. No headers: half and bfloat16 are handled as 16-bit storage with PTX conversions.
-// All arithmetic is in f32; storage is D::S.
+// Kernels of the GPU backend, compiled once per model by NVRTC with definitions prepended by
+// `gpu/kernels.rs`: `DTYPE <F32|F16|BF16>`, `SCORES_IN_T`, `HALF_MMA`, `IS_BF16`, and the
+// activation codes `ACT_*` (from the `Activation` enum of `activation.rs`, the one definition).
+// No headers: half and bfloat16 are handled as 16-bit storage with PTX conversions. All
+// arithmetic is in f32; storage is D::S.
 
 struct F32 {
   typedef float S;
@@ -122,7 +124,8 @@ extern "C" __global__ void embed_ln(const int* ids, const int* types, const T* w
 }
 
 // One block per row: out = LN(y + bias + res), with y (GEMM output) and res in f32. A null
-// `res`: the residual is already in y (added by the GEMM, `PTM_GPU_RESID_EPI`), out = LN(y + bias).
+// `res`: the residual is already in y (added by the GEMM: `KernelOptions::residual_epilogue`),
+// out = LN(y + bias).
 extern "C" __global__ void bias_res_ln(const float* y, const T* bias, const float* res,
                                        const T* g, const T* b, T* out, float* out32, int H,
                                        float eps) {
@@ -155,20 +158,27 @@ extern "C" __global__ void masked_softmax(const Sc* scores, const int* mask, T* 
     probs[row * Sq + j] = D::st(m[j] ? expf(ldsc(x[j]) - mx) * inv : 0.f);
 }
 
-// x[r][c] = act(x[r][c] + bias[c]); act 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
-// Grid (rows, matrices): matrix y starts at x + y * x_stride with its bias at bias + y * b_stride.
-// A null bias adds nothing (the GEMM's epilogue added it).
+// The activation with code `act` (one of the `ACT_*` constants) of v: the one place the codes
+// are decoded.
+__device__ __forceinline__ float activate(float v, int act) {
+  if (act == ACT_GELU_ERF) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  if (act == ACT_GELU_TANH)
+    return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  if (act == ACT_RELU) return fmaxf(v, 0.f);
+  if (act == ACT_TANH) return tanhf(v);
+  return v;  // ACT_IDENTITY
+}
+
+// x[r][c] = activate(x[r][c] + bias[c], act). Grid (rows, matrices): matrix y starts at
+// x + y * x_stride with its bias at bias + y * b_stride. A null bias adds nothing (the GEMM's
+// epilogue added it).
 extern "C" __global__ void bias_act(T* x, const T* bias, long x_stride, long b_stride, int cols,
                                     int act) {
   T* row = x + blockIdx.y * x_stride + (long)blockIdx.x * cols;
   if (bias) bias += blockIdx.y * b_stride;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     float v = D::ld(row[c]) + (bias ? D::ld(bias[c]) : 0.f);
-    if (act == 1) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-    else if (act == 3) v = fmaxf(v, 0.f);
-    else if (act == 4) v = tanhf(v);
-    row[c] = D::st(v);
+    row[c] = D::st(activate(v, act));
   }
 }
 
@@ -301,14 +311,7 @@ extern "C" __global__ void bias_act_v(T* x, const T* bias, long x_stride, long b
       for (int k = 0; k < VEC; ++k) bi[k] = 0.f;
     }
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      float t = v[k] + bi[k];
-      if (act == 1) t = 0.5f * t * (1.f + erff(t * 0.70710678118654752f));
-      else if (act == 2) t = 0.5f * t * (1.f + tanhf(0.7978845608028654f * (t + 0.044715f * t * t * t)));
-      else if (act == 3) t = fmaxf(t, 0.f);
-      else if (act == 4) t = tanhf(t);
-      v[k] = t;
-    }
+    for (int k = 0; k < VEC; ++k) v[k] = activate(v[k] + bi[k], act);
     stv(row + c, v);
   }
 }
@@ -468,9 +471,120 @@ __device__ __forceinline__ float ex2(float x) {
 
 #define AT_THREADS 128  // 4 warps, 16 query rows each
 
+// ---- Fragments shared by the two attention kernels. A block handles one (query tile of 64
+// rows, head, batch row): `base` is the batch row's first row in the [B·S, H] blocks, `col` the
+// head's first column. A warp's lane holds query rows r0 = q0 + g and r1 = q0 + g + 8 (g = lane
+// / 4) and, in each 8-key tile, keys 2t and 2t + 1 (t = lane % 4): the mma.m16n8k16 layout.
+
+// Stages keys c0 .. c0 + KC in shared memory: K as [key][d], V transposed as [d][key] when
+// `with_v`, and the key mask as 0 (real key) or -inf (masked, or past S: zero K and V). Every
+// thread issues all its global loads of K (then of V) before its shared-memory stores, so their
+// latencies overlap. No barrier inside: callers synchronise around it.
+template <int HD, int KC>
+__device__ __forceinline__ void stage_keys(const T* __restrict__ k, const T* __restrict__ v,
+                                           const int* __restrict__ m, T (*ks)[HD + 8],
+                                           T (*vt)[KC + 8], float* kb, long base, int col,
+                                           int c0, int S, int H, bool with_v) {
+  constexpr int CH = KC * HD / 8;  // 16-byte chunks of K (or V) per stage
+  constexpr int PER = CH / AT_THREADS;
+  const float ninf = __int_as_float(0xff800000);
+  {
+    uint4 r[PER];
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      r[j] = c0 + key < S ? *(const uint4*)(k + (base + c0 + key) * H + col + c)
+                          : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      *(uint4*)&ks[key][c] = r[j];
+    }
+  }
+  if (with_v) {
+    uint4 r[PER];
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+      r[j] = c0 + key < S ? *(const uint4*)(v + (base + c0 + key) * H + col + c)
+                          : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
+      const T* e = (const T*)&r[j];
+#pragma unroll
+      for (int x = 0; x < 8; ++x) vt[c + x][key] = e[x];
+    }
+  }
+  for (int i = threadIdx.x; i < KC; i += AT_THREADS)
+    kb[i] = (c0 + i < S && m[c0 + i] != 0) ? 0.f : ninf;
+}
+
+// This warp's 16 query rows as A fragments (row-major 16 x 16 per step of 16 dims; rows past S
+// are zero).
+template <int HD>
+__device__ __forceinline__ void load_queries(const T* __restrict__ q, unsigned (*qa)[4],
+                                             long base, int col, int r0, int r1, int t, int S,
+                                             int H) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = col + kk * 16 + t * 2;
+    qa[kk][0] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c) : 0u;
+    qa[kk][1] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c) : 0u;
+    qa[kk][2] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c + 8) : 0u;
+    qa[kk][3] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c + 8) : 0u;
+  }
+}
+
+// Scores of the staged keys key0 .. key0 + 7 in log2 units (scale · log2(e) · q·k, `sl2` the
+// factor), masked keys at -inf: s[0..1] row g, keys key0 + 2t + {0, 1}; s[2..3] row g + 8, the
+// same keys.
+template <int HD>
+__device__ __forceinline__ void score_tile(float* s, unsigned (*qa)[4], T (*ks)[HD + 8],
+                                           const float* kb, int key0, int g, int t, float sl2) {
+  s[0] = s[1] = s[2] = s[3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const T* kp = &ks[key0 + g][kk * 16 + t * 2];
+    unsigned bf[2] = {*(const unsigned*)kp, *(const unsigned*)(kp + 8)};
+    mma16816(s, qa[kk], bf);
+  }
+  const float b0 = kb[key0 + t * 2], b1 = kb[key0 + t * 2 + 1];
+  s[0] = fmaf(s[0], sl2, b0);
+  s[1] = fmaf(s[1], sl2, b1);
+  s[2] = fmaf(s[2], sl2, b0);
+  s[3] = fmaf(s[3], sl2, b1);
+}
+
+// o += P · V over the staged keys key0 .. key0 + 15: `pa` the warp's probabilities of those
+// keys as an A fragment (rounded to T), o[nd] the context columns nd·8 .. nd·8 + 7.
+template <int HD, int KC>
+__device__ __forceinline__ void pv_tile(float (*o)[4], const unsigned* pa, T (*vt)[KC + 8],
+                                        int key0, int g, int t) {
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) {
+    const T* vp = &vt[nd * 8 + g][key0 + t * 2];
+    unsigned bf[2] = {*(const unsigned*)vp, *(const unsigned*)(vp + 8)};
+    mma16816(o[nd], pa, bf);
+  }
+}
+
+// Writes the warp's context rows r0 and r1, rounded to T (rows past S are not written).
+template <int HD>
+__device__ __forceinline__ void store_context(T* __restrict__ out, float (*o)[4], long base,
+                                              int col, int r0, int r1, int t, int S, int H) {
+#pragma unroll
+  for (int nd = 0; nd < HD / 8; ++nd) {
+    const int c = col + nd * 8 + t * 2;
+    if (r0 < S) *(unsigned*)(out + (base + r0) * H + c) = pack2(o[nd][0], o[nd][1]);
+    if (r1 < S) *(unsigned*)(out + (base + r1) * H + c) = pack2(o[nd][2], o[nd][3]);
+  }
+}
+
 // Keys are staged in shared memory KC at a time (all of them when S <= KC: loaded once for both
-// passes) and multiplied 64 at a time. Every thread issues all its global loads of a stage
-// before the first shared-memory store, so their latencies overlap.
+// passes) and multiplied 64 at a time.
 template <int HD, int KC>
 __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T* __restrict__ k,
                                                const T* __restrict__ v,
@@ -479,8 +593,6 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
   __shared__ __align__(16) T ks[KC][HD + 8];  // K, [key][d] (+8: no bank conflicts)
   __shared__ __align__(16) T vt[HD][KC + 8];  // V transposed, [d][key]
   __shared__ float kb[KC];                    // 0 for a real key, -inf otherwise
-  constexpr int CH = KC * HD / 8;             // 16-byte chunks of K (or V) per stage
-  constexpr int PER = CH / AT_THREADS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long base = (long)blockIdx.z * S;  // first row of this batch row
   const int col = blockIdx.y * HD;
@@ -495,51 +607,12 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
   // Stages keys c0 .. c0 + KC: K (and V when `with_v`) and the key mask.
   auto stage = [&](int c0, bool with_v) {
     __syncthreads();  // the previous stage is no longer read
-    {
-      uint4 r[PER];
-#pragma unroll
-      for (int j = 0; j < PER; ++j) {
-        const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
-        r[j] = c0 + key < S ? *(const uint4*)(k + (base + c0 + key) * H + col + c)
-                            : make_uint4(0u, 0u, 0u, 0u);
-      }
-#pragma unroll
-      for (int j = 0; j < PER; ++j) {
-        const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
-        *(uint4*)&ks[key][c] = r[j];
-      }
-    }
-    if (with_v) {
-      uint4 r[PER];
-#pragma unroll
-      for (int j = 0; j < PER; ++j) {
-        const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
-        r[j] = c0 + key < S ? *(const uint4*)(v + (base + c0 + key) * H + col + c)
-                            : make_uint4(0u, 0u, 0u, 0u);
-      }
-#pragma unroll
-      for (int j = 0; j < PER; ++j) {
-        const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
-        const T* e = (const T*)&r[j];
-#pragma unroll
-        for (int x = 0; x < 8; ++x) vt[c + x][key] = e[x];
-      }
-    }
-    for (int i = threadIdx.x; i < KC; i += AT_THREADS)
-      kb[i] = (c0 + i < S && m[c0 + i] != 0) ? 0.f : ninf;
+    stage_keys<HD, KC>(k, v, m, ks, vt, kb, base, col, c0, S, H, with_v);
     __syncthreads();
   };
 
-  // This warp's 16 query rows as A fragments (row-major 16 x 16 per step of 16 dims).
   unsigned qa[HD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) {
-    const int c = col + kk * 16 + t * 2;
-    qa[kk][0] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c) : 0u;
-    qa[kk][1] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c) : 0u;
-    qa[kk][2] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c + 8) : 0u;
-    qa[kk][3] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c + 8) : 0u;
-  }
+  load_queries<HD>(q, qa, base, col, r0, r1, t, S, H);
 
   // s[nt][0..1]: row g, keys nt·8 + 2t + {0,1}; s[nt][2..3]: row g + 8, same keys.
   float s[8][4];
@@ -556,20 +629,7 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
       for (int k0 = 0; k0 < kend; k0 += 64) {
         // Scores of keys c0 + k0 .. + 63 in log2 units, masked keys at -inf.
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-          for (int kk = 0; kk < HD / 16; ++kk) {
-            const T* kp = &ks[k0 + nt * 8 + g][kk * 16 + t * 2];
-            unsigned bf[2] = {*(const unsigned*)kp, *(const unsigned*)(kp + 8)};
-            mma16816(s[nt], qa[kk], bf);
-          }
-          const float b0 = kb[k0 + nt * 8 + t * 2], b1 = kb[k0 + nt * 8 + t * 2 + 1];
-          s[nt][0] = fmaf(s[nt][0], sl2, b0);
-          s[nt][1] = fmaf(s[nt][1], sl2, b1);
-          s[nt][2] = fmaf(s[nt][2], sl2, b0);
-          s[nt][3] = fmaf(s[nt][3], sl2, b1);
-        }
+        for (int nt = 0; nt < 8; ++nt) score_tile<HD>(s[nt], qa, ks, kb, k0 + nt * 8, g, t, sl2);
         if (pass == 0) {
           float tm0 = ninf, tm1 = ninf;
 #pragma unroll
@@ -609,12 +669,7 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
                               pack2(ex2(a[2] - c1f) * l1, ex2(a[3] - c1f) * l1),
                               pack2(ex2(b[0] - c0f) * l0, ex2(b[1] - c0f) * l0),
                               pack2(ex2(b[2] - c1f) * l1, ex2(b[3] - c1f) * l1)};
-#pragma unroll
-            for (int nd = 0; nd < HD / 8; ++nd) {
-              const T* vp = &vt[nd * 8 + g][k0 + kq * 16 + t * 2];
-              unsigned bf[2] = {*(const unsigned*)vp, *(const unsigned*)(vp + 8)};
-              mma16816(o[nd], pa, bf);
-            }
+            pv_tile<HD, KC>(o, pa, vt, k0 + kq * 16, g, t);
           }
         }
       }
@@ -629,19 +684,14 @@ __device__ __forceinline__ void attention_tile(const T* __restrict__ q, const T*
       l1 = l1 > 0.f ? 1.f / l1 : 0.f;
     }
   }
-#pragma unroll
-  for (int nd = 0; nd < HD / 8; ++nd) {
-    const int c = col + nd * 8 + t * 2;
-    if (r0 < S) *(unsigned*)(out + (base + r0) * H + c) = pack2(o[nd][0], o[nd][1]);
-    if (r1 < S) *(unsigned*)(out + (base + r1) * H + c) = pack2(o[nd][2], o[nd][3]);
-  }
+  store_context<HD>(out, o, base, col, r0, r1, t, S, H);
 }
 
-// Single pass for S <= KC (`PTM_GPU_ATTN_V2`): all keys are staged once and the warp's scores
-// for all of them stay in f32 registers, so each score's Q·Kᵀ product and 2^x are computed once
-// (the two-pass tile computes both twice). Same rounding points and masking as
-// `attention_tile`: scores in f32, probabilities normalised in f32 and then rounded to T, f32
-// accumulation. Keys are handled in blocks of 64; blocks wholly past S are skipped.
+// Single pass for S <= KC (`KernelOptions::single_pass_attention`): all keys are staged once
+// and the warp's scores for all of them stay in f32 registers, so each score's Q·Kᵀ product and
+// 2^x are computed once (the two-pass tile computes both twice). Same rounding points and
+// masking as `attention_tile`: scores in f32, probabilities normalised in f32 and then rounded
+// to T, f32 accumulation. Keys are handled in blocks of 64; blocks wholly past S are skipped.
 template <int HD, int KC>
 __device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T* __restrict__ k,
                                                 const T* __restrict__ v,
@@ -650,8 +700,6 @@ __device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T
   __shared__ __align__(16) T ks[KC][HD + 8];  // K, [key][d] (+8: no bank conflicts)
   __shared__ __align__(16) T vt[HD][KC + 8];  // V transposed, [d][key]
   __shared__ float kb[KC];                    // 0 for a real key, -inf otherwise
-  constexpr int CH = KC * HD / 8;             // 16-byte chunks of K (or V)
-  constexpr int PER = CH / AT_THREADS;
   constexpr int NB = KC / 64;                 // blocks of 64 keys
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long base = (long)blockIdx.z * S;  // first row of this batch row
@@ -663,48 +711,9 @@ __device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T
   const float sl2 = scale * 1.4426950408889634f;
 
   // Stage every key: K, V transposed, the key mask (keys past S: zero, -inf).
-  {
-    uint4 r[PER];
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
-      r[j] = key < S ? *(const uint4*)(k + (base + key) * H + col + c)
-                     : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      const int i = threadIdx.x + j * AT_THREADS, key = i / (HD / 8), c = (i % (HD / 8)) * 8;
-      *(uint4*)&ks[key][c] = r[j];
-    }
-  }
-  {
-    uint4 r[PER];
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
-      r[j] = key < S ? *(const uint4*)(v + (base + key) * H + col + c)
-                     : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      const int i = threadIdx.x + j * AT_THREADS, key = i % KC, c = (i / KC) * 8;
-      const T* e = (const T*)&r[j];
-#pragma unroll
-      for (int x = 0; x < 8; ++x) vt[c + x][key] = e[x];
-    }
-  }
-  for (int i = threadIdx.x; i < KC; i += AT_THREADS) kb[i] = (i < S && m[i] != 0) ? 0.f : ninf;
-
-  // This warp's 16 query rows as A fragments (row-major 16 x 16 per step of 16 dims).
+  stage_keys<HD, KC>(k, v, m, ks, vt, kb, base, col, 0, S, H, true);
   unsigned qa[HD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) {
-    const int c = col + kk * 16 + t * 2;
-    qa[kk][0] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c) : 0u;
-    qa[kk][1] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c) : 0u;
-    qa[kk][2] = r0 < S ? *(const unsigned*)(q + (base + r0) * H + c + 8) : 0u;
-    qa[kk][3] = r1 < S ? *(const unsigned*)(q + (base + r1) * H + c + 8) : 0u;
-  }
+  load_queries<HD>(q, qa, base, col, r0, r1, t, S, H);
   __syncthreads();
 
   // s[nt][0..1]: row g, keys nt·8 + 2t + {0,1}; s[nt][2..3]: row g + 8, same keys. In log2
@@ -714,21 +723,7 @@ __device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T
   for (int nb = 0; nb < NB; ++nb) {
     if (nb * 64 < S) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int nt = nb * 8 + j;
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; ++kk) {
-          const T* kp = &ks[nt * 8 + g][kk * 16 + t * 2];
-          unsigned bf[2] = {*(const unsigned*)kp, *(const unsigned*)(kp + 8)};
-          mma16816(s[nt], qa[kk], bf);
-        }
-        const float b0 = kb[nt * 8 + t * 2], b1 = kb[nt * 8 + t * 2 + 1];
-        s[nt][0] = fmaf(s[nt][0], sl2, b0);
-        s[nt][1] = fmaf(s[nt][1], sl2, b1);
-        s[nt][2] = fmaf(s[nt][2], sl2, b0);
-        s[nt][3] = fmaf(s[nt][3], sl2, b1);
-      }
+      for (int j = 0; j < 8; ++j) score_tile<HD>(s[nb * 8 + j], qa, ks, kb, (nb * 8 + j) * 8, g, t, sl2);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j) s[nb * 8 + j][0] = s[nb * 8 + j][1] = s[nb * 8 + j][2] = s[nb * 8 + j][3] = ninf;
@@ -777,21 +772,11 @@ __device__ __forceinline__ void attention_tile1(const T* __restrict__ q, const T
         const float* b = s[nb * 8 + 2 * kq + 1];
         unsigned pa[4] = {pack2(a[0] * l0, a[1] * l0), pack2(a[2] * l1, a[3] * l1),
                           pack2(b[0] * l0, b[1] * l0), pack2(b[2] * l1, b[3] * l1)};
-#pragma unroll
-        for (int nd = 0; nd < HD / 8; ++nd) {
-          const T* vp = &vt[nd * 8 + g][nb * 64 + kq * 16 + t * 2];
-          unsigned bf[2] = {*(const unsigned*)vp, *(const unsigned*)(vp + 8)};
-          mma16816(o[nd], pa, bf);
-        }
+        pv_tile<HD, KC>(o, pa, vt, nb * 64 + kq * 16, g, t);
       }
     }
   }
-#pragma unroll
-  for (int nd = 0; nd < HD / 8; ++nd) {
-    const int c = col + nd * 8 + t * 2;
-    if (r0 < S) *(unsigned*)(out + (base + r0) * H + c) = pack2(o[nd][0], o[nd][1]);
-    if (r1 < S) *(unsigned*)(out + (base + r1) * H + c) = pack2(o[nd][2], o[nd][3]);
-  }
+  store_context<HD>(out, o, base, col, r0, r1, t, S, H);
 }
 
 // Grid (ceil(S / 64), heads, batch), 128 threads; needs H % 8 == 0. Static shared memory stays

@@ -36,7 +36,6 @@ pub enum Block {
     /// Ordinary memory (the CPU backend).
     Plain(Vec<u8>),
     /// Page-locked memory the GPU copies from asynchronously.
-    #[cfg(feature = "cuda")]
     Pinned(crate::gpu::PinnedBuf),
 }
 
@@ -45,14 +44,12 @@ impl Block {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Block::Plain(v) => v,
-            #[cfg(feature = "cuda")]
             Block::Pinned(p) => p.as_slice(),
         }
     }
 
     /// Records the event that completes the last asynchronous copy reading this block.
-    #[cfg(feature = "cuda")]
-    pub fn set_fence(&mut self, event: std::sync::Arc<cudarc::driver::CudaEvent>) {
+    pub fn set_fence(&mut self, event: std::sync::Arc<crate::gpu::slots::Event>) {
         if let Block::Pinned(p) = self {
             p.set_fence(event);
         }
@@ -62,7 +59,6 @@ impl Block {
     fn writable(&mut self) -> Result<&mut [u8]> {
         match self {
             Block::Plain(v) => Ok(v),
-            #[cfg(feature = "cuda")]
             Block::Pinned(p) => p.writable(),
         }
     }
@@ -94,8 +90,8 @@ impl HostCache {
         Self::with_blocks(arch, blocks, eviction)
     }
 
-    /// A cache of `capacity` tenants in pinned memory of GPU `ordinal`'s context, allocated now.
-    #[cfg(feature = "cuda")]
+    /// A cache of `capacity` tenants in pinned memory of GPU `ordinal`'s context, allocated now
+    /// (a build without the `cuda` feature refuses with [`Error::NoGpu`]).
     pub fn pinned(
         arch: ArchLayout,
         capacity: usize,

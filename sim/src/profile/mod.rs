@@ -15,9 +15,11 @@
 
 pub mod dist;
 pub mod forward;
+pub mod identity;
 
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
+pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,10 @@ pub struct Calibration {
     pub repeats: usize,
     /// How the simulator interpolates between the measured points.
     pub interpolation: String,
+    /// The runtime build that measured it (absent in profiles written before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeBuild>,
 }
 
 /// Statistics of one measured figure, in milliseconds.
@@ -87,6 +93,9 @@ pub struct Gpu {
     pub name: String,
     /// Device memory available to instances, bytes.
     pub memory_bytes: u64,
+    /// The kind of device (absent in older profiles: see [`Profile::device_kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DeviceKind>,
 }
 
 /// A cost: its distribution with one busy instance and how it stretches with more.
@@ -181,6 +190,10 @@ pub struct ModelProfile {
     pub request_overhead_ms: Dist,
     /// Forward-pass latency over (batch, sequence length).
     pub forward: ForwardTable,
+    /// The model it was measured with (absent in older profiles: see
+    /// [`ModelProfile::identity_or_inferred`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ModelIdentity>,
 }
 
 fn zero_ms() -> Dist {
@@ -271,12 +284,14 @@ impl Profile {
                     }],
                     stretch: Vec::new(),
                 },
+                identity: None,
             },
         );
         Profile {
             gpu: Gpu {
                 name: "example".into(),
                 memory_bytes: 24 << 30,
+                kind: None,
             },
             source: "made up for examples".into(),
             models,

@@ -11,7 +11,8 @@
 //! and timing helpers.
 
 use super::cuda::{cu, open_context, DevBuf};
-use super::GpuModel;
+use super::workspace::WorkspaceBytes;
+use super::{GpuModel, KernelOptions};
 use crate::bert::HeadOutput;
 use crate::checkpoint::PackedWeights;
 use crate::config::Config;
@@ -27,49 +28,7 @@ use std::time::Instant;
 mod passes;
 pub use passes::Staged;
 
-/// Bytes per host→device copy of a switch (≥ 16 MB keeps PCIe at full speed).
-pub const CHUNK_BYTES: usize = 32 << 20;
-
-/// Device memory kept free beside the slots (context, modules, graphs), in bytes.
-pub const HEADROOM_BYTES: usize = 512 << 20;
-
-/// cuBLAS workspace of one slot, in bytes (see `Gpu::new`).
-const BLAS_WORKSPACE_BYTES: usize = 64 << 20;
-
-/// How many slots fit on a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotBudget {
-    /// Free device memory now, in bytes.
-    pub free_bytes: usize,
-    /// Bytes of one weight arena.
-    pub arena_bytes: usize,
-    /// Device bytes one slot needs (arena, activations of the largest bucket, cuBLAS).
-    pub per_slot_bytes: usize,
-    /// Slots that fit, [`HEADROOM_BYTES`] kept free.
-    pub fit: usize,
-}
-
-/// Activation bytes of a model shaped like `c` for a `(batch, seq)` bucket (mirrors the
-/// workspace of [`GpuModel`]).
-pub fn workspace_bytes(c: &Config, rows: usize, batch: usize, seq: usize, dtype: DType) -> usize {
-    let (n, h, e, nh) = (
-        batch * seq,
-        c.hidden_size,
-        dtype.size_bytes(),
-        c.num_attention_heads,
-    );
-    let r = |b: usize| b.max(256).div_ceil(256) * 256;
-    3 * r(n * 4)
-        + 3 * r(n * h * e)
-        + 3 * r(n * h * 4)
-        + r(3 * n * h * e)
-        + r(batch * nh * seq * seq * 4)
-        + r(batch * nh * seq * seq * e)
-        + r(n * c.intermediate_size * e)
-        + r(2 * batch * h * e)
-        + r((n * rows.max(1)).max(batch * h) * 4)
-        + r(6 * batch * nh * 8)
-}
+pub use super::budget::{SlotBudget, CHUNK_BYTES, HEADROOM_BYTES};
 
 /// The slots of `arch` that fit on GPU `ordinal` for batches up to `max_batch × max_seq`.
 pub fn slot_budget(
@@ -83,15 +42,11 @@ pub fn slot_budget(
     let cfg = arch.head_config()?;
     let (bb, sb) = super::bucket(max_batch, max_seq, cfg.max_tokens());
     let arena_bytes = arch.bytes();
-    let per_slot_bytes = arena_bytes
-        + workspace_bytes(&cfg, arch.max_labels, bb, sb, arch.dtype)
-        + BLAS_WORKSPACE_BYTES;
-    Ok(SlotBudget {
+    Ok(SlotBudget::new(
         free_bytes,
         arena_bytes,
-        per_slot_bytes,
-        fit: free_bytes.saturating_sub(HEADROOM_BYTES) / per_slot_bytes,
-    })
+        WorkspaceBytes::new(&cfg, arch.max_labels, bb, sb, arch.dtype).device_bytes(),
+    ))
 }
 
 /// One slot: a model whose weight arena tenants are switched into. A [`SlotSet`] owns several
@@ -112,8 +67,11 @@ pub struct SlotSet {
     slots: Vec<GpuSlot>,
 }
 
+/// A recorded point on a stream, for timing.
+pub type Event = CudaEvent;
+
 /// Milliseconds between two recorded events.
-pub fn event_ms(a: &CudaEvent, b: &CudaEvent) -> Result<f64> {
+pub fn event_ms(a: &Event, b: &Event) -> Result<f64> {
     cu(a.synchronize(), "cuEventSynchronize")?;
     cu(b.synchronize(), "cuEventSynchronize")?;
     Ok(f64::from(cu(a.elapsed_ms(b), "cuEventElapsedTime")?))
@@ -137,15 +95,17 @@ pub fn copy_stream(ordinal: usize) -> Result<CopyStream> {
 
 impl GpuSlot {
     /// An empty slot of `arch` on GPU `ordinal` with activations reserved for batches up to
-    /// `max_batch × max_seq` (no memory check: see [`slot_budget`]).
+    /// `max_batch × max_seq` (no memory check: see [`slot_budget`]), running the kernels
+    /// `options` choose.
     pub fn new(
         ordinal: usize,
         arch: &ArchLayout,
         max_batch: usize,
         max_seq: usize,
+        options: KernelOptions,
     ) -> Result<Self> {
         let cfg = arch.head_config()?;
-        let mut model = GpuModel::with_layout(&arch.layout, arch.dtype, &cfg, ordinal)?;
+        let mut model = GpuModel::with_layout(&arch.layout, arch.dtype, &cfg, ordinal, options)?;
         model.reserve(max_batch, max_seq)?;
         let ready = Arc::new(cu(model.gpu.ctx.new_event(None), "cuEventCreate")?);
         Ok(GpuSlot {
@@ -172,7 +132,7 @@ impl GpuSlot {
     /// waits for them.
     pub fn switch(
         &mut self,
-        copy: &CudaStream,
+        copy: &CopyStream,
         cache: &mut HostCache,
         name: &str,
         chunk_bytes: usize,
@@ -264,17 +224,19 @@ impl GpuSlot {
 
 impl SlotSet {
     /// Makes `count` slots of `arch` on GPU `ordinal`, each with activations reserved for
-    /// batches up to `max_batch × max_seq`; refuses when they do not fit in free memory.
+    /// batches up to `max_batch × max_seq` and running the kernels `options` choose; refuses
+    /// when they do not fit in free memory.
     pub fn new(
         ordinal: usize,
         arch: &ArchLayout,
         count: usize,
         max_batch: usize,
         max_seq: usize,
+        options: KernelOptions,
     ) -> Result<Self> {
         check_fit(ordinal, arch, count, max_batch, max_seq)?;
         let slots = (0..count)
-            .map(|_| GpuSlot::new(ordinal, arch, max_batch, max_seq))
+            .map(|_| GpuSlot::new(ordinal, arch, max_batch, max_seq, options))
             .collect::<Result<Vec<_>>>()?;
         let ctx = open_context(ordinal)?;
         let copy = copy_stream(ordinal)?;
@@ -314,7 +276,7 @@ impl SlotSet {
     }
 
     /// Records a timing event on the copy stream.
-    pub fn copy_event(&self) -> Result<CudaEvent> {
+    pub fn copy_event(&self) -> Result<Event> {
         let e = timing_event(&self.ctx)?;
         cu(e.record(&self.copy), "cuEventRecord")?;
         Ok(e)
@@ -389,7 +351,7 @@ impl SlotSet {
         slot: usize,
         (bb, sb): (usize, usize),
         iters: usize,
-    ) -> Result<(CudaEvent, CudaEvent)> {
+    ) -> Result<(Event, Event)> {
         let ctx = self.ctx.clone();
         let m = self.slot(slot)?.model_mut();
         let e0 = timing_event(&ctx)?;
@@ -434,10 +396,15 @@ pub fn check_fit(
 
 /// The `full` baseline: reads the safetensors file, builds a new model (context, kernels,
 /// cuBLAS handle, arena) and uploads the weights tensor by tensor (synchronous copies).
-pub fn load_full(dir: &Path, dtype: DType, ordinal: usize) -> Result<GpuModel> {
+pub fn load_full(
+    dir: &Path,
+    dtype: DType,
+    ordinal: usize,
+    options: KernelOptions,
+) -> Result<GpuModel> {
     let cfg = Config::from_file(&dir.join("config.json"))?;
     let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, dtype)?;
-    let m = GpuModel::with_layout(&w.layout, dtype, &cfg, ordinal)?;
+    let m = GpuModel::with_layout(&w.layout, dtype, &cfg, ordinal, options)?;
     let (arena, _) = m.arena();
     cu(m.gpu.ctx.bind_to_thread(), "bind context")?;
     for e in w.layout.entries() {

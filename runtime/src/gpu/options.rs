@@ -1,0 +1,78 @@
+//! Which kernels a GPU model runs: typed options set by the caller (never read from the
+//! environment). [`KernelOptions::default`] is what `ptm serve`, `ptm run --live` and `ptm
+//! calibrate` run, and what a calibrated profile records; only `ptm bench infer` exposes flags
+//! to change them, for A/B measurements.
+
+use std::fmt;
+
+/// The kernel choices of a GPU model. Each one changes which kernels run, not what they
+/// compute (the GPU-vs-CPU tests hold every position to the same bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelOptions {
+    /// Fused tensor-core attention (`attention*_d*` in `kernels.cu`) where the dtype (fp16,
+    /// bf16) and head size (32, 64, 128) allow it; off: two batched GEMMs around a masked
+    /// softmax kernel.
+    pub fused_attention: bool,
+    /// The single-pass attention kernel (`attention1_d*`) where the fused kernel runs and the
+    /// bucket's keys fit its one shared-memory stage; off: the two-pass kernel.
+    pub single_pass_attention: bool,
+    /// cuBLASLt with bias epilogues for the dense GEMMs (where it loads and has an algorithm);
+    /// off: cuBLAS GEMMs and bias kernels.
+    pub cublaslt: bool,
+    /// The attention-output and FFN-down GEMMs add their product onto the f32 residual stream
+    /// in place (β = 1) and the layer norm reads that one tensor; off: the GEMMs write a
+    /// separate f32 tensor and the layer-norm kernel adds the residual. Off by default: on the
+    /// H200 it made BERT-base batch 32 slower (BENCHMARKS.md).
+    pub residual_epilogue: bool,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        KernelOptions {
+            fused_attention: true,
+            single_pass_attention: true,
+            cublaslt: true,
+            residual_epilogue: false,
+        }
+    }
+}
+
+impl KernelOptions {
+    /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
+    /// check` compares.
+    pub fn fields(&self) -> [(&'static str, bool); 4] {
+        [
+            ("fused_attention", self.fused_attention),
+            ("single_pass_attention", self.single_pass_attention),
+            ("cublaslt", self.cublaslt),
+            ("residual_epilogue", self.residual_epilogue),
+        ]
+    }
+}
+
+impl fmt::Display for KernelOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, on)) in self.fields().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={}", if *on { "on" } else { "off" })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_measured_configuration() {
+        let d = KernelOptions::default();
+        assert_eq!(
+            d.to_string(),
+            "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off"
+        );
+        let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
+        assert_eq!(names.len(), 4);
+        assert!(names.windows(2).all(|w| w[0] != w[1]));
+    }
+}

@@ -405,10 +405,7 @@ mod tests {
         a.load(3, Source::Pool(0), None).unwrap();
         check(&mut a, 3);
         let err = b.load(0, Source::Pool(0), None).unwrap_err().to_string();
-        assert!(
-            err.contains("holds") && err.contains("not tenant 0"),
-            "{err}"
-        );
+        assert!(err.contains("holds `tiny-t003`, not `tiny-t000`"), "{err}");
         let err = b.load(1, Source::Pool(7), None).unwrap_err().to_string();
         assert!(err.contains("out of range"), "{err}");
     }

@@ -46,6 +46,7 @@
 pub mod capacity;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod profile;
 pub mod rng;

@@ -3,8 +3,16 @@
 //! Sampling never returns a negative duration (normal draws are truncated at 0). For a sum of
 //! `n` independent draws the simulator uses [`Dist::sample_sum`]: `n·mean + √n·(x − mean)` for one
 //! draw `x`, which keeps the sum's mean and variance exact at the cost of one draw.
+//!
+//! Every distribution is bounded ([`crate::limits`]): draws lie in `[0, max_ms]`, where
+//! [`Dist::max_ms`] is the constant, the largest empirical value, or the point
+//! [`TAIL_SIGMAS`] (8) standard deviations above the centre for normal (`mean + 8·std`) and
+//! log-normal (`median·e^(8σ)`) costs; draws beyond it (probability 6·10⁻¹⁶) are truncated to
+//! it. [`Dist::validate`] refuses a distribution whose `max_ms` or mean exceeds
+//! [`MAX_COST_MS`] (one hour), so a cost can neither overflow nanoseconds nor become free.
 
 use crate::error::{Error, Result};
+use crate::limits::{MAX_COST_MS, TAIL_SIGMAS};
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
@@ -48,8 +56,38 @@ impl Dist {
         }
     }
 
-    /// Refuses parameters that cannot describe a duration; `field` names it in the message.
+    /// The largest value a draw takes (see the module doc), milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        match self {
+            Dist::Constant(v) => *v,
+            Dist::Normal { mean, std } => mean + TAIL_SIGMAS * std,
+            Dist::LogNormal { median, sigma } => median * (TAIL_SIGMAS * sigma).exp(),
+            Dist::Empirical(points) => points.last().map_or(0.0, |p| p.1),
+        }
+    }
+
+    /// Refuses parameters that cannot describe a duration, and durations beyond
+    /// [`MAX_COST_MS`]; `field` names it in the message.
     pub fn validate(&self, field: &str) -> Result<()> {
+        self.validate_shape(field)?;
+        let (max, mean) = (self.max_ms(), self.mean());
+        if !(max <= MAX_COST_MS && mean <= MAX_COST_MS) {
+            let what = match self {
+                Dist::Normal { .. } => "mean + 8·std",
+                Dist::LogNormal { .. } => "median·e^(8·sigma)",
+                _ => "its largest value",
+            };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{self:?}: {what} is {max:?} ms and its mean {mean:?} ms: a cost may take at most one hour ({MAX_COST_MS} ms)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_shape(&self, field: &str) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(field, m));
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
@@ -80,8 +118,12 @@ impl Dist {
         }
     }
 
-    /// One draw, in milliseconds.
+    /// One draw, in milliseconds, in `[0, max_ms]`.
     pub fn sample(&self, rng: &mut impl Rng) -> f64 {
+        self.sample_unbounded(rng).min(self.max_ms())
+    }
+
+    fn sample_unbounded(&self, rng: &mut impl Rng) -> f64 {
         match self {
             Dist::Constant(v) => *v,
             Dist::Normal { mean, std } => {

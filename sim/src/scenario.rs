@@ -27,7 +27,7 @@
 
 use crate::engine::{self, LoadingMode, Preload, RunOptions, Serving, Setup, Span};
 use crate::error::{Error, Result};
-use crate::limits::{MAX_CELLS, MAX_INSTANCES, MAX_SAMPLES};
+use crate::limits::{MAX_CELLS, MAX_INSTANCES, MAX_SAMPLES, MAX_TENANTS};
 use crate::metrics::Report;
 use crate::profile::Profile;
 use crate::scheduler::{self, PolicyOptions, Shape, POLICIES};
@@ -127,8 +127,20 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Checks everything that can be checked without reading other files.
+    /// Checks everything that can be checked without reading other files; every error names
+    /// `name` (the file, or "command line").
     pub fn validate(&self, name: &str) -> Result<()> {
+        self.check(name).map_err(|e| match e {
+            Error::Invalid { context, message } if !context.starts_with(name) => Error::Invalid {
+                context: format!("{name}: {context}"),
+                message,
+            },
+            e @ Error::Invalid { .. } => e,
+            other => Error::invalid(name, other.to_string()),
+        })
+    }
+
+    fn check(&self, name: &str) -> Result<()> {
         let field = |f: &str| format!("{name}: {f}");
         if !(1..=MAX_INSTANCES).contains(&self.instances) {
             return Err(Error::invalid(
@@ -211,6 +223,27 @@ impl Scenario {
                 field("sweep.offered_rps"),
                 format!("expected positive rates, got {bad}"),
             ));
+        }
+        if let Some(bad) = sweep
+            .tenants
+            .iter()
+            .find(|t| !(1..=MAX_TENANTS).contains(t))
+        {
+            return Err(Error::invalid(
+                field("sweep.tenants"),
+                format!("{bad}: expected counts of 1 to {MAX_TENANTS}"),
+            ));
+        }
+        let rates: Vec<Option<f64>> = if sweep.offered_rps.is_empty() {
+            vec![None]
+        } else {
+            sweep.offered_rps.iter().copied().map(Some).collect()
+        };
+        for spec in std::iter::once(&self.workload).chain(sweep.workloads.iter().map(|w| &w.1)) {
+            for rate in &rates {
+                let spec = rate.map_or_else(|| spec.clone(), |r| with_rate(spec, r));
+                spec.validate()?;
+            }
         }
         let generated = |w: &WorkloadSpec| matches!(w, WorkloadSpec::Generate { .. });
         let all_generated = if sweep.workloads.is_empty() {

@@ -182,6 +182,31 @@ pub enum Popularity {
     },
 }
 
+/// Checks a generator's parameters without generating (what [`generate`] refuses before it
+/// draws anything); returns its Zipf sampler, if any.
+pub fn check_generate(
+    count: usize,
+    arrivals: &Arrivals,
+    tenants: u32,
+    popularity: &Popularity,
+) -> Result<Option<Zipf<f64>>> {
+    check_counts(count, tenants)?;
+    arrivals.validate()?;
+    match *popularity {
+        Popularity::Uniform => Ok(None),
+        Popularity::Zipf { s } if s > 0.0 && s <= MAX_ZIPF_S => Zipf::new(tenants as f64, s)
+            .map(Some)
+            .map_err(|e| Error::invalid("workload.popularity.s", format!("{s:?}: {e}"))),
+        Popularity::Zipf { s } => Err(Error::invalid(
+            "workload.popularity.s",
+            format!("{s:?}: expected an exponent in (0, {MAX_ZIPF_S}]"),
+        )),
+    }
+}
+
+/// Largest Zipf exponent (at 100 the first tenant takes all but 10⁻³⁰ of the requests).
+pub const MAX_ZIPF_S: f64 = 100.0;
+
 /// Generates `count` requests over `tenants` tenants.
 pub fn generate(
     count: usize,
@@ -193,19 +218,10 @@ pub fn generate(
     seed: u64,
 ) -> Result<Workload> {
     defaults.validate("workload")?;
-    check_counts(count, tenants)?;
+    let zipf = check_generate(count, arrivals, tenants, popularity)?;
     let gaps = arrivals.sampler()?;
     let mut gap_rng = stream(seed, Stream::Arrivals);
     let mut mix_rng = stream(seed, Stream::Mix);
-    let zipf = match *popularity {
-        Popularity::Uniform => None,
-        Popularity::Zipf { s } => Some(Zipf::new(tenants as f64, s).map_err(|e| {
-            Error::invalid(
-                "workload.popularity.s",
-                format!("expected a positive exponent: {e}"),
-            )
-        })?),
-    };
     let mut requests = Vec::with_capacity(count);
     let mut arrival_ns: Nanos = 0;
     for index in 0..count {
@@ -237,6 +253,27 @@ pub fn sequence(
     seed: u64,
 ) -> Result<Workload> {
     defaults.validate("workload")?;
+    let (count, gap_ns) = check_sequence(repeat, types, gap_ms)?;
+    let mut mix_rng = stream(seed, Stream::Mix);
+    let mut requests = Vec::with_capacity(count);
+    let mut group: Vec<u32> = (0..types).collect();
+    for _ in 0..repeat {
+        if shuffle {
+            group.shuffle(&mut mix_rng);
+        }
+        for &tenant in &group {
+            // At most MAX_TIME_NS: checked above.
+            requests.push(shaped(requests.len() as Nanos * gap_ns, tenant, defaults));
+        }
+    }
+    Ok(Workload {
+        tenants: numbered_tenants(types, model),
+        requests,
+    })
+}
+
+/// Checks a sequence's parameters without generating; returns its request count and gap.
+pub fn check_sequence(repeat: usize, types: u32, gap_ms: f64) -> Result<(usize, Nanos)> {
     if !(1..=26).contains(&types) {
         return Err(Error::invalid(
             "workload.types",
@@ -270,22 +307,7 @@ pub fn sequence(
             ),
         ));
     }
-    let mut mix_rng = stream(seed, Stream::Mix);
-    let mut requests = Vec::with_capacity(count);
-    let mut group: Vec<u32> = (0..types).collect();
-    for _ in 0..repeat {
-        if shuffle {
-            group.shuffle(&mut mix_rng);
-        }
-        for &tenant in &group {
-            // At most MAX_TIME_NS: checked above.
-            requests.push(shaped(requests.len() as Nanos * gap_ns, tenant, defaults));
-        }
-    }
-    Ok(Workload {
-        tenants: numbered_tenants(types, model),
-        requests,
-    })
+    Ok((count, gap_ns))
 }
 
 fn shaped(arrival_ns: Nanos, tenant: u32, defaults: &RequestDefaults) -> Request {

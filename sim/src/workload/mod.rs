@@ -194,6 +194,27 @@ pub enum WorkloadSpec {
     },
 }
 
+impl WorkloadSpec {
+    /// Checks a generator's parameters without generating (traces are checked when read).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            WorkloadSpec::Trace(_) => Ok(()),
+            WorkloadSpec::Generate {
+                requests,
+                arrivals,
+                tenants,
+                popularity,
+            } => generate::check_generate(*requests, arrivals, *tenants, popularity).map(|_| ()),
+            WorkloadSpec::Sequence {
+                repeat,
+                types,
+                gap_ms,
+                ..
+            } => generate::check_sequence(*repeat, *types, *gap_ms).map(|_| ()),
+        }
+    }
+}
+
 /// Reads the files a workload names. The simulator never touches the file system directly, so
 /// that scenarios can be embedded in a binary.
 pub trait FileSource: Send + Sync {

@@ -203,13 +203,15 @@ fn from_rows(
                 ))
             }
             Some(_) => {}
-            None if tenant_models.len() >= MAX_TENANTS as usize => return Err(bad(
-                *line,
-                format!(
+            None if tenant_models.len() >= MAX_TENANTS as usize => {
+                return Err(bad(
+                    *line,
+                    format!(
                     "tenant {:?}: more than {MAX_TENANTS} tenants, the most a workload may have",
                     row.tenant
                 ),
-            )),
+                ))
+            }
             None => {
                 tenant_models.insert(&row.tenant, (m, *line));
             }

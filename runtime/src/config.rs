@@ -172,6 +172,10 @@ impl Config {
                 path: path.to_path_buf(),
                 message,
             },
+            e @ Error::BadOption { .. } => Error::Config {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
             other => other,
         })?;
         Ok(cfg)

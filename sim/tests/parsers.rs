@@ -7,8 +7,11 @@
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/mutate.rs"]
+mod mutate;
 
 use counting_alloc::{peak_bytes, Counting};
+use mutate::mutated;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use ptm_sim::engine::{LoadingMode, Serving, Setup};
@@ -176,33 +179,6 @@ fn fastptm_trace() -> impl Strategy<Value = String> {
     });
     (bom(), prop::collection::vec(entry, 0..30))
         .prop_map(|(bom, entries)| format!("{bom}[{}]", entries.join(", ")))
-}
-
-/// `text` with a few characters deleted, replaced or inserted.
-fn mutated(text: String) -> impl Strategy<Value = String> {
-    let len = text.chars().count().max(1);
-    let edit = (
-        0..len,
-        0u8..3,
-        prop::sample::select(vec![
-            '[', ']', '{', '}', '(', ')', ',', '"', ':', '9', 'e', '-', '.', '\n', '\u{feff}', 'A',
-            '0', ' ',
-        ]),
-    );
-    prop::collection::vec(edit, 1..6).prop_map(move |edits| {
-        let mut chars: Vec<char> = text.chars().collect();
-        for (at, op, c) in edits {
-            let at = at.min(chars.len());
-            match op {
-                0 if at < chars.len() => {
-                    chars.remove(at);
-                }
-                1 if at < chars.len() => chars[at] = c,
-                _ => chars.insert(at, c),
-            }
-        }
-        chars.into_iter().collect()
-    })
 }
 
 fn valid_traces() -> Vec<(String, &'static str)> {

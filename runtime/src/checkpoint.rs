@@ -53,7 +53,15 @@ impl PackedWeights {
     }
 
     /// Reads `path` (a safetensors file) for `cfg`, converting every tensor to `dtype`.
+    /// Refuses a path that is not a regular file (a device such as `/dev/zero` would never end).
     pub fn from_file(path: &Path, cfg: &Config, dtype: DType) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Safetensors {
+                path: path.to_path_buf(),
+                message: "not a regular file".into(),
+            });
+        }
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&data, cfg, dtype).map_err(|e| with_path(e, path))
     }

@@ -147,21 +147,24 @@ impl Bounds {
 }
 
 impl Config {
-    /// Reads and validates `config.json` (refusing one larger than [`Bounds::FILE_BYTES`]).
+    /// Reads and validates `config.json` (refusing one larger than [`Bounds::FILE_BYTES`]
+    /// without reading more).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if bytes > Bounds::FILE_BYTES {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut text = String::new();
+        file.take(Bounds::FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io(path, e))?;
+        if text.len() as u64 > Bounds::FILE_BYTES {
             return Err(Error::Config {
                 path: path.to_path_buf(),
                 message: format!(
-                    "{bytes} bytes: a config.json of at most {} bytes is read",
+                    "more than {} bytes: a config.json of at most that is read",
                     Bounds::FILE_BYTES
                 ),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let cfg: Config = serde_json::from_str(text).map_err(|e| Error::Config {
             path: path.to_path_buf(),

@@ -230,24 +230,41 @@ pub struct DiskFiles {
 }
 
 impl FileSource for DiskFiles {
-    /// Reads the file, refusing one larger than [`limits::MAX_FILE_BYTES`] before reading it.
+    /// Reads the file, refusing one larger than [`limits::MAX_FILE_BYTES`] without reading
+    /// more than that (a device such as `/dev/zero` included).
     fn read(&self, path: &Path) -> Result<(String, String)> {
         let full = self.base.join(path);
-        let bytes = std::fs::metadata(&full)
-            .map_err(|e| Error::io(&full, e))?
-            .len();
-        if bytes > limits::MAX_FILE_BYTES {
-            return Err(Error::invalid(
-                full.display().to_string(),
-                format!(
-                    "{bytes} bytes: files of at most {} bytes (1 GiB) are read",
-                    limits::MAX_FILE_BYTES
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(&full).map_err(|e| Error::io(&full, e))?;
+        let text = read_bounded(&full, limits::MAX_FILE_BYTES)?;
         Ok((text, full.display().to_string()))
     }
+}
+
+/// The UTF-8 text of the file at `path`, refused (naming it and `max_bytes`) when it holds more
+/// than `max_bytes` bytes; never reads more than `max_bytes + 1`.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!(
+                "more than {max_bytes} bytes: files of at most {max_bytes} bytes (1 GiB) are read"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            path.display().to_string(),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// A source with no files (for workloads that are generated).

@@ -378,3 +378,21 @@ fn trace_files_beyond_a_gibibyte_are_refused_before_reading() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(e.contains("big.csv") && e.contains("1 GiB"), "{e}");
 }
+
+#[test]
+fn a_workload_without_tenants_is_refused_by_the_setup() {
+    // Live replay and serve build workloads themselves; an empty zoo gives no tenants.
+    let w = Workload {
+        tenants: Vec::new(),
+        requests: Vec::new(),
+    };
+    let serving = Serving {
+        instances: 1,
+        loading: LoadingMode::Split,
+        forward_batch: 1,
+    };
+    let e = Setup::new(&Profile::example(), "p.ron", &w, serving)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("0 distinct models"), "{e}");
+}

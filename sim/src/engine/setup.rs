@@ -212,21 +212,34 @@ impl<'a> Setup<'a> {
             ));
         }
         let names = workload.models();
+        if names.is_empty() || names.len() > u16::MAX as usize {
+            return Err(Error::invalid(
+                "workload",
+                format!(
+                    "{} distinct models: expected 1 to {} (a workload has at least one tenant)",
+                    names.len(),
+                    u16::MAX
+                ),
+            ));
+        }
+        // The first tenant of each model, to name it in errors.
+        let mut user: BTreeMap<&str, &str> = BTreeMap::new();
+        for t in &workload.tenants {
+            user.entry(t.model.as_str()).or_insert(t.name.as_str());
+        }
         let mut models = Vec::with_capacity(names.len());
         for name in &names {
-            let user = workload
-                .tenants
-                .iter()
-                .find(|t| &t.model == name)
-                .map_or("", |t| t.name.as_str());
-            models.push(profile.model(profile_name, name, &format!("tenant {user}"))?);
+            let used_by = format!("tenant {}", user.get(name.as_str()).copied().unwrap_or(""));
+            models.push(profile.model(profile_name, name, &used_by)?);
         }
         let (biggest, model) = models
             .iter()
             .zip(&names)
             .max_by_key(|(m, _)| m.memory_per_instance_bytes)
             .map(|(m, n)| (m.memory_per_instance_bytes, n.clone()))
-            .expect("a workload has at least one tenant");
+            .unwrap_or_default();
+        // At least one model (checked above), and every model's memory is > 0 (validated).
+        let biggest = biggest.max(1);
         let need = biggest.saturating_mul(serving.instances as u64);
         if need > profile.gpu.memory_bytes {
             return Err(Error::DoesNotFit {

@@ -152,11 +152,15 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {
         use std::io::Read as _;
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // A regular file says its size; a device or pipe is read up to the bound.
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut text = String::new();
-        file.take(Bounds::FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io(path, e))?;
-        if text.len() as u64 > Bounds::FILE_BYTES {
+        if len <= Bounds::FILE_BYTES {
+            file.take(Bounds::FILE_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        if len > Bounds::FILE_BYTES || text.len() as u64 > Bounds::FILE_BYTES {
             return Err(Error::Config {
                 path: path.to_path_buf(),
                 message: format!(

@@ -244,6 +244,19 @@ impl FileSource for DiskFiles {
 pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let too_big = || {
+        Error::invalid(
+            path.display().to_string(),
+            format!(
+                "more than {max_bytes} bytes: files of at most {max_bytes} bytes (1 GiB) are read"
+            ),
+        )
+    };
+    // A regular file says its size; a device or pipe is read up to the bound.
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max_bytes {
+        return Err(too_big());
+    }
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)

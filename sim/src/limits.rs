@@ -13,7 +13,7 @@
 //! | samples per request / per forward pass | [`MAX_SAMPLES`] (1,000,000) |
 //! | tokens per sample | [`MAX_SEQ_LEN`] (1,000,000) |
 //! | an arrival, gap, deadline or policy constant | [`MAX_TIME_MS`] (10 years) |
-//! | one draw of a profile cost | [`MAX_COST_MS`] (1 hour) |
+//! | a profile cost's constant, mean, median, std or largest value, and any one draw | [`MAX_COST_MS`] (1 hour) |
 //! | a contention stretch factor | [`MAX_STRETCH`] (1,000) |
 //! | measured points of a forward table | [`MAX_FORWARD_POINTS`] (10,000) |
 //! | a run's worst-case end (last arrival + every request's longest phases back to back) | [`MAX_RUN_NS`] (100 years) |
@@ -21,9 +21,9 @@
 //! | a trace file | [`MAX_FILE_BYTES`] (1 GiB) |
 //! | OMLS's tick | at least [`MIN_TICK_MS`] (1 µs) |
 //!
-//! Normal and log-normal costs are truncated at [`TAIL_SIGMAS`] standard deviations (of `ln X`
-//! for log-normal), which happens with probability 6·10⁻¹⁶ per draw; a profile whose truncation
-//! point lies beyond [`MAX_COST_MS`] is refused.
+//! Normal and log-normal draws are truncated at [`TAIL_SIGMAS`] standard deviations (of `ln X`
+//! for log-normal), which happens with probability 6·10⁻¹⁶ per draw, and at one hour (see
+//! [`crate::profile::dist`]).
 
 use crate::error::{Error, Result};
 use crate::time::{Nanos, NS_PER_MS};

@@ -197,17 +197,15 @@ pub(crate) fn check_finite(
     bytes: &[u8],
     first: usize,
 ) -> Result<()> {
-    // A value is not finite when its exponent bits are all ones.
+    // A value is not finite when its exponent bits are all ones. Blocks are tested without
+    // branching (so the test vectorises) and searched only when one holds such a value.
+    let half = |c: &[u8]| u32::from(u16::from_le_bytes([c[0], c[1]]));
     let bad = match dtype {
-        DType::Fp32 => bytes.chunks_exact(4).position(|c| {
-            u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000
+        DType::Fp32 => first_all_ones(bytes, 4, 0x7f80_0000, |c| {
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]])
         }),
-        DType::Fp16 => bytes
-            .chunks_exact(2)
-            .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
-        DType::Bf16 => bytes
-            .chunks_exact(2)
-            .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+        DType::Fp16 => first_all_ones(bytes, 2, 0x7c00, half),
+        DType::Bf16 => first_all_ones(bytes, 2, 0x7f80, half),
     };
     match bad {
         None => Ok(()),
@@ -217,5 +215,49 @@ pub(crate) fn check_finite(
             dtype: dtype.to_string(),
             index: first + i,
         }),
+    }
+}
+
+/// The index of the first element of `size` bytes (read by `word`) whose bits under `mask` are
+/// all set.
+fn first_all_ones(
+    bytes: &[u8],
+    size: usize,
+    mask: u32,
+    word: impl Fn(&[u8]) -> u32 + Copy,
+) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let hit = |c: &[u8]| word(c) & mask == mask;
+    for (k, block) in bytes.chunks(BLOCK).enumerate() {
+        if block.chunks_exact(size).fold(false, |acc, c| acc | hit(c)) {
+            let i = block.chunks_exact(size).position(hit)?;
+            return Some(k * BLOCK / size + i);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_at_their_index() {
+        for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
+            let mut values = vec![1.5f32; 5000];
+            let mut bytes = Vec::new();
+            dtype.encode_f32(&values, &mut bytes);
+            assert!(check_finite(Path::new("f"), "t", dtype, &bytes, 0).is_ok());
+            for (at, bad) in [(0, f32::NAN), (2047, f32::INFINITY), (4999, -f32::INFINITY)] {
+                values[at] = bad;
+                bytes.clear();
+                dtype.encode_f32(&values, &mut bytes);
+                match check_finite(Path::new("f"), "t", dtype, &bytes, 7) {
+                    Err(Error::NonFinite { index, .. }) => assert_eq!(index, at + 7, "{dtype}"),
+                    other => panic!("{dtype}: {other:?}"),
+                }
+                values[at] = 1.5;
+            }
+        }
     }
 }

@@ -1,4 +1,8 @@
 //! The model configuration, read straight from a Hugging Face `config.json` (BERT and RoBERTa).
+//!
+//! Every size a configuration gives is bounded ([`Bounds`]: far above any BERT-family encoder
+//! published) and so is the parameter count, so a hostile or mistyped `config.json` is refused,
+//! naming the field and the bound, before anything is allocated for it.
 
 pub use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -103,11 +107,60 @@ pub struct Config {
     pub torch_dtype: Option<String>,
 }
 
+/// The bounds of a configuration's sizes, each far above any published BERT-family encoder
+/// (BERT-large: vocabulary 30,522, hidden 1,024, 24 layers, 16 heads, FFN 4,096, 512
+/// positions; XLM-R: vocabulary 250,002).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds;
+
+impl Bounds {
+    /// Most rows of the word-embedding table.
+    pub const VOCAB: usize = 1_000_000;
+    /// Largest hidden width.
+    pub const HIDDEN: usize = 16_384;
+    /// Most encoder layers.
+    pub const LAYERS: usize = 256;
+    /// Most attention heads.
+    pub const HEADS: usize = 256;
+    /// Largest feed-forward width.
+    pub const INTERMEDIATE: usize = 65_536;
+    /// Most position embeddings.
+    pub const POSITIONS: usize = 65_536;
+    /// Most token types.
+    pub const TYPE_VOCAB: usize = 1_024;
+    /// Most labels of a classification head.
+    pub const LABELS: usize = 100_000;
+    /// Most parameters (elements) of encoder and head: 4 G (16 GB in fp32).
+    pub const PARAMETERS: usize = 4 << 30;
+    /// Largest `config.json` read.
+    pub const FILE_BYTES: u64 = 16 << 20;
+}
+
 impl Config {
-    /// Reads and validates `config.json`.
+    /// Reads and validates `config.json` (refusing one larger than [`Bounds::FILE_BYTES`]
+    /// without reading more).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Config = serde_json::from_str(&text).map_err(|e| Error::Config {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // A regular file says its size; a device or pipe is read up to the bound.
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut text = String::new();
+        if len <= Bounds::FILE_BYTES {
+            file.take(Bounds::FILE_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        if len > Bounds::FILE_BYTES || text.len() as u64 > Bounds::FILE_BYTES {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "more than {} bytes: a config.json of at most that is read",
+                    Bounds::FILE_BYTES
+                ),
+            });
+        }
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -116,19 +169,66 @@ impl Config {
                 path: path.to_path_buf(),
                 message,
             },
+            e @ Error::BadOption { .. } => Error::Config {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
             other => other,
         })?;
         Ok(cfg)
     }
 
-    /// Checks the fields against each other; names the architecture if it is unknown.
+    /// Checks every size against [`Bounds`] and the fields against each other; names the
+    /// architecture if it is unknown.
     pub fn validate(&self) -> Result<()> {
         self.kind()?;
         self.activation()?;
-        if self.hidden_size == 0 || self.num_attention_heads == 0 {
-            return Err(Error::Input(
-                "hidden_size and num_attention_heads must be > 0".into(),
-            ));
+        for (field, value, min, max) in [
+            ("vocab_size", self.vocab_size, 1, Bounds::VOCAB),
+            ("hidden_size", self.hidden_size, 1, Bounds::HIDDEN),
+            (
+                "num_hidden_layers",
+                self.num_hidden_layers,
+                1,
+                Bounds::LAYERS,
+            ),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                1,
+                Bounds::HEADS,
+            ),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                1,
+                Bounds::INTERMEDIATE,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1,
+                Bounds::POSITIONS,
+            ),
+            (
+                "type_vocab_size",
+                self.type_vocab_size,
+                1,
+                Bounds::TYPE_VOCAB,
+            ),
+            ("num_labels", self.labels(), 0, Bounds::LABELS),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(Error::Input(format!(
+                    "{field} {value}: expected {min} to {max}"
+                )));
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
+            return Err(Error::Input(format!(
+                "layer_norm_eps {:?}: expected a number in (0, 1)",
+                self.layer_norm_eps
+            )));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::Input(format!(
@@ -148,7 +248,39 @@ impl Config {
                 "a classification head needs num_labels > 0".into(),
             ));
         }
+        let parameters = self.parameter_bound();
+        if parameters > Bounds::PARAMETERS as u128 {
+            return Err(Error::Input(format!(
+                "{parameters} parameters (vocab_size {} × hidden_size {}, {} layers of FFN {}): \
+                 expected at most {}",
+                self.vocab_size,
+                self.hidden_size,
+                self.num_hidden_layers,
+                self.intermediate_size,
+                Bounds::PARAMETERS
+            )));
+        }
         Ok(())
+    }
+
+    /// The parameters of the encoder and its largest head, by arithmetic on the sizes (no
+    /// layout is built: this bounds a configuration before anything is allocated; the exact
+    /// count is [`crate::Layout::parameters`]).
+    pub fn parameter_bound(&self) -> u128 {
+        let [v, h, p, t, l, f, k] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+            self.num_hidden_layers,
+            self.intermediate_size,
+            self.labels(),
+        ]
+        .map(|x| x as u128);
+        let embeddings = (v + p + t) * h + 2 * h;
+        let layer = 4 * (h * h + h) + 2 * h + 2 * h * f + f + h + 2 * h;
+        let head = h * h + h + k * h + k;
+        embeddings + l * layer + head
     }
 
     /// The encoder family.

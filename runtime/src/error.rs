@@ -144,6 +144,31 @@ pub enum Error {
     /// A zoo file could not be written or parsed.
     #[error("zoo: {0}")]
     Zoo(String),
+    /// A checkpoint holds tensors that the configuration does not use (e.g. more layers than
+    /// `num_hidden_layers`): the configuration does not describe the checkpoint.
+    #[error("{path}: {count} tensors are not used by the configuration ({config}): {names}")]
+    UnusedTensors {
+        /// The checkpoint.
+        path: PathBuf,
+        /// How many.
+        count: usize,
+        /// The first few of their names.
+        names: String,
+        /// The configuration's sizes that decide which tensors are used.
+        config: String,
+    },
+    /// A weight is NaN or infinite (in the dtype it is loaded in).
+    #[error("{path}: tensor `{name}` holds a value that is not finite in {dtype} (NaN, infinite or beyond the dtype's range) at element {index}")]
+    NonFinite {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        name: String,
+        /// The dtype the weights are loaded in.
+        dtype: String,
+        /// The first such element.
+        index: usize,
+    },
 }
 
 impl Error {

@@ -3,7 +3,7 @@
 //! switching copies a tenant's packed buffer into it).
 
 use crate::config::{Config, ModelType, Task};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Offsets are multiples of this many elements (256 bytes at 2 bytes per element).
 pub const ALIGN_ELEMENTS: usize = 128;
@@ -26,6 +26,33 @@ impl Entry {
     pub fn elements(&self) -> usize {
         self.shape.iter().product()
     }
+}
+
+/// Whether a checkpoint may carry `name` although no configuration here reads it: other heads'
+/// weights (pre-training `cls.*`, `lm_head.*`, a pooler the head does not use) and the
+/// `position_ids` buffer older checkpoints store.
+pub fn ignorable(name: &str) -> bool {
+    let bare = ["bert.", "roberta.", "model."]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    bare.starts_with("pooler.")
+        || bare.starts_with("cls.")
+        || bare.starts_with("lm_head.")
+        || bare.ends_with("position_ids")
+}
+
+/// The tensors of `all` that were not `read` and are not [`ignorable`], sorted.
+pub fn unused<'a>(
+    all: impl IntoIterator<Item = &'a str>,
+    read: &std::collections::BTreeSet<&str>,
+) -> Vec<&'a str> {
+    let mut out: Vec<&str> = all
+        .into_iter()
+        .filter(|n| !read.contains(n) && !ignorable(n))
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The ordered tensors of one architecture + head, with packed offsets.
@@ -106,16 +133,26 @@ impl Layout {
             }
         }
         let mut entries = Vec::with_capacity(specs.len());
-        let mut offset = 0;
+        let mut offset: usize = 0;
         for (name, shape, candidates) in specs {
-            let e = Entry {
+            // Sizes beyond `usize` (a configuration that skipped `Config::validate`) are refused.
+            let padded = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| n.checked_next_multiple_of(ALIGN_ELEMENTS));
+            let next = padded.and_then(|n| offset.checked_add(n));
+            let Some(next) = next else {
+                return Err(Error::Input(format!(
+                    "tensor `{name}` of shape {shape:?} does not fit in memory"
+                )));
+            };
+            entries.push(Entry {
                 name,
                 shape,
                 candidates,
                 offset,
-            };
-            offset += e.elements().div_ceil(ALIGN_ELEMENTS) * ALIGN_ELEMENTS;
-            entries.push(e);
+            });
+            offset = next;
         }
         Ok(Layout {
             entries,

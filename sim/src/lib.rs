@@ -49,6 +49,7 @@ pub mod engine;
 pub mod error;
 pub mod estimates;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod offered;
 pub mod plan;

@@ -21,10 +21,14 @@
 //!
 //! `ptm run` runs every (policy, seed) cell of the scenario itself; the `sweep` section adds a
 //! grid for `ptm sweep` (see [`Sweep`]).
+//!
+//! Validation refuses instance counts and forward batches beyond [`crate::limits`] and grids of
+//! more than [`MAX_CELLS`] cells, naming the file and field.
 
 use crate::engine::{self, Batching, LoadingMode, Preload, Run, RunOptions, Serving, Setup, Span};
 use crate::error::{Error, Result};
 use crate::ledger::{Capacity, Eviction};
+use crate::limits::{MAX_CELLS, MAX_INSTANCES, MAX_SAMPLES, MAX_TENANTS};
 use crate::metrics::Report;
 use crate::profile::Profile;
 use crate::scheduler::{self, PolicyOptions, Shape, POLICIES};
@@ -152,23 +156,40 @@ pub struct Sweep {
 }
 
 impl Scenario {
-    /// Parses and validates a scenario; `name` (its file) is used in messages.
+    /// Parses and validates a scenario; `name` (its file) is used in messages. A leading UTF-8
+    /// byte-order mark is skipped.
     pub fn from_ron(text: &str, name: &str) -> Result<Scenario> {
+        let text = workload::strip_bom(text);
         let scenario: Scenario = ron::from_str(text).map_err(|e| Error::from_ron(name, e))?;
         scenario.validate(name)?;
         Ok(scenario)
     }
 
-    /// Checks everything that can be checked without reading other files.
+    /// Checks everything that can be checked without reading other files; every error names
+    /// `name` (the file, or "command line").
     pub fn validate(&self, name: &str) -> Result<()> {
+        self.check(name).map_err(|e| match e {
+            Error::Invalid { context, message } if !context.starts_with(name) => Error::Invalid {
+                context: format!("{name}: {context}"),
+                message,
+            },
+            e @ Error::Invalid { .. } => e,
+            other => Error::invalid(name, other.to_string()),
+        })
+    }
+
+    fn check(&self, name: &str) -> Result<()> {
         let field = |f: &str| format!("{name}: {f}");
-        if self.instances == 0 {
-            return Err(Error::invalid(field("instances"), "expected at least 1"));
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(Error::invalid(
+                field("instances"),
+                format!("{}: expected 1 to {MAX_INSTANCES}", self.instances),
+            ));
         }
-        if self.forward_batch == 0 {
+        if !(1..=MAX_SAMPLES).contains(&self.forward_batch) {
             return Err(Error::invalid(
                 field("forward_batch"),
-                "expected at least 1",
+                format!("{}: expected 1 to {MAX_SAMPLES}", self.forward_batch),
             ));
         }
         if self.policies.is_empty() {
@@ -210,10 +231,46 @@ impl Scenario {
         for policy in self.policies.iter().chain(&sweep.policies) {
             scheduler::by_name(policy, &self.policy_options, shape)?;
         }
-        if sweep.instances.contains(&0) {
+        if let Some(bad) = sweep
+            .instances
+            .iter()
+            .find(|m| !(1..=MAX_INSTANCES).contains(m))
+        {
             return Err(Error::invalid(
                 field("sweep.instances"),
-                "expected counts ≥ 1",
+                format!("{bad}: expected counts of 1 to {MAX_INSTANCES}"),
+            ));
+        }
+        let axes = [
+            sweep.workloads.len(),
+            sweep.profiles.len(),
+            sweep.instances.len(),
+            sweep.loading.len(),
+            sweep.offered_rps.len(),
+            sweep.tenants.len(),
+            sweep.popularity.len(),
+            if sweep.policies.is_empty() {
+                self.policies.len()
+            } else {
+                sweep.policies.len()
+            },
+            if sweep.seeds.is_empty() {
+                self.seeds.len()
+            } else {
+                sweep.seeds.len()
+            },
+        ];
+        let cells = axes
+            .iter()
+            .try_fold(1usize, |n, &len| n.checked_mul(len.max(1)))
+            .filter(|&n| n <= MAX_CELLS);
+        if cells.is_none() {
+            return Err(Error::invalid(
+                field("sweep"),
+                format!(
+                    "the grid has {} cells (axes {axes:?}): at most {MAX_CELLS} are allowed",
+                    axes.iter().map(|&a| a.max(1) as f64).product::<f64>()
+                ),
             ));
         }
         if let Some(bad) = sweep
@@ -225,6 +282,27 @@ impl Scenario {
                 field("sweep.offered_rps"),
                 format!("expected positive rates, got {bad}"),
             ));
+        }
+        if let Some(bad) = sweep
+            .tenants
+            .iter()
+            .find(|t| !(1..=MAX_TENANTS).contains(t))
+        {
+            return Err(Error::invalid(
+                field("sweep.tenants"),
+                format!("{bad}: expected counts of 1 to {MAX_TENANTS}"),
+            ));
+        }
+        let rates: Vec<Option<f64>> = if sweep.offered_rps.is_empty() {
+            vec![None]
+        } else {
+            sweep.offered_rps.iter().copied().map(Some).collect()
+        };
+        for spec in std::iter::once(&self.workload).chain(sweep.workloads.iter().map(|w| &w.1)) {
+            for rate in &rates {
+                let spec = rate.map_or_else(|| spec.clone(), |r| with_rate(spec, r));
+                spec.validate()?;
+            }
         }
         let generated = |w: &WorkloadSpec| matches!(w, WorkloadSpec::Generate { .. });
         let all_generated = if sweep.workloads.is_empty() {

@@ -43,9 +43,9 @@ pub struct ScenarioFlags {
     /// Run only these policies (repeatable; any case).
     #[arg(long = "policy", value_name = "NAME", ignore_case = true, value_parser = policy_parser())]
     pub policies: Vec<String>,
-    /// Replace the number of instances.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub instances: Option<u16>,
+    /// Replace the number of instances (1 to 1,024).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=ptm_sim::limits::MAX_INSTANCES as u64))]
+    pub instances: Option<u64>,
     /// Replace the profile model every tenant is a fine-tune of (e.g. one a calibrated profile
     /// describes).
     #[arg(long)]
@@ -90,7 +90,7 @@ impl ScenarioFlags {
             s.policies = self.policies.clone();
         }
         if let Some(n) = self.instances {
-            s.instances = n.into();
+            s.instances = n as usize;
         }
         if let Some(m) = &self.model {
             s.model = m.clone();

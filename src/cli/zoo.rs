@@ -5,6 +5,9 @@ use clap::{Args, Subcommand};
 use ptm_runtime::{make_zoo, Arch, DType};
 use std::path::PathBuf;
 
+/// Most tenants one `ptm zoo make` writes.
+const MAX_ZOO_TENANTS: i64 = 100_000;
+
 /// `ptm zoo …`
 #[derive(Debug, Args)]
 pub struct ZooArgs {
@@ -20,9 +23,10 @@ enum ZooCommand {
         /// tiny, minilm-l6, bert-base, bert-large or roberta-base.
         #[arg(long)]
         arch: String,
-        /// Number of fine-tuned variants (`ptm calibrate` needs at least 2 to switch between).
-        #[arg(long, default_value_t = 2)]
-        tenants: usize,
+        /// Number of fine-tuned variants (1 to 100,000; `ptm calibrate` needs at least 2 to
+        /// switch between).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=MAX_ZOO_TENANTS))]
+        tenants: u32,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -47,7 +51,7 @@ pub fn run(args: ZooArgs) -> anyhow::Result<()> {
         } => {
             let arch: Arch = arch.parse()?;
             let dtype: DType = dtype.parse()?;
-            let zoo = make_zoo(arch, tenants, &out, dtype, seed)
+            let zoo = make_zoo(arch, tenants as usize, &out, dtype, seed)
                 .with_context(|| format!("making the {arch} zoo in {}", out.display()))?;
             for m in &zoo.models {
                 println!(

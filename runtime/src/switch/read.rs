@@ -1,7 +1,9 @@
 //! Reading a tenant's `model.safetensors` straight into its place in a packed buffer: the
 //! header is parsed once, then every tensor (cut into pieces of at most [`PIECE_BYTES`]) is
 //! read with positioned reads by several threads into its offset of the [`ArchLayout`].
-//! Tensors in another dtype are converted on the way; padding is zeroed.
+//! Tensors in another dtype are converted on the way; padding is zeroed. As in
+//! [`crate::checkpoint`], tensors the configuration does not use and NaN or infinite weights
+//! are refused, naming them.
 
 use super::ArchLayout;
 use crate::config::Config;
@@ -25,11 +27,14 @@ struct Info {
     data_offsets: (usize, usize),
 }
 
-/// A piece of work: file bytes at `file_off` (in dtype `from`) to the next destination slice.
+/// A piece of work: file bytes at `file_off` (in dtype `from`) to the next destination slice,
+/// element `first` onwards of tensor `name`.
 struct Piece<'a> {
     file_off: u64,
     from: DType,
     dst: &'a mut [u8],
+    name: &'a str,
+    first: usize,
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -64,7 +69,8 @@ fn header(path: &Path, f: &File) -> Result<(u64, BTreeMap<String, Info>)> {
         }
         let info: Info =
             serde_json::from_value(v).map_err(|e| bad(path, format!("tensor `{name}`: {e}")))?;
-        if info.data_offsets.0 > info.data_offsets.1 || data + info.data_offsets.1 as u64 > len {
+        let end = data.checked_add(info.data_offsets.1 as u64);
+        if info.data_offsets.0 > info.data_offsets.1 || end.is_none_or(|end| end > len) {
             return Err(bad(path, format!("tensor `{name}` lies outside the file")));
         }
         out.insert(name, info);
@@ -103,13 +109,14 @@ pub fn read_into_pieces(
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let (data, tensors) = header(path, &f)?;
     let esz = arch.dtype.size_bytes();
-    // (destination byte offset, elements, file offset, file dtype), sorted by destination.
+    // (destination byte offset, elements, file offset, file dtype, name), sorted by destination.
     let mut jobs = Vec::new();
+    let mut read = std::collections::BTreeSet::new();
     for e in Layout::for_config(cfg)?.entries() {
         let (name, info) = e
             .candidates
             .iter()
-            .find_map(|n| tensors.get(n).map(|i| (n, i)))
+            .find_map(|n| tensors.get_key_value(n.as_str()))
             .ok_or_else(|| Error::MissingTensor {
                 name: e.name.clone(),
                 tried: e.candidates.join(", "),
@@ -133,14 +140,22 @@ pub fn read_into_pieces(
             ));
         }
         let at = arch.byte_offset(&e.name)?;
-        jobs.push((at, e.elements(), data + info.data_offsets.0 as u64, from));
+        read.insert(name.as_str());
+        jobs.push((
+            at,
+            e.elements(),
+            data + info.data_offsets.0 as u64,
+            from,
+            name.as_str(),
+        ));
     }
+    crate::checkpoint::check_unused(path, cfg, tensors.keys().map(String::as_str), &read)?;
     jobs.sort_by_key(|j| j.0);
     // Carve `dst` into disjoint pieces; zero the gaps (padding) on the way.
     let mut pieces = Vec::new();
     let mut rest: &mut [u8] = dst;
     let mut pos = 0usize;
-    for (at, elements, file_off, from) in jobs {
+    for (at, elements, file_off, from, name) in jobs {
         let (gap, r) = std::mem::take(&mut rest).split_at_mut(at - pos);
         gap.fill(0);
         let (mut body, r) = r.split_at_mut(elements * esz);
@@ -155,6 +170,8 @@ pub fn read_into_pieces(
                 file_off: file_off + (done * from.size_bytes()) as u64,
                 from,
                 dst: p,
+                name,
+                first: done,
             });
             body = b;
             done += n;
@@ -183,9 +200,12 @@ pub fn read_into_pieces(
                             p.dst.copy_from_slice(&conv);
                         })
                     };
+                    let r = r.map_err(|e| Error::io(path, e)).and_then(|()| {
+                        crate::checkpoint::check_finite(path, p.name, to, p.dst, p.first)
+                    });
                     if let Err(e) = r {
                         if let Ok(mut slot) = failure.lock() {
-                            slot.get_or_insert(Error::io(path, e));
+                            slot.get_or_insert(e);
                         }
                         break;
                     }

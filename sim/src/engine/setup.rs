@@ -1,11 +1,18 @@
 //! What a run needs before it starts: the serving configuration, the profile's costs resolved
 //! per tenant and per request, and the mean estimates schedulers see.
+//!
+//! A setup refuses what cannot be simulated exactly in `u64` nanoseconds: more than
+//! [`MAX_INSTANCES`] instances, and a workload whose worst case — its last arrival plus every
+//! request's longest load and longest inference back to back — ends after [`MAX_RUN_NS`]
+//! (100 years). Profile costs are bounded draws ([`crate::profile::dist`]), so this bound holds
+//! for every seed.
 
 use crate::error::{Error, Result};
 pub use crate::estimates::Estimates;
 use crate::estimates::{EstimateParts, ModelStretch, PassCosts};
 use crate::ledger::{Capacity, Eviction, Load, Residency, Tiers};
-use crate::profile::{Cost, Dist, ModelProfile, Profile};
+use crate::limits::{self, MAX_INSTANCES, MAX_RUN_NS, MAX_SAMPLES};
+use crate::profile::{max_stretch, Cost, Dist, ModelProfile, Profile};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId, Workload};
@@ -84,6 +91,10 @@ struct ServicePlan {
     groups: Vec<(u32, f64, Dist, f64)>,
     overhead: Dist,
     mean_ns: Nanos,
+    /// The longest draw with one instance busy, milliseconds.
+    max_ms: f64,
+    /// Index of its model in [`Setup`]'s models.
+    model: usize,
 }
 
 /// A workload bound to a profile and a serving configuration, ready to simulate.
@@ -113,28 +124,47 @@ impl<'a> Setup<'a> {
         workload: &'a Workload,
         serving: Serving,
     ) -> Result<Self> {
-        if serving.instances == 0 {
-            return Err(Error::invalid("instances", "expected at least 1 instance"));
+        if !(1..=MAX_INSTANCES).contains(&serving.instances) {
+            return Err(Error::invalid(
+                "instances",
+                format!("{}: expected 1 to {MAX_INSTANCES}", serving.instances),
+            ));
         }
-        if serving.forward_batch == 0 {
-            return Err(Error::invalid("forward_batch", "expected at least 1"));
+        if !(1..=MAX_SAMPLES).contains(&serving.forward_batch) {
+            return Err(Error::invalid(
+                "forward_batch",
+                format!("{}: expected 1 to {MAX_SAMPLES}", serving.forward_batch),
+            ));
         }
         let names = workload.models();
+        if names.is_empty() || names.len() > u16::MAX as usize {
+            return Err(Error::invalid(
+                "workload",
+                format!(
+                    "{} distinct models: expected 1 to {} (a workload has at least one tenant)",
+                    names.len(),
+                    u16::MAX
+                ),
+            ));
+        }
+        // The first tenant of each model, to name it in errors.
+        let mut user: BTreeMap<&str, &str> = BTreeMap::new();
+        for t in &workload.tenants {
+            user.entry(t.model.as_str()).or_insert(t.name.as_str());
+        }
         let mut models = Vec::with_capacity(names.len());
         for name in &names {
-            let user = workload
-                .tenants
-                .iter()
-                .find(|t| &t.model == name)
-                .map_or("", |t| t.name.as_str());
-            models.push(profile.model(profile_name, name, &format!("tenant {user}"))?);
+            let used_by = format!("tenant {}", user.get(name.as_str()).copied().unwrap_or(""));
+            models.push(profile.model(profile_name, name, &used_by)?);
         }
         let (biggest, model) = models
             .iter()
             .zip(&names)
             .max_by_key(|(m, _)| m.memory_per_instance_bytes)
             .map(|(m, n)| (m.memory_per_instance_bytes, n.clone()))
-            .expect("a workload has at least one tenant");
+            .unwrap_or_default();
+        // At least one model (checked above), and every model's memory is > 0 (validated).
+        let biggest = biggest.max(1);
         let executors_bytes = biggest.saturating_mul(serving.instances as u64);
         if executors_bytes > profile.gpu.memory_bytes {
             return Err(Error::DoesNotFit {
@@ -176,6 +206,7 @@ impl<'a> Setup<'a> {
             let index = *plan_index.entry(key).or_insert_with(|| {
                 plans.push(plan(
                     models[m as usize],
+                    m as usize,
                     r.samples,
                     r.seq_len,
                     serving.forward_batch,
@@ -184,6 +215,15 @@ impl<'a> Setup<'a> {
             });
             request_plan.push(index);
         }
+        check_horizon(
+            profile_name,
+            workload,
+            serving.loading,
+            &models,
+            &tenant_model,
+            &plans,
+            &request_plan,
+        )?;
         let switch_cost = |m: &ModelProfile| match serving.loading {
             LoadingMode::Split => m.switch.split.ms.mean(),
             LoadingMode::Full => m.switch.full.ms.mean(),
@@ -273,9 +313,10 @@ impl<'a> Setup<'a> {
     /// The estimated inference of a request of `tenant` of `samples` × `seq_len` on one busy
     /// instance (the profile's mean), for requests not in the workload.
     pub fn estimate_service_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
-        let m = self.models[self.estimates.model_of(tenant)];
+        let index = self.estimates.model_of(tenant);
         plan(
-            m,
+            self.models[index],
+            index,
             samples.max(1),
             seq_len.max(1),
             self.serving.forward_batch,
@@ -316,8 +357,15 @@ impl<'a> Setup<'a> {
             .map(|&id| reqs[id as usize].seq_len)
             .max()
             .unwrap_or(1);
-        let m = self.models[self.estimates.model_of(first.tenant)];
-        let p = plan(m, rows.max(1), seq.max(1), self.serving.forward_batch);
+        let model = self.estimates.model_of(first.tenant);
+        let m = self.models[model];
+        let p = plan(
+            m,
+            model,
+            rows.max(1),
+            seq.max(1),
+            self.serving.forward_batch,
+        );
         ms_to_ns(p.sample_ms(rng) * m.forward.stretch_at(busy))
     }
 
@@ -424,7 +472,61 @@ fn resolve_tiers(
     })
 }
 
-fn plan(m: &ModelProfile, samples: u32, seq_len: u32, batch: u32) -> ServicePlan {
+/// Refuses a workload whose worst case ends after [`MAX_RUN_NS`] (see the module doc).
+fn check_horizon(
+    profile_name: &str,
+    workload: &Workload,
+    loading: LoadingMode,
+    models: &[&ModelProfile],
+    tenant_model: &[u16],
+    plans: &[ServicePlan],
+    request_plan: &[u32],
+) -> Result<()> {
+    let longest = |c: &Cost| c.ms.max_ms() * max_stretch(&c.stretch);
+    let load_ms: Vec<f64> = models
+        .iter()
+        .map(|m| {
+            let switch = match loading {
+                LoadingMode::Split => &m.switch.split,
+                LoadingMode::Full => &m.switch.full,
+            };
+            longest(&m.cold_load)
+                .max(longest(switch))
+                .max(longest(&m.switch.full))
+        })
+        .collect();
+    let service_ms: Vec<f64> = plans
+        .iter()
+        .map(|p| p.max_ms * max_stretch(&models[p.model].forward.stretch))
+        .collect();
+    let work_ms: f64 = workload
+        .requests
+        .iter()
+        .zip(request_plan)
+        .map(|(r, &p)| load_ms[tenant_model[r.tenant as usize] as usize] + service_ms[p as usize])
+        .sum();
+    let last_ns = workload.requests.last().map_or(0, |r| r.arrival_ns);
+    let end_ns = last_ns as f64 + work_ms * 1e6;
+    if end_ns <= MAX_RUN_NS as f64 {
+        return Ok(());
+    }
+    let longest_service = service_ms.iter().copied().fold(0.0, f64::max);
+    Err(Error::invalid(
+        profile_name,
+        format!(
+            "the workload cannot be simulated within 100 years: its last request arrives after {} \
+             and its {} requests may take up to {} of loads and inference back to back (the \
+             longest inference of one request up to {}): use fewer or smaller requests or \
+             smaller costs",
+            limits::human_ns(last_ns as f64),
+            workload.requests.len(),
+            limits::human_ns(work_ms * 1e6),
+            limits::human_ns(longest_service * 1e6),
+        ),
+    ))
+}
+
+fn plan(m: &ModelProfile, model: usize, samples: u32, seq_len: u32, batch: u32) -> ServicePlan {
     let mut groups = Vec::new();
     let full = samples / batch;
     let rest = samples % batch;
@@ -442,9 +544,38 @@ fn plan(m: &ModelProfile, samples: u32, seq_len: u32, batch: u32) -> ServicePlan
             .iter()
             .map(|(n, mean, _, _)| *n as f64 * mean)
             .sum::<f64>();
+    // The largest value `sample_service_ns` can draw before the stretch: each group's sum of
+    // `n` draws is at most n·μ + √n·(max − μ) (or n·v for a constant), scaled to its mean.
+    let max_ms = overhead.max_ms()
+        + groups
+            .iter()
+            .map(|(n, mean, noise, noise_mean)| {
+                let n = *n as f64;
+                if *noise_mean > 0.0 {
+                    let sum = match noise {
+                        Dist::Constant(v) => v * n,
+                        d => n * noise_mean + n.sqrt() * (d.max_ms() - noise_mean).max(0.0),
+                    };
+                    sum * mean / noise_mean
+                } else {
+                    mean * n
+                }
+            })
+            .sum::<f64>();
     ServicePlan {
         groups,
         overhead,
-        mean_ns: ms_to_ns(mean_ms),
+        mean_ns: ms_to_ns_saturating(mean_ms),
+        max_ms,
+        model,
+    }
+}
+
+/// Milliseconds to nanoseconds for means that may be huge before [`check_horizon`] refuses them.
+fn ms_to_ns_saturating(ms: f64) -> Nanos {
+    if ms.is_finite() {
+        ms_to_ns(ms.clamp(0.0, Nanos::MAX as f64 / 1e6))
+    } else {
+        Nanos::MAX
     }
 }

@@ -3,8 +3,18 @@
 //! Sampling never returns a negative duration (normal draws are truncated at 0). For a sum of
 //! `n` independent draws the simulator uses [`Dist::sample_sum`]: `n·mean + √n·(x − mean)` for one
 //! draw `x`, which keeps the sum's mean and variance exact at the cost of one draw.
+//!
+//! Every distribution is bounded ([`crate::limits`]): [`Dist::validate`] refuses a constant, an
+//! empirical value, a normal mean or standard deviation, a log-normal median, or any mean beyond
+//! [`MAX_COST_MS`] (one hour), so a cost can neither overflow nanoseconds nor become free. Draws
+//! lie in `[0, max_ms]`: [`Dist::max_ms`] is the constant, the largest empirical value, or for
+//! normal and log-normal costs the point [`TAIL_SIGMAS`] (8) standard deviations above the
+//! centre (`mean + 8·std`, `median·e^(8σ)`; beyond it lies a probability of 6·10⁻¹⁶), at most
+//! one hour. A measured log-normal with a heavy tail (a few noisy repeats) is accepted; its
+//! draws beyond one hour, far rarer than one in a billion for any such fit, are truncated.
 
 use crate::error::{Error, Result};
+use crate::limits::{MAX_COST_MS, TAIL_SIGMAS};
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
@@ -48,8 +58,44 @@ impl Dist {
         }
     }
 
-    /// Refuses parameters that cannot describe a duration; `field` names it in the message.
+    /// The largest value a draw takes (see the module doc), milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        let tail = match self {
+            Dist::Constant(v) => *v,
+            Dist::Normal { mean, std } => mean + TAIL_SIGMAS * std,
+            Dist::LogNormal { median, sigma } => median * (TAIL_SIGMAS * sigma).exp(),
+            Dist::Empirical(points) => points.last().map_or(0.0, |p| p.1),
+        };
+        tail.min(MAX_COST_MS)
+    }
+
+    /// Refuses parameters that cannot describe a duration, and durations beyond
+    /// [`MAX_COST_MS`] (see the module doc); `field` names it in the message.
     pub fn validate(&self, field: &str) -> Result<()> {
+        self.validate_shape(field)?;
+        let (what, value) = match self {
+            Dist::Constant(v) => ("its value", *v),
+            Dist::Normal { mean, std } => ("its mean or std", mean.max(*std)),
+            Dist::LogNormal { median, .. } => ("its median", *median),
+            Dist::Empirical(points) => ("its largest value", points.last().map_or(0.0, |p| p.1)),
+        };
+        let (what, value) = if value > MAX_COST_MS {
+            (what, value)
+        } else {
+            ("its mean", self.mean())
+        };
+        if value.is_nan() || value > MAX_COST_MS {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{self:?}: {what} is {value:?} ms: a cost may take at most one hour ({MAX_COST_MS} ms)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_shape(&self, field: &str) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(field, m));
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
@@ -80,8 +126,12 @@ impl Dist {
         }
     }
 
-    /// One draw, in milliseconds.
+    /// One draw, in milliseconds, in `[0, max_ms]`.
     pub fn sample(&self, rng: &mut impl Rng) -> f64 {
+        self.sample_unbounded(rng).min(self.max_ms())
+    }
+
+    fn sample_unbounded(&self, rng: &mut impl Rng) -> f64 {
         match self {
             Dist::Constant(v) => *v,
             Dist::Normal { mean, std } => {

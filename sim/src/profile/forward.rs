@@ -3,6 +3,7 @@
 
 use super::{stretch_at, validate_stretch, Dist};
 use crate::error::{Error, Result};
+use crate::limits::{MAX_FORWARD_POINTS, MAX_SAMPLES, MAX_SEQ_LEN};
 use serde::{Deserialize, Serialize};
 
 /// One measured forward pass.
@@ -32,24 +33,32 @@ pub struct ForwardTable {
 }
 
 impl ForwardTable {
-    /// Refuses an empty table, zero shapes, duplicates and bad distributions.
+    /// Refuses an empty or oversized table, zero or oversized shapes, duplicates and bad
+    /// distributions.
     pub fn validate(&self, field: &str) -> Result<()> {
-        if self.points.is_empty() {
+        if self.points.is_empty() || self.points.len() > MAX_FORWARD_POINTS {
             return Err(Error::invalid(
                 format!("{field}.points"),
-                "expected at least one measured point",
+                format!(
+                    "{} points: expected 1 to {MAX_FORWARD_POINTS} measured points",
+                    self.points.len()
+                ),
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.points.iter().enumerate() {
             let f = format!("{field}.points[{i}]");
-            if p.batch == 0 || p.seq_len == 0 {
-                return Err(Error::invalid(f, "batch and seq_len must be ≥ 1"));
+            if !(1..=MAX_SAMPLES).contains(&p.batch) || !(1..=MAX_SEQ_LEN).contains(&p.seq_len) {
+                return Err(Error::invalid(
+                    f,
+                    format!(
+                        "batch {} and seq_len {}: expected 1 to {MAX_SAMPLES} and 1 to {MAX_SEQ_LEN}",
+                        p.batch, p.seq_len
+                    ),
+                ));
             }
             p.ms.validate(&format!("{f}.ms"))?;
-            if self.points[..i]
-                .iter()
-                .any(|q| (q.batch, q.seq_len) == (p.batch, p.seq_len))
-            {
+            if !seen.insert((p.batch, p.seq_len)) {
                 return Err(Error::invalid(
                     f,
                     format!("duplicate point batch {} seq_len {}", p.batch, p.seq_len),

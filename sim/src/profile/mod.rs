@@ -12,6 +12,10 @@
 //! length the smallest measured value holds (small shapes are launch-bound); above the largest
 //! the latency grows in proportion (large shapes are compute-bound). Noise is that of the
 //! nearest measured point, scaled to the interpolated mean.
+//!
+//! Bounds ([`crate::limits`]): a cost's draws lie within one hour (see [`dist`]); a stretch
+//! factor is at most 1,000; forward points have batch and sequence length of at most
+//! 1,000,000. Beyond them a profile is refused, naming the file and field.
 
 pub mod dist;
 pub mod forward;
@@ -22,6 +26,7 @@ pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_STRETCH;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -143,14 +148,19 @@ pub fn stretch_at(curve: &[f64], busy: usize) -> f64 {
 }
 
 fn validate_stretch(curve: &[f64], field: &str) -> Result<()> {
-    if curve.iter().all(|f| f.is_finite() && *f > 0.0) {
+    if curve.iter().all(|f| *f > 0.0 && *f <= MAX_STRETCH) {
         Ok(())
     } else {
         Err(Error::invalid(
             field,
-            format!("expected positive factors, got {curve:?}"),
+            format!("expected positive factors of at most {MAX_STRETCH}, got {curve:?}"),
         ))
     }
+}
+
+/// The largest factor of a stretch curve (1.0 for an empty one).
+pub fn max_stretch(curve: &[f64]) -> f64 {
+    curve.iter().copied().fold(1.0, f64::max)
 }
 
 /// Switch costs per loading mode.
@@ -201,8 +211,10 @@ fn zero_ms() -> Dist {
 }
 
 impl Profile {
-    /// Parses and validates a profile; `name` is used in messages.
+    /// Parses and validates a profile; `name` is used in messages. A leading UTF-8 byte-order
+    /// mark is skipped.
     pub fn from_ron(text: &str, name: &str) -> Result<Profile> {
+        let text = crate::workload::strip_bom(text);
         let profile: Profile = ron::from_str(text).map_err(|e| Error::from_ron(name, e))?;
         profile.validate(name)?;
         Ok(profile)

@@ -22,12 +22,14 @@
 
 use super::{Decision, Dispatch, Scheduler, Shape, View};
 use crate::error::{Error, Result};
+use crate::limits::{self, MAX_COST_MS, MIN_TICK_MS};
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// OMLS's constants, FastPTM's by default.
+/// OMLS's constants, FastPTM's by default. Each is at most 10 years; `tick_ms` lies between
+/// 1 µs and one hour ([`crate::limits`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OmlsOptions {
@@ -81,17 +83,15 @@ impl Omls {
             ("est_load_ms", options.est_load_ms),
             ("switch_threshold_ms", options.switch_threshold_ms),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::invalid(
-                    format!("policy_options.omls.{field}"),
-                    format!("expected a number ≥ 0, got {v}"),
-                ));
-            }
+            limits::time_ms(&format!("policy_options.omls.{field}"), v)?;
         }
-        if options.tick_ms <= 0.0 {
+        if !(options.tick_ms >= MIN_TICK_MS && options.tick_ms <= MAX_COST_MS) {
             return Err(Error::invalid(
                 "policy_options.omls.tick_ms",
-                "expected a positive period",
+                format!(
+                    "{:?}: expected a period of {MIN_TICK_MS} ms (1 µs) to {MAX_COST_MS} ms (one hour)",
+                    options.tick_ms
+                ),
             ));
         }
         Ok(Omls {

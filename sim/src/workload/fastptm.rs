@@ -5,22 +5,26 @@
 //! `A` is tenant 0. The tenants of a trace are the letters from `A` to the highest one used.
 //! Every request gets the [`RequestDefaults`] shape (FastPTM: 16 samples × 128 tokens, 3 s).
 //!
-//! Malformed entries are refused with the entry's index and its line and column.
+//! Malformed entries are refused with the entry's index and its line and column, and so are
+//! gaps and arrivals beyond 10 years and more than [`MAX_REQUESTS`] entries
+//! ([`crate::limits`]). A leading UTF-8 byte-order mark is skipped.
 
 use super::{Request, RequestDefaults, Tenant, Workload};
 use crate::error::{Error, Result};
-use crate::time::{secs_to_ns, Nanos};
+use crate::limits::{self, MAX_REQUESTS};
+use crate::time::{ns_to_secs, secs_to_ns, Nanos};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use std::fmt::{self, Write as _};
 
-/// One parsed entry: type index and gap.
+/// One parsed entry: type index and arrival.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     letter: u8,
-    gap_s: f64,
+    arrival_ns: Nanos,
 }
 
-/// The whole array, validated entry by entry so that errors carry positions.
+/// The whole array, validated entry by entry so that errors carry positions: at most
+/// [`MAX_REQUESTS`] entries, every gap and arrival within [`limits::MAX_TIME_MS`].
 struct Entries(Vec<Entry>);
 
 impl<'de> de::Deserialize<'de> for Entries {
@@ -35,11 +39,23 @@ impl<'de> de::Deserialize<'de> for Entries {
                 self,
                 mut seq: A,
             ) -> std::result::Result<Entries, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                let hint = seq.size_hint().unwrap_or(0).min(MAX_REQUESTS);
+                let mut out = Vec::with_capacity(hint);
+                let mut arrival_ns: Nanos = 0;
                 loop {
                     let index = out.len();
-                    match seq.next_element_seed(EntrySeed { index })? {
-                        Some(e) => out.push(e),
+                    let seed = EntrySeed { index, arrival_ns };
+                    match seq.next_element_seed(seed)? {
+                        Some((e, gap_ns)) if index < MAX_REQUESTS => {
+                            out.push(e);
+                            // Both are at most MAX_TIME: the sum cannot overflow.
+                            arrival_ns = e.arrival_ns + gap_ns;
+                        }
+                        Some(_) => {
+                            return Err(de::Error::custom(format!(
+                                "entry {index}: more than {MAX_REQUESTS} requests, the most a workload may have"
+                            )))
+                        }
                         None => return Ok(Entries(out)),
                     }
                 }
@@ -51,22 +67,34 @@ impl<'de> de::Deserialize<'de> for Entries {
 
 struct EntrySeed {
     index: usize,
+    arrival_ns: Nanos,
 }
 
 impl<'de> de::DeserializeSeed<'de> for EntrySeed {
-    type Value = Entry;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Entry, D::Error> {
+    /// The entry and its gap.
+    type Value = (Entry, Nanos);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for EntrySeed {
-    type Value = Entry;
+    type Value = (Entry, Nanos);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "entry {}: a pair [type_letter, gap_seconds]", self.index)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Entry, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
         let i = self.index;
+        if self.arrival_ns > limits::MAX_TIME_NS {
+            return Err(de::Error::custom(format!(
+                "entry {i}: arrives at {} s (the sum of the gaps before it), after the bound of 10 years ({} s)",
+                ns_to_secs(self.arrival_ns),
+                limits::MAX_TIME_MS / 1e3
+            )));
+        }
         let letter: String = seq
             .next_element()
             .map_err(|e| de::Error::custom(format!("entry {i}: type letter: {e}")))?
@@ -81,9 +109,10 @@ impl<'de> Visitor<'de> for EntrySeed {
             .next_element()
             .map_err(|e| de::Error::custom(format!("entry {i}: gap seconds: {e}")))?
             .ok_or_else(|| de::Error::custom(format!("entry {i}: missing gap seconds")))?;
-        if !(gap_s.is_finite() && gap_s >= 0.0) {
+        if !(gap_s.is_finite() && gap_s >= 0.0 && gap_s * 1e3 <= limits::MAX_TIME_MS) {
             return Err(de::Error::custom(format!(
-                "entry {i}: gap {gap_s} s: expected a finite number ≥ 0"
+                "entry {i}: gap {}",
+                limits::time_message(gap_s, "s")
             )));
         }
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
@@ -91,16 +120,18 @@ impl<'de> Visitor<'de> for EntrySeed {
                 "entry {i}: expected exactly two fields [type_letter, gap_seconds]"
             )));
         }
-        Ok(Entry {
+        let entry = Entry {
             letter: bytes[0] - b'A',
-            gap_s,
-        })
+            arrival_ns: self.arrival_ns,
+        };
+        Ok((entry, secs_to_ns(gap_s)))
     }
 }
 
 /// Parses a FastPTM trace. `name` is used in error messages.
 pub fn parse(text: &str, name: &str, defaults: &RequestDefaults, model: &str) -> Result<Workload> {
     defaults.validate(name)?;
+    let text = super::strip_bom(text);
     let Entries(entries) = serde_json::from_str(text).map_err(|e| Error::from_json(name, &e))?;
     if entries.is_empty() {
         return Err(Error::invalid(name, "the trace has no requests"));
@@ -110,18 +141,16 @@ pub fn parse(text: &str, name: &str, defaults: &RequestDefaults, model: &str) ->
         .map(|e| e.letter)
         .max()
         .map_or(0, |m| m as u32 + 1);
-    let mut requests = Vec::with_capacity(entries.len());
-    let mut arrival_ns: Nanos = 0;
-    for e in &entries {
-        requests.push(Request {
-            arrival_ns,
+    let requests = entries
+        .iter()
+        .map(|e| Request {
+            arrival_ns: e.arrival_ns,
             tenant: e.letter as u32,
             samples: defaults.samples,
             seq_len: defaults.seq_len,
             deadline_ns: defaults.deadline_ns(),
-        });
-        arrival_ns = arrival_ns.saturating_add(secs_to_ns(e.gap_s));
-    }
+        })
+        .collect();
     let tenants = (0..types)
         .map(|i| Tenant {
             name: char::from(b'A' + i as u8).to_string(),

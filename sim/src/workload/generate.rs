@@ -4,18 +4,22 @@
 //! shuffles) from [`Stream::Mix`], so changing the popularity keeps the arrival times, and
 //! changing the arrival process keeps the tenant sequence. The first request arrives at 0 and
 //! request i at the sum of the gaps before it, as FastPTM's sender does.
+//!
+//! Bounds ([`crate::limits`]): at most 10,000,000 requests and 1,000,000 tenants; a mean gap of
+//! at most 10 years; a request that would arrive after 10 years is refused, naming it.
 
-use super::{numbered_tenants, Request, RequestDefaults, Workload};
+use super::{check_request_count, numbered_tenants, Request, RequestDefaults, Workload};
 use crate::error::{Error, Result};
+use crate::limits::{self, MAX_TIME_MS, MAX_TIME_NS};
 use crate::rng::{stream, Stream};
-use crate::time::{ms_to_ns, secs_to_ns, Nanos};
+use crate::time::{ms_to_ns, Nanos, NS_PER_S};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_distr::{Distribution, Exp, Gamma, Normal, Zipf};
 use serde::{Deserialize, Serialize};
 
-/// Most tenants a generator makes.
-pub const MAX_TENANTS: u32 = 1_000_000;
+/// Most tenants a generator makes (the bound of every workload).
+pub use crate::limits::MAX_TENANTS;
 
 /// An arrival process: how long the sender sleeps between requests.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,8 @@ impl Arrivals {
         }
     }
 
+    /// Refuses parameters that are not positive, a mean gap beyond 10 years
+    /// ([`limits::MAX_TIME_MS`]) and a coefficient of variation above [`MAX_CV`].
     fn validate(&self) -> Result<()> {
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -70,10 +76,28 @@ impl Arrivals {
             Arrivals::FastPtm { mu_s } => positive("mu_s", mu_s),
             Arrivals::Poisson { rate_rps } => positive("rate_rps", rate_rps),
             Arrivals::Gamma { rate_rps, cv } => {
-                positive("rate_rps", rate_rps).and(positive("cv", cv))
+                positive("rate_rps", rate_rps).and(positive("cv", cv))?;
+                if cv > MAX_CV {
+                    return Err(Error::invalid(
+                        "workload.arrivals.cv",
+                        format!("{cv:?}: expected at most {MAX_CV}"),
+                    ));
+                }
+                Ok(())
             }
             Arrivals::Fixed { gap_ms } => positive("gap_ms", gap_ms),
+        }?;
+        let mean_gap_ms = 1000.0 / self.rate_rps();
+        if mean_gap_ms > MAX_TIME_MS {
+            return Err(Error::invalid(
+                "workload.arrivals",
+                format!(
+                    "a mean gap of {mean_gap_ms:?} ms ({:?} requests per second): expected at most 10 years ({MAX_TIME_MS} ms)",
+                    self.rate_rps()
+                ),
+            ));
         }
+        Ok(())
     }
 
     /// A sampler of gaps in nanoseconds.
@@ -97,6 +121,9 @@ impl Arrivals {
     }
 }
 
+/// Largest coefficient of variation of Gamma gaps.
+pub const MAX_CV: f64 = 1000.0;
+
 enum GapSampler {
     TruncNormal(Normal<f64>),
     Exp(Exp<f64>),
@@ -105,18 +132,39 @@ enum GapSampler {
 }
 
 impl GapSampler {
+    /// The next gap; `Nanos::MAX` for a draw too long for nanoseconds (the caller refuses it).
     fn gap_ns(&self, rng: &mut impl Rng) -> Nanos {
-        match self {
+        let s = match self {
             GapSampler::TruncNormal(d) => loop {
                 let g = d.sample(rng);
                 if g > 0.0 {
-                    return secs_to_ns(g);
+                    break g;
                 }
             },
-            GapSampler::Exp(d) => secs_to_ns(d.sample(rng)),
-            GapSampler::Gamma(d) => secs_to_ns(d.sample(rng)),
-            GapSampler::Fixed(g) => *g,
+            GapSampler::Exp(d) => d.sample(rng),
+            GapSampler::Gamma(d) => d.sample(rng),
+            GapSampler::Fixed(g) => return *g,
+        };
+        let ns = (s * NS_PER_S as f64).round();
+        if (0.0..Nanos::MAX as f64).contains(&ns) {
+            ns as Nanos
+        } else {
+            Nanos::MAX
         }
+    }
+}
+
+/// `arrival_ns + gap_ns` for request `index` of `count`, refused beyond 10 years.
+fn next_arrival(arrival_ns: Nanos, gap_ns: Nanos, index: usize, count: usize) -> Result<Nanos> {
+    match arrival_ns.checked_add(gap_ns) {
+        Some(t) if t <= MAX_TIME_NS => Ok(t),
+        _ => Err(Error::invalid(
+            "workload.arrivals",
+            format!(
+                "request {index} of {count} would arrive after {}, beyond the bound of 10 years: raise the rate or generate fewer requests",
+                limits::human_ns(arrival_ns as f64 + gap_ns as f64)
+            ),
+        )),
     }
 }
 
@@ -134,6 +182,31 @@ pub enum Popularity {
     },
 }
 
+/// Checks a generator's parameters without generating (what [`generate`] refuses before it
+/// draws anything); returns its Zipf sampler, if any.
+pub fn check_generate(
+    count: usize,
+    arrivals: &Arrivals,
+    tenants: u32,
+    popularity: &Popularity,
+) -> Result<Option<Zipf<f64>>> {
+    check_counts(count, tenants)?;
+    arrivals.validate()?;
+    match *popularity {
+        Popularity::Uniform => Ok(None),
+        Popularity::Zipf { s } if s > 0.0 && s <= MAX_ZIPF_S => Zipf::new(tenants as f64, s)
+            .map(Some)
+            .map_err(|e| Error::invalid("workload.popularity.s", format!("{s:?}: {e}"))),
+        Popularity::Zipf { s } => Err(Error::invalid(
+            "workload.popularity.s",
+            format!("{s:?}: expected an exponent in (0, {MAX_ZIPF_S}]"),
+        )),
+    }
+}
+
+/// Largest Zipf exponent (at 100 the first tenant takes all but 10⁻³⁰ of the requests).
+pub const MAX_ZIPF_S: f64 = 100.0;
+
 /// Generates `count` requests over `tenants` tenants.
 pub fn generate(
     count: usize,
@@ -145,28 +218,22 @@ pub fn generate(
     seed: u64,
 ) -> Result<Workload> {
     defaults.validate("workload")?;
-    check_counts(count, tenants)?;
+    let zipf = check_generate(count, arrivals, tenants, popularity)?;
     let gaps = arrivals.sampler()?;
     let mut gap_rng = stream(seed, Stream::Arrivals);
     let mut mix_rng = stream(seed, Stream::Mix);
-    let zipf = match *popularity {
-        Popularity::Uniform => None,
-        Popularity::Zipf { s } => Some(Zipf::new(tenants as f64, s).map_err(|e| {
-            Error::invalid(
-                "workload.popularity.s",
-                format!("expected a positive exponent: {e}"),
-            )
-        })?),
-    };
     let mut requests = Vec::with_capacity(count);
     let mut arrival_ns: Nanos = 0;
-    for _ in 0..count {
+    for index in 0..count {
+        if index > 0 {
+            arrival_ns = next_arrival(arrival_ns, gaps.gap_ns(&mut gap_rng), index, count)?;
+        }
         let tenant = match &zipf {
             None => mix_rng.random_range(0..tenants),
-            Some(z) => (z.sample(&mut mix_rng) as u32 - 1).min(tenants - 1),
+            // A Zipf draw is in 1..=tenants.
+            Some(z) => (z.sample(&mut mix_rng) as u32).clamp(1, tenants) - 1,
         };
         requests.push(shaped(arrival_ns, tenant, defaults));
-        arrival_ns = arrival_ns.saturating_add(gaps.gap_ns(&mut gap_rng));
     }
     Ok(Workload {
         tenants: numbered_tenants(tenants, model),
@@ -186,25 +253,16 @@ pub fn sequence(
     seed: u64,
 ) -> Result<Workload> {
     defaults.validate("workload")?;
-    if !(1..=26).contains(&types) {
-        return Err(Error::invalid(
-            "workload.types",
-            format!("expected 1–26 letters, got {types}"),
-        ));
-    }
-    check_counts(repeat * types as usize, types)?;
-    let gap_ns = Arrivals::Fixed { gap_ms }.sampler().map(|s| match s {
-        GapSampler::Fixed(g) => g,
-        _ => unreachable!("a fixed process samples fixed gaps"),
-    })?;
+    let (count, gap_ns) = check_sequence(repeat, types, gap_ms)?;
     let mut mix_rng = stream(seed, Stream::Mix);
-    let mut requests = Vec::with_capacity(repeat * types as usize);
+    let mut requests = Vec::with_capacity(count);
     let mut group: Vec<u32> = (0..types).collect();
     for _ in 0..repeat {
         if shuffle {
             group.shuffle(&mut mix_rng);
         }
         for &tenant in &group {
+            // At most MAX_TIME_NS: checked above.
             requests.push(shaped(requests.len() as Nanos * gap_ns, tenant, defaults));
         }
     }
@@ -212,6 +270,44 @@ pub fn sequence(
         tenants: numbered_tenants(types, model),
         requests,
     })
+}
+
+/// Checks a sequence's parameters without generating; returns its request count and gap.
+pub fn check_sequence(repeat: usize, types: u32, gap_ms: f64) -> Result<(usize, Nanos)> {
+    if !(1..=26).contains(&types) {
+        return Err(Error::invalid(
+            "workload.types",
+            format!("expected 1–26 letters, got {types}"),
+        ));
+    }
+    let count = repeat.checked_mul(types as usize).ok_or_else(|| {
+        Error::invalid(
+            "workload.repeat",
+            format!(
+                "{repeat} groups of {types} letters: more than {} requests, the most a workload may have",
+                limits::MAX_REQUESTS
+            ),
+        )
+    })?;
+    check_counts(count, types)?;
+    if gap_ms.is_nan() || gap_ms <= 0.0 {
+        return Err(Error::invalid(
+            "workload.gap_ms",
+            format!("expected a positive number, got {gap_ms}"),
+        ));
+    }
+    let gap_ns = limits::time_ms("workload.gap_ms", gap_ms)?;
+    let last_ns = (count as u128 - 1) * gap_ns as u128;
+    if last_ns > MAX_TIME_NS as u128 {
+        return Err(Error::invalid(
+            "workload.gap_ms",
+            format!(
+                "{count} requests {gap_ms} ms apart: the last would arrive after {}, beyond the bound of 10 years",
+                limits::human_ns(last_ns as f64)
+            ),
+        ));
+    }
+    Ok((count, gap_ns))
 }
 
 fn shaped(arrival_ns: Nanos, tenant: u32, defaults: &RequestDefaults) -> Request {
@@ -225,12 +321,13 @@ fn shaped(arrival_ns: Nanos, tenant: u32, defaults: &RequestDefaults) -> Request
 }
 
 fn check_counts(requests: usize, tenants: u32) -> Result<()> {
-    if requests == 0 || requests > u32::MAX as usize {
+    if requests == 0 {
         return Err(Error::invalid(
             "workload.requests",
-            format!("expected 1 to {}, got {requests}", u32::MAX),
+            format!("expected 1 to {}, got 0", limits::MAX_REQUESTS),
         ));
     }
+    check_request_count("workload.requests", requests)?;
     if tenants == 0 || tenants > MAX_TENANTS {
         return Err(Error::invalid(
             "workload.tenants",

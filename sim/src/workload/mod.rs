@@ -6,6 +6,10 @@
 //! - [`trace`]: our CSV / JSONL format for users' real logs (import and export);
 //! - [`generate`]: seeded generators (FastPTM's, Poisson, Gamma bursts, fixed sequences) with
 //!   uniform or Zipf tenant popularity.
+//!
+//! Every source refuses what [`crate::limits`] bounds (requests, tenants, samples, tokens,
+//! arrival times, deadlines), naming the file and line or the field, so a workload that builds
+//! can always be simulated.
 
 pub mod fastptm;
 pub mod generate;
@@ -13,6 +17,7 @@ pub mod import;
 pub mod trace;
 
 use crate::error::{Error, Result};
+use crate::limits::{self, MAX_REQUESTS, MAX_SAMPLES, MAX_SEQ_LEN};
 use crate::time::{ms_to_ns, Nanos};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -121,19 +126,33 @@ impl RequestDefaults {
         ms_to_ns(self.deadline_ms)
     }
 
-    /// Refuses zero-sized requests and negative or non-finite deadlines.
+    /// Refuses zero-sized or oversized requests and deadlines that are not positive or exceed
+    /// the bounds of [`crate::limits`].
     pub fn validate(&self, context: &str) -> Result<()> {
-        if self.samples == 0 {
-            return Err(Error::invalid(context, "request.samples must be ≥ 1"));
-        }
-        if self.seq_len == 0 {
-            return Err(Error::invalid(context, "request.seq_len must be ≥ 1"));
-        }
-        if !(self.deadline_ms.is_finite() && self.deadline_ms > 0.0) {
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
             return Err(Error::invalid(
                 context,
                 format!(
-                    "request.deadline_ms must be a positive number, got {}",
+                    "request.samples {}: expected 1 to {MAX_SAMPLES}",
+                    self.samples
+                ),
+            ));
+        }
+        if !(1..=MAX_SEQ_LEN).contains(&self.seq_len) {
+            return Err(Error::invalid(
+                context,
+                format!(
+                    "request.seq_len {}: expected 1 to {MAX_SEQ_LEN}",
+                    self.seq_len
+                ),
+            ));
+        }
+        if !(self.deadline_ms > 0.0 && self.deadline_ms <= limits::MAX_TIME_MS) {
+            return Err(Error::invalid(
+                context,
+                format!(
+                    "request.deadline_ms must be a positive number of at most 10 years ({} ms), got {}",
+                    limits::MAX_TIME_MS,
                     self.deadline_ms
                 ),
             ));
@@ -176,6 +195,27 @@ pub enum WorkloadSpec {
     },
 }
 
+impl WorkloadSpec {
+    /// Checks a generator's parameters without generating (traces are checked when read).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            WorkloadSpec::Trace(_) => Ok(()),
+            WorkloadSpec::Generate {
+                requests,
+                arrivals,
+                tenants,
+                popularity,
+            } => generate::check_generate(*requests, arrivals, *tenants, popularity).map(|_| ()),
+            WorkloadSpec::Sequence {
+                repeat,
+                types,
+                gap_ms,
+                ..
+            } => generate::check_sequence(*repeat, *types, *gap_ms).map(|_| ()),
+        }
+    }
+}
+
 /// Reads the files a workload names. The simulator never touches the file system directly, so
 /// that scenarios can be embedded in a binary.
 pub trait FileSource: Send + Sync {
@@ -191,11 +231,54 @@ pub struct DiskFiles {
 }
 
 impl FileSource for DiskFiles {
+    /// Reads the file, refusing one larger than [`limits::MAX_FILE_BYTES`] without reading
+    /// more than that (a device such as `/dev/zero` included).
     fn read(&self, path: &Path) -> Result<(String, String)> {
         let full = self.base.join(path);
-        let text = std::fs::read_to_string(&full).map_err(|e| Error::io(&full, e))?;
+        let text = read_bounded(&full, limits::MAX_FILE_BYTES)?;
         Ok((text, full.display().to_string()))
     }
+}
+
+/// The UTF-8 text of the file at `path`, refused (naming it and `max_bytes`) when it holds more
+/// than `max_bytes` bytes; never reads more than `max_bytes + 1`.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let too_big = || {
+        Error::invalid(
+            path.display().to_string(),
+            format!(
+                "more than {max_bytes} bytes: files of at most {max_bytes} bytes (1 GiB) are read"
+            ),
+        )
+    };
+    // A regular file says its size; a device or pipe is read up to the bound.
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max_bytes {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!(
+                "more than {max_bytes} bytes: files of at most {max_bytes} bytes (1 GiB) are read"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            path.display().to_string(),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// A source with no files (for workloads that are generated).
@@ -244,13 +327,15 @@ pub fn build(
     Ok(workload)
 }
 
-/// Parses a trace, telling FastPTM's JSON (`[` first) from our JSONL (`{` first) and CSV.
+/// Parses a trace, telling FastPTM's JSON (`[` first) from our JSONL (`{` first) and CSV. A
+/// leading UTF-8 byte-order mark is skipped.
 pub fn parse_trace(
     text: &str,
     name: &str,
     defaults: &RequestDefaults,
     model: &str,
 ) -> Result<Workload> {
+    let text = strip_bom(text);
     match text.trim_start().chars().next() {
         Some('[') => fastptm::parse(text, name, defaults, model),
         Some('{') => trace::parse_jsonl(text, name, defaults, model),
@@ -262,6 +347,22 @@ pub fn parse_trace(
             message: "the trace is empty: expected FastPTM JSON, JSONL or CSV".into(),
         }),
     }
+}
+
+/// `text` without a leading UTF-8 byte-order mark (editors on Windows write one).
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Refuses more than [`MAX_REQUESTS`] requests; `context` names the file or field.
+pub(crate) fn check_request_count(context: &str, requests: usize) -> Result<()> {
+    if requests > MAX_REQUESTS {
+        return Err(Error::invalid(
+            context,
+            limits::too_many("requests", requests, MAX_REQUESTS),
+        ));
+    }
+    Ok(())
 }
 
 /// The name of tenant `index` out of `count`: letters A–Z when there are at most 26, else

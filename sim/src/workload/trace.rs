@@ -14,10 +14,15 @@
 //! Rows need not be sorted: requests are ordered by arrival, ties in file order. Tenants are
 //! ordered naturally by name (`t2` before `t10`). A tenant given two different models is refused.
 //! Export writes arrivals with six decimals, so a trace round-trips to the nanosecond.
+//!
+//! Bounds ([`crate::limits`]): at most 10,000,000 rows and 1,000,000 tenants; `samples` and
+//! `seq_len` at most 1,000,000; `arrival_ms` and `deadline_ms` at most 10 years. A row beyond
+//! them is refused by its line. A leading UTF-8 byte-order mark is skipped.
 
 use super::{natural_cmp, Request, RequestDefaults, Tenant, Workload};
 use crate::error::{Error, Result};
-use crate::time::{format_ms_exact, ms_to_ns};
+use crate::limits::{self, MAX_REQUESTS, MAX_SAMPLES, MAX_SEQ_LEN, MAX_TENANTS};
+use crate::time::format_ms_exact;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,6 +53,7 @@ pub fn parse_csv(
     defaults: &RequestDefaults,
     model: &str,
 ) -> Result<Workload> {
+    let text = super::strip_bom(text);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
@@ -69,6 +75,7 @@ pub fn parse_csv(
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(name, &e))?;
         let line = record.position().map_or(0, |p| p.line() as usize);
+        check_rows(name, line, rows.len())?;
         let row: Row = record
             .deserialize(Some(&headers))
             .map_err(|e| Error::Parse {
@@ -90,10 +97,11 @@ pub fn parse_jsonl(
     model: &str,
 ) -> Result<Workload> {
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in super::strip_bom(text).lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
+        check_rows(name, i + 1, rows.len())?;
         let row: Row = serde_json::from_str(line).map_err(|e| Error::Parse {
             path: name.to_string(),
             line: i + 1,
@@ -103,6 +111,19 @@ pub fn parse_jsonl(
         rows.push((i + 1, row));
     }
     from_rows(rows, name, defaults, model)
+}
+
+/// Refuses the row on `line` when `read` rows came before it and the workload is full.
+fn check_rows(name: &str, line: usize, read: usize) -> Result<()> {
+    if read >= MAX_REQUESTS {
+        return Err(Error::Parse {
+            path: name.to_string(),
+            line,
+            column: 0,
+            message: format!("more than {MAX_REQUESTS} requests, the most a workload may have"),
+        });
+    }
+    Ok(())
 }
 
 fn csv_error(name: &str, e: &csv::Error) -> Error {
@@ -133,30 +154,43 @@ fn from_rows(
     };
     // Tenant name → (model, first line).
     let mut tenant_models: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
+    // Per row: (arrival, deadline) in nanoseconds.
+    let mut times = Vec::with_capacity(rows.len());
     for (line, row) in &rows {
-        if !(row.arrival_ms.is_finite() && row.arrival_ms >= 0.0) {
-            return Err(bad(
+        let arrival_ns = limits::checked_ms(row.arrival_ms).ok_or_else(|| {
+            bad(
                 *line,
-                format!(
-                    "arrival_ms {}: expected a finite number ≥ 0",
-                    row.arrival_ms
-                ),
-            ));
-        }
+                format!("arrival_ms {}", limits::time_message(row.arrival_ms, "ms")),
+            )
+        })?;
         if row.tenant.is_empty() {
             return Err(bad(*line, "tenant is empty: expected a name".into()));
         }
-        if row.samples == 0 || row.seq_len == 0 {
-            return Err(bad(*line, "samples and seq_len must be ≥ 1".into()));
+        if !(1..=MAX_SAMPLES).contains(&row.samples) || !(1..=MAX_SEQ_LEN).contains(&row.seq_len) {
+            return Err(bad(
+                *line,
+                format!(
+                    "samples {} and seq_len {}: expected 1 to {MAX_SAMPLES} and 1 to {MAX_SEQ_LEN}",
+                    row.samples, row.seq_len
+                ),
+            ));
         }
-        if let Some(d) = row.deadline_ms {
-            if !(d.is_finite() && d > 0.0) {
+        let deadline_ns = match row.deadline_ms {
+            None => defaults.deadline_ns(),
+            Some(d) if d > 0.0 => limits::checked_ms(d).ok_or_else(|| {
+                bad(
+                    *line,
+                    format!("deadline_ms {}", limits::time_message(d, "ms")),
+                )
+            })?,
+            Some(d) => {
                 return Err(bad(
                     *line,
                     format!("deadline_ms {d}: expected a positive number"),
-                ));
+                ))
             }
-        }
+        };
+        times.push((arrival_ns, deadline_ns));
         let m = row.model.as_deref().unwrap_or(model);
         match tenant_models.get(row.tenant.as_str()) {
             Some((other, first)) if *other != m => {
@@ -169,6 +203,15 @@ fn from_rows(
                 ))
             }
             Some(_) => {}
+            None if tenant_models.len() >= MAX_TENANTS as usize => {
+                return Err(bad(
+                    *line,
+                    format!(
+                    "tenant {:?}: more than {MAX_TENANTS} tenants, the most a workload may have",
+                    row.tenant
+                ),
+                ))
+            }
             None => {
                 tenant_models.insert(&row.tenant, (m, *line));
             }
@@ -190,12 +233,13 @@ fn from_rows(
         .collect();
     let mut requests: Vec<Request> = rows
         .iter()
-        .map(|(_, row)| Request {
-            arrival_ns: ms_to_ns(row.arrival_ms),
+        .zip(times)
+        .map(|((_, row), (arrival_ns, deadline_ns))| Request {
+            arrival_ns,
             tenant: index[row.tenant.as_str()],
             samples: row.samples,
             seq_len: row.seq_len,
-            deadline_ns: row.deadline_ms.map_or(defaults.deadline_ns(), ms_to_ns),
+            deadline_ns,
         })
         .collect();
     requests.sort_by_key(|r| r.arrival_ns); // stable: ties keep file order

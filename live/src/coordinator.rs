@@ -304,6 +304,11 @@ impl<'a> Core<'a> {
                     .take()
                     .expect("a busy instance reports");
                 self.span(instance, kind, id, since, t);
+                // Done while still loading: the load failed and the instance holds nothing
+                // (its executor dropped what it held), so the next request there loads cold.
+                if kind != SpanKind::Inference {
+                    self.views[instance].resident = None;
+                }
                 self.run.end_ns[id as usize] = t;
                 self.run.instances[instance].requests += 1;
                 self.views[instance].busy = false;

@@ -13,6 +13,7 @@
 pub mod coordinator;
 pub mod executor;
 pub mod fidelity;
+pub mod load;
 pub mod replay;
 pub mod serve;
 pub mod slot;

@@ -155,19 +155,27 @@ pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
         },
         samples: args.samples,
     };
-    println!("| requests | elapsed s | server RSS MiB |\n| ---: | ---: | ---: |");
+    println!(
+        "| requests | elapsed s | server RSS MiB | coordinator records MiB |\n| ---: | ---: | ---: | ---: |"
+    );
     let report = soak::soak(&std::env::current_exe()?, o.clone(), &mut |s| {
         println!(
-            "| {} | {:.1} | {:.1} |",
+            "| {} | {:.1} | {:.1} | {:.1} |",
             s.requests,
             s.elapsed_s,
-            s.rss_kib as f64 / 1024.0
+            s.rss_kib as f64 / 1024.0,
+            s.record_bytes as f64 / (1 << 20) as f64
         )
     })?;
     print!("\n{}", report.load.render(&report.options));
+    let (rss, records) = (
+        report.second_half_bytes_per_request(),
+        report.second_half_record_bytes_per_request(),
+    );
     println!(
-        "server memory growth over the second half: {:.1} bytes per request",
-        report.second_half_bytes_per_request()
+        "server memory growth over the second half: {rss:.1} bytes per request, of which the \
+         coordinator's per-request records {records:.1}, the rest {:.1}",
+        rss - records
     );
     if let Some(out) = &args.out {
         std::fs::write(out, report.csv())

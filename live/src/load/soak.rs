@@ -34,6 +34,8 @@ pub struct Sample {
     pub elapsed_s: f64,
     /// The server's resident memory, KiB.
     pub rss_kib: u64,
+    /// Bytes of the coordinator's per-request records then (`ptm_request_record_bytes`).
+    pub record_bytes: u64,
 }
 
 /// What the soak measured.
@@ -51,6 +53,15 @@ impl SoakReport {
     /// Growth of resident memory per request over the second half of the run, bytes
     /// (least squares over the samples there).
     pub fn second_half_bytes_per_request(&self) -> f64 {
+        self.second_half_slope(|s| s.rss_kib as f64 * 1024.0)
+    }
+
+    /// Growth of the coordinator's per-request records per request over the second half.
+    pub fn second_half_record_bytes_per_request(&self) -> f64 {
+        self.second_half_slope(|s| s.record_bytes as f64)
+    }
+
+    fn second_half_slope(&self, y: impl Fn(&Sample) -> f64) -> f64 {
         let last = self.samples.last().map_or(0, |s| s.requests);
         let half: Vec<_> = self
             .samples
@@ -62,10 +73,10 @@ impl SoakReport {
         }
         let n = half.len() as f64;
         let mx = half.iter().map(|s| s.requests as f64).sum::<f64>() / n;
-        let my = half.iter().map(|s| s.rss_kib as f64 * 1024.0).sum::<f64>() / n;
+        let my = half.iter().map(|s| y(s)).sum::<f64>() / n;
         let sxy: f64 = half
             .iter()
-            .map(|s| (s.requests as f64 - mx) * (s.rss_kib as f64 * 1024.0 - my))
+            .map(|s| (s.requests as f64 - mx) * (y(s) - my))
             .sum();
         let sxx: f64 = half.iter().map(|s| (s.requests as f64 - mx).powi(2)).sum();
         if sxx == 0.0 {
@@ -75,11 +86,14 @@ impl SoakReport {
         }
     }
 
-    /// The curve as CSV: `requests,elapsed_s,rss_kib`.
+    /// The curve as CSV: `requests,elapsed_s,rss_kib,record_bytes`.
     pub fn csv(&self) -> String {
-        let mut out = String::from("requests,elapsed_s,rss_kib\n");
+        let mut out = String::from("requests,elapsed_s,rss_kib,record_bytes\n");
         for s in &self.samples {
-            out += &format!("{},{:.3},{}\n", s.requests, s.elapsed_s, s.rss_kib);
+            out += &format!(
+                "{},{:.3},{},{}\n",
+                s.requests, s.elapsed_s, s.rss_kib, s.record_bytes
+            );
         }
         out
     }
@@ -93,6 +107,30 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// `ptm_request_record_bytes` from the server's `/metrics` (0 if it cannot be read).
+fn record_bytes(addr: &str) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let read = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    read()
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("ptm_request_record_bytes "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Starts `exe serve --zoo … --listen 127.0.0.1:0 <serve_args>`; returns it and its address.
@@ -156,6 +194,7 @@ pub fn soak(
         requests: 0,
         elapsed_s: 0.0,
         rss_kib: rss_kib(pid).unwrap_or(0),
+        record_bytes: record_bytes(&addr),
     }];
     on_sample(&samples[0]);
     let load = std::thread::scope(|scope| {
@@ -174,6 +213,7 @@ pub fn soak(
                     requests: n,
                     elapsed_s: start.elapsed().as_secs_f64(),
                     rss_kib: rss_kib(pid).unwrap_or(0),
+                    record_bytes: record_bytes(&addr),
                 };
                 on_sample(&s);
                 samples.push(s);
@@ -208,6 +248,7 @@ mod tests {
                 elapsed_s: i as f64,
                 // Flat at 10 MiB until half-way, then 512 bytes a request.
                 rss_kib: 10_240 + if i >= 5 { (i - 5) * 500 } else { 0 },
+                record_bytes: i * 100_000,
             })
             .collect();
         let r = SoakReport {

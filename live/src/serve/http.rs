@@ -69,7 +69,12 @@ async fn serve(
         .keep_alive(true);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
-    let stop = stopped(stop);
+    let stop = async {
+        tokio::select! {
+            () = stopped(stop) => {},
+            () = state.stopped_now() => {},
+        }
+    };
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub queue_depth: AtomicU64,
     /// Instances busy now.
     pub busy_instances: AtomicU64,
+    /// Request records the coordinator holds (one per request since start until its
+    /// per-request vectors are bounded).
+    pub request_records: AtomicU64,
+    /// Bytes of the coordinator's per-request records, by their sizes (see
+    /// [`super::coordinator_record_bytes`]).
+    pub request_record_bytes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -184,6 +190,16 @@ impl Metrics {
                 "ptm_busy_instances",
                 "Instances loading or inferring.",
                 &self.busy_instances,
+            ),
+            (
+                "ptm_request_records",
+                "Request records the coordinator holds.",
+                &self.request_records,
+            ),
+            (
+                "ptm_request_record_bytes",
+                "Bytes of the coordinator's per-request records and timeline.",
+                &self.request_record_bytes,
             ),
         ];
         for (name, help, v) in gauges {

@@ -268,83 +268,124 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         let stop = hooks.stop;
         let http = scope.spawn(move || http::run(listener, http_state, stop));
         drop(tx);
-        let mut draining = false;
-        loop {
-            let first = match core.until_tick() {
-                Some(w) => rx.recv_timeout(w).ok(),
-                None => Some(rx.recv()?),
-            };
-            admission.absorb(&live);
-            let mut changed = false;
-            for msg in first.into_iter().chain(rx.try_iter()) {
-                match msg {
-                    Msg::Arrive {
-                        mut request,
-                        rows,
-                        reply,
-                    } => {
-                        if draining {
-                            let _ = reply.send(Err(Refusal::Draining));
-                            continue;
-                        }
-                        if core.waiting >= o.queue {
-                            let why = format!(
-                                "queue full: {} requests wait (the server's --queue)",
-                                core.waiting
-                            );
-                            let _ = reply.send(Err(Refusal::Rejected(why)));
-                            continue;
-                        }
-                        let estimate = admission.estimate(
-                            &live,
-                            request.tenant,
-                            request.samples,
-                            request.seq_len,
-                        );
-                        if estimate.finish_ns() > request.deadline_ns {
-                            let why = estimate.refusal(request.deadline_ns);
-                            let _ = reply.send(Err(Refusal::Rejected(why)));
-                            continue;
-                        }
-                        request.arrival_ns = core.now();
-                        let (tenant, samples, seq_len) =
-                            (request.tenant, request.samples, request.seq_len);
-                        let id = core.arrive(request, Some(rows), Some(reply));
-                        admission.admit(id, tenant, samples, seq_len, &estimate);
-                        metrics.accepted.fetch_add(1, Relaxed);
-                        changed = true;
-                    }
-                    Msg::Drain => draining = true,
-                    worker => {
-                        if let Msg::Done { id, .. } = &worker {
-                            admission.done(*id);
-                        }
-                        changed |= core.worker(worker)?;
-                    }
-                }
-            }
-            // Once every connection is closed (or the grace period ended) nobody waits for
-            // what is still queued: finish what runs and stop.
-            let stopping = state.http_done.load(Relaxed) || state.abandoned.load(Relaxed);
-            if !stopping {
-                core.decide(changed, true)?;
-            }
-            let switches: u64 = core.run.instances.iter().map(|i| i.switches).sum();
-            let cold: u64 = core.run.instances.iter().map(|i| i.cold_loads).sum();
-            metrics.switches.store(switches, Relaxed);
-            metrics.cold_loads.store(cold, Relaxed);
-            metrics.queue_depth.store(core.waiting as u64, Relaxed);
-            metrics.busy_instances.store(core.busy as u64, Relaxed);
-            if state.http_done.load(Relaxed) && core.busy == 0 {
-                break;
-            }
+        let result = coordinate(&mut core, &rx, &mut admission, &live, &state, o.queue);
+        if result.is_err() {
+            // The coordinator failed: stop serving rather than leave requests unanswered.
+            state.stop_now();
         }
         drop(core);
-        http.join()
-            .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))??;
+        let http = http
+            .join()
+            .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"));
+        result?;
+        http??;
         Ok(())
     })?;
     Ok(metrics)
+}
+
+/// The coordinator's loop: admits or refuses arrivals, hands workers' reports to the core,
+/// lets the policy decide, updates the gauges; returns once every connection is closed and
+/// nothing runs.
+fn coordinate(
+    core: &mut Core<'_>,
+    rx: &mpsc::Receiver<Msg>,
+    admission: &mut Admission<'_>,
+    live: &admission::Shared,
+    state: &AppState,
+    queue: usize,
+) -> anyhow::Result<()> {
+    let metrics = &state.metrics;
+    let mut draining = false;
+    loop {
+        let first = match core.until_tick() {
+            Some(w) => rx.recv_timeout(w).ok(),
+            None => Some(rx.recv()?),
+        };
+        admission.absorb(live);
+        let mut changed = false;
+        for msg in first.into_iter().chain(rx.try_iter()) {
+            match msg {
+                Msg::Arrive {
+                    mut request,
+                    rows,
+                    reply,
+                } => {
+                    if draining {
+                        let _ = reply.send(Err(Refusal::Draining));
+                        continue;
+                    }
+                    if core.waiting >= queue {
+                        let why = format!(
+                            "queue full: {} requests wait (the server's --queue)",
+                            core.waiting
+                        );
+                        let _ = reply.send(Err(Refusal::Rejected(why)));
+                        continue;
+                    }
+                    let estimate =
+                        admission.estimate(&live, request.tenant, request.samples, request.seq_len);
+                    if estimate.finish_ns() > request.deadline_ns {
+                        let why = estimate.refusal(request.deadline_ns);
+                        let _ = reply.send(Err(Refusal::Rejected(why)));
+                        continue;
+                    }
+                    request.arrival_ns = core.now();
+                    let (tenant, samples, seq_len) =
+                        (request.tenant, request.samples, request.seq_len);
+                    let id = core.arrive(request, Some(rows), Some(reply));
+                    admission.admit(id, tenant, samples, seq_len, &estimate);
+                    metrics.accepted.fetch_add(1, Relaxed);
+                    changed = true;
+                }
+                Msg::Drain => draining = true,
+                worker => {
+                    if let Msg::Done { id, .. } = &worker {
+                        admission.done(*id);
+                    }
+                    changed |= core.worker(worker)?;
+                }
+            }
+        }
+        // Once every connection is closed (or the grace period ended) nobody waits for
+        // what is still queued: finish what runs and stop.
+        let stopping = state.http_done.load(Relaxed) || state.abandoned.load(Relaxed);
+        if !stopping {
+            core.decide(changed, true)?;
+        }
+        let switches: u64 = core.run.instances.iter().map(|i| i.switches).sum();
+        let cold: u64 = core.run.instances.iter().map(|i| i.cold_loads).sum();
+        metrics.switches.store(switches, Relaxed);
+        metrics.cold_loads.store(cold, Relaxed);
+        metrics.queue_depth.store(core.waiting as u64, Relaxed);
+        metrics.busy_instances.store(core.busy as u64, Relaxed);
+        let spans = core.run.timeline.as_ref().map_or(0, Vec::len);
+        metrics
+            .request_records
+            .store(core.requests.len() as u64, Relaxed);
+        metrics.request_record_bytes.store(
+            coordinator_record_bytes(core.requests.len(), spans),
+            Relaxed,
+        );
+        if state.http_done.load(Relaxed) && core.busy == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the coordinator keeps for `records` requests and `spans` timeline spans: per request
+/// its `Request`, rows and reply slots, start, end and instance in the run, and its service
+/// estimate; per span a `Span`. (What the soak benchmark weighs the server's growth against.)
+pub fn coordinator_record_bytes(records: usize, spans: usize) -> u64 {
+    use std::mem::size_of;
+    let per_request = size_of::<ptm_sim::workload::Request>()
+        + size_of::<Option<crate::coordinator::Rows>>()
+        + size_of::<Option<crate::coordinator::Reply>>()
+        + 2 * size_of::<Nanos>()
+        + size_of::<u32>()
+        + size_of::<Nanos>();
+    (records * per_request + spans * size_of::<ptm_sim::engine::Span>()) as u64
 }
 
 /// A quick calibration of the zoo on the serving device: the profile, its name and its model.

@@ -44,6 +44,8 @@ pub struct AppState {
     pub body_limit_bytes: usize,
     /// Set when the grace period ended: requests still waiting are refused.
     abandon: tokio::sync::watch::Sender<bool>,
+    /// Set when the server must stop at once (the coordinator failed).
+    stop_now: tokio::sync::watch::Sender<bool>,
     /// Set when the grace period ended (read by the coordinator).
     pub abandoned: AtomicBool,
     /// Set when every connection is closed (read by the coordinator).
@@ -80,6 +82,7 @@ impl AppState {
             options,
             body_limit_bytes: body_limit_bytes(max_tokens),
             abandon: tokio::sync::watch::channel(false).0,
+            stop_now: tokio::sync::watch::channel(false).0,
             abandoned: AtomicBool::new(false),
             http_done: AtomicBool::new(false),
         }
@@ -94,6 +97,17 @@ impl AppState {
     pub fn abandon(&self) {
         self.abandoned.store(true, Relaxed);
         self.abandon.send_replace(true);
+    }
+
+    /// The coordinator failed: stop accepting, refuse whatever waits, close.
+    pub fn stop_now(&self) {
+        self.abandon();
+        self.stop_now.send_replace(true);
+    }
+
+    /// Resolves once [`stop_now`](Self::stop_now) was called.
+    pub async fn stopped_now(&self) {
+        let _ = self.stop_now.subscribe().wait_for(|s| *s).await;
     }
 
     /// Every connection is closed: the coordinator may stop.

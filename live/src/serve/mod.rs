@@ -324,7 +324,7 @@ fn coordinate(
                         continue;
                     }
                     let estimate =
-                        admission.estimate(&live, request.tenant, request.samples, request.seq_len);
+                        admission.estimate(live, request.tenant, request.samples, request.seq_len);
                     if estimate.finish_ns() > request.deadline_ns {
                         let why = estimate.refusal(request.deadline_ns);
                         let _ = reply.send(Err(Refusal::Rejected(why)));

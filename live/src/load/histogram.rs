@@ -73,12 +73,19 @@ impl Histogram {
     }
 
     /// The `q`-quantile (0–1), milliseconds: the middle of the bucket holding it, clamped to
-    /// the exact minimum and maximum (0 when empty).
+    /// the exact minimum and maximum, which are exact (0 when empty).
     pub fn quantile_ms(&self, q: f64) -> f64 {
         if self.count == 0 {
             return 0.0;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        // The smallest and the largest are known exactly.
+        if rank == 1 {
+            return self.min_us as f64 / 1000.0;
+        }
+        if rank == self.count {
+            return self.max_ms();
+        }
         let mut seen = 0;
         for (&b, &n) in &self.buckets {
             seen += n;

@@ -268,9 +268,10 @@ mod tests {
             samples,
         };
         assert!((r.second_half_bytes_per_request() - 512.0).abs() < 1e-6);
+        assert!((r.second_half_record_bytes_per_request() - 100.0).abs() < 1e-6);
         assert!(r
             .csv()
-            .starts_with("requests,elapsed_s,rss_kib\n0,0.000,10240\n"));
+            .starts_with("requests,elapsed_s,rss_kib,record_bytes\n0,0.000,10240,0\n"));
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
     }
 }

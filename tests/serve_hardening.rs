@@ -405,3 +405,30 @@ fn sigterm_under_load_with_held_connections_exits_within_the_grace_period() {
         "{log}"
     );
 }
+
+#[test]
+fn a_second_signal_ends_the_grace_period() {
+    let zoo = zoo("serve-term-twice", 2);
+    let server = start(
+        &zoo,
+        &["--grace-ms", "60000", "--header-timeout-ms", "60000"],
+    );
+    let mut held = connect(&server.addr);
+    held.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n", server.addr).as_bytes())
+        .unwrap();
+    let pid = server.child.id().to_string();
+    let t = Instant::now();
+    for _ in 0..2 {
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = { server }.child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    // Not the minute of the grace period or of the header timeout.
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(read_response(&mut held).0, 0);
+}

@@ -10,7 +10,7 @@
 //!   after their current answer. If some are still open after the grace period, requests still
 //!   waiting for the coordinator are refused with 503 (counted as abandoned), and after a short
 //!   flush every remaining connection is dropped — a client holding a partial header or a body
-//!   it never sends cannot keep the server up.
+//!   it never sends cannot keep the server up. A second signal ends the grace period at once.
 
 use super::metrics::PROTOCOL_ROUTE;
 use super::routes::{router, AppState};
@@ -35,10 +35,25 @@ pub enum Stop {
 
 /// Serves on `listener` until told to stop, then drains within the grace period (see the
 /// module doc). Tells the coordinator to drain at the stop and again when done.
+/// `ready` is told once the stop is armed (signal handlers installed), before any connection
+/// is accepted: a signal sent after the server says it listens always stops it gracefully.
 pub fn run(
     listener: std::net::TcpListener,
     state: Arc<AppState>,
     stop: Stop,
+    ready: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    let result = run_runtime(listener, state.clone(), stop, ready);
+    // However it ended, the coordinator must learn that no connection is left.
+    state.finish();
+    result
+}
+
+fn run_runtime(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    stop: Stop,
+    ready: std::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
@@ -48,16 +63,21 @@ pub fn run(
         .max_blocking_threads(threads)
         .enable_all()
         .build()?;
-    let result = rt.block_on(serve(listener, state.clone(), stop));
-    state.finish();
-    drop(rt);
+    let armed = {
+        let _in_runtime = rt.enter();
+        Armed::new(stop)?
+    };
+    let _ = ready.send(());
+    let result = rt.block_on(serve(listener, state, armed));
+    // A tokenization still running on the blocking pool is not waited for past the flush.
+    rt.shutdown_timeout(FLUSH);
     result
 }
 
 async fn serve(
     listener: std::net::TcpListener,
     state: Arc<AppState>,
-    stop: Stop,
+    mut armed: Armed,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = router(state.clone());
@@ -69,57 +89,62 @@ async fn serve(
         .keep_alive(true);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
-    let stop = async {
-        tokio::select! {
-            () = stopped(stop) => {},
-            () = state.stopped_now() => {},
-        }
-    };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    // Out of descriptors, a reset before accept: keep serving the others.
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(app.clone()),
-                );
-                let (mut shutdown, state) = (shutdown_rx.clone(), state.clone());
-                connections.spawn(async move {
-                    tokio::pin!(conn);
-                    let result = tokio::select! {
-                        r = conn.as_mut() => r,
-                        () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
+    {
+        let stop = async {
+            tokio::select! {
+                () = armed.first() => {},
+                () = state.stopped_now() => {},
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        // Out of descriptors, a reset before accept: keep serving the others.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
                         }
                     };
-                    if let Err(e) = result {
-                        protocol_error(&state, &e);
-                    }
-                });
+                    let _ = stream.set_nodelay(true);
+                    let conn = builder.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app.clone()),
+                    );
+                    let (mut shutdown, state) = (shutdown_rx.clone(), state.clone());
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            protocol_error(&state, &e);
+                        }
+                    });
+                }
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);
     state.drain();
     let _ = shutdown_tx.send(true);
     let all_closed = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(state.options.grace, all_closed)
-        .await
-        .is_err()
-    {
+    // A second signal cuts the grace period short.
+    let second = armed.second();
+    let closed = tokio::select! {
+        r = tokio::time::timeout(state.options.grace, all_closed) => r.is_ok(),
+        () = second => false,
+    };
+    if !closed {
         state.abandon();
         let flushed = async { while connections.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(FLUSH, flushed).await;
@@ -144,33 +169,74 @@ fn protocol_error(state: &AppState, e: &hyper::Error) {
     }
 }
 
-async fn stopped(stop: Stop) {
-    match stop {
-        Stop::Channel(rx) => {
-            let _ = rx.await;
+/// The stop, armed: signal handlers installed, or the channel.
+enum Armed {
+    Signals(Signals),
+    Channel(Option<tokio::sync::oneshot::Receiver<()>>),
+}
+
+impl Armed {
+    /// Installs the signal handlers now (inside a runtime).
+    fn new(stop: Stop) -> std::io::Result<Self> {
+        Ok(match stop {
+            Stop::Signals => Armed::Signals(Signals::new()?),
+            Stop::Channel(rx) => Armed::Channel(Some(rx)),
+        })
+    }
+
+    /// Resolves at the stop.
+    async fn first(&mut self) {
+        match self {
+            Armed::Signals(s) => s.recv().await,
+            Armed::Channel(rx) => {
+                if let Some(rx) = rx.take() {
+                    let _ = rx.await;
+                }
+            }
         }
-        Stop::Signals => signals().await,
+    }
+
+    /// Resolves at a second signal (never for a channel).
+    async fn second(&mut self) {
+        match self {
+            Armed::Signals(s) => s.recv().await,
+            Armed::Channel(_) => std::future::pending().await,
+        }
     }
 }
 
-async fn signals() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

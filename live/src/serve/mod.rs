@@ -241,18 +241,6 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         Guard::new(addr.port(), o.token.clone()),
         o.http,
     ));
-    println!(
-        "ptm serve: listening on http://{addr} ({} tenants, {} instances on {}, policy {})",
-        state.tenants.len(),
-        o.instances,
-        o.device,
-        o.policy
-    );
-    use std::io::Write as _;
-    std::io::stdout().flush()?;
-    if let Some(l) = hooks.listening {
-        let _ = l.send(addr);
-    }
     let priors = SetupPriors(&setup);
     let mut admission = Admission::new(&priors);
     std::thread::scope(|scope| -> anyhow::Result<()> {
@@ -266,8 +254,23 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         )?;
         let http_state = state.clone();
         let stop = hooks.stop;
-        let http = scope.spawn(move || http::run(listener, http_state, stop));
+        let (ready_tx, ready) = mpsc::channel();
+        let http = scope.spawn(move || http::run(listener, http_state, stop, ready_tx));
         drop(tx);
+        if ready.recv().is_ok() {
+            println!(
+                "ptm serve: listening on http://{addr} ({} tenants, {} instances on {}, policy {})",
+                state.tenants.len(),
+                o.instances,
+                o.device,
+                o.policy
+            );
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            if let Some(l) = hooks.listening {
+                let _ = l.send(addr);
+            }
+        }
         let result = coordinate(&mut core, &rx, &mut admission, &live, &state, o.queue);
         if result.is_err() {
             // The coordinator failed: stop serving rather than leave requests unanswered.

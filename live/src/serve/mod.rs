@@ -17,6 +17,7 @@ mod guard;
 mod http;
 pub mod metrics;
 mod routes;
+mod timed;
 
 pub use admission::{Admission, Estimate, Priors, ServiceModel};
 pub use api::{
@@ -29,7 +30,6 @@ pub use http::{HttpOptions, Stop};
 use crate::coordinator::{Core, Msg, Refusal};
 use crate::executor::Executor;
 use crate::slot::{SlotExecutor, Tenants};
-use admission::Timed;
 use metrics::Metrics;
 use ptm_calibrate::{calibrate, target_for, Plan};
 use ptm_runtime::zoo::model_dir;
@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
+use timed::Timed;
 
 /// How to serve.
 pub struct ServeOptions {
@@ -223,7 +224,7 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         executors.len(),
         o.instances
     );
-    let live = admission::shared(o.instances);
+    let live = timed::shared(o.instances);
     let executors: Vec<Box<dyn Executor>> = executors
         .into_iter()
         .enumerate()
@@ -294,7 +295,7 @@ fn coordinate(
     core: &mut Core<'_>,
     rx: &mpsc::Receiver<Msg>,
     admission: &mut Admission<'_>,
-    live: &admission::Shared,
+    live: &timed::Shared,
     state: &AppState,
     queue: usize,
 ) -> anyhow::Result<()> {

@@ -262,6 +262,11 @@ impl<'a> Core<'a> {
         self.ledger.busy()
     }
 
+    /// Requests on the books (a server forgets answered ones).
+    pub fn records(&self) -> usize {
+        self.requests.len()
+    }
+
     /// Requests answered so far.
     pub fn completed(&self) -> usize {
         self.ledger.completed()

@@ -19,6 +19,10 @@ pub enum BenchCommand {
     Infer(super::bench_infer::InferArgs),
     /// Weight switching: host cache vs the pinned floor, FastPTM's mode and a full load.
     Switch(super::bench_switch::SwitchArgs),
+    /// HTTP load against `ptm serve`: processes × concurrency, Zipf tenants, bounded count.
+    Load(super::bench_load::LoadArgs),
+    /// A long loopback run against a `ptm serve` it starts, its resident memory sampled.
+    ServeSoak(super::bench_load::SoakArgs),
 }
 
 /// Flags of `ptm bench sim`.
@@ -59,6 +63,8 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sim(args) => args,
         BenchCommand::Infer(args) => return super::bench_infer::run(args),
         BenchCommand::Switch(args) => return super::bench_switch::run(args),
+        BenchCommand::Load(args) => return super::bench_load::load(args),
+        BenchCommand::ServeSoak(args) => return super::bench_load::soak(args),
     };
     let files = Files::at_root();
     let (text, name) = files.read(Path::new(PROFILE))?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_infer;
+mod bench_load;
 mod bench_switch;
 mod calibrate;
 mod capacity;

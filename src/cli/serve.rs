@@ -1,13 +1,14 @@
 //! `ptm serve`: serve a zoo's tenants over HTTP on loopback, scheduled by a policy.
 
 use clap::Args;
-use ptm_live::serve::{self, ServeOptions};
+use ptm_live::serve::{self, HttpOptions, ServeOptions};
 use ptm_runtime::{DType, Device};
 use ptm_sim::engine::Batching;
 use ptm_sim::ledger::{Capacity, Eviction};
 use ptm_sim::profile::Profile;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Flags of `ptm serve`.
 #[derive(Debug, Args)]
@@ -48,9 +49,24 @@ pub struct ServeArgs {
     /// Most requests waiting; more get 429.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
-    /// Deadline of requests that give none, milliseconds.
+    /// Deadline of requests that give none, milliseconds (positive, at most a day).
     #[arg(long, default_value_t = 3000.0)]
     pub deadline_ms: f64,
+    /// Most time for a request header to arrive (also closes keep-alive connections idle
+    /// that long), milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Most time for a request body to arrive (408 after), milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+    /// After SIGINT/SIGTERM, most time for open connections to finish before requests still
+    /// waiting are refused (503) and the rest dropped, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub grace_ms: u64,
+    /// A file whose first line is a token every request must carry as
+    /// `Authorization: Bearer <token>`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
     /// the zoo on the device at start-up). One of another model architecture, device or
     /// dtype than the zoo is refused.
@@ -66,15 +82,6 @@ pub struct ServeArgs {
 
 /// Runs `ptm serve`.
 pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.listen.ip().is_loopback(),
-        "--listen {}: ptm serve listens on loopback only",
-        args.listen
-    );
-    anyhow::ensure!(
-        args.instances > 0 && args.queue > 0 && args.forward_batch > 0,
-        "--instances, --queue and --forward-batch must be ≥ 1"
-    );
     if let Some(w) = args.max_wait_ms {
         anyhow::ensure!(
             w.is_finite() && (0.0..=60_000.0).contains(&w),
@@ -85,16 +92,13 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         args.eviction != Eviction::Belady,
         "--eviction belady needs the whole trace in advance: the simulator only"
     );
-    let profile = match (&args.profile, &args.model) {
-        (Some(p), Some(m)) => {
-            let name = p.display().to_string();
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
-            Some((Profile::from_ron(&text, &name)?, name, m.clone()))
-        }
-        _ => None,
-    };
-    let metrics = serve::serve(ServeOptions {
+    let token = args
+        .token_file
+        .as_deref()
+        .map(serve::read_token)
+        .transpose()?;
+    let (profile_path, model) = (args.profile, args.model);
+    let options = ServeOptions {
         listen: args.listen,
         zoo: args.zoo,
         device: args.device,
@@ -107,9 +111,27 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         batching: args.max_wait_ms.map(|max_wait_ms| Batching { max_wait_ms }),
         queue: args.queue,
         deadline_ms: args.deadline_ms,
-        profile,
+        profile: None,
         allow_profile_mismatch: args.allow_profile_mismatch,
-    })?;
+        http: HttpOptions {
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
+            grace: Duration::from_millis(args.grace_ms),
+        },
+        token,
+    };
+    // Refuse bad flags before reading a profile or calibrating.
+    options.validate()?;
+    let profile = match (&profile_path, &model) {
+        (Some(p), Some(m)) => {
+            let name = p.display().to_string();
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            Some((Profile::from_ron(&text, &name)?, name, m.clone()))
+        }
+        _ => None,
+    };
+    let metrics = serve::serve(ServeOptions { profile, ..options })?;
     eprintln!("ptm serve: stopped after answering every accepted request");
     eprint!(
         "{}",

@@ -1,5 +1,10 @@
 //! The HTTP API's bodies: parsing and validating `POST /v1/infer`, with errors that name the
 //! field and what was expected.
+//!
+//! Sizes are bounded before any work that grows with them: a body by [`body_limit_bytes`], a
+//! text by [`max_text_bytes`] (the model reads at most `max_tokens` tokens, so longer texts
+//! would be truncated anyway), both refused with 413 and the limit in the message, before the
+//! tokenizer sees them.
 
 use ptm_runtime::tokenize::TextEncoder;
 use ptm_runtime::{Config, Task};
@@ -57,6 +62,30 @@ pub struct InferRequest {
 
 /// Most texts in one request.
 pub const MAX_TEXTS: usize = 256;
+
+/// Bytes of text allowed per token the model reads. English WordPiece tokens average about 4–5
+/// bytes; 32 leaves room for long words and multi-byte scripts, and bounds tokenizing work.
+pub const TEXT_BYTES_PER_TOKEN: usize = 32;
+
+/// Longest deadline a request may ask for (and `--deadline-ms` may set): one day.
+pub const MAX_DEADLINE_MS: f64 = 86_400_000.0;
+
+/// Longest text, in bytes, for a model that reads `max_tokens` tokens.
+pub fn max_text_bytes(max_tokens: usize) -> usize {
+    max_tokens.max(1) * TEXT_BYTES_PER_TOKEN
+}
+
+/// Largest `/v1/infer` body for models that read at most `max_tokens` tokens: `MAX_TEXTS`
+/// texts of [`max_text_bytes`] each (or as many token ids), twice over for JSON escapes, plus
+/// 64 KiB for the rest.
+pub fn body_limit_bytes(max_tokens: usize) -> usize {
+    MAX_TEXTS * max_text_bytes(max_tokens) * 2 + 64 * 1024
+}
+
+/// Whether `ms` is a deadline the server takes: finite, positive, at most [`MAX_DEADLINE_MS`].
+pub fn valid_deadline_ms(ms: f64) -> bool {
+    ms.is_finite() && ms > 0.0 && ms <= MAX_DEADLINE_MS
+}
 
 /// Parses a `POST /v1/infer` body: `{tenant, texts | token_ids, deadline_ms?}`.
 pub fn parse_infer(
@@ -116,20 +145,34 @@ pub fn parse_infer(
             ))
         }
         (Some(t), None) => {
-            let texts = t
+            let shape_error = || {
+                ApiError::bad(
+                    "texts",
+                    format!("`texts` must be an array of 1–{MAX_TEXTS} strings"),
+                )
+            };
+            let items = t
                 .as_array()
                 .filter(|a| !a.is_empty() && a.len() <= MAX_TEXTS)
-                .and_then(|a| {
-                    a.iter()
-                        .map(|x| x.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| {
-                    ApiError::bad(
-                        "texts",
-                        format!("`texts` must be an array of 1–{MAX_TEXTS} strings"),
-                    )
-                })?;
+                .ok_or_else(shape_error)?;
+            let limit = max_text_bytes(info.cfg.max_tokens());
+            let mut texts = Vec::with_capacity(items.len());
+            for (i, x) in items.iter().enumerate() {
+                let text = x.as_str().ok_or_else(shape_error)?;
+                if text.len() > limit {
+                    return Err(ApiError {
+                        status: 413,
+                        error: format!(
+                            "text {i} has {} bytes: tenant {name:?} reads at most {} tokens, so a \
+                             text may have at most {limit} bytes ({TEXT_BYTES_PER_TOKEN} a token)",
+                            text.len(),
+                            info.cfg.max_tokens()
+                        ),
+                        field: Some("texts".into()),
+                    });
+                }
+                texts.push(text.to_string());
+            }
             let batch = info
                 .encoder
                 .encode(&texts)
@@ -171,11 +214,14 @@ pub fn parse_infer(
         None => default_deadline_ms,
         Some(v) => v
             .as_f64()
-            .filter(|d| d.is_finite() && *d > 0.0)
+            .filter(|&d| valid_deadline_ms(d))
             .ok_or_else(|| {
                 ApiError::bad(
                     "deadline_ms",
-                    "`deadline_ms` must be a positive number of milliseconds",
+                    format!(
+                        "`deadline_ms` must be a positive number of milliseconds, at most \
+                         {MAX_DEADLINE_MS} (a day)"
+                    ),
                 )
             })?,
     };

@@ -1,147 +1,268 @@
-//! The HTTP layer (axum on a tokio runtime): routes, status codes, graceful shutdown.
+//! The HTTP server: hyper's HTTP/1 connections on a tokio runtime, with read timeouts, half-
+//! closing clients, and a shutdown bounded by a grace period.
+//!
+//! - A request header must arrive within `header_timeout` (hyper's header read timeout; also
+//!   closes keep-alive connections idle that long), a body within `body_timeout` (408).
+//! - A client that sends its request and then shuts its write side gets its answer (hyper's
+//!   half-close support).
+//! - On SIGINT/SIGTERM (or the stop channel) the listener closes, the coordinator refuses new
+//!   requests (503), and every connection is asked to finish: idle ones close at once, busy ones
+//!   after their current answer. If some are still open after the grace period, requests still
+//!   waiting for the coordinator are refused with 503 (counted as abandoned), and after a short
+//!   flush every remaining connection is dropped — a client holding a partial header or a body
+//!   it never sends cannot keep the server up. A second signal ends the grace period at once.
 
-use super::api::{parse_infer, ApiError};
-use super::{to_request, AppState};
-use crate::coordinator::{Msg, Refusal};
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use super::metrics::PROTOCOL_ROUTE;
+use super::routes::{router, AppState};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
 
-/// Serves on `listener` until SIGINT or SIGTERM, answers every accepted request, then tells
-/// the coordinator to drain.
-pub fn run(listener: std::net::TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
+/// Time allowed, after the grace period, for refusals to be written before connections drop.
+const FLUSH: Duration = Duration::from_millis(500);
+
+/// How the server learns it must stop.
+pub enum Stop {
+    /// SIGINT or SIGTERM.
+    Signals,
+    /// A message (or the sender dropped) on this channel.
+    Channel(tokio::sync::oneshot::Receiver<()>),
+}
+
+/// Serves on `listener` until told to stop, then drains within the grace period (see the
+/// module doc). Tells the coordinator to drain at the stop and again when done.
+/// `ready` is told once the stop is armed (signal handlers installed), before any connection
+/// is accepted: a signal sent after the server says it listens always stops it gracefully.
+pub fn run(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    stop: Stop,
+    ready: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    let result = run_runtime(listener, state.clone(), stop, ready);
+    // However it ended, the coordinator must learn that no connection is left.
+    state.finish();
+    result
+}
+
+fn run_runtime(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    stop: Stop,
+    ready: std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Tokenizing runs on the blocking pool: at most one thread per core.
+        .max_blocking_threads(threads)
         .enable_all()
         .build()?;
-    let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let app = Router::new()
-            .route("/v1/infer", post(infer))
-            .route("/v1/tenants", get(tenants))
-            .route("/metrics", get(metrics))
-            .with_state(state.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
-    // Every handler has returned: nothing accepted is left unanswered.
-    let _ = state.tx.send(Msg::Drain);
-    Ok(result?)
+    let armed = {
+        let _in_runtime = rt.enter();
+        Armed::new(stop)?
+    };
+    let _ = ready.send(());
+    let result = rt.block_on(serve(listener, state, armed));
+    // A tokenization still running on the blocking pool is not waited for past the flush.
+    rt.shutdown_timeout(FLUSH);
+    result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    mut armed: Armed,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = router(state.clone());
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.options.header_timeout)
+        .half_close(true)
+        .keep_alive(true);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    {
+        let stop = async {
+            tokio::select! {
+                () = armed.first() => {},
+                () = state.stopped_now() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        // Out of descriptors, a reset before accept: keep serving the others.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let conn = builder.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app.clone()),
+                    );
+                    let (mut shutdown, state) = (shutdown_rx.clone(), state.clone());
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            protocol_error(&state, &e);
+                        }
+                    });
+                }
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
+    }
+    drop(listener);
+    state.drain();
+    let _ = shutdown_tx.send(true);
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    // A second signal cuts the grace period short.
+    let second = armed.second();
+    let closed = tokio::select! {
+        r = tokio::time::timeout(state.options.grace, all_closed) => r.is_ok(),
+        () = second => false,
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    if !closed {
+        state.abandon();
+        let flushed = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(FLUSH, flushed).await;
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// Counts the answer hyper wrote itself for a request it could not parse.
+fn protocol_error(state: &AppState, e: &hyper::Error) {
+    if e.is_timeout() {
+        state.metrics.header_timeouts.fetch_add(1, Relaxed);
+    } else if e.is_parse_too_large() {
+        let status = if e.to_string().contains("URI") {
+            414
+        } else {
+            431
+        };
+        state.metrics.response(PROTOCOL_ROUTE, status);
+    } else if e.is_parse() && !e.is_parse_version_h2() {
+        state.metrics.response(PROTOCOL_ROUTE, 400);
     }
 }
 
-fn error(state: &AppState, e: ApiError) -> Response {
-    state.metrics.response(e.status);
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e)).into_response()
+/// The stop, armed: signal handlers installed, or the channel.
+enum Armed {
+    Signals(Signals),
+    Channel(Option<tokio::sync::oneshot::Receiver<()>>),
 }
 
-/// The HTTP answer to a refusal: 429 rejected, 503 draining, 500 failed.
-fn refused(refusal: Refusal) -> ApiError {
-    let (status, error) = match refusal {
-        Refusal::Rejected(why) => (429, why),
-        Refusal::Draining => (503, "the server is shutting down".to_string()),
-        Refusal::Failed(why) => (500, format!("inference failed: {why}")),
-    };
-    ApiError {
-        status,
-        error,
-        field: None,
+impl Armed {
+    /// Installs the signal handlers now (inside a runtime).
+    fn new(stop: Stop) -> std::io::Result<Self> {
+        Ok(match stop {
+            Stop::Signals => Armed::Signals(Signals::new()?),
+            Stop::Channel(rx) => Armed::Channel(Some(rx)),
+        })
+    }
+
+    /// Resolves at the stop.
+    async fn first(&mut self) {
+        match self {
+            Armed::Signals(s) => s.recv().await,
+            Armed::Channel(rx) => {
+                if let Some(rx) = rx.take() {
+                    let _ = rx.await;
+                }
+            }
+        }
+    }
+
+    /// Resolves at a second signal (never for a channel).
+    async fn second(&mut self) {
+        match self {
+            Armed::Signals(s) => s.recv().await,
+            Armed::Channel(_) => std::future::pending().await,
+        }
     }
 }
 
-async fn infer(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let find = |name: &str| state.by_name.get(name).copied();
-    let request = match parse_infer(&body, &state.tenants, find, state.deadline_ms) {
-        Ok(r) => r,
-        Err(e) => return error(&state, e),
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let rows = Arc::new(request.rows.clone());
-    let msg = Msg::Arrive {
-        request: to_request(&request),
-        rows,
-        reply,
-    };
-    // A closed channel or a dropped reply both mean the coordinator is shutting down.
-    let outcome = if state.tx.send(msg).is_err() {
-        Err(Refusal::Draining)
-    } else {
-        answer.await.unwrap_or(Err(Refusal::Draining))
-    };
-    let served = match outcome {
-        Ok(served) => served,
-        Err(refusal) => return error(&state, refused(refusal)),
-    };
-    let tenant = &state.tenants[request.tenant as usize];
-    state.metrics.latency(served.latency_ns);
-    if served.latency_ns as f64 > request.deadline_ms * 1e6 {
-        state
-            .metrics
-            .overtimes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// SIGINT and SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    state.metrics.response(200);
-    let outputs: Vec<_> = request
-        .rows
-        .iter()
-        .zip(&served.outputs)
-        .map(|(ids, out)| json!({"token_ids": ids, "shape": out.shape, "values": out.values}))
-        .collect();
-    Json(json!({
-        "tenant": tenant.name,
-        "task": tenant.task,
-        "labels": tenant.labels,
-        "instance": served.instance,
-        "switched": served.switched,
-        "cold_load": served.cold_load,
-        "wait_ms": served.wait_ns as f64 / 1e6,
-        "latency_ms": served.latency_ns as f64 / 1e6,
-        "deadline_ms": request.deadline_ms,
-        "outputs": outputs,
-    }))
-    .into_response()
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
-async fn tenants(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let list: Vec<_> = state
-        .tenants
-        .iter()
-        .map(|t| json!({"name": t.name, "task": t.task, "labels": t.labels, "max_tokens": t.cfg.max_tokens()}))
-        .collect();
-    Json(json!({ "tenants": list }))
+/// Read timeouts and the shutdown grace period.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// Most time for a request's header to arrive (also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Most time for a request's body to arrive.
+    pub body_timeout: Duration,
+    /// Most time, after the stop, for open connections to finish before they are dropped.
+    pub grace: Duration,
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+impl Default for HttpOptions {
+    /// nginx reads a client's header and its body with 60 s timeouts by default
+    /// (`client_header_timeout`, `client_body_timeout`) and the CIS nginx benchmark hardens
+    /// both to 10 s; Envoy leaves `request_headers_timeout` off and bounds a stream at 300 s in
+    /// its edge best practices. A loopback inference server whose requests have a 3 s deadline
+    /// takes the hardened 10 s for both, and a 10 s grace period: as long as the read timeouts,
+    /// so a client that is slow but within them still finishes.
+    fn default() -> Self {
+        HttpOptions {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(10),
+        }
+    }
 }

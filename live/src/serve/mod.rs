@@ -1,19 +1,31 @@
 //! `ptm serve`: an HTTP/JSON server on loopback whose requests are scheduled by the same
 //! policies as the simulator and run on the real runtime.
 //!
-//! Threads: a tokio runtime serves HTTP; the calling thread coordinates (the live [`Core`]:
-//! scheduler, instances, admission control); one worker thread per instance runs the runtime.
-//! A request is tokenized with its tenant's `tokenizer.json` in the handler, sent to the
-//! coordinator, admitted or refused (429: queue full, or the estimated start plus service and
-//! switch exceeds its deadline), dispatched by the policy, and answered with its outputs.
-//! Shutdown (SIGINT/SIGTERM) stops accepting connections, answers every accepted request, then
-//! exits; the counters at `/metrics` add up: every response is counted under its status.
+//! Threads: a tokio runtime serves HTTP ([`http`]: connections, timeouts, shutdown; [`routes`]:
+//! handlers, guard, counting); the calling thread coordinates (the live [`Core`]: scheduler,
+//! instances, and [`admission`] control on measured service times); one worker thread per
+//! instance runs the runtime. A request is read (bounded in size and time), parsed and
+//! tokenized on the blocking pool, sent to the coordinator, admitted or refused (429: queue
+//! full, or the admitted work ahead plus its own measured service exceeds its deadline),
+//! dispatched by the policy, and answered with its outputs. Shutdown (SIGINT/SIGTERM) stops
+//! accepting connections and requests (503), answers every accepted request within the grace
+//! period or refuses it (503), then exits; `/metrics` counts every response.
 
+mod admission;
 mod api;
+mod guard;
 mod http;
 pub mod metrics;
+mod routes;
+mod timed;
 
-pub use api::{InferRequest, TenantInfo};
+pub use admission::{Admission, Estimate, Priors, ServiceModel};
+pub use api::{
+    body_limit_bytes, max_text_bytes, parse_infer, valid_deadline_ms, ApiError, InferRequest,
+    TenantInfo, MAX_DEADLINE_MS, MAX_TEXTS,
+};
+pub use guard::{read_token, Guard};
+pub use http::{HttpOptions, Stop};
 
 use crate::coordinator::{Core, CoreOptions, Msg, Refusal};
 use crate::executor::{Executor, Prefetcher};
@@ -26,13 +38,14 @@ use ptm_sim::engine::{Batching, LoadingMode, Preload, Serving, Setup};
 use ptm_sim::ledger::{Capacity, Eviction};
 use ptm_sim::profile::Profile;
 use ptm_sim::scheduler::{self, PolicyOptions, Shape};
-use ptm_sim::time::ms_to_ns;
-use ptm_sim::workload::{Tenant, Workload};
-use std::collections::BTreeMap;
+use ptm_sim::time::{ms_to_ns, Nanos};
+use ptm_sim::workload::{Tenant, TenantId, Workload};
+use routes::AppState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
+use timed::Timed;
 
 /// How to serve.
 pub struct ServeOptions {
@@ -64,27 +77,86 @@ pub struct ServeOptions {
     /// in it that describes the zoo; `None`: a quick calibration of the zoo on `device` at
     /// start-up.
     pub profile: Option<(Profile, String, String)>,
+    /// Read timeouts and the shutdown grace period.
+    pub http: HttpOptions,
+    /// A bearer token every request must carry (`--token-file`).
+    pub token: Option<String>,
     /// Use a profile of another model, device or dtype all the same (warned about instead of
     /// refused).
     pub allow_profile_mismatch: bool,
 }
 
-/// What the server shares with its HTTP handlers.
-pub struct AppState {
-    /// Tenants by id.
-    pub tenants: Vec<TenantInfo>,
-    /// Tenant ids by name.
-    pub by_name: BTreeMap<String, u32>,
-    /// To the coordinator.
-    pub tx: mpsc::Sender<Msg>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Default deadline, ms.
-    pub deadline_ms: f64,
+impl ServeOptions {
+    /// Refuses options the server cannot run with, naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.listen.ip().is_loopback(),
+            "--listen {}: ptm serve listens on loopback only",
+            self.listen
+        );
+        anyhow::ensure!(
+            self.instances > 0 && self.queue > 0 && self.forward_batch > 0,
+            "--instances, --queue and --forward-batch must be ≥ 1"
+        );
+        anyhow::ensure!(
+            valid_deadline_ms(self.deadline_ms),
+            "--deadline-ms {}: expected a positive number of milliseconds, at most {MAX_DEADLINE_MS} \
+             (a day); 0 would refuse every request that gives no deadline_ms",
+            self.deadline_ms
+        );
+        for (flag, d) in [
+            ("--header-timeout-ms", self.http.header_timeout),
+            ("--body-timeout-ms", self.http.body_timeout),
+        ] {
+            anyhow::ensure!(!d.is_zero(), "{flag}: expected at least 1 ms");
+        }
+        Ok(())
+    }
+}
+
+/// What tests and benchmarks may set beside the options.
+pub struct Hooks {
+    /// The instances' executors (default: runtime slots over the zoo).
+    pub executors: Option<Vec<Box<dyn Executor>>>,
+    /// How the server learns it must stop.
+    pub stop: Stop,
+    /// Told the address once the server listens.
+    pub listening: Option<mpsc::Sender<SocketAddr>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            executors: None,
+            stop: Stop::Signals,
+            listening: None,
+        }
+    }
+}
+
+/// The profile's estimates for admission, from the coordinator's setup.
+struct SetupPriors<'a>(&'a Setup<'a>);
+
+impl Priors for SetupPriors<'_> {
+    fn model_of(&self, tenant: TenantId) -> usize {
+        self.0.estimates.model_of(tenant)
+    }
+    fn inference_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
+        self.0.estimate_service_ns(tenant, samples, seq_len)
+    }
+    fn load_ns(&self, from: Option<TenantId>, tenant: TenantId) -> Nanos {
+        self.0.estimates.load_ns(from, tenant)
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM; returns the counters.
-pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
+pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
+    serve_with(o, Hooks::default())
+}
+
+/// Runs the server with `hooks` until told to stop; returns the counters.
+pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metrics>> {
+    o.validate()?;
     let zoo = Zoo::read(&o.zoo)?;
     anyhow::ensure!(
         !zoo.models.is_empty(),
@@ -143,54 +215,63 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
         .map(|t| t.cfg.max_tokens())
         .min()
         .unwrap_or(1);
-    let shared = Tenants::read(
-        &o.zoo,
-        tenants.len(),
-        o.dtype,
-        o.device,
-        o.forward_batch as usize,
-        max_seq,
-        setup.tiers.pool_tenants,
-    )?;
-    shared.check_fit(o.instances)?;
-    let executors = (0..o.instances)
-        .map(|i| {
-            SlotExecutor::new(shared.clone(), o.forward_batch, i as u64 + 1, &[])
-                .map(|e| Box::new(e) as Box<dyn Executor>)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (executors, prefetcher) = match hooks.executors {
+        Some(e) => (e, None),
+        None => {
+            let shared = Tenants::read(
+                &o.zoo,
+                tenants.len(),
+                o.dtype,
+                o.device,
+                o.forward_batch as usize,
+                max_seq,
+                setup.tiers.pool_tenants,
+            )?;
+            shared.check_fit(o.instances)?;
+            let executors = (0..o.instances)
+                .map(|i| {
+                    SlotExecutor::new(shared.clone(), o.forward_batch, i as u64 + 1, &[])
+                        .map(|e| Box::new(e) as Box<dyn Executor>)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let prefetcher =
+                PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>);
+            (executors, prefetcher)
+        }
+    };
+    anyhow::ensure!(
+        executors.len() == o.instances,
+        "{} executors for {} instances",
+        executors.len(),
+        o.instances
+    );
+    let live = timed::shared(o.instances);
+    let executors: Vec<Box<dyn Executor>> = executors
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Box::new(Timed::new(e, i, live.clone())) as Box<dyn Executor>)
+        .collect();
     let listener = std::net::TcpListener::bind(o.listen)?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::channel::<Msg>();
-    let by_name = tenants
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.clone(), i as u32))
-        .collect();
-    let state = Arc::new(AppState {
+    let state = Arc::new(AppState::new(
         tenants,
-        by_name,
-        tx: tx.clone(),
-        metrics: metrics.clone(),
-        deadline_ms: o.deadline_ms,
-    });
-    println!(
-        "ptm serve: listening on http://{addr} ({} tenants, {} instances on {}, policy {})",
-        state.tenants.len(),
-        o.instances,
-        o.device,
-        o.policy
-    );
-    use std::io::Write as _;
-    std::io::stdout().flush()?;
+        tx.clone(),
+        metrics.clone(),
+        o.deadline_ms,
+        Guard::new(addr.port(), o.token.clone()),
+        o.http,
+    ));
+    let priors = SetupPriors(&setup);
+    let mut admission = Admission::new(&priors);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut core = Core::start(
             scope,
             &setup,
             scheduler.as_mut(),
             executors,
-            PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>),
+            prefetcher,
             CoreOptions {
                 preload: Preload::Empty,
                 timeline: false,
@@ -199,76 +280,157 @@ pub fn serve(mut o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
             &tx,
         )?;
         let http_state = state.clone();
-        let http = scope.spawn(move || http::run(listener, http_state));
+        let stop = hooks.stop;
+        let (ready_tx, ready) = mpsc::channel();
+        let http = scope.spawn(move || http::run(listener, http_state, stop, ready_tx));
         drop(tx);
-        let mut draining = false;
-        loop {
-            let first = match core.until_tick() {
-                Some(w) => rx.recv_timeout(w).ok(),
-                None => Some(rx.recv()?),
-            };
-            let mut changed = false;
-            for msg in first.into_iter().chain(rx.try_iter()) {
-                match msg {
-                    Msg::Arrive {
-                        mut request,
-                        rows,
-                        reply,
-                    } => {
-                        if draining {
-                            let _ = reply.send(Err(Refusal::Draining));
-                            continue;
-                        }
-                        if core.waiting() >= o.queue {
-                            let why = format!(
-                                "queue full: {} requests wait (the server's --queue)",
-                                core.waiting()
-                            );
-                            let _ = reply.send(Err(Refusal::Rejected(why)));
-                            continue;
-                        }
-                        let finish = core.estimated_wait_ns()
-                            + core.estimated_service_ns(
-                                request.tenant,
-                                request.samples,
-                                request.seq_len,
-                            );
-                        if finish > request.deadline_ns {
-                            let why = format!(
-                                "cannot meet deadline_ms {}: estimated {:.1} ms to finish",
-                                request.deadline_ns as f64 / 1e6,
-                                finish as f64 / 1e6
-                            );
-                            let _ = reply.send(Err(Refusal::Rejected(why)));
-                            continue;
-                        }
-                        request.arrival_ns = core.now();
-                        core.arrive(request, Some(rows), Some(reply))?;
-                        metrics.accepted.fetch_add(1, Relaxed);
-                        changed = true;
-                    }
-                    Msg::Drain => draining = true,
-                    worker => changed |= core.worker(worker)?,
-                }
-            }
-            core.decide(changed, true)?;
-            let stats = &core.ledger().run().instances;
-            let switches: u64 = stats.iter().map(|i| i.switches).sum();
-            let cold: u64 = stats.iter().map(|i| i.cold_loads).sum();
-            metrics.switches.store(switches, Relaxed);
-            metrics.cold_loads.store(cold, Relaxed);
-            metrics.queue_depth.store(core.waiting() as u64, Relaxed);
-            metrics.busy_instances.store(core.busy() as u64, Relaxed);
-            if draining && core.waiting() == 0 && core.busy() == 0 {
-                break;
+        if ready.recv().is_ok() {
+            println!(
+                "ptm serve: listening on http://{addr} ({} tenants, {} instances on {}, policy {})",
+                state.tenants.len(),
+                o.instances,
+                o.device,
+                o.policy
+            );
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            if let Some(l) = hooks.listening {
+                let _ = l.send(addr);
             }
         }
+        let result = coordinate(&mut core, &rx, &mut admission, &live, &state, o.queue);
+        if result.is_err() {
+            // The coordinator failed: stop serving rather than leave requests unanswered.
+            state.stop_now();
+        }
         drop(core);
-        http.join()
-            .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))??;
+        let http = http
+            .join()
+            .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"));
+        result?;
+        http??;
         Ok(())
     })?;
     Ok(metrics)
+}
+
+/// The coordinator's loop: admits or refuses arrivals, hands workers' reports to the core,
+/// lets the policy decide, updates the gauges; returns once every connection is closed and
+/// nothing runs.
+fn coordinate(
+    core: &mut Core<'_>,
+    rx: &mpsc::Receiver<Msg>,
+    admission: &mut Admission<'_>,
+    live: &timed::Shared,
+    state: &AppState,
+    queue: usize,
+) -> anyhow::Result<()> {
+    let metrics = &state.metrics;
+    let mut draining = false;
+    loop {
+        let first = match core.until_tick() {
+            Some(w) => rx.recv_timeout(w).ok(),
+            None => Some(rx.recv()?),
+        };
+        admission.absorb(live);
+        let mut changed = false;
+        for msg in first.into_iter().chain(rx.try_iter()) {
+            match msg {
+                Msg::Arrive {
+                    mut request,
+                    rows,
+                    reply,
+                } => {
+                    if draining {
+                        let _ = reply.send(Err(Refusal::Draining));
+                        continue;
+                    }
+                    if core.waiting() >= queue {
+                        let why = format!(
+                            "queue full: {} requests wait (the server's --queue)",
+                            core.waiting()
+                        );
+                        let _ = reply.send(Err(Refusal::Rejected(why)));
+                        continue;
+                    }
+                    let estimate =
+                        admission.estimate(live, request.tenant, request.samples, request.seq_len);
+                    if estimate.finish_ns() > request.deadline_ns {
+                        let why = estimate.refusal(request.deadline_ns);
+                        let _ = reply.send(Err(Refusal::Rejected(why)));
+                        continue;
+                    }
+                    request.arrival_ns = core.now();
+                    let (tenant, samples, seq_len) =
+                        (request.tenant, request.samples, request.seq_len);
+                    let id = core.arrive(request, Some(rows), Some(reply))?;
+                    admission.admit(id, tenant, samples, seq_len, &estimate);
+                    metrics.accepted.fetch_add(1, Relaxed);
+                    changed = true;
+                }
+                Msg::Drain => draining = true,
+                worker => {
+                    if let Msg::Done { instance, .. } = &worker {
+                        // Every request of the batch is answered now.
+                        for &id in core.ledger().batch(*instance) {
+                            admission.done(id);
+                        }
+                    }
+                    changed |= core.worker(worker)?;
+                }
+            }
+        }
+        // Once every connection is closed (or the grace period ended) nobody waits for
+        // what is still queued: finish what runs and stop.
+        let stopping = state.http_done.load(Relaxed) || state.abandoned.load(Relaxed);
+        if !stopping {
+            core.decide(changed, true)?;
+        }
+        let run = core.ledger().run();
+        let stats = &run.instances;
+        metrics
+            .switches
+            .store(stats.iter().map(|i| i.switches).sum(), Relaxed);
+        metrics
+            .cold_loads
+            .store(stats.iter().map(|i| i.cold_loads).sum(), Relaxed);
+        metrics
+            .pool_loads
+            .store(stats.iter().map(|i| i.pool_loads).sum(), Relaxed);
+        metrics
+            .batches
+            .store(stats.iter().map(|i| i.batches).sum(), Relaxed);
+        metrics
+            .pool_evictions
+            .store(core.ledger().residency().evictions().0, Relaxed);
+        metrics.queue_depth.store(core.waiting() as u64, Relaxed);
+        metrics.busy_instances.store(core.busy() as u64, Relaxed);
+        let spans = run.timeline.as_ref().map_or(0, Vec::len);
+        metrics
+            .request_records
+            .store(core.records() as u64, Relaxed);
+        metrics
+            .request_record_bytes
+            .store(coordinator_record_bytes(core.records(), spans), Relaxed);
+        if state.http_done.load(Relaxed) && core.busy() == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the coordinator keeps for `records` requests and `spans` timeline spans: per request
+/// its `Request`, rows and reply slots, start, end and instance in the run, and its service
+/// estimate; per span a `Span`. (What the soak benchmark weighs the server's growth against.)
+pub fn coordinator_record_bytes(records: usize, spans: usize) -> u64 {
+    use std::mem::size_of;
+    let per_request = size_of::<ptm_sim::workload::Request>()
+        + size_of::<Option<crate::coordinator::Rows>>()
+        + size_of::<Option<crate::coordinator::Reply>>()
+        + 2 * size_of::<Nanos>()
+        + size_of::<u32>()
+        + size_of::<Nanos>();
+    (records * per_request + spans * size_of::<ptm_sim::engine::Span>()) as u64
 }
 
 /// Refuses a given profile of another model architecture, device kind or dtype than the zoo

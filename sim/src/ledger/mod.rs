@@ -254,7 +254,8 @@ impl Residency {
         }
     }
 
-    fn evictions(&self) -> (u64, u64) {
+    /// Tenants evicted so far from the pool and from the host cache.
+    pub fn evictions(&self) -> (u64, u64) {
         (
             self.pool.as_ref().map_or(0, |p| p.evictions),
             self.host.as_ref().map_or(0, |h| h.evictions),

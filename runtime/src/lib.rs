@@ -17,6 +17,7 @@ pub mod error;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod pet;
 pub mod switch;
 pub mod tokenize;
 pub mod vocab;

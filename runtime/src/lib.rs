@@ -15,6 +15,10 @@ pub mod dtype;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+/// The PET kernels' GPU API (`gpu/pet.rs`), declared here until `gpu/mod.rs` lists it.
+#[cfg(feature = "cuda")]
+#[path = "gpu/pet.rs"]
+pub mod gpu_pet;
 pub mod layout;
 pub mod model;
 pub mod pet;

@@ -52,6 +52,7 @@ pub mod registry;
 pub mod sites;
 pub mod tenant;
 pub mod tensors;
+pub mod twin;
 pub mod write;
 pub mod zoo;
 

@@ -205,24 +205,22 @@ pub(crate) enum Format {
 pub(crate) fn read_format(dir: &Path) -> Result<Format> {
     let path = dir.join("adapter_config.json");
     let v: serde_json::Value = tensors::read_json(&path)?;
-    let parse = |v: serde_json::Value| -> Result<Format> {
-        if v.get("peft_type").is_some() {
-            let c: peft::PeftConfig = serde_json::from_value(v)
-                .map_err(|e| Error::pet(&path, "adapter_config.json", e.to_string()))?;
-            Ok(Format::Peft(Box::new(c)))
-        } else if v.get("config").is_some() {
-            let c: bottleneck::AdaptersConfig = serde_json::from_value(v)
-                .map_err(|e| Error::pet(&path, "adapter_config.json", e.to_string()))?;
-            Ok(Format::Adapters(Box::new(c)))
-        } else {
-            Err(Error::pet(
-                &path,
-                "adapter_config.json",
-                "neither a PEFT config (`peft_type`) nor an `adapters` library config (`config`)",
-            ))
-        }
-    };
-    parse(v)
+    let bad = |e: serde_json::Error| Error::pet(&path, "adapter_config.json", e.to_string());
+    if v.get("peft_type").is_some() {
+        Ok(Format::Peft(Box::new(
+            serde_json::from_value(v).map_err(bad)?,
+        )))
+    } else if v.get("config").is_some() {
+        Ok(Format::Adapters(Box::new(
+            serde_json::from_value(v).map_err(bad)?,
+        )))
+    } else {
+        Err(Error::pet(
+            &path,
+            "adapter_config.json",
+            "neither a PEFT config (`peft_type`) nor an `adapters` library config (`config`)",
+        ))
+    }
 }
 
 /// The backbone folder that the tenant at `dir` names.

@@ -412,8 +412,7 @@ fn peft_tenant(
             })
         }
     };
-    let mut r2 = r.clone();
-    t.extend(head_tensors(c, &mut r2, task, labels, &key));
+    t.extend(head_tensors(c, r, task, labels, &key));
     Ok((t, "adapter_model.safetensors", config))
 }
 

@@ -248,3 +248,80 @@ fn every_kind_equals_a_straightforward_reference() {
         }
     }
 }
+
+#[test]
+fn roberta_lora_tenant_equals_its_merged_model() {
+    // A tiny RoBERTa backbone and a LoRA sequence classifier over it, in PEFT's RoBERTa naming
+    // (`roberta.` prefix, `classifier.dense` / `classifier.out_proj`).
+    let (d, z) = zoo(&specs().remove(0).1, 1);
+    let mut cfg = Arch::Tiny.config(Task::Embedding, 0);
+    cfg.model_type = "roberta".into();
+    cfg.architectures = vec!["RobertaModel".into()];
+    cfg.type_vocab_size = 1;
+    cfg.pad_token_id = 1;
+    cfg.max_position_embeddings = 66;
+    ptm_runtime::zoo::write_model(&d.path().join("rbackbone"), &cfg, DType::Fp32, 4, 0).unwrap();
+    let from = d.path().join(&z.tenants[0].name);
+    let to = d.path().join("roberta-t0");
+    std::fs::create_dir_all(&to).unwrap();
+    let mut ac: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("adapter_config.json")).unwrap())
+            .unwrap();
+    ac["base_model_name_or_path"] = "rbackbone".into();
+    std::fs::write(to.join("adapter_config.json"), ac.to_string()).unwrap();
+    let data = std::fs::read(from.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let n = n
+                .replace("model.bert.", "model.roberta.")
+                .replace("model.classifier.", "model.classifier.out_proj.");
+            (n, v.shape().to_vec(), DType::Fp32.decode_f32(v.data()))
+        })
+        .collect();
+    let path = to.join("adapter_model.safetensors");
+    ptm_runtime::pet::write::safetensors(&path, DType::Fp32, &mut t.clone()).unwrap();
+    // Without its dense layer the head is refused by name.
+    let e = PetSet::single(&to, DType::Fp32)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("classifier.dense.weight"), "{e}");
+    let mut r = rand_pcg::Pcg64Mcg::seed_from_u64(2);
+    let mut dense = |n: usize| {
+        (0..n)
+            .map(|_| r.random_range(-0.05..0.05f32))
+            .collect::<Vec<_>>()
+    };
+    t.push((
+        "base_model.model.classifier.dense.weight".into(),
+        vec![32, 32],
+        dense(32 * 32),
+    ));
+    t.push((
+        "base_model.model.classifier.dense.bias".into(),
+        vec![32],
+        dense(32),
+    ));
+    ptm_runtime::pet::write::safetensors(&path, DType::Fp32, &mut t).unwrap();
+    let s = PetSet::single(&to, DType::Fp32).unwrap();
+    let tenant = s.tenant(0).unwrap();
+    assert_eq!(
+        tenant.lora_ranks().len(),
+        4,
+        "query and value of two layers"
+    );
+    let batch = Batch::from_rows(&rows(&[9, 4], 3), 1, None).unwrap();
+    let (mcfg, w) = merged(&s.backbone, tenant).unwrap();
+    assert_eq!(
+        mcfg.architectures,
+        vec!["RobertaForSequenceClassification".to_string()]
+    );
+    let want = bert::load(&w, &mcfg).unwrap().forward(&batch).unwrap();
+    let got = s.forward_one(0, &batch).unwrap();
+    assert_eq!(got.shape, vec![2, 2]);
+    let e = rel_err(&got.values, &want.values);
+    assert!(e < 1e-6, "{e:e}");
+}

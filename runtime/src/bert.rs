@@ -14,7 +14,7 @@
 //! For an fp32 model every rounding is the identity. [`Rounding`] names these points so that
 //! the error each one adds against an all-f32 evaluation can be measured.
 //!
-//! The encoder loop calls an [`EncoderHooks`] object at every linear layer, layer norm and
+//! The encoder loop calls an `EncoderHooks` object at every linear layer, layer norm and
 //! sublayer end; the plain model uses the defaults (exactly the computation above), and
 //! parameter-efficient tenants (`crate::pet`) override them to apply their deltas to their
 //! segment of rows while the backbone's products still run once for the whole batch.

@@ -15,7 +15,7 @@ pub mod dtype;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
-/// The PET kernels' GPU API (`gpu/pet.rs`), declared here until `gpu/mod.rs` lists it.
+// The PET kernels' GPU API (`gpu/pet.rs`), declared here until `gpu/mod.rs` lists it.
 #[cfg(feature = "cuda")]
 #[path = "gpu/pet.rs"]
 pub mod gpu_pet;

@@ -45,16 +45,19 @@
 
 pub mod backbone;
 pub mod bottleneck;
+pub mod flex_head;
 pub mod forward;
 pub mod merge;
 pub mod peft;
 pub mod registry;
 pub mod sites;
+pub mod targets;
 pub mod tenant;
 pub mod tensors;
 pub mod twin;
 pub mod write;
 pub mod zoo;
+pub mod zoo_tenant;
 
 pub use backbone::Backbone;
 pub use forward::{forward_mixed, Segment};

@@ -46,10 +46,14 @@ impl PetSet {
     /// Reads the tenant in `dir` and registers it under its folder name; returns its index.
     pub fn register(&mut self, dir: &Path) -> Result<usize> {
         if self.tenants.len() >= self.capacity {
-            return Err(Error::CacheFull {
-                tenant: dir.display().to_string(),
-                capacity: self.capacity,
-            });
+            return Err(Error::pet(
+                dir,
+                "tenant",
+                format!(
+                    "the set holds at most {} tenants and is full",
+                    self.capacity
+                ),
+            ));
         }
         let t = PetTenant::load(dir, &self.backbone)?;
         if self.by_name.contains_key(&t.name) {

@@ -7,8 +7,8 @@
 //! `modules_to_save` head is saved as the module's own parameters,
 //! `base_model.model.classifier.weight` / `.bias` (RoBERTa: `classifier.dense.*`,
 //! `classifier.out_proj.*`; a saved pooler: `base_model.model.bert.pooler.dense.*`). With
-//! `bias: all` or `lora_only` PEFT also saves biases (`….query.bias`, `….LayerNorm.bias`):
-//! they replace the backbone's. Copies PEFT may add beside a head (`….original_module.*`,
+//! `bias: all` or `lora_only` PEFT also saves biases (`….key.bias`, `….LayerNorm.bias`, and
+//! `….query.base_layer.bias` for a module LoRA wraps): they replace the backbone's. Copies PEFT may add beside a head (`….original_module.*`,
 //! `….modules_to_save.*`) are skipped.
 //!
 //! Supported config fields: `r`, `lora_alpha`, `target_modules`, `layers_to_transform`,
@@ -16,8 +16,8 @@
 //! (scale `alpha/√r`), `bias`, `modules_to_save`, `task_type` (`SEQ_CLS`, `TOKEN_CLS`,
 //! `FEATURE_EXTRACTION` or none), `base_model_name_or_path`. `fan_in_fan_out` is accepted and
 //! has no effect: PEFT itself turns it off for `nn.Linear` layers, which BERT's are. Refused,
-//! naming the field: `use_dora`, `layer_replication`, `target_parameters`,
-//! `trainable_token_indices`, LoRA on embeddings.
+//! naming the field: `use_dora`, `lora_bias`, `exclude_modules`, `layer_replication`,
+//! `target_parameters`, `trainable_token_indices`, LoRA on embeddings.
 //!
 //! BitFit (our layout, as PEFT would save a LoRA with `bias: all` and no LoRA pairs):
 //! `{"peft_type": "BITFIT", "base_model_name_or_path": …, "task_type": …}` and biases named
@@ -117,6 +117,12 @@ pub struct PeftConfig {
     /// Refused where set.
     #[serde(default)]
     pub trainable_token_indices: Option<serde_json::Value>,
+    /// Refused where set.
+    #[serde(default)]
+    pub exclude_modules: Option<serde_json::Value>,
+    /// A bias on LoRA's B (refused where true).
+    #[serde(default)]
+    pub lora_bias: Option<bool>,
 }
 
 fn is_set(v: &Option<serde_json::Value>) -> bool {
@@ -172,10 +178,14 @@ pub(crate) fn read(dir: &Path, cfg: &PeftConfig, backbone: &Backbone) -> Result<
     if cfg.use_dora == Some(true) {
         return Err(bad("use_dora", "DoRA tenants are not supported"));
     }
+    if cfg.lora_bias == Some(true) {
+        return Err(bad("lora_bias", "a bias on LoRA's B is not supported"));
+    }
     for (field, v) in [
         ("layer_replication", &cfg.layer_replication),
         ("target_parameters", &cfg.target_parameters),
         ("trainable_token_indices", &cfg.trainable_token_indices),
+        ("exclude_modules", &cfg.exclude_modules),
     ] {
         if is_set(v) {
             return Err(bad(field, "not supported (must be null or absent)"));
@@ -282,6 +292,12 @@ pub(crate) fn read(dir: &Path, cfg: &PeftConfig, backbone: &Backbone) -> Result<
             continue;
         }
         let is_head = module == Module::Classifier || (module == Module::Pooler && pooler_whole);
+        // A LoRA-wrapped linear keeps its own parameters under `base_layer` (`bias: all`).
+        let suffix = if suffix == "base_layer.bias" && targets.contains_key(&module) {
+            "bias"
+        } else {
+            suffix
+        };
         match suffix {
             "lora_A.weight" | "lora_B.weight" => {
                 if !targets.contains_key(&module) {

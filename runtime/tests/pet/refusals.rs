@@ -129,6 +129,19 @@ fn lora_that_does_not_fit_is_refused_naming_the_tensor() {
         "{e}"
     );
 
+    // `bias: all` as PEFT saves it: a wrapped module's bias under `base_layer`, others plain.
+    let t = copy(d.path(), &z, 0, "bias-all");
+    edit_json(&cfg(&t), |v| v["bias"] = "all".into());
+    let k0 = "base_model.model.bert.encoder.layer.0.attention.self.key";
+    edit_st(&st(&t), |v| {
+        v.push((format!("{q0}.base_layer.bias"), vec![32], vec![0.5; 32]));
+        v.push((format!("{k0}.bias"), vec![32], vec![0.25; 32]));
+    });
+    let read = PetTenant::load(&t, &b).unwrap();
+    use ptm_runtime::bert::LayerLinear::{Key, Query};
+    use ptm_runtime::pet::Module::Linear;
+    assert_eq!(read.bias_modules(), vec![Linear(0, Query), Linear(0, Key)]);
+
     // Fields that are refused.
     for (field, val) in [
         ("use_dora", Value::Bool(true)),
@@ -136,6 +149,8 @@ fn lora_that_does_not_fit_is_refused_naming_the_tensor() {
         ("task_type", Value::from("CAUSAL_LM")),
         ("bias", Value::from("some")),
         ("layer_replication", serde_json::json!([[0, 1]])),
+        ("exclude_modules", serde_json::json!(["key"])),
+        ("lora_bias", Value::Bool(true)),
         ("target_modules", Value::from("(unclosed")),
         ("r", Value::from(100000)),
     ] {

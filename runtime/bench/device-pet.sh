@@ -2,8 +2,9 @@
 # One device call for issue 15 (first part): the segmented PET kernels against their CPU twins
 # on the GPU, `ptm infer` (CPU reference) on LoRA tenants against Hugging Face transformers + peft
 # loading the same files, and the peft set_adapter serving baseline.
-# Expects ./ptm, ./pet_gpu-* (the test binary of runtime/tests/pet_gpu.rs) and the two python
-# scripts beside it.
+# Expects ./ptm (cargo build --release -p ptm) and ./pet_gpu-* (the test binary of
+# runtime/tests/pet_gpu.rs: cargo test -p ptm-runtime --test pet_gpu --no-run, then copy
+# target/debug/deps/pet_gpu-<hash>) beside it, with the two python scripts. About 5 minutes.
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 O=${OUT:-/tmp/out}; mkdir -p $O

@@ -138,3 +138,97 @@ fn minilm_through_ptm_infer_matches_golden() {
         assert!(cos >= 0.9999, "cosine {cos} for {}", want["text"]);
     }
 }
+
+#[test]
+fn pet_zoo_make_then_infer_every_kind() {
+    for kind in ["lora", "adapter", "bitfit"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = ptm(&[
+            "zoo",
+            "make",
+            "--arch",
+            "tiny",
+            "--pet",
+            kind,
+            "--rank",
+            "4",
+            "--targets",
+            "query,value,output.dense",
+            "--placement",
+            "pfeiffer",
+            "--reduction-factor",
+            "4",
+            "--tenants",
+            "3",
+            "--out",
+            path(dir.path()),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("3 {kind} tenants")),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(dir.path().join("pet.ron").is_file());
+        assert!(dir.path().join("backbone/model.safetensors").is_file());
+        for (t, task, shape) in [
+            ("t000", "sequence_classification", serde_json::json!([2])),
+            ("t001", "token_classification", serde_json::json!([3, 9])),
+            ("t002", "embedding", serde_json::json!([32])),
+        ] {
+            let model = dir.path().join(format!("tiny-{kind}-{t}"));
+            let out = ptm(&[
+                "infer",
+                "--model",
+                path(&model),
+                "--dtype",
+                "bf16",
+                "--text",
+                "gpu",
+                "--json",
+            ]);
+            assert!(
+                out.status.success(),
+                "{kind} {t}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+            assert_eq!(v[0]["task"], task, "{kind} {t}");
+            assert_eq!(v[0]["shape"], shape, "{kind} {t}");
+            assert_eq!(v[0]["token_ids"], serde_json::json!([101, 261, 102]));
+        }
+        let model = dir.path().join(format!("tiny-{kind}-t000"));
+        let out = ptm(&[
+            "infer",
+            "--model",
+            path(&model),
+            "--device",
+            "cuda",
+            "--text",
+            "x",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("run on the CPU"),
+            "{err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = ptm(&[
+        "zoo",
+        "make",
+        "--arch",
+        "tiny",
+        "--pet",
+        "lora",
+        "--targets",
+        "query,qkv",
+        "--out",
+        path(dir.path()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("LoRA target `qkv`"),
+        "{err}"
+    );
+}

@@ -13,6 +13,11 @@
 //!
 //! For an fp32 model every rounding is the identity. [`Rounding`] names these points so that
 //! the error each one adds against an all-f32 evaluation can be measured.
+//!
+//! The encoder loop calls an `EncoderHooks` object at every linear layer, layer norm and
+//! sublayer end; the plain model uses the defaults (exactly the computation above), and
+//! parameter-efficient tenants (`crate::pet`) override them to apply their deltas to their
+//! segment of rows while the backbone's products still run once for the whole batch.
 
 use crate::checkpoint::PackedWeights;
 use crate::config::{Activation, Config, Task};
@@ -55,6 +60,9 @@ pub struct Rounding {
     pub pre_act: bool,
     /// Activation outputs (GELU, tanh of the pooler).
     pub act: bool,
+    /// Parameter-efficient tenants' product operands (`crate::pet`): LoRA shrink outputs,
+    /// adapter inputs and bottleneck activations.
+    pub pet: bool,
 }
 
 impl Rounding {
@@ -66,6 +74,7 @@ impl Rounding {
         ctx: true,
         pre_act: true,
         act: true,
+        pet: true,
     };
     /// No rounding: the model's weights evaluated in f32.
     pub const NONE: Rounding = Rounding {
@@ -75,40 +84,145 @@ impl Rounding {
         ctx: false,
         pre_act: false,
         act: false,
+        pet: false,
     };
 }
 
-struct Linear {
+/// A dense layer: weight `[out, in]` and bias `[out]`.
+#[derive(Debug)]
+pub(crate) struct Linear {
     /// f32 (holding model-dtype values).
-    w: Tensor,
+    pub(crate) w: Tensor,
     /// f32.
-    b: Tensor,
+    pub(crate) b: Tensor,
 }
 
 impl Linear {
     /// `x [n, in] → [n, out]` in f32.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with_bias(x, &self.b)
+    }
+
+    /// `x · Wᵀ` without the bias, f32.
+    pub(crate) fn product(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.w.t()?)?)
+    }
+
+    /// `x · Wᵀ + b` for another bias `b` (`[out]`, or `[n, out]` per row).
+    pub(crate) fn forward_with_bias(&self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok(self.product(x)?.broadcast_add(b)?)
     }
 }
 
-struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
-    eps: f64,
+/// A layer norm over the last dimension: weight and bias `[h]`, f32.
+#[derive(Debug)]
+pub(crate) struct LayerNorm {
+    pub(crate) w: Tensor,
+    pub(crate) b: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl LayerNorm {
     /// Normalises the last dimension of an f32 tensor.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.scaled(x)?.broadcast_add(&self.b)?)
+    }
+
+    /// The normalised input times the weight, before the bias is added.
+    pub(crate) fn scaled(&self, x: &Tensor) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
+        Ok(y.broadcast_mul(&self.w)?)
     }
 }
 
+/// A linear layer of an encoder layer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum LayerLinear {
+    /// `attention.self.query`.
+    Query,
+    /// `attention.self.key`.
+    Key,
+    /// `attention.self.value`.
+    Value,
+    /// `attention.output.dense`.
+    AttnOut,
+    /// `intermediate.dense` (FFN up).
+    Up,
+    /// `output.dense` (FFN down).
+    Down,
+}
+
+impl LayerLinear {
+    /// All six, in the order of a layer.
+    pub const ALL: [LayerLinear; 6] = [
+        LayerLinear::Query,
+        LayerLinear::Key,
+        LayerLinear::Value,
+        LayerLinear::AttnOut,
+        LayerLinear::Up,
+        LayerLinear::Down,
+    ];
+}
+
+/// The layer norms of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LnPos {
+    /// `embeddings.LayerNorm`.
+    Embeddings,
+    /// `encoder.layer.N.attention.output.LayerNorm` (ends the attention sublayer).
+    Attention(usize),
+    /// `encoder.layer.N.output.LayerNorm` (ends the feed-forward sublayer).
+    Output(usize),
+}
+
+/// Points in the encoder loop where a caller may change the computation (see the module docs).
+/// The defaults are the plain model.
+pub(crate) trait EncoderHooks {
+    /// The f32 output of linear `which` of layer `layer` for the operand `x` (model-dtype
+    /// values), bias included, before any rounding.
+    fn linear(
+        &self,
+        _layer: usize,
+        _which: LayerLinear,
+        lin: &Linear,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        lin.forward(x)
+    }
+
+    /// Layer norm `pos` of the f32 tensor `x`.
+    fn layer_norm(&self, _pos: LnPos, ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
+        ln.forward(x)
+    }
+
+    /// The end of a sublayer: `h` is the output of its last linear (attention output or FFN
+    /// down, f32, bias included), `residual` its input stream; returns the layer norm `pos`
+    /// (an [`LnPos::Attention`] or [`LnPos::Output`]) of their sum.
+    fn sublayer_end(
+        &self,
+        pos: LnPos,
+        ln: &LayerNorm,
+        h: &Tensor,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.layer_norm(pos, ln, &(h + residual)?)
+    }
+}
+
+/// An f32 delta hook on a linear's output: `(input, output) → output + delta`.
+pub(crate) type Delta<'a> = &'a dyn Fn(&Tensor, Tensor) -> Result<Tensor>;
+
+/// The plain model: every hook at its default.
+pub(crate) struct Plain;
+
+impl EncoderHooks for Plain {}
+
+#[derive(Debug)]
 struct Layer {
     q: Linear,
     k: Linear,
@@ -121,6 +235,7 @@ struct Layer {
 }
 
 /// An encoder with its head, weights held as candle tensors on the CPU.
+#[derive(Debug)]
 pub struct Bert {
     cfg: Config,
     task: Task,
@@ -223,6 +338,23 @@ impl Bert {
     /// [`Bert::forward`] with only the rounding points of `r` rounding to the model dtype
     /// (for measuring where a 16-bit model's error comes from).
     pub fn forward_rounding(&self, batch: &Batch, r: Rounding) -> Result<HeadOutput> {
+        let (x, mask) = self.encode(batch, r, &Plain)?;
+        self.head(&x, &mask, batch.batch, batch.seq, r)
+    }
+
+    /// Rounds an f32 tensor to the model dtype (and back) where `on` (crate-visible).
+    pub(crate) fn round_to_dtype(&self, t: Tensor, on: bool) -> Result<Tensor> {
+        self.round(t, on)
+    }
+
+    /// The encoder over a batch with `hooks`: the last hidden states rounded to the model dtype
+    /// (`[batch × seq, hidden]`, f32 holding model-dtype values) and the mask as f32 `[batch, seq]`.
+    pub(crate) fn encode(
+        &self,
+        batch: &Batch,
+        r: Rounding,
+        hooks: &dyn EncoderHooks,
+    ) -> Result<(Tensor, Tensor)> {
         batch.check(&self.cfg)?;
         let (b, s, h) = (batch.batch, batch.seq, self.cfg.hidden_size);
         let (nh, dh) = (self.cfg.num_attention_heads, self.cfg.head_dim());
@@ -236,7 +368,7 @@ impl Bert {
         let x = (self.word.index_select(&ids, 0)? + self.pos.index_select(&pos, 0)?)?;
         let x = (x + self.types.index_select(&tt, 0)?)?;
         // The residual stream (f32) and its rounded copy (the next products' operand).
-        let mut x32 = self.ln_emb.forward(&x)?; // [b*s, h]
+        let mut x32 = hooks.layer_norm(LnPos::Embeddings, &self.ln_emb, &x)?; // [b*s, h]
         let mut x = round(x32.clone(), r.ln)?;
         let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
         let mask = Tensor::from_slice(&mask, (b, s), &dev)?;
@@ -245,31 +377,39 @@ impl Bert {
         let heads = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, s, nh, dh))?.transpose(1, 2)?.contiguous()?)
         };
-        for l in &self.layers {
-            let q = heads(round(l.q.forward(&x)?, r.qkv)?)?;
-            let k = heads(round(l.k.forward(&x)?, r.qkv)?)?;
-            let v = heads(round(l.v.forward(&x)?, r.qkv)?)?;
+        for (n, l) in self.layers.iter().enumerate() {
+            let lin = |which, lin: &Linear, x: &Tensor| hooks.linear(n, which, lin, x);
+            let q = heads(round(lin(LayerLinear::Query, &l.q, &x)?, r.qkv)?)?;
+            let k = heads(round(lin(LayerLinear::Key, &l.k, &x)?, r.qkv)?)?;
+            let v = heads(round(lin(LayerLinear::Value, &l.v, &x)?, r.qkv)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let max = scores.max_keepdim(D::Minus1)?;
             let e = scores.broadcast_sub(&max)?.exp()?;
             let p = round(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?, r.probs)?;
             let ctx = round(p.matmul(&v)?, r.ctx)?; // [b, nh, s, dh]
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
-            let a32 = l.ln1.forward(&(l.o.forward(&ctx)? + &x32)?)?;
+            let o = lin(LayerLinear::AttnOut, &l.o, &ctx)?;
+            let a32 = hooks.sublayer_end(LnPos::Attention(n), &l.ln1, &o, &x32)?;
             let a = round(a32.clone(), r.ln)?;
-            let u = round(l.up.forward(&a)?, r.pre_act)?;
-            let u = match self.act {
-                Activation::GeluErf => u.gelu_erf()?,
-                Activation::GeluTanh => u.gelu()?,
-                Activation::Relu => u.relu()?,
-                Activation::Tanh => u.tanh()?,
-                Activation::Identity => u,
-            };
+            let u = round(lin(LayerLinear::Up, &l.up, &a)?, r.pre_act)?;
+            let u = self.activate(u)?;
             let u = round(u, r.act)?;
-            x32 = l.ln2.forward(&(l.down.forward(&u)? + &a32)?)?;
+            let d = lin(LayerLinear::Down, &l.down, &u)?;
+            x32 = hooks.sublayer_end(LnPos::Output(n), &l.ln2, &d, &a32)?;
             x = round(x32.clone(), r.ln)?;
         }
-        self.head(&x, &mask, b, s, r)
+        Ok((x, mask))
+    }
+
+    /// The feed-forward activation of this model.
+    fn activate(&self, u: Tensor) -> Result<Tensor> {
+        Ok(match self.act {
+            Activation::GeluErf => u.gelu_erf()?,
+            Activation::GeluTanh => u.gelu()?,
+            Activation::Relu => u.relu()?,
+            Activation::Tanh => u.tanh()?,
+            Activation::Identity => u,
+        })
     }
 
     fn head(
@@ -280,20 +420,52 @@ impl Bert {
         s: usize,
         r: Rounding,
     ) -> Result<HeadOutput> {
+        let pooler = self.pooler.as_ref().map(|p| (p, None));
+        self.head_with(
+            self.task,
+            pooler,
+            self.classifier.as_ref(),
+            self.cfg.labels(),
+            x,
+            mask,
+            (b, s),
+            r,
+        )
+    }
+
+    /// A head over the rounded last hidden states `x` (`[b × s, hidden]`) of `rows = (b, s)`:
+    /// the pooler (with an optional f32 delta hook on its pre-activation output) and the
+    /// classifier given, for a task with `labels` labels.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn head_with(
+        &self,
+        task: Task,
+        pooler: Option<(&Linear, Option<Delta>)>,
+        classifier: Option<&Linear>,
+        labels: usize,
+        x: &Tensor,
+        mask: &Tensor,
+        rows: (usize, usize),
+        r: Rounding,
+    ) -> Result<HeadOutput> {
+        let (b, s) = rows;
         let h = self.cfg.hidden_size;
         let round = |t, on| self.round(t, on);
         let f32v = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let (values, shape) = match (self.task, &self.pooler, &self.classifier) {
-            (Task::SequenceClassification, Some(p), Some(c)) => {
+        let (values, shape) = match (task, pooler, classifier) {
+            (Task::SequenceClassification, Some((p, delta)), Some(c)) => {
                 let first = x.reshape((b, s, h))?.narrow(1, 0, 1)?.reshape((b, h))?;
-                let pooled = round(p.forward(&first)?, r.pre_act)?.tanh()?;
+                let y = p.forward(&first)?;
+                let y = match delta {
+                    Some(d) => d(&first, y)?,
+                    None => y,
+                };
+                let pooled = round(y, r.pre_act)?.tanh()?;
                 let logits = c.forward(&round(pooled, r.act)?)?;
-                (f32v(logits)?, vec![b, self.cfg.labels()])
+                (f32v(logits)?, vec![b, labels])
             }
-            (Task::TokenClassification, _, Some(c)) => {
-                (f32v(c.forward(x)?)?, vec![b, s, self.cfg.labels()])
-            }
-            _ => {
+            (Task::TokenClassification, _, Some(c)) => (f32v(c.forward(x)?)?, vec![b, s, labels]),
+            (Task::Embedding, _, _) => {
                 let x = x.reshape((b, s, h))?;
                 let m = mask.reshape((b, s, 1))?;
                 let sum = x.broadcast_mul(&m)?.sum(1)?; // [b, h]
@@ -302,9 +474,14 @@ impl Bert {
                 let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
                 (f32v(mean.broadcast_div(&norm)?)?, vec![b, h])
             }
+            (task, _, _) => {
+                return Err(Error::Input(format!(
+                    "the {task:?} head is missing its pooler or classifier"
+                )))
+            }
         };
         Ok(HeadOutput {
-            task: self.task,
+            task,
             values,
             shape,
         })

@@ -169,9 +169,33 @@ pub enum Error {
         /// The first such element.
         index: usize,
     },
+    /// A parameter-efficient tenant (LoRA, adapter, BitFit) that cannot be read or does not fit
+    /// its backbone: names the file and the tensor or field.
+    #[error("{path}: {what}: {message}")]
+    Pet {
+        /// The file (or tenant folder).
+        path: PathBuf,
+        /// The tensor or field concerned.
+        what: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
 }
 
 impl Error {
+    /// A [`Error::Pet`] error.
+    pub fn pet(
+        path: impl Into<PathBuf>,
+        what: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Pet {
+            path: path.into(),
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

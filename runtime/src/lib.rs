@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod identity;
 pub mod layout;
 pub mod model;
+pub mod pet;
 pub mod slot;
 pub mod switch;
 pub mod tokenize;

@@ -1,4 +1,6 @@
-//! A loaded model: configuration, tokenizer, and an engine (candle CPU or cudarc GPU).
+//! A loaded model: configuration, tokenizer, and an engine (candle CPU or cudarc GPU). A folder
+//! with an `adapter_config.json` is a parameter-efficient tenant ([`crate::pet`]): its backbone
+//! is loaded with it and it runs on the CPU reference.
 
 use crate::bert::{self, Bert, HeadOutput};
 use crate::checkpoint::PackedWeights;
@@ -17,6 +19,8 @@ pub enum Engine {
     Cpu(Box<Bert>),
     /// cudarc on a GPU.
     Cuda(Box<crate::gpu::GpuModel>),
+    /// A parameter-efficient tenant over its backbone, on the CPU.
+    Pet(Box<crate::pet::PetSet>),
 }
 
 /// The result for one input text.
@@ -52,8 +56,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads `dir/config.json`, `dir/model.safetensors` and `dir/tokenizer.json`.
+    /// Loads `dir/config.json`, `dir/model.safetensors` and `dir/tokenizer.json`; or, where
+    /// `dir` holds an `adapter_config.json`, the parameter-efficient tenant in it over the
+    /// backbone it names.
     pub fn load(dir: &Path, device: Device, dtype: DType) -> Result<Self> {
+        if dir.join("adapter_config.json").is_file() {
+            return Self::load_pet(dir, device, dtype);
+        }
         let cfg = Config::from_file(&dir.join("config.json"))?;
         let weights = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, dtype)?;
         let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), &cfg)?;
@@ -65,6 +74,33 @@ impl Model {
             device,
             encoder,
             engine,
+        })
+    }
+
+    /// Loads the parameter-efficient tenant in `dir` with its backbone (CPU only so far).
+    pub fn load_pet(dir: &Path, device: Device, dtype: DType) -> Result<Self> {
+        if device != Device::Cpu {
+            return Err(Error::pet(
+                dir,
+                "device",
+                format!(
+                    "parameter-efficient tenants run on the CPU (cpu) so far, not {device}: the GPU kernels are not wired into the forward pass yet"
+                ),
+            ));
+        }
+        let set = crate::pet::PetSet::single(dir, dtype)?;
+        let tenant = set
+            .tenant(0)
+            .ok_or_else(|| Error::pet(dir, "tenant", "not registered"))?;
+        let cfg = tenant.config(&set.backbone)?;
+        let encoder = set.backbone.text_encoder()?;
+        Ok(Model {
+            cfg,
+            dir: dir.to_path_buf(),
+            dtype,
+            device,
+            encoder,
+            engine: Engine::Pet(Box::new(set)),
         })
     }
 
@@ -131,5 +167,6 @@ pub fn run(engine: &mut Engine, batch: &Batch) -> Result<HeadOutput> {
     match engine {
         Engine::Cpu(m) => m.forward(batch),
         Engine::Cuda(m) => m.forward(batch),
+        Engine::Pet(set) => set.forward_one(0, batch),
     }
 }

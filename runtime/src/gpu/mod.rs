@@ -46,6 +46,8 @@ mod lt;
 #[cfg(feature = "cuda")]
 mod model;
 #[cfg(feature = "cuda")]
+pub mod pet;
+#[cfg(feature = "cuda")]
 pub mod slots;
 #[cfg(feature = "cuda")]
 mod timed;

@@ -1,0 +1,533 @@
+//! The segmented kernels of parameter-efficient tenants on the GPU (`pet_kernels.cu`): LoRA
+//! shrink and expand, per-segment biases (BitFit) and the bottleneck adapter, compiled by NVRTC
+//! for one dtype and launched on a caller's stream with device pointers.
+//!
+//! The tables the kernels read are device data laid out by this module: `seg_start`
+//! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
+//! of [`LoraSegDev`] or [`AdapterSegDev`] (their `to_bytes`), or of bias pointers (`u64`, 0 for
+//! none). The caller owns these buffers at fixed addresses and rewrites their contents before
+//! each pass, so a captured CUDA graph stays valid whatever tenants a batch mixes.
+//!
+//! Standalone for now: the forward pass (`gpu/mod.rs`) does not call these yet, and this
+//! module is `ptm_runtime::gpu::pet`. The arithmetic of every kernel is [`crate::pet::twin`]'s, which CI tests
+//! against the CPU reference; `PTM_TEST_NVRTC=1` compiles the kernels for every dtype with
+//! NVRTC (no GPU needed); nothing here has run on a GPU yet.
+//!
+//! Integration notes (where each kernel goes in the forward pass):
+//! - LoRA on Q/K/V/FFN-up: after the GEMM with its bias epilogue, `lora_shrink` on the GEMM's
+//!   input rows, then `lora_expand` with [`Output::Model`] onto the GEMM's output (which adds one
+//!   rounding of the sum against the CPU reference's single rounding of `xW + b + delta`). On
+//!   the attention-output and FFN-down linears, `lora_expand` with [`Output::F32`] onto the f32
+//!   GEMM output before the bias + residual + layer-norm kernel: exactly the reference.
+//! - BitFit: a linear's bias as a per-segment delta (tenant − backbone) with `bias_seg`; a
+//!   layer norm's bias with `bias_seg_dual` on its f32 output and model-dtype copy.
+//! - Adapters: Houlsby reads the sublayer's output `h` (the f32 GEMM output + bias, rounded),
+//!   Pfeiffer reads the layer norm's model-dtype output; `adapter_down` then `adapter_up`
+//!   adds onto the f32 `h` in place, and the sublayer's layer norm runs (again, for Pfeiffer).
+// Raw device pointers and kernel launches are FFI: unsafe is needed here only.
+#![allow(unsafe_code)]
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use cudarc::driver::{result as drv, sys as drv_sys, CudaModule, CudaStream};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// The kernel source.
+const SOURCE: &str = include_str!("pet_kernels.cu");
+
+/// The most segments one launch may describe (`PET_MAX_SEG`).
+pub const MAX_SEGMENTS: usize = crate::pet::twin::MAX_SEGMENTS;
+
+/// Threads per block of every launch (a multiple of 32).
+pub const THREADS: u32 = 256;
+
+/// Kernels of the module, in [`NAMES`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PetKernel {
+    /// `pet_lora_shrink`.
+    LoraShrink = 0,
+    /// `pet_lora_expand_f32`.
+    LoraExpandF32 = 1,
+    /// `pet_lora_expand_t`.
+    LoraExpandT = 2,
+    /// `pet_bias_seg_t`.
+    BiasSegT = 3,
+    /// `pet_bias_seg_f32`.
+    BiasSegF32 = 4,
+    /// `pet_bias_seg_dual`.
+    BiasSegDual = 5,
+    /// `pet_adapter_down`.
+    AdapterDown = 6,
+    /// `pet_adapter_up`.
+    AdapterUp = 7,
+}
+
+/// Kernel names in `pet_kernels.cu`.
+pub const NAMES: [&str; 8] = [
+    "pet_lora_shrink",
+    "pet_lora_expand_f32",
+    "pet_lora_expand_t",
+    "pet_bias_seg_t",
+    "pet_bias_seg_f32",
+    "pet_bias_seg_dual",
+    "pet_adapter_down",
+    "pet_adapter_up",
+];
+
+/// One segment's LoRA pair at one linear (`struct LoraSeg`, 24 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoraSegDev {
+    /// Device address of A `[rank, in]` (0: no pair for this segment).
+    pub a: u64,
+    /// Device address of B `[out, rank]`.
+    pub b: u64,
+    /// Rank.
+    pub rank: i32,
+    /// alpha / rank.
+    pub scale: f32,
+}
+
+impl LoraSegDev {
+    /// The table's bytes as the kernels read them (little endian, 24 bytes each).
+    pub fn to_bytes(table: &[LoraSegDev]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(table.len() * 24);
+        for s in table {
+            v.extend_from_slice(&s.a.to_le_bytes());
+            v.extend_from_slice(&s.b.to_le_bytes());
+            v.extend_from_slice(&s.rank.to_le_bytes());
+            v.extend_from_slice(&s.scale.to_le_bytes());
+        }
+        v
+    }
+}
+
+/// One segment's bottleneck adapter at one sublayer end (`struct AdapterSeg`, 48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AdapterSegDev {
+    /// Down weight `[width, h]` (0: no adapter for this segment).
+    pub down_w: u64,
+    /// Down bias `[width]`.
+    pub down_b: u64,
+    /// Up weight `[h, width]`.
+    pub up_w: u64,
+    /// Up bias `[h]`.
+    pub up_b: u64,
+    /// Bottleneck width.
+    pub width: i32,
+    /// Activation code ([`crate::pet::tenant::AdapterAct::code`]).
+    pub act: i32,
+    /// Output scaling.
+    pub scaling: f32,
+    /// Padding to 8 bytes.
+    pub pad: i32,
+}
+
+impl AdapterSegDev {
+    /// The table's bytes as the kernels read them (little endian, 48 bytes each).
+    pub fn to_bytes(table: &[AdapterSegDev]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(table.len() * 48);
+        for s in table {
+            for p in [s.down_w, s.down_b, s.up_w, s.up_b] {
+                v.extend_from_slice(&p.to_le_bytes());
+            }
+            v.extend_from_slice(&s.width.to_le_bytes());
+            v.extend_from_slice(&s.act.to_le_bytes());
+            v.extend_from_slice(&s.scaling.to_le_bytes());
+            v.extend_from_slice(&s.pad.to_le_bytes());
+        }
+        v
+    }
+}
+
+/// A device matrix: its address and leading dimension (elements between rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevMat {
+    /// Device address of row 0.
+    pub ptr: u64,
+    /// Elements between consecutive rows.
+    pub ld: i64,
+}
+
+/// The device segment table of a launch: `seg_start` (`nseg + 1` `i32`) and `nseg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevSegments {
+    /// Device address of `seg_start`.
+    pub seg_start: u64,
+    /// Segments described (at most [`MAX_SEGMENTS`]).
+    pub nseg: i32,
+}
+
+/// Where an expand or bias kernel writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// An f32 buffer: `y += v`.
+    F32,
+    /// A model-dtype buffer: `y = round(y + v)`.
+    Model,
+}
+
+/// The source for `dtype` (the dtype `#define` prepended).
+pub fn source(dtype: DType) -> String {
+    let d = match dtype {
+        DType::Fp32 => "F32",
+        DType::Fp16 => "F16",
+        DType::Bf16 => "BF16",
+    };
+    format!("#define DTYPE {d}\n{SOURCE}")
+}
+
+/// Compiles the kernels for `dtype` and compute capability `arch` (major, minor) with NVRTC.
+/// Needs libnvrtc only, no GPU.
+pub fn compile_ptx(dtype: DType, arch: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
+    // SAFETY: only probes whether the library can be opened.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Cuda(
+            "NVRTC (libnvrtc) was not found; add the CUDA lib64 folder to LD_LIBRARY_PATH".into(),
+        ));
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{}{}", arch.0, arch.1)],
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(source(dtype), opts).map_err(|e| {
+        Error::Cuda(format!(
+            "NVRTC compile of pet_kernels.cu for {dtype}: {e:?}"
+        ))
+    })
+}
+
+/// Maps a driver error, naming the operation.
+fn cu<T>(r: std::result::Result<T, drv::DriverError>, what: &str) -> Result<T> {
+    r.map_err(|e| Error::Cuda(format!("{what}: {e:?}")))
+}
+
+/// An argument of a launch.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    P(u64),
+    I(i32),
+    L(i64),
+}
+
+/// The PET kernels compiled for one dtype in one stream's context.
+pub struct PetKernels {
+    stream: Arc<CudaStream>,
+    functions: Vec<drv_sys::CUfunction>,
+    _module: Arc<CudaModule>,
+    /// The dtype the kernels are built for.
+    pub dtype: DType,
+    /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
+    /// multiprocessors.
+    pub grid: u32,
+}
+
+// SAFETY: the function handles belong to the module this value keeps alive and to its
+// context; launches bind that context first, and `&self` launches only enqueue on the stream.
+unsafe impl Send for PetKernels {}
+
+impl PetKernels {
+    /// Compiles the kernels for `dtype` in `stream`'s context; launches go on `stream`.
+    pub fn new(stream: &Arc<CudaStream>, dtype: DType) -> Result<Self> {
+        let ctx = stream.context();
+        let arch = cu(ctx.compute_capability(), "compute capability")?;
+        let sms = cu(
+            ctx.attribute(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+            "multiprocessor count",
+        )?;
+        let module = cu(
+            ctx.load_module(compile_ptx(dtype, arch)?),
+            "cuModuleLoadData",
+        )?;
+        let functions = NAMES
+            .iter()
+            .map(|n| Ok(cu(module.load_function(n), n)?.cu_function()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PetKernels {
+            stream: stream.clone(),
+            functions,
+            _module: module,
+            dtype,
+            grid: (2 * sms.max(1)) as u32,
+        })
+    }
+
+    /// Enqueues kernel `k` with a 1-D grid of [`PetKernels::grid`] blocks.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters and point to live device memory of the sizes
+    /// its tables and dimensions imply.
+    unsafe fn launch(&self, k: PetKernel, args: &[Arg]) -> Result<()> {
+        let mut vals: Vec<Arg> = args.to_vec();
+        let mut params: Vec<*mut c_void> = vals
+            .iter_mut()
+            .map(|a| match a {
+                Arg::P(v) => v as *mut u64 as *mut c_void,
+                Arg::I(v) => v as *mut i32 as *mut c_void,
+                Arg::L(v) => v as *mut i64 as *mut c_void,
+            })
+            .collect();
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| Error::Cuda(format!("bind context: {e:?}")))?;
+        // SAFETY: the caller guarantees the arguments (see above).
+        unsafe {
+            drv::launch_kernel(
+                self.functions[k as usize],
+                (self.grid, 1, 1),
+                (THREADS, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| Error::Cuda(format!("{}: {e:?}", NAMES[k as usize])))
+    }
+
+    fn check(seg: DevSegments) -> Result<()> {
+        if seg.nseg < 1 || seg.nseg as usize > MAX_SEGMENTS {
+            return Err(Error::Input(format!(
+                "{} segments: a launch takes 1 to {MAX_SEGMENTS}",
+                seg.nseg
+            )));
+        }
+        Ok(())
+    }
+
+    /// `t = round(x·Aᵀ)` per segment (`segs`: `nseg` [`LoraSegDev`]).
+    ///
+    /// # Safety
+    /// Every address must be live device memory: `x` and `t` cover the segments' rows (`t` at
+    /// least the largest rank wide), the table's matrices their shapes.
+    pub unsafe fn lora_shrink(
+        &self,
+        x: DevMat,
+        seg: DevSegments,
+        segs: u64,
+        t: DevMat,
+        in_dim: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let args = [
+            Arg::P(x.ptr),
+            Arg::L(x.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::P(t.ptr),
+            Arg::L(t.ld),
+            Arg::I(in_dim),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink`.
+        unsafe { self.launch(PetKernel::LoraShrink, &args) }
+    }
+
+    /// `y += scale · t·Bᵀ` per segment, onto an f32 or model-dtype `y`.
+    ///
+    /// # Safety
+    /// As [`PetKernels::lora_shrink`]; `y` covers the rows with `out_dim` columns.
+    pub unsafe fn lora_expand(
+        &self,
+        out: Output,
+        t: DevMat,
+        seg: DevSegments,
+        segs: u64,
+        y: DevMat,
+        out_dim: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let k = match out {
+            Output::F32 => PetKernel::LoraExpandF32,
+            Output::Model => PetKernel::LoraExpandT,
+        };
+        let args = [
+            Arg::P(t.ptr),
+            Arg::L(t.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::P(y.ptr),
+            Arg::L(y.ld),
+            Arg::I(out_dim),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*`.
+        unsafe { self.launch(k, &args) }
+    }
+
+    /// `y += bias_s` per segment (`bias`: `nseg` device addresses of model-dtype vectors of
+    /// `n`, 0 for none).
+    ///
+    /// # Safety
+    /// `y` covers the rows with `n` columns; every non-zero bias address holds `n` values.
+    pub unsafe fn bias_seg(
+        &self,
+        out: Output,
+        y: DevMat,
+        seg: DevSegments,
+        bias: u64,
+        n: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let k = match out {
+            Output::F32 => PetKernel::BiasSegF32,
+            Output::Model => PetKernel::BiasSegT,
+        };
+        let args = [
+            Arg::P(y.ptr),
+            Arg::L(y.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(bias),
+            Arg::I(seg.nseg),
+            Arg::I(n),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_bias_seg_*`.
+        unsafe { self.launch(k, &args) }
+    }
+
+    /// `y32 += bias_s`, `yt = round(y32)` per segment (a layer norm's two outputs, same `ld`).
+    ///
+    /// # Safety
+    /// As [`PetKernels::bias_seg`] for both buffers.
+    pub unsafe fn bias_seg_dual(
+        &self,
+        y32: u64,
+        yt: u64,
+        ld: i64,
+        seg: DevSegments,
+        bias: u64,
+        n: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let args = [
+            Arg::P(y32),
+            Arg::P(yt),
+            Arg::L(ld),
+            Arg::P(seg.seg_start),
+            Arg::P(bias),
+            Arg::I(seg.nseg),
+            Arg::I(n),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_bias_seg_dual`.
+        unsafe { self.launch(PetKernel::BiasSegDual, &args) }
+    }
+
+    /// `d = round(act(round(x·Wdᵀ + bd)))` per segment (`segs`: `nseg` [`AdapterSegDev`]).
+    ///
+    /// # Safety
+    /// `x` covers the rows with `h` columns, `d` at least the widest bottleneck; the table's
+    /// matrices their shapes.
+    pub unsafe fn adapter_down(
+        &self,
+        x: DevMat,
+        seg: DevSegments,
+        segs: u64,
+        d: DevMat,
+        h: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let args = [
+            Arg::P(x.ptr),
+            Arg::L(x.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::P(d.ptr),
+            Arg::L(d.ld),
+            Arg::I(h),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_adapter_down`.
+        unsafe { self.launch(PetKernel::AdapterDown, &args) }
+    }
+
+    /// `out = skip + (d·Wuᵀ + bu)·scaling` per segment, f32 (`out` may be `skip`: in place).
+    ///
+    /// # Safety
+    /// As [`PetKernels::adapter_down`]; `skip` and `out` cover the rows with `h` columns at
+    /// leading dimension `ld_h`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn adapter_up(
+        &self,
+        d: DevMat,
+        seg: DevSegments,
+        segs: u64,
+        skip: u64,
+        out: u64,
+        ld_h: i64,
+        h: i32,
+    ) -> Result<()> {
+        Self::check(seg)?;
+        let args = [
+            Arg::P(d.ptr),
+            Arg::L(d.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::P(skip),
+            Arg::P(out),
+            Arg::L(ld_h),
+            Arg::I(h),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_adapter_up`.
+        unsafe { self.launch(PetKernel::AdapterUp, &args) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_have_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<LoraSegDev>(), 24);
+        assert_eq!(std::mem::offset_of!(LoraSegDev, rank), 16);
+        assert_eq!(std::mem::offset_of!(LoraSegDev, scale), 20);
+        assert_eq!(std::mem::size_of::<AdapterSegDev>(), 48);
+        assert_eq!(std::mem::offset_of!(AdapterSegDev, width), 32);
+        assert_eq!(std::mem::offset_of!(AdapterSegDev, scaling), 40);
+        let t = [LoraSegDev {
+            a: 0x0102,
+            b: 3,
+            rank: 8,
+            scale: 2.0,
+        }];
+        let b = LoraSegDev::to_bytes(&t);
+        assert_eq!(b.len(), 24);
+        assert_eq!(&b[..2], &[2, 1]);
+        assert_eq!(&b[16..20], &8i32.to_le_bytes());
+        assert_eq!(&b[20..24], &2f32.to_le_bytes());
+        assert_eq!(
+            AdapterSegDev::to_bytes(&[AdapterSegDev::default(); 2]).len(),
+            96
+        );
+    }
+
+    #[test]
+    fn every_kernel_is_in_the_source() {
+        let src = source(DType::Bf16);
+        assert!(src.starts_with("#define DTYPE BF16\n"));
+        for n in NAMES {
+            assert!(src.contains(&format!("void {n}(")), "{n}");
+        }
+        assert!(src.contains(&format!("#define PET_MAX_SEG {MAX_SEGMENTS}")));
+    }
+
+    /// With `PTM_TEST_NVRTC=1` and libnvrtc on `LD_LIBRARY_PATH` (no GPU needed), the kernels
+    /// compile for every dtype on Hopper and every kernel is in the PTX.
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if std::env::var("PTM_TEST_NVRTC").as_deref() != Ok("1") {
+            eprintln!("SKIPPED: set PTM_TEST_NVRTC=1 with libnvrtc on LD_LIBRARY_PATH");
+            return;
+        }
+        for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
+            let ptx = compile_ptx(dtype, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+            let text = ptx.to_src();
+            for n in NAMES {
+                assert!(text.contains(n), "{dtype}: {n} missing from the PTX");
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+// Segmented kernels for parameter-efficient tenants (LoRA, BitFit, bottleneck adapters) in
+// mixed-tenant batches, compiled by NVRTC with `#define DTYPE <F32|F16|BF16>` prepended, like
+// kernels.cu (no headers; 16-bit values are storage, all arithmetic is f32).
+//
+// A batch's token rows are split into segments of consecutive rows, one tenant each:
+// `seg_start[0..=nseg]` (row offsets, non-decreasing; an empty segment has start == end). Each
+// kernel gets, per segment, a descriptor with that tenant's weight pointers for the site it runs
+// at (a null pointer: nothing to do for that segment). Segments and descriptors are device
+// data, so a CUDA graph captured once stays valid for every mix of tenants: the host rewrites
+// the tables before replaying. Work is spread over the batch as a whole: each block computes
+// the prefix of work items per segment in shared memory and walks the global item space with a
+// grid-stride loop (a binary search finds an item's segment), so one big segment or many small
+// ones keep every block busy (Punica's SGMV gathers weights by segment the same way).
+//
+// Arithmetic follows the CPU reference (`crate::pet::forward`, twin `crate::pet::twin`):
+//   LoRA shrink  t = round(x·Aᵀ)                       (x, A, t in the model dtype)
+//   LoRA expand  y += scale · (t·Bᵀ)                   (y f32, or y = round(y + …) in T)
+//   bias         y += b_seg                             (T, f32, or f32 + its rounded copy)
+//   adapter down d = round(act(round(x·Wdᵀ + bd)))
+//   adapter up   out = skip + (d·Wuᵀ + bu) · scaling   (f32)
+
+struct F32 {
+  typedef float S;
+  static __device__ __forceinline__ float ld(S v) { return v; }
+  static __device__ __forceinline__ S st(float f) { return f; }
+};
+struct F16 {
+  typedef unsigned short S;
+  static __device__ __forceinline__ float ld(S v) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f;
+  }
+  static __device__ __forceinline__ S st(float f) {
+    S v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
+  }
+};
+struct BF16 {
+  typedef unsigned short S;
+  static __device__ __forceinline__ float ld(S v) { return __uint_as_float(((unsigned)v) << 16); }
+  static __device__ __forceinline__ S st(float f) {
+    S v; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
+  }
+};
+
+typedef DTYPE D;
+typedef D::S T;
+
+// The most segments one launch may describe.
+#define PET_MAX_SEG 1024
+
+// One tenant's LoRA pair at one linear: A [rank, in], B [out, rank] (row-major, model dtype).
+// 24 bytes; `LoraSegDev` in pet.rs has the same layout.
+struct LoraSeg {
+  const T* a;
+  const T* b;
+  int rank;
+  float scale;
+};
+
+// One tenant's bottleneck adapter at one sublayer end: down [width, h] + [width],
+// up [h, width] + [h]; act as in kernels.cu's bias_act (1 GELU erf, 2 GELU tanh, 3 ReLU,
+// 4 tanh) plus 5 SiLU. 48 bytes; `AdapterSegDev` in pet.rs has the same layout.
+struct AdapterSeg {
+  const T* down_w;
+  const T* down_b;
+  const T* up_w;
+  const T* up_b;
+  int width;
+  int act;
+  float scaling;
+  int pad;
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float pet_act(float v, int act) {
+  if (act == 1) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  if (act == 2) return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  if (act == 3) return fmaxf(v, 0.f);
+  if (act == 4) return tanhf(v);
+  if (act == 5) return v / (1.f + expf(-v));
+  return v;
+}
+
+// Fills pre[0..=nseg] with the prefix sums of rows(s) * per_row(s) (per_row 0 skips a
+// segment) and returns the total. All threads of the block must call it.
+template <typename F>
+__device__ long long seg_prefix(const int* seg_start, int nseg, F per_row, long long* pre) {
+  if (threadIdx.x == 0) {
+    long long acc = 0;
+    pre[0] = 0;
+    for (int s = 0; s < nseg; ++s) {
+      int rows = seg_start[s + 1] - seg_start[s];
+      acc += rows > 0 ? (long long)rows * per_row(s) : 0;
+      pre[s + 1] = acc;
+    }
+  }
+  __syncthreads();
+  return pre[nseg];
+}
+
+// The segment of item `it` (pre[s] <= it < pre[s + 1]).
+__device__ __forceinline__ int seg_of(const long long* pre, int nseg, long long it) {
+  int lo = 0, hi = nseg - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (pre[mid] <= it) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// t[row][j] = round(x[row]·A[j]) for the rows of segments with a LoRA pair; one warp per
+// (row, j), lanes split the input dimension. 1-D grid, blocks of a multiple of 32 threads.
+extern "C" __global__ void pet_lora_shrink(const T* x, long ld_x, const int* seg_start,
+                                           const LoraSeg* segs, int nseg, T* t, long ld_t,
+                                           int in_dim) {
+  __shared__ long long pre[PET_MAX_SEG + 1];
+  long long total = seg_prefix(seg_start, nseg,
+                               [&](int s) { return segs[s].a ? segs[s].rank : 0; }, pre);
+  int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (long long it = (long long)blockIdx.x * nw + (threadIdx.x >> 5); it < total;
+       it += (long long)gridDim.x * nw) {
+    int s = seg_of(pre, nseg, it);
+    LoraSeg g = segs[s];
+    long long k0 = it - pre[s];
+    long row = seg_start[s] + (long)(k0 / g.rank);
+    int j = (int)(k0 % g.rank);
+    const T* xr = x + row * ld_x;
+    const T* ar = g.a + (long)j * in_dim;
+    float acc = 0.f;
+    for (int k = lane; k < in_dim; k += 32) acc += D::ld(xr[k]) * D::ld(ar[k]);
+    acc = warp_sum(acc);
+    if (lane == 0) t[row * ld_t + j] = D::st(acc);
+  }
+}
+
+// y[row][c] (+)= scale · t[row]·B[c]; one thread per (row, c).
+template <typename Out, typename Store>
+__device__ void lora_expand(const T* t, long ld_t, const int* seg_start, const LoraSeg* segs,
+                            int nseg, Out* y, long ld_y, int out_dim, Store store) {
+  __shared__ long long pre[PET_MAX_SEG + 1];
+  long long total =
+      seg_prefix(seg_start, nseg, [&](int s) { return segs[s].b ? out_dim : 0; }, pre);
+  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
+       it += (long long)gridDim.x * blockDim.x) {
+    int s = seg_of(pre, nseg, it);
+    LoraSeg g = segs[s];
+    long long k0 = it - pre[s];
+    long row = seg_start[s] + (long)(k0 / out_dim);
+    int c = (int)(k0 % out_dim);
+    const T* tr = t + row * ld_t;
+    const T* br = g.b + (long)c * g.rank;
+    float acc = 0.f;
+    for (int k = 0; k < g.rank; ++k) acc += D::ld(tr[k]) * D::ld(br[k]);
+    store(y + row * ld_y + c, acc * g.scale);
+  }
+}
+
+// LoRA expand onto an f32 output (the attention-output and FFN-down GEMMs' f32 results).
+extern "C" __global__ void pet_lora_expand_f32(const T* t, long ld_t, const int* seg_start,
+                                               const LoraSeg* segs, int nseg, float* y,
+                                               long ld_y, int out_dim) {
+  lora_expand(t, ld_t, seg_start, segs, nseg, y, ld_y, out_dim,
+              [](float* p, float v) { *p += v; });
+}
+
+// LoRA expand onto a model-dtype output (Q/K/V, FFN up): y = round(y + delta).
+extern "C" __global__ void pet_lora_expand_t(const T* t, long ld_t, const int* seg_start,
+                                             const LoraSeg* segs, int nseg, T* y, long ld_y,
+                                             int out_dim) {
+  lora_expand(t, ld_t, seg_start, segs, nseg, y, ld_y, out_dim,
+              [](T* p, float v) { *p = D::st(D::ld(*p) + v); });
+}
+
+// y[row][c] += bias_seg[c] for the rows of segments with a bias (BitFit; or the tenant's whole
+// bias where the GEMM ran without one). One thread per element.
+template <typename Apply>
+__device__ void bias_seg(const int* seg_start, const T* const* bias, int nseg, int n,
+                         Apply apply) {
+  __shared__ long long pre[PET_MAX_SEG + 1];
+  long long total = seg_prefix(seg_start, nseg, [&](int s) { return bias[s] ? n : 0; }, pre);
+  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
+       it += (long long)gridDim.x * blockDim.x) {
+    int s = seg_of(pre, nseg, it);
+    long long k0 = it - pre[s];
+    long row = seg_start[s] + (long)(k0 / n);
+    int c = (int)(k0 % n);
+    apply(row, c, D::ld(bias[s][c]));
+  }
+}
+
+// Bias per segment onto a model-dtype output: y = round(y + b).
+extern "C" __global__ void pet_bias_seg_t(T* y, long ld_y, const int* seg_start,
+                                          const T* const* bias, int nseg, int n) {
+  bias_seg(seg_start, bias, nseg, n,
+           [&](long r, int c, float b) { y[r * ld_y + c] = D::st(D::ld(y[r * ld_y + c]) + b); });
+}
+
+// Bias per segment onto an f32 output.
+extern "C" __global__ void pet_bias_seg_f32(float* y, long ld_y, const int* seg_start,
+                                            const T* const* bias, int nseg, int n) {
+  bias_seg(seg_start, bias, nseg, n, [&](long r, int c, float b) { y[r * ld_y + c] += b; });
+}
+
+// Bias per segment onto a layer norm's f32 output and its model-dtype copy: y32 += b,
+// yT = round(y32) (a BitFit layer-norm bias, given as the tenant's minus the backbone's).
+extern "C" __global__ void pet_bias_seg_dual(float* y32, T* yt, long ld, const int* seg_start,
+                                             const T* const* bias, int nseg, int n) {
+  bias_seg(seg_start, bias, nseg, n, [&](long r, int c, float b) {
+    float v = y32[r * ld + c] + b;
+    y32[r * ld + c] = v;
+    yt[r * ld + c] = D::st(v);
+  });
+}
+
+// d[row][j] = round(act(round(x[row]·Wd[j] + bd[j]))); one warp per (row, j).
+extern "C" __global__ void pet_adapter_down(const T* x, long ld_x, const int* seg_start,
+                                            const AdapterSeg* segs, int nseg, T* d, long ld_d,
+                                            int h) {
+  __shared__ long long pre[PET_MAX_SEG + 1];
+  long long total = seg_prefix(seg_start, nseg,
+                               [&](int s) { return segs[s].down_w ? segs[s].width : 0; }, pre);
+  int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (long long it = (long long)blockIdx.x * nw + (threadIdx.x >> 5); it < total;
+       it += (long long)gridDim.x * nw) {
+    int s = seg_of(pre, nseg, it);
+    AdapterSeg g = segs[s];
+    long long k0 = it - pre[s];
+    long row = seg_start[s] + (long)(k0 / g.width);
+    int j = (int)(k0 % g.width);
+    const T* xr = x + row * ld_x;
+    const T* wr = g.down_w + (long)j * h;
+    float acc = 0.f;
+    for (int k = lane; k < h; k += 32) acc += D::ld(xr[k]) * D::ld(wr[k]);
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      float v = D::ld(D::st(acc + D::ld(g.down_b[j])));
+      d[row * ld_d + j] = D::st(pet_act(v, g.act));
+    }
+  }
+}
+
+// out[row][c] = skip[row][c] + (d[row]·Wu[c] + bu[c]) · scaling (f32); one thread per
+// (row, c). `out` may be `skip` (in place on the sublayer's f32 output).
+extern "C" __global__ void pet_adapter_up(const T* d, long ld_d, const int* seg_start,
+                                          const AdapterSeg* segs, int nseg, const float* skip,
+                                          float* out, long ld_h, int h) {
+  __shared__ long long pre[PET_MAX_SEG + 1];
+  long long total =
+      seg_prefix(seg_start, nseg, [&](int s) { return segs[s].up_w ? h : 0; }, pre);
+  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
+       it += (long long)gridDim.x * blockDim.x) {
+    int s = seg_of(pre, nseg, it);
+    AdapterSeg g = segs[s];
+    long long k0 = it - pre[s];
+    long row = seg_start[s] + (long)(k0 / h);
+    int c = (int)(k0 % h);
+    const T* dr = d + row * ld_d;
+    const T* wr = g.up_w + (long)c * g.width;
+    float acc = 0.f;
+    for (int k = 0; k < g.width; ++k) acc += D::ld(dr[k]) * D::ld(wr[k]);
+    float v = (acc + D::ld(g.up_b[c])) * g.scaling;
+    out[row * ld_h + c] = skip[row * ld_h + c] + v;
+  }
+}

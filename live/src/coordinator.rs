@@ -181,7 +181,13 @@ impl<'a> Core<'a> {
             )));
         }
         let tenants = setup.workload.tenants.len();
-        let held = initial_residency(options.preload, scheduler, m, tenants)?;
+        let held = initial_residency(
+            options.preload,
+            scheduler.name(),
+            scheduler.preload(),
+            m,
+            tenants,
+        )?;
         for (i, t) in held.iter().enumerate() {
             if let Some(t) = *t {
                 executors[i]

@@ -2,8 +2,8 @@
 //! per model its cold load, switch and rebuild, and how each stretches with busy instances.
 //! Built by [`crate::engine::Setup`] from a profile; never the sampled future.
 
-use crate::ledger::Load;
 use crate::profile::{stretch_at, ForwardTable};
+use crate::record::Load;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
 

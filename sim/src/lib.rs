@@ -54,6 +54,7 @@ pub mod metrics;
 pub mod offered;
 pub mod plan;
 pub mod profile;
+pub mod record;
 pub mod rng;
 pub mod scenario;
 pub mod scheduler;

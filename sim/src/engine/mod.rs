@@ -72,7 +72,13 @@ impl<'s, 'a> Engine<'s, 'a> {
         let m = setup.serving.instances;
         let n = setup.workload.requests.len();
         let tenants = setup.workload.tenants.len();
-        let residency = initial_residency(options.preload, scheduler, m, tenants)?;
+        let residency = initial_residency(
+            options.preload,
+            scheduler.name(),
+            scheduler.preload(),
+            m,
+            tenants,
+        )?;
         let mut ledger = Ledger::new(scheduler.name(), &residency, tenants, n, options.timeline)
             .with_tiers(setup.residency(true)?);
         if setup.serving.batching.is_some() {

@@ -45,6 +45,7 @@ pub use tier_affinity::TierAffinity;
 
 use crate::error::{Error, Result};
 use crate::estimates::Estimates;
+pub use crate::ledger::{Dispatch, InstanceView};
 use crate::ledger::{Load, Residency};
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
@@ -62,15 +63,6 @@ pub const POLICIES: &[&str] = &[
     "deadline-batch",
     "tier-affinity",
 ];
-
-/// Start `request` on `instance` (which must be idle).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dispatch {
-    /// The instance.
-    pub instance: u32,
-    /// The request.
-    pub request: RequestId,
-}
 
 /// What a scheduler decides at one instant: dispatches (several to one instance form a batch,
 /// when batching is on), tenants to bring into the GPU pool ahead of need, and when to be asked
@@ -119,17 +111,6 @@ pub struct BatchLimits {
     pub max_rows: u32,
     /// How long a partial batch may wait for more.
     pub max_wait_ns: Nanos,
-}
-
-/// One instance as a scheduler sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct InstanceView {
-    /// The tenant whose weights it holds (or is loading), if any.
-    pub resident: Option<TenantId>,
-    /// Whether it is running a request (loading or inferring).
-    pub busy: bool,
-    /// When it is expected to be free, from the profile's means (≤ now when idle).
-    pub free_at_est_ns: Nanos,
 }
 
 /// The instant a scheduler decides in.

@@ -1,6 +1,7 @@
 //! What a run recorded: per request when it started and ended, where it ran and which load it
 //! needed; per instance its counts and busy time; per tenant its loads; optionally every phase.
-//! [`crate::metrics::Report`] summarises a [`Run`]; the [`super::Ledger`] is its only writer.
+//! [`crate::metrics::Report`] summarises a [`Run`]; the [`crate::ledger::Ledger`] is its only
+//! writer.
 
 use crate::time::Nanos;
 use crate::workload::{RequestId, TenantId};
@@ -44,7 +45,7 @@ pub enum Load {
 
 impl Load {
     /// The load an instance holding `resident` needs to serve `tenant` in FastPTM's model (no
-    /// tiers: see [`super::Residency::load_needed`]).
+    /// tiers: see [`crate::ledger::Residency::load_needed`]).
     pub fn needed(resident: Option<TenantId>, tenant: TenantId) -> Load {
         match resident {
             None => Load::Cold,

@@ -263,6 +263,7 @@ pub fn calibrate(
                     stretch: concurrent.stretch,
                 },
                 identity: session.target.model_identity(model),
+                pet: Default::default(),
             },
         );
     }

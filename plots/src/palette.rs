@@ -4,7 +4,7 @@ use plotters::style::RGBColor;
 use ptm_sim::scheduler::POLICIES;
 
 /// Colours of the known policies, in the order of [`POLICIES`] (Tableau 10).
-const POLICY_COLOURS: [RGBColor; 9] = [
+const POLICY_COLOURS: [RGBColor; 11] = [
     RGBColor(31, 119, 180),  // fcfs-rr: blue
     RGBColor(255, 127, 14),  // fcfs-mod: orange
     RGBColor(44, 160, 44),   // fcfs: green
@@ -14,6 +14,8 @@ const POLICY_COLOURS: [RGBColor; 9] = [
     RGBColor(227, 119, 194), // affinity: pink
     RGBColor(23, 190, 207),  // deadline-batch: cyan
     RGBColor(188, 189, 34),  // tier-affinity: olive
+    RGBColor(31, 60, 110),   // pets: navy
+    RGBColor(150, 20, 80),   // deadline-mixed: wine
 ];
 
 /// Colours for names that are not known policies, chosen by a hash of the name.

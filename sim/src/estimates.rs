@@ -16,7 +16,31 @@ pub(crate) struct EstimateParts {
     pub(crate) rebuild_ns: Vec<Nanos>,
     pub(crate) pool_ns: Vec<Nanos>,
     pub(crate) passes: Vec<PassCosts>,
+    pub(crate) pet: Vec<Option<PetEstimates>>,
     pub(crate) stretch: Vec<ModelStretch>,
+}
+
+/// Mean costs of parameter-efficient tenants over one backbone model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PetEstimates {
+    pub(crate) overhead: f64,
+    pub(crate) segment_ns: Nanos,
+    pub(crate) load_host_ns: Nanos,
+    pub(crate) load_file_ns: Nanos,
+    pub(crate) pipelined: bool,
+}
+
+impl PetEstimates {
+    /// The time loads of `host` and `file` deltas add to a pass of `pass_ns`: all of it, or
+    /// (pipelined under the backbone's compute) only what exceeds the pass.
+    pub(crate) fn exposed_ns(&self, pass_ns: Nanos, host: u32, file: u32) -> Nanos {
+        let loads = host as Nanos * self.load_host_ns + file as Nanos * self.load_file_ns;
+        if self.pipelined {
+            loads.saturating_sub(pass_ns)
+        } else {
+            loads
+        }
+    }
 }
 
 /// What a model's batch of requests costs on average: forward passes of at most
@@ -59,6 +83,8 @@ pub struct Estimates {
     pool_ns: Vec<Nanos>,
     /// Per model: batch costs (empty in [`Estimates::uniform`]).
     passes: Vec<PassCosts>,
+    /// Per model: parameter-efficient tenants' costs, when they are served.
+    pet: Vec<Option<PetEstimates>>,
     /// Per model: how cold loads, switches, rebuilds and inference stretch with busy instances.
     stretch: Vec<ModelStretch>,
 }
@@ -83,6 +109,7 @@ impl Estimates {
             rebuild_ns: p.rebuild_ns,
             pool_ns: p.pool_ns,
             passes: p.passes,
+            pet: p.pet,
             stretch: p.stretch,
         }
     }
@@ -99,6 +126,7 @@ impl Estimates {
             rebuild_ns: vec![switch_ns],
             pool_ns: vec![switch_ns / 40],
             passes: Vec::new(),
+            pet: Vec::new(),
             stretch: Vec::new(),
         }
     }
@@ -169,6 +197,14 @@ impl Estimates {
     /// instance busy (the ledger's classification, tiers included).
     pub fn load_kind_ns(&self, load: Load, from: Option<TenantId>, tenant: TenantId) -> Nanos {
         let to = self.model_of(tenant);
+        if let Some(p) = self.pet.get(to).copied().flatten() {
+            // A parameter-efficient tenant's load is its delta's, into the delta pool.
+            return match load {
+                Load::None | Load::Pool => 0,
+                Load::Switch => p.load_host_ns,
+                Load::Cold => p.load_file_ns,
+            };
+        }
         match load {
             Load::None => 0,
             Load::Pool => self.pool_ns[to],
@@ -186,6 +222,29 @@ impl Estimates {
         self.passes
             .get(self.model_of(tenant))
             .map_or(0, |p| ms_to_ns(p.mean_ms(rows, seq_len)))
+    }
+
+    /// Estimated mixed pass of parameter-efficient tenants over `tenant`'s backbone: `rows`
+    /// rows of at most `seq_len` tokens over `segments` distinct tenants, `host` and `file`
+    /// of whose deltas must be loaded first.
+    pub fn pet_batch_ns(
+        &self,
+        tenant: TenantId,
+        rows: u32,
+        seq_len: u32,
+        segments: u32,
+        host: u32,
+        file: u32,
+    ) -> Nanos {
+        let backbone = self.batch_service_ns(tenant, rows, seq_len);
+        match self.pet.get(self.model_of(tenant)).copied().flatten() {
+            Some(p) => {
+                let pass = (backbone as f64 * (1.0 + p.overhead)).round() as Nanos
+                    + segments as Nanos * p.segment_ns;
+                pass + p.exposed_ns(pass, host, file)
+            }
+            None => backbone,
+        }
     }
 
     /// Estimated inference of request `id` with `busy` instances busy.

@@ -27,8 +27,8 @@ pub struct InstanceStats {
     pub preloaded: Option<TenantId>,
 }
 
-/// The load a dispatch needed before its inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The load a dispatch needed before its inference, ordered from none to the costliest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[repr(u8)]
 pub enum Load {
     /// None: the instance held the tenant's weights.

@@ -25,7 +25,9 @@
 //! Validation refuses instance counts and forward batches beyond [`crate::limits`] and grids of
 //! more than [`MAX_CELLS`] cells, naming the file and field.
 
-use crate::engine::{self, Batching, LoadingMode, Preload, Run, RunOptions, Serving, Setup, Span};
+use crate::engine::{
+    self, Batching, LoadingMode, PetServing, Preload, Run, RunOptions, Serving, Setup, Span,
+};
 use crate::error::{Error, Result};
 use crate::ledger::{Capacity, Eviction};
 use crate::limits::{MAX_CELLS, MAX_INSTANCES, MAX_SAMPLES, MAX_TENANTS};
@@ -89,6 +91,11 @@ pub struct Scenario {
     /// dispatch.
     #[serde(default)]
     pub batching: Option<Batching>,
+    /// Parameter-efficient tenants: `Some((kind: Lora(rank: 8), delta_pool: Auto))` makes
+    /// every tenant a delta of that kind over `model` as a backbone (deltas in a GPU pool,
+    /// mixed-tenant batches); absent: every tenant a full fine-tune.
+    #[serde(default)]
+    pub pet: Option<PetServing>,
     /// The requests.
     pub workload: WorkloadSpec,
     /// Request shape where the workload does not give it.
@@ -332,6 +339,7 @@ impl Scenario {
             host_cache: self.host_cache,
             eviction: self.eviction,
             batching: self.batching,
+            pet: self.pet,
         }
     }
 

@@ -18,7 +18,7 @@ mod setup;
 
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
 pub use queue::{Event, Queue};
-pub use setup::{Batching, Estimates, LoadingMode, Serving, Setup};
+pub use setup::{Batching, Estimates, LoadingMode, PetServing, Serving, Setup};
 
 use crate::error::Result;
 use crate::ledger::{Ledger, Start};
@@ -265,9 +265,14 @@ impl<'s, 'a> Engine<'s, 'a> {
         let batch = self.ledger.batch(i);
         let mut rng = keyed(self.seed, Stream::Service, batch[0] as u64);
         let busy = self.ledger.busy();
-        let ns = match batch {
-            [id] => self.setup.sample_service_ns(*id, busy, &mut rng),
-            _ => self.setup.sample_batch_ns(batch, busy, &mut rng),
+        let ns = if self.ledger.residency().pet() {
+            let loads = self.ledger.pet_loads(i);
+            self.setup.sample_pet_batch_ns(batch, loads, busy, &mut rng)
+        } else {
+            match batch {
+                [id] => self.setup.sample_service_ns(*id, busy, &mut rng),
+                _ => self.setup.sample_batch_ns(batch, busy, &mut rng),
+            }
         };
         self.queue
             .push(self.now_ns + ns, Event::PhaseDone(i as u32));

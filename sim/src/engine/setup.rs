@@ -9,10 +9,10 @@
 
 use crate::error::{Error, Result};
 pub use crate::estimates::Estimates;
-use crate::estimates::{EstimateParts, ModelStretch, PassCosts};
+use crate::estimates::{EstimateParts, ModelStretch, PassCosts, PetEstimates};
 use crate::ledger::{Capacity, Eviction, Load, Residency, Tiers};
 use crate::limits::{self, MAX_INSTANCES, MAX_RUN_NS, MAX_SAMPLES};
-use crate::profile::{max_stretch, Cost, Dist, ModelProfile, Profile};
+use crate::profile::{max_stretch, Cost, Dist, ModelProfile, PetCosts, PetKind, Profile};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId, Workload};
@@ -56,6 +56,8 @@ pub struct Serving {
     pub eviction: Eviction,
     /// Cross-request batching; `None`: one request a dispatch.
     pub batching: Option<Batching>,
+    /// The tenants are parameter-efficient deltas over the model as a backbone.
+    pub pet: Option<PetServing>,
 }
 
 impl Default for Serving {
@@ -69,8 +71,27 @@ impl Default for Serving {
             host_cache: None,
             eviction: Eviction::Lru,
             batching: None,
+            pet: None,
         }
     }
+}
+
+/// Parameter-efficient tenants: each tenant is a delta of `kind` over the scenario's model,
+/// whose backbone every executor keeps; deltas live in a GPU pool of `delta_pool` (a count,
+/// bytes, or `Auto`: what the GPU holds after the executors), the host, or their files; a
+/// batch may mix tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PetServing {
+    /// The kind of delta (a key of the profile's `pet` costs).
+    pub kind: PetKind,
+    /// The GPU's delta pool.
+    #[serde(default = "auto")]
+    pub delta_pool: Capacity,
+}
+
+fn auto() -> Capacity {
+    Capacity::Auto
 }
 
 /// Cross-request batching: waiting requests of one tenant share an executor's passes, up to
@@ -247,6 +268,19 @@ impl<'a> Setup<'a> {
                 .iter()
                 .map(|m| m.pool_switch.as_ref().map_or(0, |c| ms_to_ns(c.ms.mean())))
                 .collect(),
+            pet: models
+                .iter()
+                .map(|m| {
+                    let p = m.pet.get(&serving.pet?.kind.key())?;
+                    Some(PetEstimates {
+                        overhead: p.overhead,
+                        segment_ns: ms_to_ns(p.segment_ms.mean()),
+                        load_host_ns: ms_to_ns(p.load_host.ms.mean()),
+                        load_file_ns: ms_to_ns(p.load_file.ms.mean()),
+                        pipelined: p.pipelined,
+                    })
+                })
+                .collect(),
             passes: models
                 .iter()
                 .map(|m| PassCosts {
@@ -346,6 +380,46 @@ impl<'a> Setup<'a> {
         }
     }
 
+    /// Draws the mixed pass of parameter-efficient tenants of `batch` (the first keying the
+    /// noise) whose deltas needed `loads`, with `busy` instances busy: the backbone's passes
+    /// over all rows, stretched by the delta kernels' overhead, plus a segment per distinct
+    /// tenant, plus what delta loads add (only what exceeds the pass when pipelined).
+    pub(crate) fn sample_pet_batch_ns(
+        &self,
+        batch: &[RequestId],
+        loads: &[crate::ledger::PetLoad],
+        busy: usize,
+        rng: &mut Rng,
+    ) -> Nanos {
+        let backbone = match batch {
+            [id] => self.sample_service_ns(*id, busy, rng),
+            _ => self.sample_batch_ns(batch, busy, rng),
+        };
+        let tenant = self.workload.requests[batch[0] as usize].tenant;
+        let model = self.models[self.estimates.model_of(tenant)];
+        let Some(p) = self.serving.pet.and_then(|s| model.pet.get(&s.kind.key())) else {
+            return backbone;
+        };
+        let mut ms = backbone as f64 / 1e6 * (1.0 + p.overhead);
+        for _ in loads {
+            ms += p.segment_ms.sample(rng);
+        }
+        let mut load_ms = 0.0;
+        for l in loads {
+            load_ms += match l.load {
+                Load::Switch => p.load_host.ms.sample(rng),
+                Load::Cold => p.load_file.ms.sample(rng),
+                Load::None | Load::Pool => 0.0,
+            };
+        }
+        ms += if p.pipelined {
+            (load_ms - ms).max(0.0)
+        } else {
+            load_ms
+        };
+        ms_to_ns(ms)
+    }
+
     /// Draws the inference time of a batch of several requests (`batch`, the first keying the
     /// noise) with `busy` instances busy: passes over their rows together.
     pub(crate) fn sample_batch_ns(&self, batch: &[RequestId], busy: usize, rng: &mut Rng) -> Nanos {
@@ -406,6 +480,9 @@ fn resolve_tiers(
     free_bytes: u64,
     tenants: usize,
 ) -> Result<Tiers> {
+    if let Some(pet) = serving.pet {
+        return resolve_pet(serving, pet, models, names, free_bytes, tenants);
+    }
     let Some(pool) = serving.gpu_pool else {
         if serving.host_cache.is_some() {
             return Err(Error::invalid(
@@ -469,6 +546,81 @@ fn resolve_tiers(
         pool_tenants: Some(pool_tenants),
         host_tenants: host_tenants.filter(|&h| h < tenants),
         eviction: serving.eviction,
+        pet: false,
+    })
+}
+
+/// The delta pool of parameter-efficient tenants in slots, checked against the GPU memory left
+/// after the executors (whose backbones it shares) and the profile's figures.
+fn resolve_pet(
+    serving: &Serving,
+    pet: PetServing,
+    models: &[&ModelProfile],
+    names: &[String],
+    free_bytes: u64,
+    tenants: usize,
+) -> Result<Tiers> {
+    if serving.gpu_pool.is_some() {
+        return Err(Error::invalid(
+            "gpu_pool",
+            "a gpu_pool holds whole weight sets; parameter-efficient tenants keep their deltas in pet.delta_pool",
+        ));
+    }
+    let key = pet.kind.key();
+    let mut delta_bytes = 0;
+    for (m, name) in models.iter().zip(names) {
+        let costs: &PetCosts = m.pet.get(&key).ok_or_else(|| {
+            Error::invalid(
+                format!("profile model {name}: pet.{key}"),
+                format!(
+                    "the scenario's tenants are {key} deltas, whose costs the profile does not give (it has: {}): calibrate on a PET zoo",
+                    if m.pet.is_empty() { "none".to_string() } else { m.pet.keys().cloned().collect::<Vec<_>>().join(", ") }
+                ),
+            )
+        })?;
+        delta_bytes = delta_bytes.max(costs.delta_bytes);
+    }
+    let slots = |c: Capacity| -> usize {
+        match c {
+            Capacity::Tenants(n) => n as usize,
+            Capacity::Bytes(b) => (b / delta_bytes) as usize,
+            Capacity::Auto => ((free_bytes / delta_bytes) as usize).min(tenants),
+        }
+    };
+    let pool = slots(pet.delta_pool);
+    if pool as u64 * delta_bytes > free_bytes {
+        return Err(Error::invalid(
+            "pet.delta_pool",
+            format!(
+                "{pool} deltas of {delta_bytes} bytes do not fit the {free_bytes} bytes left after {} executors; at most {} fit",
+                serving.instances,
+                free_bytes / delta_bytes
+            ),
+        ));
+    }
+    // Every delta a pass reads is held in the pool while it runs: room for the worst case.
+    let in_flight = serving.instances * serving.forward_batch.max(1) as usize;
+    if pool < in_flight.min(tenants) {
+        return Err(Error::invalid(
+            "pet.delta_pool",
+            format!(
+                "{pool} slots, but {} executors of batches of up to {} rows may hold {in_flight} deltas at once",
+                serving.instances, serving.forward_batch
+            ),
+        ));
+    }
+    let host = serving.host_cache.map(slots);
+    if host == Some(0) {
+        return Err(Error::invalid(
+            "host_cache",
+            "expected room for at least one tenant",
+        ));
+    }
+    Ok(Tiers {
+        pool_tenants: Some(pool),
+        host_tenants: host.filter(|&h| h < tenants),
+        eviction: serving.eviction,
+        pet: true,
     })
 }
 

@@ -98,6 +98,20 @@ pub struct Start {
     pub evicted: Option<TenantId>,
 }
 
+/// A parameter-efficient tenant's delta in a mixed batch: the load it needed into the GPU's
+/// delta pool, its slot there, and whom it evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PetLoad {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// None (its delta was in the pool), from the host, or from its file.
+    pub load: Load,
+    /// Its slot in the delta pool.
+    pub slot: Option<u32>,
+    /// The tenant whose delta left the pool to make room.
+    pub evicted: Option<TenantId>,
+}
+
 /// The books of one run (see the module documentation).
 #[derive(Debug)]
 pub struct Ledger {
@@ -106,6 +120,8 @@ pub struct Ledger {
     phases: Vec<Option<Phase>>,
     /// Per instance: the requests of its batch.
     batches: Vec<Vec<RequestId>>,
+    /// Per instance: the delta loads of its mixed batch (parameter-efficient tenants).
+    pet_loads: Vec<Vec<PetLoad>>,
     state: Vec<State>,
     first_id: RequestId,
     residency: Residency,
@@ -159,6 +175,7 @@ impl Ledger {
             views,
             phases: vec![None; residency.len()],
             batches: vec![Vec::new(); residency.len()],
+            pet_loads: vec![Vec::new(); residency.len()],
             state: vec![State::NotArrived; requests],
             first_id: 0,
             residency: Residency::fastptm(),
@@ -246,6 +263,12 @@ impl Ledger {
     /// The batch instance `i` serves (empty when idle).
     pub fn batch(&self, i: usize) -> &[RequestId] {
         &self.batches[i]
+    }
+
+    /// The delta loads of instance `i`'s mixed batch (empty unless its tenants are
+    /// parameter-efficient).
+    pub fn pet_loads(&self, i: usize) -> &[PetLoad] {
+        &self.pet_loads[i]
     }
 
     /// The first request of the batch instance `i` is serving and the load it began with.
@@ -342,10 +365,12 @@ impl Ledger {
                         + requests[r].samples as u64;
                     let why = match self.batch_rows {
                         None => Some("instance is not idle (batching is off)".to_string()),
-                        Some(_) if requests[r].tenant != s.tenant => Some(format!(
-                            "a batch is one tenant's, not {} and {}",
-                            s.tenant, requests[r].tenant
-                        )),
+                        Some(_) if requests[r].tenant != s.tenant && !self.residency.pet() => {
+                            Some(format!(
+                                "a batch is one tenant's, not {} and {}",
+                                s.tenant, requests[r].tenant
+                            ))
+                        }
                         Some(max) if rows > max as u64 => {
                             Some(format!("the batch would have {rows} rows, more than {max}"))
                         }
@@ -361,57 +386,154 @@ impl Ledger {
             self.batches[i].push(d.request);
         }
         for s in &mut starts[first_start..] {
-            let i = s.instance as usize;
-            let batch = &self.batches[i];
-            s.requests = batch.len() as u32;
-            let load = self.residency.load_needed(s.from, s.tenant);
-            (s.pool_slot, s.evicted) = self.residency.start(now_ns, s.tenant, load, s.requests);
-            s.load = load;
-            let rows: u32 = batch
-                .iter()
-                .map(|&id| requests[id.wrapping_sub(self.first_id) as usize].samples)
-                .sum();
-            let seq = batch
-                .iter()
-                .map(|&id| requests[id.wrapping_sub(self.first_id) as usize].seq_len)
-                .max()
-                .unwrap_or(1);
-            let service_ns = if batch.len() == 1 {
-                estimates.service_ns(s.request)
+            if self.residency.pet() {
+                self.start_pet(now_ns, s, requests, estimates);
             } else {
-                estimates.batch_service_ns(s.tenant, rows, seq)
-            };
-            let estimate_ns = estimates.load_kind_ns(load, s.from, s.tenant) + service_ns;
-            let view = &mut self.views[i];
-            view.resident = Some(s.tenant);
-            view.free_at_est_ns = now_ns + estimate_ns;
-            let stats = &mut self.run.instances[i];
-            stats.batches += 1;
-            match load {
-                Load::None => {}
-                Load::Pool => stats.pool_loads += 1,
-                Load::Switch => stats.switches += 1,
-                Load::Cold => stats.cold_loads += 1,
+                self.start_batch(now_ns, s, requests, estimates);
             }
-            if load != Load::None {
-                self.run.tenant_loads[s.tenant as usize] += 1;
-            }
-            for &id in batch {
-                let r = id.wrapping_sub(self.first_id) as usize;
-                self.run.start_ns[r] = now_ns;
-                self.run.served_by[r] = s.instance;
-                self.run.load[r] = load;
-                self.run.batch[r] = self.batches_started;
-            }
-            self.batches_started = self.batches_started.wrapping_add(1);
-            self.phases[i] = Some(Phase {
-                kind: load.span().unwrap_or(SpanKind::Inference),
-                start_ns: now_ns,
-                load,
-                tenant: s.tenant,
-            });
         }
         Ok(())
+    }
+
+    /// Books the batch `s` of one tenant: its load into the executor's arena (by source tier),
+    /// the instance's new residency and estimated free time, counts and per-request records.
+    fn start_batch(
+        &mut self,
+        now_ns: Nanos,
+        s: &mut Start,
+        requests: &[Request],
+        estimates: &Estimates,
+    ) {
+        let i = s.instance as usize;
+        let batch = &self.batches[i];
+        s.requests = batch.len() as u32;
+        let load = self.residency.load_needed(s.from, s.tenant);
+        (s.pool_slot, s.evicted) = self.residency.start(now_ns, s.tenant, load, s.requests);
+        s.load = load;
+        let (rows, seq) = shape(batch, requests, self.first_id);
+        let service_ns = if batch.len() == 1 {
+            estimates.service_ns(s.request)
+        } else {
+            estimates.batch_service_ns(s.tenant, rows, seq)
+        };
+        let estimate_ns = estimates.load_kind_ns(load, s.from, s.tenant) + service_ns;
+        let view = &mut self.views[i];
+        view.resident = Some(s.tenant);
+        view.free_at_est_ns = now_ns + estimate_ns;
+        self.count_load(i, s.tenant, load);
+        self.record_batch(now_ns, i, |_| load);
+        self.phases[i] = Some(Phase {
+            kind: load.span().unwrap_or(SpanKind::Inference),
+            start_ns: now_ns,
+            load,
+            tenant: s.tenant,
+        });
+    }
+
+    /// Books the mixed batch `s` of parameter-efficient tenants: for each distinct tenant, the
+    /// load of its delta into the GPU's delta pool (none when it is there) — held there until
+    /// the pass ends, since the pass reads it; the executor keeps its backbone. Delta loads are
+    /// part of the pass (pipelined under the backbone's compute), not a phase of their own.
+    fn start_pet(
+        &mut self,
+        now_ns: Nanos,
+        s: &mut Start,
+        requests: &[Request],
+        estimates: &Estimates,
+    ) {
+        let i = s.instance as usize;
+        let batch = std::mem::take(&mut self.batches[i]);
+        let mut loads = std::mem::take(&mut self.pet_loads[i]);
+        loads.clear();
+        for &id in &batch {
+            let tenant = requests[id.wrapping_sub(self.first_id) as usize].tenant;
+            if loads.iter().any(|l| l.tenant == tenant) {
+                continue;
+            }
+            let n = batch
+                .iter()
+                .filter(|&&x| requests[x.wrapping_sub(self.first_id) as usize].tenant == tenant)
+                .count() as u32;
+            let load = self.residency.load_needed(None, tenant);
+            let (slot, evicted) = self.residency.start(now_ns, tenant, load, n);
+            self.residency.hold(tenant, true);
+            self.count_load(i, tenant, load);
+            loads.push(PetLoad {
+                tenant,
+                load,
+                slot,
+                evicted,
+            });
+        }
+        s.requests = batch.len() as u32;
+        s.load = loads.iter().map(|l| l.load).max().unwrap_or(Load::None);
+        let (rows, seq) = shape(&batch, requests, self.first_id);
+        let (mut host, mut file) = (0, 0);
+        for l in &loads {
+            host += u32::from(l.load == Load::Switch);
+            file += u32::from(l.load == Load::Cold);
+        }
+        let estimate_ns =
+            estimates.pet_batch_ns(s.tenant, rows, seq, loads.len() as u32, host, file);
+        let view = &mut self.views[i];
+        view.resident = None;
+        view.free_at_est_ns = now_ns + estimate_ns;
+        self.batches[i] = batch;
+        let load_of = |t: TenantId| {
+            loads
+                .iter()
+                .find(|l| l.tenant == t)
+                .map_or(Load::None, |l| l.load)
+        };
+        let per_request: Vec<Load> = self.batches[i]
+            .iter()
+            .map(|&id| load_of(requests[id.wrapping_sub(self.first_id) as usize].tenant))
+            .collect();
+        let mut k = 0;
+        self.record_batch(now_ns, i, |_| {
+            k += 1;
+            per_request[k - 1]
+        });
+        self.pet_loads[i] = loads;
+        self.phases[i] = Some(Phase {
+            kind: SpanKind::Inference,
+            start_ns: now_ns,
+            load: s.load,
+            tenant: s.tenant,
+        });
+    }
+
+    /// Counts one load of `tenant` on instance `i`.
+    fn count_load(&mut self, i: usize, tenant: TenantId, load: Load) {
+        let stats = &mut self.run.instances[i];
+        match load {
+            Load::None => {}
+            Load::Pool => stats.pool_loads += 1,
+            Load::Switch => stats.switches += 1,
+            Load::Cold => stats.cold_loads += 1,
+        }
+        if load != Load::None {
+            self.run.tenant_loads[tenant as usize] += 1;
+        }
+    }
+
+    /// Records the start of instance `i`'s batch: each request's start, instance, load (from
+    /// `load_of`, in batch order) and batch number.
+    fn record_batch(
+        &mut self,
+        now_ns: Nanos,
+        i: usize,
+        mut load_of: impl FnMut(RequestId) -> Load,
+    ) {
+        self.run.instances[i].batches += 1;
+        for &id in &self.batches[i] {
+            let r = id.wrapping_sub(self.first_id) as usize;
+            self.run.start_ns[r] = now_ns;
+            self.run.served_by[r] = i as u32;
+            self.run.load[r] = load_of(id);
+            self.run.batch[r] = self.batches_started;
+        }
+        self.batches_started = self.batches_started.wrapping_add(1);
     }
 
     /// Instance `i` finished loading the weights of the batch it serves; its inference starts
@@ -470,6 +592,9 @@ impl Ledger {
 
     fn end(&mut self, now_ns: Nanos, i: usize, phase: Phase, failed: bool) -> RequestId {
         self.span(i, &phase, now_ns);
+        for l in std::mem::take(&mut self.pet_loads[i]) {
+            self.residency.hold(l.tenant, false);
+        }
         self.phases[i] = None;
         let n = self.batches[i].len();
         if !failed {
@@ -584,6 +709,14 @@ pub enum Preload {
     Empty,
     /// FastPTM's start for every policy: instance 0 empty, instance i ≥ 1 holding tenant i.
     FastPtm,
+}
+
+/// The rows and the longest sequence of `batch` (ids from `first_id` on in `requests`).
+fn shape(batch: &[RequestId], requests: &[Request], first_id: RequestId) -> (u32, u32) {
+    let r = |id: RequestId| &requests[id.wrapping_sub(first_id) as usize];
+    let rows = batch.iter().map(|&id| r(id).samples).sum();
+    let seq = batch.iter().map(|&id| r(id).seq_len).max().unwrap_or(1);
+    (rows, seq)
 }
 
 /// What each of `instances` instances holds before time 0 under `preload` (one entry per

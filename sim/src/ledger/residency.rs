@@ -12,6 +12,9 @@ use crate::workload::{Request, TenantId};
 /// What each tier holds and who leaves a full one.
 #[derive(Debug, Clone)]
 pub struct Residency {
+    /// Parameter-efficient tenants: the pool holds their deltas, read by the passes in place
+    /// (no arena); executors keep their backbone.
+    pet: bool,
     pool: Option<TierCache>,
     host: Option<TierCache>,
     next: Option<NextUse>,
@@ -23,6 +26,7 @@ impl Residency {
     /// FastPTM's model: no pool; the host holds every tenant; an empty instance loads cold.
     pub fn fastptm() -> Self {
         Residency {
+            pet: false,
             pool: None,
             host: None,
             next: None,
@@ -54,11 +58,27 @@ impl Residency {
             c
         };
         Ok(Residency {
+            pet: tiers.pet,
             pool: tiers.pool_tenants.map(cache),
             host: tiers.host_tenants.map(cache),
             next,
             arriving: Vec::new(),
         })
+    }
+
+    /// Whether the tenants are parameter-efficient deltas over one backbone (their pool holds
+    /// deltas; batches may mix tenants).
+    pub fn pet(&self) -> bool {
+        self.pet
+    }
+
+    /// Keeps `tenant`'s delta in the pool while a pass reads it (`true`), or lets it go.
+    pub fn hold(&mut self, tenant: TenantId, on: bool) {
+        if let Some(pool) = &mut self.pool {
+            if pool.slot_of(tenant).is_some() || !on {
+                pool.pin(tenant, on);
+            }
+        }
     }
 
     /// Whether the GPU has a weight pool (else FastPTM's model).
@@ -76,7 +96,12 @@ impl Residency {
             return Load::needed(arena, tenant);
         };
         if pool.slot_of(tenant).is_some() && !self.arriving.contains(&tenant) {
-            Load::Pool
+            // A delta in the pool is where the pass reads it: nothing to load.
+            if self.pet {
+                Load::None
+            } else {
+                Load::Pool
+            }
         } else if self
             .host
             .as_ref()

@@ -91,6 +91,9 @@ pub struct Tiers {
     pub host_tenants: Option<usize>,
     /// Who a full tier evicts.
     pub eviction: Eviction,
+    /// The pool holds parameter-efficient deltas (read in place by mixed batches), not whole
+    /// weight sets.
+    pub pet: bool,
 }
 
 /// One tier: numbered slots, the tenants in them and the eviction order.

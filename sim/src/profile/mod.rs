@@ -20,10 +20,12 @@
 pub mod dist;
 pub mod forward;
 pub mod identity;
+pub mod pet;
 
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};
+pub use pet::{PetCosts, PetKind};
 
 use crate::error::{Error, Result};
 use crate::limits::MAX_STRETCH;
@@ -204,6 +206,9 @@ pub struct ModelProfile {
     /// [`ModelProfile::identity_or_inferred`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<ModelIdentity>,
+    /// Parameter-efficient tenants over this model as a backbone, by kind (e.g. `lora-r8`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pet: BTreeMap<String, PetCosts>,
 }
 
 fn zero_ms() -> Dist {
@@ -251,6 +256,9 @@ impl Profile {
             if let Some(c) = &m.pool_switch {
                 c.validate(&f("pool_switch"))?;
             }
+            for (kind, c) in &m.pet {
+                c.validate(&f(&format!("pet.{kind}")))?;
+            }
             if m.weights_bytes == Some(0) {
                 return Err(Error::invalid(f("weights_bytes"), "expected > 0"));
             }
@@ -271,7 +279,8 @@ impl Profile {
     }
 
     /// A small profile for examples and tests: one model `bert-base` on a 24 GiB GPU, 100 ms
-    /// switches, 2.5 ms loads from a GPU pool of 220 MB slots, 4 ms batch-1 forwards.
+    /// switches, 2.5 ms loads from a GPU pool of 220 MB slots, 4 ms batch-1 forwards, and LoRA
+    /// rank-8 tenants over it (`lora-r8`, [`PetCosts::example`]).
     pub fn example() -> Profile {
         let mut models = BTreeMap::new();
         models.insert(
@@ -297,6 +306,7 @@ impl Profile {
                     stretch: Vec::new(),
                 },
                 identity: None,
+                pet: BTreeMap::from([("lora-r8".to_string(), PetCosts::example())]),
             },
         );
         Profile {

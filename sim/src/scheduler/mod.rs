@@ -19,27 +19,35 @@
 //! | `affinity` | ours: per-tenant queues, own tenant first unless another must go now |
 //! | `deadline-batch` | ours, Clockwork-style: predicted finish vs deadline picks tenant and batch; lost requests step aside |
 //! | `tier-affinity` | ours: `affinity` over the weight tiers, prefetching urgent and popular tenants into the GPU pool |
+//! | `pets` | PetS's coordinated batching: one FIFO, batches mixing parameter-efficient tenants |
+//! | `deadline-mixed` | ours: deadline order over all tenants, mixed batches sized by predicted finish, lost requests step aside |
 //!
-//! Policies that batch (`fcfs`, `omls`, `affinity`, `deadline-batch`, `tier-affinity`) join
-//! waiting requests of one tenant into one dispatch when the scenario turns batching on.
+//! Policies that batch (`fcfs`, `omls`, `affinity`, `deadline-batch`, `tier-affinity`, `pets`,
+//! `deadline-mixed`) join waiting requests into one dispatch when the scenario turns batching
+//! on: of one tenant, or — `pets` and `deadline-mixed` with parameter-efficient tenants — of
+//! several.
 
 mod affinity;
 mod deadline_batch;
+mod deadline_mixed;
 mod edf;
 mod fcfs;
 mod fcfs_mod;
 mod fcfs_rr;
 mod omls;
+mod pets;
 mod sjf;
 mod tier_affinity;
 
 pub use affinity::{Affinity, AffinityOptions};
 pub use deadline_batch::DeadlineBatch;
+pub use deadline_mixed::DeadlineMixed;
 pub use edf::Edf;
 pub use fcfs::Fcfs;
 pub use fcfs_mod::FcfsMod;
 pub use fcfs_rr::FcfsRr;
 pub use omls::{Omls, OmlsOptions};
+pub use pets::Pets;
 pub use sjf::Sjf;
 pub use tier_affinity::TierAffinity;
 
@@ -62,6 +70,8 @@ pub const POLICIES: &[&str] = &[
     "affinity",
     "deadline-batch",
     "tier-affinity",
+    "pets",
+    "deadline-mixed",
 ];
 
 /// What a scheduler decides at one instant: dispatches (several to one instance form a batch,
@@ -282,6 +292,8 @@ pub fn by_name(name: &str, options: &PolicyOptions, shape: Shape) -> Result<Box<
         "affinity" => Box::new(Affinity::new(shape, options.affinity.clone())),
         "deadline-batch" => Box::new(DeadlineBatch::new(shape)),
         "tier-affinity" => Box::new(TierAffinity::new(shape)),
+        "pets" => Box::new(Pets::new()),
+        "deadline-mixed" => Box::new(DeadlineMixed::new()),
         _ => {
             return Err(Error::UnknownPolicy {
                 name: name.to_string(),

@@ -107,6 +107,12 @@ impl Expected {
         });
         let model = match zoo {
             None => None,
+            Some(dir) if dir.join("pet.ron").is_file() => {
+                // Parameter-efficient tenants: the model is their backbone.
+                let z = ptm_runtime::pet::PetZoo::read(dir)?;
+                let cfg = Config::from_file(&dir.join(&z.backbone).join("config.json"))?;
+                Some(model_identity(z.arch, dtype.unwrap_or(z.dtype), &cfg))
+            }
             Some(dir) => {
                 let z = Zoo::read(dir)?;
                 let first = z.models.first().ok_or_else(|| {

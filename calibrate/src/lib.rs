@@ -14,6 +14,7 @@
 pub mod check;
 pub mod gpu_target;
 pub mod identity;
+pub mod pet;
 pub mod plan;
 pub mod runtime_target;
 pub mod stats;

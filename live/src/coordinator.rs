@@ -61,12 +61,15 @@ pub enum Refusal {
 /// Where to send a served request's outcome.
 pub type Reply = tokio::sync::oneshot::Sender<Result<Served, Refusal>>;
 
-/// A job for an instance's worker: a batch and the load before it.
+/// A job for an instance's worker: a batch and the loads before it.
 struct Job {
     /// The batch: ids, requests and token ids.
     items: Vec<(RequestId, Request, Option<Rows>)>,
-    source: Option<Source>,
-    promote: Option<u32>,
+    /// Loads before the pass: (tenant, source, pool slot to promote into).
+    loads: Vec<(TenantId, Source, Option<u32>)>,
+    /// Whether the loads are a phase of their own (reported when done); a mixed batch's delta
+    /// loads are part of its pass.
+    load_phase: bool,
 }
 
 /// What the core hears.
@@ -533,14 +536,30 @@ impl<'a> Core<'a> {
                         .waiting_est_ns
                         .saturating_sub(self.estimates.service_ns(*id));
                 }
-                let promote = match s.load {
-                    Load::Switch | Load::Cold => s.pool_slot,
-                    Load::None | Load::Pool => None,
+                let pet = self.ledger.residency().pet();
+                let loads = if pet {
+                    self.ledger
+                        .pet_loads(s.instance as usize)
+                        .iter()
+                        .filter_map(|l| {
+                            // A delta from the host or its file lands in its pool slot.
+                            Source::of(l.load, None).map(|src| (l.tenant, src, l.slot))
+                        })
+                        .collect()
+                } else {
+                    let promote = match s.load {
+                        Load::Switch | Load::Cold => s.pool_slot,
+                        Load::None | Load::Pool => None,
+                    };
+                    Source::of(s.load, s.pool_slot)
+                        .map(|src| (s.tenant, src, promote))
+                        .into_iter()
+                        .collect()
                 };
                 let job = Job {
                     items,
-                    source: Source::of(s.load, s.pool_slot),
-                    promote,
+                    loads,
+                    load_phase: !pet,
                 };
                 if self.jobs[s.instance as usize].send(job).is_err() {
                     return Err(Error::WorkerStopped {
@@ -582,8 +601,10 @@ fn run_job(
         })
         .collect();
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if let Some(source) = job.source {
-            exec.load(job.items[0].1.tenant, source, job.promote)?;
+        for &(tenant, source, promote) in &job.loads {
+            exec.load(tenant, source, promote)?;
+        }
+        if job.load_phase && !job.loads.is_empty() {
             let _ = tx.send(Msg::LoadDone { instance });
         }
         exec.infer(&items)

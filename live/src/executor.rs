@@ -55,10 +55,12 @@ pub struct Item<'a> {
     pub rows: Option<&'a [Vec<u32>]>,
 }
 
-/// One instance's engine: holds one tenant's weights at a time and runs batches.
+/// One instance's engine: holds one tenant's weights at a time (or, with parameter-efficient
+/// tenants, its backbone) and runs batches.
 pub trait Executor: Send {
     /// Loads `tenant`'s weights into this executor's arena from `source`; with `promote`, also
-    /// writes them into that GPU pool slot.
+    /// writes them into that GPU pool slot. For a parameter-efficient tenant: loads its delta
+    /// from `source` into the delta pool's slot `promote` (a mixed batch may need several).
     fn load(&mut self, tenant: TenantId, source: Source, promote: Option<u32>) -> Result<()>;
     /// Runs a batch of requests of the tenant it holds (their rows together, in passes),
     /// returning one output per row, per request.

@@ -2,8 +2,7 @@
 //! same schedulers, and (`--compare`) beside the simulator's prediction from the scenario's
 //! profile: the fidelity table and the mean phase durations that explain its gaps.
 
-use crate::executor::{Executor, Prefetcher};
-use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
+use crate::fleet::{Fleet, FleetShape};
 use ptm_calibrate::{Check, Expected};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
@@ -144,16 +143,19 @@ pub fn run_cells(
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
         let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
-        let shared = Tenants::read(
+        let fleet = Fleet::read(
             o.zoo,
             workload.tenants.len(),
             dtype,
             device,
-            rows,
-            seq,
-            setup.tiers.pool_tenants,
+            FleetShape {
+                max_rows: rows,
+                max_seq: seq,
+                pool_slots: setup.tiers.pool_tenants,
+                pet: s.pet.is_some(),
+            },
         )?;
-        shared.check_fit(s.instances)?;
+        fleet.check_fit(s.instances)?;
         for policy in &s.policies {
             tell(Some((policy, seed)), done, done_s, left_s);
             let shape = Shape {
@@ -161,19 +163,8 @@ pub fn run_cells(
                 tenants: workload.tenants.len(),
             };
             let mut scheduler = scheduler::by_name(policy, &s.policy_options, shape)?;
-            let executors = (0..s.instances)
-                .map(|i| {
-                    SlotExecutor::new(
-                        shared.clone(),
-                        s.forward_batch,
-                        seed ^ (i as u64 + 1),
-                        &warm,
-                    )
-                    .map(|e| Box::new(e) as Box<dyn Executor>)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let prefetcher =
-                PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>);
+            let executors = fleet.executors(s.instances, s.forward_batch, seed, &warm)?;
+            let prefetcher = fleet.prefetcher();
             let run = crate::replay(&setup, scheduler.as_mut(), executors, prefetcher, s.preload)?;
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");

@@ -30,7 +30,9 @@ fn tenants() -> &'static Vec<TenantInfo> {
                     name: m.name.clone(),
                     task: m.task,
                     labels: cfg.label_names(),
-                    encoder: TextEncoder::from_file(&d.join("tokenizer.json"), &cfg).unwrap(),
+                    encoder: TextEncoder::from_file(&d.join("tokenizer.json"), &cfg)
+                        .unwrap()
+                        .into(),
                     cfg,
                 }
             })

@@ -26,6 +26,11 @@ pub struct CalibrateArgs {
     /// The quick plan: batches 1 and 4, lengths 16 and 32, 1–2 instances, 5 repeats.
     #[arg(long)]
     pub quick: bool,
+    /// A zoo of parameter-efficient tenants to measure over its backbone (`ptm zoo make
+    /// --pet …`; repeatable): the costs of its kind are added to the backbone's model, which
+    /// the calibration must measure too (a `--zoo` of the same architecture).
+    #[arg(long)]
+    pub pet_zoo: Vec<PathBuf>,
     /// Where to write the profile (ron).
     #[arg(long)]
     pub out: PathBuf,
@@ -83,7 +88,7 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let profile = calibrate(
+    let mut profile = calibrate(
         target.as_mut(),
         &names,
         &plan,
@@ -95,6 +100,21 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    for dir in &args.pet_zoo {
+        eprintln!(
+            "measuring the parameter-efficient tenants of {}",
+            dir.display()
+        );
+        let (model, kind, costs) = ptm_calibrate::pet::calibrate_pet(dir, device, dtype, &plan)?;
+        let known = names.join(", ");
+        let m = profile.models.get_mut(&model).with_context(|| {
+            format!(
+                "{}: its backbone is {model}, which this calibration did not measure ({known}): add a --zoo of that architecture and dtype",
+                dir.display()
+            )
+        })?;
+        m.pet.insert(kind.key(), costs);
+    }
     let text = format!(
         "// Measured by ptm calibrate: {command}\n// on {} (--device {}), {date}. Every cost records its statistics in `measured`.\n{}\n",
         profile.gpu.name,

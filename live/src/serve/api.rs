@@ -19,8 +19,8 @@ pub struct TenantInfo {
     pub task: Task,
     /// Label names (classification heads).
     pub labels: Vec<String>,
-    /// Its tokenizer.
-    pub encoder: TextEncoder,
+    /// Its tokenizer (shared by the tenants of one backbone).
+    pub encoder: std::sync::Arc<TextEncoder>,
     /// Its configuration.
     pub cfg: Config,
 }

@@ -28,21 +28,24 @@ pub use guard::{read_token, Guard};
 pub use http::{HttpOptions, Stop};
 
 use crate::coordinator::{Core, CoreOptions, Msg, Refusal};
-use crate::executor::{Executor, Prefetcher};
-use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
+use crate::executor::Executor;
+use crate::fleet::{Fleet, FleetShape};
+use crate::pet::PetTenants;
 use metrics::Metrics;
 use ptm_calibrate::{calibrate, target_for, Check, Expected, Plan};
+use ptm_runtime::pet::PetZoo;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{Config, DType, Device, Zoo};
-use ptm_sim::engine::{Batching, LoadingMode, Preload, Serving, Setup};
+use ptm_sim::engine::{Batching, LoadingMode, PetServing, Preload, Serving, Setup};
 use ptm_sim::ledger::{Capacity, Eviction};
+use ptm_sim::profile::PetKind;
 use ptm_sim::profile::Profile;
 use ptm_sim::scheduler::{self, PolicyOptions, Shape};
 use ptm_sim::time::{ms_to_ns, Nanos};
 use ptm_sim::workload::{Tenant, TenantId, Workload};
 use routes::AppState;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use timed::Timed;
@@ -157,26 +160,7 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
 /// Runs the server with `hooks` until told to stop; returns the counters.
 pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metrics>> {
     o.validate()?;
-    let zoo = Zoo::read(&o.zoo)?;
-    anyhow::ensure!(
-        !zoo.models.is_empty(),
-        "{}: the zoo has no models",
-        o.zoo.display()
-    );
-    let mut tenants = Vec::with_capacity(zoo.models.len());
-    for m in &zoo.models {
-        let dir = model_dir(&o.zoo, &m.name);
-        let cfg = Config::from_file(&dir.join("config.json"))?;
-        let encoder =
-            ptm_runtime::tokenize::TextEncoder::from_file(&dir.join("tokenizer.json"), &cfg)?;
-        tenants.push(TenantInfo {
-            name: m.name.clone(),
-            task: m.task,
-            labels: cfg.label_names(),
-            encoder,
-            cfg,
-        });
-    }
+    let (tenants, pet) = zoo_tenants(&o.zoo)?;
     let (profile, profile_name, model) = match o.profile.take() {
         Some(p) => {
             check_profile(&p, &o)?;
@@ -194,13 +178,18 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
             .collect(),
         requests: Vec::new(),
     };
+    // For parameter-efficient tenants, --gpu-pool sizes the GPU's delta pool.
     let serving = Serving {
         instances: o.instances,
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
-        gpu_pool: o.gpu_pool,
+        gpu_pool: if pet.is_some() { None } else { o.gpu_pool },
         eviction: o.eviction,
         batching: o.batching,
+        pet: pet.map(|kind| PetServing {
+            kind,
+            delta_pool: o.gpu_pool.unwrap_or(Capacity::Auto),
+        }),
         ..Serving::default()
     };
     let setup = Setup::new(&profile, &profile_name, &workload, serving)?;
@@ -218,25 +207,23 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
     let (executors, prefetcher) = match hooks.executors {
         Some(e) => (e, None),
         None => {
-            let shared = Tenants::read(
+            let fleet = Fleet::read(
                 &o.zoo,
                 tenants.len(),
                 o.dtype,
                 o.device,
-                o.forward_batch as usize,
-                max_seq,
-                setup.tiers.pool_tenants,
+                FleetShape {
+                    max_rows: o.forward_batch as usize,
+                    max_seq,
+                    pool_slots: setup.tiers.pool_tenants,
+                    pet: pet.is_some(),
+                },
             )?;
-            shared.check_fit(o.instances)?;
-            let executors = (0..o.instances)
-                .map(|i| {
-                    SlotExecutor::new(shared.clone(), o.forward_batch, i as u64 + 1, &[])
-                        .map(|e| Box::new(e) as Box<dyn Executor>)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let prefetcher =
-                PoolPrefetcher::new(&shared).map(|p| Box::new(p) as Box<dyn Prefetcher>);
-            (executors, prefetcher)
+            fleet.check_fit(o.instances)?;
+            (
+                fleet.executors(o.instances, o.forward_batch, 0, &[])?,
+                fleet.prefetcher(),
+            )
         }
     };
     anyhow::ensure!(
@@ -447,13 +434,88 @@ fn check_profile(
     Ok(())
 }
 
+/// The tenants of the zoo at `dir` (full fine-tunes, or a PET zoo's tenants over its backbone,
+/// with their kind).
+fn zoo_tenants(dir: &Path) -> anyhow::Result<(Vec<TenantInfo>, Option<PetKind>)> {
+    if PetTenants::is_pet_zoo(dir) {
+        let zoo = PetZoo::read(dir)?;
+        anyhow::ensure!(
+            !zoo.tenants.is_empty(),
+            "{}: the zoo has no tenants",
+            dir.display()
+        );
+        let backbone = dir.join(&zoo.backbone);
+        let cfg = Config::from_file(&backbone.join("config.json"))?;
+        let encoder = Arc::new(ptm_runtime::tokenize::TextEncoder::from_file(
+            &backbone.join("tokenizer.json"),
+            &cfg,
+        )?);
+        let tenants = zoo
+            .tenants
+            .iter()
+            .map(|t| TenantInfo {
+                name: t.name.clone(),
+                task: t.task,
+                labels: (0..t.labels).map(|i| format!("LABEL_{i}")).collect(),
+                encoder: encoder.clone(),
+                cfg: cfg.clone(),
+            })
+            .collect();
+        return Ok((tenants, Some(ptm_calibrate::pet::kind_of(&zoo))));
+    }
+    let zoo = Zoo::read(dir)?;
+    anyhow::ensure!(
+        !zoo.models.is_empty(),
+        "{}: the zoo has no models",
+        dir.display()
+    );
+    let mut tenants = Vec::with_capacity(zoo.models.len());
+    for m in &zoo.models {
+        let d = model_dir(dir, &m.name);
+        let cfg = Config::from_file(&d.join("config.json"))?;
+        let encoder = Arc::new(ptm_runtime::tokenize::TextEncoder::from_file(
+            &d.join("tokenizer.json"),
+            &cfg,
+        )?);
+        tenants.push(TenantInfo {
+            name: m.name.clone(),
+            task: m.task,
+            labels: cfg.label_names(),
+            encoder,
+            cfg,
+        });
+    }
+    Ok((tenants, None))
+}
+
 /// A quick calibration of the zoo on the serving device: the profile, its name and its model.
+/// A PET zoo's backbone is measured on a seeded zoo of its architecture, then its tenants.
 fn startup_profile(o: &ServeOptions) -> anyhow::Result<(Profile, String, String)> {
     eprintln!(
         "ptm serve: calibrating the zoo on {} (quick plan; pass --profile to skip)",
         o.device
     );
     let plan = Plan::quick();
+    if PetTenants::is_pet_zoo(&o.zoo) {
+        let zoo = PetZoo::read(&o.zoo)?;
+        let tmp = tempfile::tempdir()?;
+        let full = ptm_calibrate::runtime_target::make_zoo(zoo.arch.name(), o.dtype, tmp.path())?;
+        let (mut target, names) = target_for(o.device, &[full], o.dtype, &plan)?;
+        let mut p = calibrate(
+            target.as_mut(),
+            &names,
+            &plan,
+            "ptm serve (start-up calibration)",
+            "now",
+            &mut |_| (),
+        )?;
+        let (model, kind, costs) =
+            ptm_calibrate::pet::calibrate_pet(&o.zoo, o.device, o.dtype, &plan)?;
+        if let Some(m) = p.models.get_mut(&model) {
+            m.pet.insert(kind.key(), costs);
+        }
+        return Ok((p, "start-up calibration".to_string(), model));
+    }
     let (mut target, names) = target_for(o.device, std::slice::from_ref(&o.zoo), o.dtype, &plan)?;
     let p = calibrate(
         target.as_mut(),

@@ -230,11 +230,12 @@ mod tests {
 
     #[test]
     fn live_and_simulated_dispatch_the_same_sequence_through_the_ledger() {
-        // Constant costs, equal in the profile and the executors: 30 ms cold load, 20 ms
-        // switch, 16 × 2 ms inference; arrivals 45 ms apart, so that every event is at least
-        // 10 ms from any other and the wall clock's jitter cannot reorder them.
-        let profile = constant_profile(30.0, 20.0, 2.0);
-        let w = workload(9, 45.0);
+        // Constant costs, equal in the profile and the executors: 60 ms cold load, 40 ms
+        // switch, 16 × 4 ms inference; arrivals 90 ms apart, so that every event is at least
+        // 20 ms from any other and the wall clock's jitter (even on a loaded machine) cannot
+        // reorder them.
+        let profile = constant_profile(60.0, 40.0, 4.0);
+        let w = workload(9, 90.0);
         let serving = Serving {
             instances: 2,
             loading: LoadingMode::Split,
@@ -253,7 +254,7 @@ mod tests {
             let live = replay(
                 &setup,
                 s.as_mut(),
-                sleepers(2, 30, 20, 32),
+                sleepers(2, 60, 40, 64),
                 None,
                 Preload::Policy,
             )

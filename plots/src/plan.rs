@@ -8,32 +8,56 @@ use plotters::style::RGBColor;
 use ptm_sim::plan::Plan;
 use std::path::{Path, PathBuf};
 
-/// The lines of the figure: per policy, (instances, capacity) where reached; then the bound.
+/// The lines of the figure: per policy and serving variant (GPU pool, batching, when the plan
+/// searched them), (instances, capacity) where reached; then the bound. A variant without a
+/// pool is drawn dashed.
 pub fn plan_series(plan: &Plan) -> Vec<Series> {
-    let mut policies: Vec<&str> = Vec::new();
+    // A line per configuration of every axis but the instance count.
+    let key = |r: &ptm_sim::plan::Row| -> Vec<(String, String)> {
+        r.settings
+            .iter()
+            .filter(|(a, _)| a != "instances")
+            .cloned()
+            .collect()
+    };
+    let mut lines: Vec<Vec<(String, String)>> = Vec::new();
     for r in &plan.rows {
-        if let Some(p) = r.get("policy") {
-            if !policies.contains(&p) {
-                policies.push(p);
-            }
+        let k = key(r);
+        if !lines.contains(&k) {
+            lines.push(k);
         }
     }
     let count = |r: &ptm_sim::plan::Row| r.get("instances").and_then(|v| v.parse::<f64>().ok());
-    let mut series: Vec<Series> = policies
+    let mut series: Vec<Series> = lines
         .iter()
-        .map(|p| {
+        .map(|k| {
             let mut points: Vec<(f64, f64, f64, f64)> = plan
                 .rows
                 .iter()
-                .filter(|r| r.get("policy") == Some(p))
+                .filter(|r| key(r) == *k)
                 .filter_map(|r| Some((count(r)?, r.capacity_rps()?)))
                 .map(|(m, c)| (m, c, c, c))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let policy = k
+                .iter()
+                .find(|(a, _)| a == "policy")
+                .map_or("", |(_, v)| v.as_str());
+            let label = k
+                .iter()
+                .map(|(a, v)| {
+                    if a == "policy" {
+                        v.clone()
+                    } else {
+                        format!("{a} {v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             Series {
-                label: (*p).to_string(),
-                colour: policy_colour(p),
-                dashed: false,
+                label,
+                colour: policy_colour(policy),
+                dashed: k.iter().any(|(a, v)| a == "pool" && v == "none"),
                 points,
             }
         })

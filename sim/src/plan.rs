@@ -27,6 +27,10 @@ pub enum Knob {
     Instances(usize),
     /// The scheduling policy.
     Policy(String),
+    /// The GPU weight pool (`None`: FastPTM's model).
+    GpuPool(Option<crate::ledger::Capacity>),
+    /// Cross-request batching with this window, milliseconds (`None`: off).
+    Batching(Option<f64>),
 }
 
 impl Knob {
@@ -35,6 +39,8 @@ impl Knob {
         match self {
             Knob::Instances(_) => "instances",
             Knob::Policy(_) => "policy",
+            Knob::GpuPool(_) => "pool",
+            Knob::Batching(_) => "batching",
         }
     }
 
@@ -43,6 +49,10 @@ impl Knob {
         match self {
             Knob::Instances(m) => m.to_string(),
             Knob::Policy(p) => p.clone(),
+            Knob::GpuPool(None) => "none".into(),
+            Knob::GpuPool(Some(c)) => crate::sweep::capacity_name(*c),
+            Knob::Batching(None) => "off".into(),
+            Knob::Batching(Some(w)) => format!("{w}ms"),
         }
     }
 
@@ -51,6 +61,10 @@ impl Knob {
         match self {
             Knob::Instances(m) => scenario.instances = *m,
             Knob::Policy(p) => scenario.policies = vec![p.clone()],
+            Knob::GpuPool(c) => scenario.gpu_pool = *c,
+            Knob::Batching(w) => {
+                scenario.batching = w.map(|max_wait_ms| crate::engine::Batching { max_wait_ms })
+            }
         }
     }
 
@@ -58,7 +72,7 @@ impl Knob {
     pub fn cost(&self) -> Option<f64> {
         match self {
             Knob::Instances(m) => Some(*m as f64),
-            Knob::Policy(_) => None,
+            Knob::Policy(_) | Knob::GpuPool(_) | Knob::Batching(_) => None,
         }
     }
 }
@@ -79,6 +93,24 @@ impl Space {
                 policies.iter().map(|p| Knob::Policy(p.clone())).collect(),
             ],
         }
+    }
+
+    /// The same space with an axis of GPU pools and one of batching windows (each left out
+    /// when given no values).
+    pub fn with_serving(
+        mut self,
+        pools: &[Option<crate::ledger::Capacity>],
+        batching: &[Option<f64>],
+    ) -> Space {
+        if !pools.is_empty() {
+            self.axes
+                .push(pools.iter().map(|&c| Knob::GpuPool(c)).collect());
+        }
+        if !batching.is_empty() {
+            self.axes
+                .push(batching.iter().map(|&w| Knob::Batching(w)).collect());
+        }
+        self
     }
 
     /// Every configuration, the first axis outermost.

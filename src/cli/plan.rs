@@ -26,12 +26,34 @@ pub struct PlanArgs {
     /// as refused).
     #[arg(long, default_value = "1-8", value_parser = parse_counts)]
     pub instance_counts: Counts,
+    /// GPU pools to search (comma separated): `none` (FastPTM's model), a tenant count, bytes
+    /// (`80GB`) or `auto`.
+    #[arg(long, value_delimiter = ',', value_parser = super::scenario_flags::parse_pool)]
+    pub gpu_pools: Vec<super::scenario_flags::PoolArg>,
+    /// Batching windows to search, milliseconds (comma separated; `off`: one request a
+    /// dispatch).
+    #[arg(long, value_delimiter = ',', value_parser = parse_wait)]
+    pub max_waits: Vec<Option<f64>>,
     /// Where to write plan.json, capacity.csv and the figure (default: results/<scenario>-plan).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `off` or a window in milliseconds.
+fn parse_wait(s: &str) -> Result<Option<f64>, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    match t.parse::<f64>() {
+        Ok(w) if w.is_finite() && (0.0..=60_000.0).contains(&w) => Ok(Some(w)),
+        _ => Err(format!(
+            "expected off or a window of 0 to 60000 ms, got {s:?}"
+        )),
+    }
 }
 
 /// Instance counts, sorted and distinct.
@@ -80,13 +102,19 @@ fn table(p: &Plan) -> String {
             groups.push(g);
         }
     }
-    let _ = write!(out, "{:<14}", "");
+    let width = groups
+        .iter()
+        .map(|g| g.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(14);
+    let _ = write!(out, "{:<width$}", "");
     for p in &policies {
         let _ = write!(out, " {p:>12}");
     }
     out.push('\n');
     for g in &groups {
-        let _ = write!(out, "{g:<14}");
+        let _ = write!(out, "{g:<width$}");
         for pol in &policies {
             let row = p.rows.iter().find(|r| {
                 r.get("policy") == Some(pol)
@@ -115,7 +143,9 @@ pub fn execute(args: PlanArgs) -> anyhow::Result<()> {
     let loaded = args.scenario.load()?;
     let s = &loaded.scenario;
     let options = args.search.options();
-    let space = Space::new(&args.instance_counts.0, &s.policies);
+    let pools: Vec<_> = args.gpu_pools.iter().map(|p| p.0).collect();
+    let space =
+        Space::new(&args.instance_counts.0, &s.policies).with_serving(&pools, &args.max_waits);
     let p = plan::plan(s, loaded.files.as_ref(), &space, &options, &args.rates)?;
     let out = args
         .out
@@ -125,14 +155,18 @@ pub fn execute(args: PlanArgs) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&p)?;
     let path = out.join("plan.json");
     std::fs::write(&path, &json).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut csv = String::from("instances,policy,capacity_rps,slo_attainment,bound_rps,refused\n");
+    let mut csv = String::from(
+        "instances,policy,pool,batching,capacity_rps,slo_attainment,bound_rps,refused\n",
+    );
     for r in &p.rows {
         let c = r.capacity.as_ref();
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             r.get("instances").unwrap_or(""),
             r.get("policy").unwrap_or(""),
+            r.get("pool").unwrap_or(""),
+            r.get("batching").unwrap_or(""),
             r.capacity_rps().map_or(String::new(), |v| v.to_string()),
             c.and_then(|c| c.slo_attainment)
                 .map_or(String::new(), |v| v.to_string()),

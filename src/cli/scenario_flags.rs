@@ -5,7 +5,8 @@ use crate::embedded::{self, Loaded};
 use anyhow::bail;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, ValueEnum};
-use ptm_sim::engine::LoadingMode;
+use ptm_sim::engine::{Batching, LoadingMode};
+use ptm_sim::ledger::{Capacity, Eviction};
 use ptm_sim::scheduler::POLICIES;
 use ptm_sim::workload::WorkloadSpec;
 use std::path::PathBuf;
@@ -66,6 +67,22 @@ pub struct ScenarioFlags {
     /// Replace the deadline of requests whose workload gives none, milliseconds.
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<f64>,
+    /// Replace the GPU weight pool: `none` (FastPTM's model), a tenant count, bytes (`80GB`) or
+    /// `auto` (what fits after the instances).
+    #[arg(long, value_parser = parse_pool, value_name = "POOL")]
+    pub gpu_pool: Option<PoolArg>,
+    /// Replace who a full pool evicts: lru, lfu, gdsf or belady (the offline optimum).
+    #[arg(long, value_parser = parse_eviction)]
+    pub eviction: Option<Eviction>,
+    /// Turn cross-request batching on with this window, milliseconds (`--no-batching`: off).
+    #[arg(long, value_name = "MS", conflicts_with = "no_batching")]
+    pub max_wait_ms: Option<f64>,
+    /// Turn cross-request batching off.
+    #[arg(long)]
+    pub no_batching: bool,
+    /// Replace the rows of a forward pass (and of a batch).
+    #[arg(long, value_name = "ROWS")]
+    pub forward_batch: Option<u32>,
 }
 
 impl ScenarioFlags {
@@ -119,7 +136,73 @@ impl ScenarioFlags {
         if let Some(d) = self.deadline_ms {
             s.request.deadline_ms = d;
         }
+        if let Some(PoolArg(pool)) = self.gpu_pool {
+            s.gpu_pool = pool;
+        }
+        if let Some(e) = self.eviction {
+            s.eviction = e;
+        }
+        if let Some(w) = self.max_wait_ms {
+            s.batching = Some(Batching { max_wait_ms: w });
+        }
+        if self.no_batching {
+            s.batching = None;
+        }
+        if let Some(b) = self.forward_batch {
+            s.forward_batch = b;
+        }
         s.validate("command line")?;
         Ok(loaded)
     }
 }
+
+/// `--gpu-pool`: `auto`, a tenant count, or bytes with a unit (`80GB`, `512MiB`).
+pub fn parse_capacity(s: &str) -> Result<Capacity, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(Capacity::Auto);
+    }
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(Capacity::Tenants(n));
+    }
+    let units: [(&str, f64); 6] = [
+        ("GiB", (1u64 << 30) as f64),
+        ("MiB", (1u64 << 20) as f64),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("TB", 1e12),
+        ("B", 1.0),
+    ];
+    for (unit, scale) in units {
+        if let Some(num) = t.strip_suffix(unit) {
+            let v: f64 = num
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected auto, a tenant count or bytes like 80GB"))?;
+            if !(v.is_finite() && v > 0.0 && v * scale < 1e15) {
+                return Err(format!("{s:?}: expected a positive size below 1 PB"));
+            }
+            return Ok(Capacity::Bytes((v * scale) as u64));
+        }
+    }
+    Err(format!(
+        "{s:?}: expected auto, a tenant count or bytes like 80GB"
+    ))
+}
+
+/// `--eviction`: lru, lfu, gdsf (belady is the simulator's).
+pub fn parse_eviction(s: &str) -> Result<Eviction, String> {
+    Eviction::by_name(s).map_err(|e| e.to_string())
+}
+
+/// `--gpu-pool` of a scenario: `none` (FastPTM's model), or a pool as [`parse_capacity`] reads.
+pub fn parse_pool(s: &str) -> Result<PoolArg, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(PoolArg(None));
+    }
+    parse_capacity(s).map(|c| PoolArg(Some(c)))
+}
+
+/// A GPU pool given on the command line, or none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolArg(pub Option<Capacity>);

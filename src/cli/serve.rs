@@ -37,10 +37,10 @@ pub struct ServeArgs {
     pub forward_batch: u32,
     /// A GPU weight pool (tier 1): a tenant count, bytes with a unit (`80GB`), or `auto`
     /// (what the device holds after the instances). Absent: FastPTM's model, no pool.
-    #[arg(long, value_parser = parse_capacity)]
+    #[arg(long, value_parser = super::scenario_flags::parse_capacity)]
     pub gpu_pool: Option<Capacity>,
     /// Who a full pool evicts: lru, lfu or gdsf.
-    #[arg(long, default_value = "lru", value_parser = parse_eviction)]
+    #[arg(long, default_value = "lru", value_parser = super::scenario_flags::parse_eviction)]
     pub eviction: Eviction,
     /// Cross-request batching: how long a policy may hold a partial batch, milliseconds
     /// (absent: one request a dispatch).
@@ -146,48 +146,10 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--gpu-pool`: `auto`, a tenant count, or bytes with a unit (`80GB`, `512MiB`).
-fn parse_capacity(s: &str) -> Result<Capacity, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("auto") {
-        return Ok(Capacity::Auto);
-    }
-    if let Ok(n) = t.parse::<u32>() {
-        return Ok(Capacity::Tenants(n));
-    }
-    let units: [(&str, f64); 6] = [
-        ("GiB", (1u64 << 30) as f64),
-        ("MiB", (1u64 << 20) as f64),
-        ("GB", 1e9),
-        ("MB", 1e6),
-        ("TB", 1e12),
-        ("B", 1.0),
-    ];
-    for (unit, scale) in units {
-        if let Some(num) = t.strip_suffix(unit) {
-            let v: f64 = num
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?}: expected auto, a tenant count or bytes like 80GB"))?;
-            if !(v.is_finite() && v > 0.0 && v * scale < 1e15) {
-                return Err(format!("{s:?}: expected a positive size below 1 PB"));
-            }
-            return Ok(Capacity::Bytes((v * scale) as u64));
-        }
-    }
-    Err(format!(
-        "{s:?}: expected auto, a tenant count or bytes like 80GB"
-    ))
-}
-
-/// `--eviction`: lru, lfu, gdsf (belady is the simulator's).
-fn parse_eviction(s: &str) -> Result<Eviction, String> {
-    Eviction::by_name(s).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::scenario_flags::{parse_capacity, parse_eviction};
+    use ptm_sim::ledger::Capacity;
 
     #[test]
     fn pool_sizes_parse_with_units() {

@@ -62,16 +62,35 @@ pub fn judge(workload: &Workload, run: &Run, warmup_frac: f64, mean_service_ns: 
     }
 }
 
-/// The mean estimated service time of the workload's requests (one busy instance), ns.
+/// The mean estimated service time of the workload's requests (one busy instance), ns; with
+/// batching, no more than a request's share of a full pass.
 pub fn mean_service_ns(setup: &Setup<'_>) -> f64 {
-    let n = setup.workload.requests.len();
+    let reqs = &setup.workload.requests;
+    let n = reqs.len();
     if n == 0 {
         return 0.0;
     }
     let total: u128 = (0..n as u32)
         .map(|i| u128::from(setup.estimates.service_ns(i)))
         .sum();
-    total as f64 / n as f64
+    let alone = total as f64 / n as f64;
+    if setup.serving.batching.is_none() {
+        return alone;
+    }
+    // With batching, a request may share a full pass: the time of a pass of `forward_batch`
+    // rows (one tenant, or one segment of parameter-efficient tenants: the best case) over
+    // the requests it holds.
+    let rows = setup.serving.forward_batch.max(1);
+    let samples = reqs.iter().map(|r| r.samples as f64).sum::<f64>() / n as f64;
+    let seq = reqs.iter().map(|r| r.seq_len).max().unwrap_or(1);
+    let per_batch = (rows as f64 / samples.max(1.0)).max(1.0);
+    let tenant = reqs[0].tenant;
+    let pass = if setup.serving.pet.is_some() {
+        setup.estimates.pet_batch_ns(tenant, rows, seq, 1, 0, 0)
+    } else {
+        setup.estimates.batch_service_ns(tenant, rows, seq)
+    };
+    alone.min(pass as f64 / per_batch)
 }
 
 /// Simulates one cell of `scenario` on a prepared setup and returns the raw run.

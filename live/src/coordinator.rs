@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
+use crate::latch::{Latch, OpenOnDrop};
 use ptm_sim::engine::{Estimates, Setup};
 use ptm_sim::ledger::{initial_residency, Ledger, Load, Preload, Run, Start};
 use ptm_sim::scheduler::{BatchLimits, Decision, Scheduler, View};
@@ -67,7 +68,15 @@ struct Job {
     items: Vec<(RequestId, Request, Option<Rows>)>,
     source: Option<Source>,
     promote: Option<u32>,
+    /// The last write booked into the pool slot the load reads or writes: done before it.
+    after: Option<Arc<Latch>>,
+    /// Opened once the load (and its promotion) is done.
+    fills: Option<Arc<Latch>>,
 }
+
+/// A prefetch for the prefetch worker: the tenant, its pool slot, the slot's last write booked
+/// before it, and the latch it opens once done.
+type PrefetchJob = (TenantId, u32, Option<Arc<Latch>>, Arc<Latch>);
 
 /// What the core hears.
 pub enum Msg {
@@ -147,7 +156,9 @@ pub struct Core<'a> {
     rows: Vec<Option<Rows>>,
     replies: Vec<Option<Reply>>,
     jobs: Vec<mpsc::Sender<Job>>,
-    prefetches: Option<mpsc::Sender<(TenantId, u32)>>,
+    prefetches: Option<mpsc::Sender<PrefetchJob>>,
+    /// Per pool slot: the last write booked into it ([`crate::latch`]).
+    pool_writes: Vec<Option<Arc<Latch>>>,
     batching: Option<BatchLimits>,
     forget_answered: bool,
     /// Sum of the estimated inference of the waiting requests.
@@ -209,11 +220,16 @@ impl<'a> Core<'a> {
             scope.spawn(move || worker(instance, exec, &job_rx, tx));
         }
         let prefetches = prefetcher.map(|mut p| {
-            let (ptx, prx) = mpsc::channel::<(TenantId, u32)>();
+            let (ptx, prx) = mpsc::channel::<PrefetchJob>();
             let tx = tx.clone();
             scope.spawn(move || {
-                while let Ok((tenant, slot)) = prx.recv() {
+                while let Ok((tenant, slot, after, fills)) = prx.recv() {
+                    if let Some(a) = after {
+                        a.wait();
+                    }
+                    let filled = OpenOnDrop(Some(fills));
                     let result = p.prefetch(tenant, slot);
+                    drop(filled);
                     if tx.send(Msg::Prefetched { tenant, result }).is_err() {
                         break;
                     }
@@ -231,6 +247,7 @@ impl<'a> Core<'a> {
             replies: Vec::new(),
             jobs,
             prefetches,
+            pool_writes: Vec::new(),
             batching,
             forget_answered: options.forget_answered,
             waiting_est_ns: 0,
@@ -493,10 +510,15 @@ impl<'a> Core<'a> {
             if let Some(w) = out.wake_at_ns.filter(|&w| w > t) {
                 self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
             }
-            if let Some(prefetches) = &self.prefetches {
+            if self.prefetches.is_some() {
                 for &tenant in &out.prefetch {
                     if let Some((slot, _)) = self.ledger.prefetch(t, tenant) {
-                        if prefetches.send((tenant, slot)).is_err() {
+                        let (after, fills) = self.book_write(slot);
+                        let sent = self
+                            .prefetches
+                            .as_ref()
+                            .is_some_and(|p| p.send((tenant, slot, after, fills)).is_ok());
+                        if !sent {
                             return Err(Error::Invalid("the prefetch worker stopped".into()));
                         }
                     }
@@ -531,10 +553,20 @@ impl<'a> Core<'a> {
                     Load::Switch | Load::Cold => s.pool_slot,
                     Load::None | Load::Pool => None,
                 };
+                let (after, fills) = match (s.load, s.pool_slot, promote) {
+                    (_, _, Some(slot)) => {
+                        let (after, fills) = self.book_write(slot);
+                        (after, Some(fills))
+                    }
+                    (Load::Pool, Some(slot), None) => (self.last_write(slot), None),
+                    _ => (None, None),
+                };
                 let job = Job {
                     items,
                     source: Source::of(s.load, s.pool_slot),
                     promote,
+                    after,
+                    fills,
                 };
                 if self.jobs[s.instance as usize].send(job).is_err() {
                     return Err(Error::WorkerStopped {
@@ -548,6 +580,28 @@ impl<'a> Core<'a> {
         let wake_pending = self.wake_ns.is_some();
         self.ledger.check_stall(t, more_to_come || wake_pending)?;
         Ok(())
+    }
+
+    /// The last write booked into pool slot `slot`, if it may still be running.
+    fn last_write(&self, slot: u32) -> Option<Arc<Latch>> {
+        self.pool_writes
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .filter(|l| !l.is_open())
+            .cloned()
+    }
+
+    /// Books a write into pool slot `slot`: the write booked before it, which it must wait
+    /// for, and its own latch.
+    fn book_write(&mut self, slot: u32) -> (Option<Arc<Latch>>, Arc<Latch>) {
+        let after = self.last_write(slot);
+        let fills = Latch::new();
+        let i = slot as usize;
+        if self.pool_writes.len() <= i {
+            self.pool_writes.resize(i + 1, None);
+        }
+        self.pool_writes[i] = Some(fills.clone());
+        (after, fills)
     }
 
     /// Ends the run: every request must have been answered exactly once.
@@ -576,8 +630,14 @@ fn run_job(
         })
         .collect();
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Opened however the load ends (done, failed, panicked).
+        let filled = OpenOnDrop(job.fills.clone());
         if let Some(source) = job.source {
+            if let Some(a) = &job.after {
+                a.wait();
+            }
             exec.load(job.items[0].1.tenant, source, job.promote)?;
+            drop(filled);
             let _ = tx.send(Msg::LoadDone { instance });
         }
         exec.infer(&items)

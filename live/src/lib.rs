@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod error;
 pub mod executor;
 pub mod fidelity;
+pub mod latch;
 pub mod load;
 pub mod replay;
 pub mod serve;

@@ -194,11 +194,36 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
             .collect(),
         requests: Vec::new(),
     };
+    // Served texts may be as long as the model allows.
+    let max_seq = tenants
+        .iter()
+        .map(|t| t.cfg.max_tokens())
+        .min()
+        .unwrap_or(1);
+    // The runtime's tenants first: its pool's size (`auto`: what fits beside the instances on
+    // the device) is what the ledger's pool has.
+    let shared = match hooks.executors {
+        Some(_) => None,
+        None => Some(Tenants::read(
+            &o.zoo,
+            tenants.len(),
+            o.dtype,
+            o.device,
+            o.forward_batch as usize,
+            max_seq,
+            o.gpu_pool,
+            o.instances,
+        )?),
+    };
+    let gpu_pool = match (&shared, o.gpu_pool) {
+        (Some(s), Some(_)) => s.pool_slots().map(|n| Capacity::Tenants(n as u32)),
+        (_, pool) => pool,
+    };
     let serving = Serving {
         instances: o.instances,
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
-        gpu_pool: o.gpu_pool,
+        gpu_pool,
         eviction: o.eviction,
         batching: o.batching,
         ..Serving::default()
@@ -209,24 +234,10 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         tenants: tenants.len(),
     };
     let mut scheduler = scheduler::by_name(&o.policy, &PolicyOptions::default(), shape)?;
-    // Served texts may be as long as the model allows.
-    let max_seq = tenants
-        .iter()
-        .map(|t| t.cfg.max_tokens())
-        .min()
-        .unwrap_or(1);
-    let (executors, prefetcher) = match hooks.executors {
-        Some(e) => (e, None),
-        None => {
-            let shared = Tenants::read(
-                &o.zoo,
-                tenants.len(),
-                o.dtype,
-                o.device,
-                o.forward_batch as usize,
-                max_seq,
-                setup.tiers.pool_tenants,
-            )?;
+    let (executors, prefetcher) = match (hooks.executors, shared) {
+        (Some(e), _) => (e, None),
+        (None, None) => anyhow::bail!("no executors and no tenants to make them from"),
+        (None, Some(shared)) => {
             shared.check_fit(o.instances)?;
             let executors = (0..o.instances)
                 .map(|i| {

@@ -540,6 +540,11 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
             && profile.contains("measured: Some(")
             && profile.contains("interpolation")
     );
+    // The weight tiers' figures, measured through the CPU twin of the pool.
+    assert!(
+        profile.contains("weights_bytes: Some(") && profile.contains("pool_switch: Some("),
+        "{profile}"
+    );
     // The simulator accepts it.
     let sim = ok(&[
         "run",

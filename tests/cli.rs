@@ -623,8 +623,8 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
         "--compare",
         "--json",
     ]);
-    let cells: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for c in cells.as_array().unwrap() {
+    let tiers_cells: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for c in tiers_cells.as_array().unwrap() {
         assert_eq!(c["live"]["completed"], 60, "{c}");
         assert_eq!(c["simulated"]["completed"], 60, "{c}");
         assert!(c["simulated"]["pool_loads"].as_u64().unwrap() > 0, "{c}");

@@ -178,9 +178,18 @@ impl GpuSlot {
                 "cuMemcpyHtoDAsync",
             )?;
         }
-        cu(self.ready.record(copy), "cuEventRecord")?;
-        cu(self.model.stream().wait(&self.ready), "cuStreamWaitEvent")?;
-        block.set_fence(self.ready.clone());
+        // A new event: the old one may also fence a pool slot or a block.
+        let ready = Arc::new(cu(
+            self.model
+                .gpu
+                .ctx
+                .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)),
+            "cuEventCreate",
+        )?);
+        cu(ready.record(copy), "cuEventRecord")?;
+        cu(self.model.stream().wait(&ready), "cuStreamWaitEvent")?;
+        block.set_fence(ready.clone());
+        self.ready = ready;
         self.tenant = Some(info.clone());
         Ok(())
     }

@@ -540,6 +540,11 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
             && profile.contains("measured: Some(")
             && profile.contains("interpolation")
     );
+    // The weight tiers' figures, measured through the CPU twin of the pool.
+    assert!(
+        profile.contains("weights_bytes: Some(") && profile.contains("pool_switch: Some("),
+        "{profile}"
+    );
     // The simulator accepts it.
     let sim = ok(&[
         "run",
@@ -590,6 +595,40 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
             r["switches"].as_u64().unwrap() + r["cold_loads"].as_u64().unwrap()
         };
         assert!(loads(&c["live"]) >= 1);
+    }
+    // The weight tiers live on the CPU twin: a pool smaller than the tenants (promotions,
+    // evictions, loads from the pool), cross-request batches, both new policies; every request
+    // answered, beside the simulation on the calibrated pool figures.
+    let tiers = r#"Scenario(
+    name: "tiers-cpu",
+    profile: "cpu.ron",
+    model: "tiny-fp32",
+    instances: 2,
+    forward_batch: 8,
+    preload: Empty,
+    gpu_pool: Some(Tenants(2)),
+    batching: Some((max_wait_ms: 1.0)),
+    workload: Generate(requests: 60, arrivals: Poisson(rate_rps: 100.0), tenants: 3, popularity: Zipf(s: 1.1)),
+    request: (samples: 2, seq_len: 16, deadline_ms: 1000.0),
+    policies: ["tier-affinity", "deadline-batch"],
+    seeds: [1],
+)"#;
+    std::fs::write(dir.join("tiers.ron"), tiers).unwrap();
+    let out = ok(&[
+        "run",
+        &path("tiers.ron"),
+        "--live",
+        "--zoo",
+        &path("zoo"),
+        "--compare",
+        "--json",
+    ]);
+    let tiers_cells: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for c in tiers_cells.as_array().unwrap() {
+        assert_eq!(c["live"]["completed"], 60, "{c}");
+        assert_eq!(c["simulated"]["completed"], 60, "{c}");
+        assert!(c["simulated"]["pool_loads"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["live_phases"]["pool_load_ms"].is_number(), "{c}");
     }
     // As a table: the error's sign is labelled, and progress with the time left goes to
     // standard error while the cells replay.

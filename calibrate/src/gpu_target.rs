@@ -6,8 +6,11 @@
 //! slot i starts on tenant i and every switch moves it to the next tenant of the rotation, so
 //! switches read blocks all over the cache as a multi-tenant server does. Timed on the host
 //! clock after the device has finished (CUDA events for forward passes):
-//! - cold load: slot 0 reads the next tenant's checkpoint into its arena (file read, tensors
-//!   copied synchronously) — a live instance's load when it held nothing;
+//! - cold load: an executor reads the next tenant's checkpoint into its arena through the cold
+//!   path ([`crate::tiers`]: threaded reads into pinned staging, chunks copied as they land) —
+//!   a live instance's load when it held nothing;
+//! - weight-pool load with k executors ([`crate::tiers`]): executors over a weight pool that
+//!   holds the rotation's tenants load their next one from it at once (device to device);
 //! - host-cache switch with k instances: slots 0..k each switch to their next tenant at once;
 //!   the copies share one copy stream (one PCIe link), each slot's latency is until its
 //!   weights have landed;
@@ -19,11 +22,12 @@
 //!   latency per pass from the slot's events.
 
 use crate::identity::{driver_version, model_identity, this_build};
+use crate::tiers::TierSlots;
 use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::gpu::slots::{load_full, slot_budget, SlotSet};
 use ptm_runtime::switch::{ArchLayout, Eviction, HostCache};
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{Batch, Config, DType, KernelOptions, Zoo};
+use ptm_runtime::{Batch, Config, DType, Device, KernelOptions, Zoo};
 use ptm_sim::profile::{DeviceKind, ModelIdentity, RuntimeBuild};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +46,8 @@ struct ZooSlots {
     holds: Vec<usize>,
     per_slot_bytes: u64,
     identity: ModelIdentity,
+    /// The tenants in a host with a weight pool, and executors over it (cold and pool loads).
+    tiers: TierSlots,
 }
 
 impl ZooSlots {
@@ -115,6 +121,14 @@ impl GpuTarget {
             }
             device.name = slots.model_mut(0)?.device_name();
             let identity = model_identity(zoo.arch, dtype, &cfg);
+            let tiers = TierSlots::new(
+                Device::Cuda(ordinal),
+                arch.clone(),
+                names.clone(),
+                dirs.clone(),
+                max_instances,
+                options,
+            )?;
             models.insert(
                 format!("{}-{dtype}", zoo.arch.name()),
                 ZooSlots {
@@ -126,6 +140,7 @@ impl GpuTarget {
                     holds,
                     per_slot_bytes: budget.per_slot_bytes as u64,
                     identity,
+                    tiers,
                 },
             );
         }
@@ -187,14 +202,15 @@ impl Target for GpuTarget {
     }
 
     fn cold_load(&mut self, model: &str) -> Result<Duration> {
-        let z = self.zoo(model)?;
-        z.slots.wait(0)?;
-        let next = z.next(0);
-        let t = Instant::now();
-        z.slots.switch_fastptm(0, &z.names[next], &z.dirs[next])?;
-        let d = t.elapsed();
-        z.holds[0] = next;
-        Ok(d)
+        self.zoo(model)?.tiers.cold_load()
+    }
+
+    fn weights_bytes(&mut self, model: &str) -> Result<Option<u64>> {
+        Ok(Some(self.zoo(model)?.tiers.weights_bytes()))
+    }
+
+    fn pool_loads(&mut self, model: &str, instances: usize) -> Result<Option<Vec<Duration>>> {
+        Ok(Some(self.zoo(model)?.tiers.pool_loads(instances)?))
     }
 
     fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>> {

@@ -18,6 +18,7 @@ pub mod pet;
 pub mod plan;
 pub mod runtime_target;
 pub mod stats;
+pub mod tiers;
 
 pub use check::{Check, Verdict};
 pub use gpu_target::GpuTarget;
@@ -163,6 +164,16 @@ pub trait Target {
     fn cold_load(&mut self, model: &str) -> Result<Duration>;
     /// `op` once on each of `instances` instances at the same time; each one's latency.
     fn concurrent(&mut self, model: &str, instances: usize, op: Op) -> Result<Vec<Duration>>;
+    /// Bytes of one tenant's packed weights of `model` (what a weight-pool slot holds);
+    /// `None` for targets without a packed layout.
+    fn weights_bytes(&mut self, _model: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// A load from the weight pool into each of `instances` executors at the same time (each
+    /// its own tenant); each one's latency. `None`: the target has no weight pool.
+    fn pool_loads(&mut self, _model: &str, _instances: usize) -> Result<Option<Vec<Duration>>> {
+        Ok(None)
+    }
 }
 
 /// A step of a calibration, for progress reporting.
@@ -243,6 +254,12 @@ pub fn calibrate(
         let concurrent =
             session.cost_over_instances(Op::Forward { batch, seq_len }, "concurrent forward")?;
         step(format!("{model}: forward, {instances}"));
+        let weights_bytes = session
+            .target
+            .weights_bytes(model)
+            .map_err(|e| session.fail("weights bytes", e))?;
+        let pool_switch = tiers::pool_cost(&mut session)?;
+        step(format!("{model}: weight-pool load, {instances}"));
         out.insert(
             model.clone(),
             ModelProfile {
@@ -256,8 +273,8 @@ pub fn calibrate(
                     full,
                     fastptm: Some(fastptm),
                 },
-                weights_bytes: None,
-                pool_switch: None,
+                weights_bytes,
+                pool_switch,
                 request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
                 forward: ForwardTable {
                     points,
@@ -295,7 +312,7 @@ pub fn calibrate(
 }
 
 /// One model's measurements on a target.
-struct Session<'a> {
+pub(crate) struct Session<'a> {
     target: &'a mut dyn Target,
     plan: &'a Plan,
     model: &'a str,

@@ -1,7 +1,10 @@
 //! The runtime as a calibration target: the tenants of a zoo on the CPU (candle).
 //!
 //! What each operation means here, measured on the calibrating thread(s):
-//! - cold load: `Model::load` of tenant 0 — config, checkpoint, tokenizer, engine;
+//! - cold load: an executor (a runtime `Slot`) reads its next tenant's checkpoint and builds its
+//!   engine ([`crate::tiers`]) — what a live CPU instance does when it held nothing;
+//! - weight-pool load with k executors: each copies its next tenant from the CPU twin of the
+//!   weight pool and builds its engine ([`crate::tiers`]);
 //! - host-cache switch: build tenant 1's engine from its packed weights already in memory (on the
 //!   CPU the packed host copy *is* the slot's weights);
 //! - FastPTM-mode switch: re-read tenant 1's checkpoint from the file, then build the engine;
@@ -12,11 +15,12 @@
 //! (a barrier); each one's latency is a sample. GPUs are measured by [`crate::GpuTarget`].
 
 use crate::identity::{model_identity, this_build};
+use crate::tiers::TierSlots;
 use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::model::run;
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
-use ptm_runtime::{Batch, Config, DType, Device, Model, PackedWeights, Zoo};
+use ptm_runtime::{ArchLayout, Batch, Config, DType, Device, Model, PackedWeights, Zoo};
 use ptm_sim::profile::{DeviceKind, ModelIdentity, RuntimeBuild};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,8 @@ pub struct RuntimeTarget {
     dtype: DType,
     models: BTreeMap<String, [Tenant; 2]>,
     identities: BTreeMap<String, ModelIdentity>,
+    /// Per model: its two tenants in a host with a weight pool (made on first use).
+    tiers: BTreeMap<String, TierSlots>,
 }
 
 /// The profile model name of a zoo's architecture in a dtype, e.g. `bert-base-fp16`.
@@ -83,12 +89,40 @@ impl RuntimeTarget {
             dtype,
             models,
             identities,
+            tiers: BTreeMap::new(),
         })
     }
 
     /// The profile model names this target measures.
     pub fn model_names(&self) -> Vec<String> {
         self.models.keys().cloned().collect()
+    }
+
+    /// The model's tier slots, made on first use.
+    fn tiers(&mut self, model: &str) -> Result<&mut TierSlots> {
+        if !self.tiers.contains_key(model) {
+            let [t0, t1] = self.tenants(model)?;
+            let max = t0.cfg.labels().max(t1.cfg.labels()).max(1);
+            let arch = ArchLayout::new(&t0.cfg, max, self.dtype)?;
+            let names = vec![format!("{model}-t0"), format!("{model}-t1")];
+            let dirs = vec![t0.dir.clone(), t1.dir.clone()];
+            let t = TierSlots::new(
+                self.device,
+                arch,
+                names,
+                dirs,
+                1,
+                ptm_runtime::KernelOptions::default(),
+            )?;
+            self.tiers.insert(model.to_string(), t);
+        }
+        let known = self.model_names().join(", ");
+        self.tiers
+            .get_mut(model)
+            .ok_or_else(|| Error::UnknownModel {
+                model: model.to_string(),
+                known,
+            })
     }
 
     fn tenants(&self, model: &str) -> Result<&[Tenant; 2]> {
@@ -141,10 +175,15 @@ impl Target for RuntimeTarget {
     }
 
     fn cold_load(&mut self, model: &str) -> Result<Duration> {
-        let t = &self.tenants(model)?[0];
-        let start = Instant::now();
-        Model::load(&t.dir, self.device, self.dtype)?;
-        Ok(start.elapsed())
+        self.tiers(model)?.cold_load()
+    }
+
+    fn weights_bytes(&mut self, model: &str) -> Result<Option<u64>> {
+        Ok(Some(self.tiers(model)?.weights_bytes()))
+    }
+
+    fn pool_loads(&mut self, model: &str, instances: usize) -> Result<Option<Vec<Duration>>> {
+        Ok(Some(self.tiers(model)?.pool_loads(instances)?))
     }
 
     fn concurrent(&mut self, model: &str, k: usize, op: Op) -> Result<Vec<Duration>> {

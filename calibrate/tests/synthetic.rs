@@ -8,7 +8,8 @@ use ptm_sim::scheduler::{self, Shape};
 use std::time::Duration;
 
 /// Known costs with ±2 % deterministic jitter; k instances at once stretch forwards by
-/// 1 + 0.5 (k − 1) and host-cache switches by k (they share the PCIe link).
+/// 1 + 0.5 (k − 1), host-cache switches by k (they share the PCIe link) and weight-pool loads
+/// by 1 + 0.9 (k − 1) (they share the device's memory bandwidth).
 struct Synthetic {
     state: u64,
     cold_loads: usize,
@@ -57,6 +58,13 @@ impl Target for Synthetic {
             }
         };
         Ok((0..k).map(|_| self.jitter(base)).collect())
+    }
+    fn weights_bytes(&mut self, _model: &str) -> Result<Option<u64>, Error> {
+        Ok(Some(220_000_000))
+    }
+    fn pool_loads(&mut self, _model: &str, k: usize) -> Result<Option<Vec<Duration>>, Error> {
+        let base = 0.1 * (1.0 + 0.9 * (k - 1) as f64);
+        Ok(Some((0..k).map(|_| self.jitter(base)).collect()))
     }
 }
 
@@ -108,6 +116,11 @@ fn the_profile_recovers_the_known_costs() {
     assert!(s.len() == 4 && near(s[1], 2.0) && near(s[3], 4.0), "{s:?}");
     let f = &m.forward.stretch;
     assert!(f.len() == 4 && near(f[1], 1.5) && near(f[3], 2.5), "{f:?}");
+    assert_eq!(m.weights_bytes, Some(220_000_000));
+    let pool = m.pool_switch.as_ref().expect("the pool load is measured");
+    assert!(near(pool.measured.as_ref().unwrap().median_ms, 0.1));
+    let p = &pool.stretch;
+    assert!(p.len() == 4 && near(p[1], 1.9) && near(p[3], 3.7), "{p:?}");
     assert_eq!(
         m.forward.points.len(),
         plan.batches.len() * plan.seq_lens.len()

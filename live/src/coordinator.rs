@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
+use crate::latch::{Latch, OpenOnDrop};
 use ptm_sim::engine::{Estimates, Setup};
 use ptm_sim::ledger::{initial_residency, Ledger, Load, Preload, Run, Start};
 use ptm_sim::scheduler::{BatchLimits, Decision, Scheduler, View};
@@ -65,12 +66,28 @@ pub type Reply = tokio::sync::oneshot::Sender<Result<Served, Refusal>>;
 struct Job {
     /// The batch: ids, requests and token ids.
     items: Vec<(RequestId, Request, Option<Rows>)>,
-    /// Loads before the pass: (tenant, source, pool slot to promote into).
-    loads: Vec<(TenantId, Source, Option<u32>)>,
+    /// Loads before the pass, in order.
+    loads: Vec<LoadJob>,
     /// Whether the loads are a phase of their own (reported when done); a mixed batch's delta
     /// loads are part of its pass.
     load_phase: bool,
 }
+
+/// One load of a job: a tenant's weights (or a PET tenant's delta) from a source, written into
+/// a pool slot when promoted, ordered after the last write into that slot.
+struct LoadJob {
+    tenant: TenantId,
+    source: Source,
+    promote: Option<u32>,
+    /// The last write booked into the pool slot the load reads or writes: done before it.
+    after: Option<Arc<Latch>>,
+    /// Opened once the load (and its promotion) is done.
+    fills: Option<Arc<Latch>>,
+}
+
+/// A prefetch for the prefetch worker: the tenant, its pool slot, the slot's last write booked
+/// before it, and the latch it opens once done.
+type PrefetchJob = (TenantId, u32, Option<Arc<Latch>>, Arc<Latch>);
 
 /// What the core hears.
 pub enum Msg {
@@ -150,7 +167,9 @@ pub struct Core<'a> {
     rows: Vec<Option<Rows>>,
     replies: Vec<Option<Reply>>,
     jobs: Vec<mpsc::Sender<Job>>,
-    prefetches: Option<mpsc::Sender<(TenantId, u32)>>,
+    prefetches: Option<mpsc::Sender<PrefetchJob>>,
+    /// Per pool slot: the last write booked into it ([`crate::latch`]).
+    pool_writes: Vec<Option<Arc<Latch>>>,
     batching: Option<BatchLimits>,
     forget_answered: bool,
     /// Sum of the estimated inference of the waiting requests.
@@ -218,11 +237,16 @@ impl<'a> Core<'a> {
             scope.spawn(move || worker(instance, exec, &job_rx, tx));
         }
         let prefetches = prefetcher.map(|mut p| {
-            let (ptx, prx) = mpsc::channel::<(TenantId, u32)>();
+            let (ptx, prx) = mpsc::channel::<PrefetchJob>();
             let tx = tx.clone();
             scope.spawn(move || {
-                while let Ok((tenant, slot)) = prx.recv() {
+                while let Ok((tenant, slot, after, fills)) = prx.recv() {
+                    if let Some(a) = after {
+                        a.wait();
+                    }
+                    let filled = OpenOnDrop(Some(fills));
                     let result = p.prefetch(tenant, slot);
+                    drop(filled);
                     if tx.send(Msg::Prefetched { tenant, result }).is_err() {
                         break;
                     }
@@ -240,6 +264,7 @@ impl<'a> Core<'a> {
             replies: Vec::new(),
             jobs,
             prefetches,
+            pool_writes: Vec::new(),
             batching,
             forget_answered: options.forget_answered,
             waiting_est_ns: 0,
@@ -502,10 +527,15 @@ impl<'a> Core<'a> {
             if let Some(w) = out.wake_at_ns.filter(|&w| w > t) {
                 self.wake_ns = Some(self.wake_ns.map_or(w, |x| x.min(w)));
             }
-            if let Some(prefetches) = &self.prefetches {
+            if self.prefetches.is_some() {
                 for &tenant in &out.prefetch {
                     if let Some((slot, _)) = self.ledger.prefetch(t, tenant) {
-                        if prefetches.send((tenant, slot)).is_err() {
+                        let (after, fills) = self.book_write(slot);
+                        let sent = self
+                            .prefetches
+                            .as_ref()
+                            .is_some_and(|p| p.send((tenant, slot, after, fills)).is_ok());
+                        if !sent {
                             return Err(Error::Invalid("the prefetch worker stopped".into()));
                         }
                     }
@@ -537,25 +567,52 @@ impl<'a> Core<'a> {
                         .saturating_sub(self.estimates.service_ns(*id));
                 }
                 let pet = self.ledger.residency().pet();
-                let loads = if pet {
-                    self.ledger
+                let mut loads = Vec::new();
+                if pet {
+                    // A delta from the host or its file lands in its slot of the delta pool.
+                    let wanted: Vec<_> = self
+                        .ledger
                         .pet_loads(s.instance as usize)
                         .iter()
-                        .filter_map(|l| {
-                            // A delta from the host or its file lands in its pool slot.
-                            Source::of(l.load, None).map(|src| (l.tenant, src, l.slot))
-                        })
-                        .collect()
-                } else {
+                        .filter_map(|l| Source::of(l.load, None).map(|src| (l.tenant, src, l.slot)))
+                        .collect();
+                    for (tenant, source, slot) in wanted {
+                        let (after, fills) = match slot {
+                            Some(slot) => {
+                                let (after, fills) = self.book_write(slot);
+                                (after, Some(fills))
+                            }
+                            None => (None, None),
+                        };
+                        loads.push(LoadJob {
+                            tenant,
+                            source,
+                            promote: slot,
+                            after,
+                            fills,
+                        });
+                    }
+                } else if let Some(source) = Source::of(s.load, s.pool_slot) {
                     let promote = match s.load {
                         Load::Switch | Load::Cold => s.pool_slot,
                         Load::None | Load::Pool => None,
                     };
-                    Source::of(s.load, s.pool_slot)
-                        .map(|src| (s.tenant, src, promote))
-                        .into_iter()
-                        .collect()
-                };
+                    let (after, fills) = match (s.load, s.pool_slot, promote) {
+                        (_, _, Some(slot)) => {
+                            let (after, fills) = self.book_write(slot);
+                            (after, Some(fills))
+                        }
+                        (Load::Pool, Some(slot), None) => (self.last_write(slot), None),
+                        _ => (None, None),
+                    };
+                    loads.push(LoadJob {
+                        tenant: s.tenant,
+                        source,
+                        promote,
+                        after,
+                        fills,
+                    });
+                }
                 let job = Job {
                     items,
                     loads,
@@ -573,6 +630,28 @@ impl<'a> Core<'a> {
         let wake_pending = self.wake_ns.is_some();
         self.ledger.check_stall(t, more_to_come || wake_pending)?;
         Ok(())
+    }
+
+    /// The last write booked into pool slot `slot`, if it may still be running.
+    fn last_write(&self, slot: u32) -> Option<Arc<Latch>> {
+        self.pool_writes
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .filter(|l| !l.is_open())
+            .cloned()
+    }
+
+    /// Books a write into pool slot `slot`: the write booked before it, which it must wait
+    /// for, and its own latch.
+    fn book_write(&mut self, slot: u32) -> (Option<Arc<Latch>>, Arc<Latch>) {
+        let after = self.last_write(slot);
+        let fills = Latch::new();
+        let i = slot as usize;
+        if self.pool_writes.len() <= i {
+            self.pool_writes.resize(i + 1, None);
+        }
+        self.pool_writes[i] = Some(fills.clone());
+        (after, fills)
     }
 
     /// Ends the run: every request must have been answered exactly once.
@@ -601,8 +680,19 @@ fn run_job(
         })
         .collect();
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        for &(tenant, source, promote) in &job.loads {
-            exec.load(tenant, source, promote)?;
+        // Each load's latch opens however it ends (done, failed, panicked) — also those a
+        // failed earlier load never reached.
+        let mut filled: Vec<Option<OpenOnDrop>> = job
+            .loads
+            .iter()
+            .map(|l| Some(OpenOnDrop(l.fills.clone())))
+            .collect();
+        for (load, guard) in job.loads.iter().zip(&mut filled) {
+            if let Some(a) = &load.after {
+                a.wait();
+            }
+            exec.load(load.tenant, load.source, load.promote)?;
+            drop(guard.take());
         }
         if job.load_phase && !job.loads.is_empty() {
             let _ = tx.send(Msg::LoadDone { instance });

@@ -72,6 +72,8 @@ pub struct Phases {
     pub cold_load_ms: f64,
     /// Mean switch (weights from the host cache), ms.
     pub switch_ms: f64,
+    /// Mean load from the GPU weight pool, ms.
+    pub pool_load_ms: f64,
     /// Mean inference of a request, ms.
     pub inference_ms: f64,
 }
@@ -95,6 +97,7 @@ impl Phases {
         Phases {
             cold_load_ms: mean(SpanKind::ColdLoad),
             switch_ms: mean(SpanKind::Switch),
+            pool_load_ms: mean(SpanKind::PoolLoad),
             inference_ms: mean(SpanKind::Inference),
         }
     }
@@ -142,7 +145,8 @@ pub fn run_cells(
     for (si, &seed) in s.seeds.iter().enumerate() {
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
-        let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
+        let (warm, rows, seq) =
+            pass_shapes(&workload.requests, s.forward_batch, s.batching.is_some());
         let fleet = Fleet::read(
             o.zoo,
             workload.tenants.len(),
@@ -151,7 +155,11 @@ pub fn run_cells(
             FleetShape {
                 max_rows: rows,
                 max_seq: seq,
-                pool_slots: setup.tiers.pool_tenants,
+                pool: setup
+                    .tiers
+                    .pool_tenants
+                    .map(|n| ptm_sim::ledger::Capacity::Tenants(n as u32)),
+                instances: s.instances,
                 pet: s.pet.is_some(),
             },
         )?;
@@ -192,10 +200,13 @@ pub fn run_cells(
 }
 
 /// The pass shapes `(rows, tokens)` the requests run in (one per runtime bucket: full passes
-/// of `forward_batch` rows and the remainders), and the largest rows and tokens.
+/// of `forward_batch` rows and the remainders; with cross-request `batching`, passes joining
+/// several requests' rows, of every bucket up to `forward_batch` rows), and the largest rows
+/// and tokens.
 pub fn pass_shapes(
     requests: &[Request],
     forward_batch: u32,
+    batching: bool,
 ) -> (Vec<(usize, usize)>, usize, usize) {
     let fb = forward_batch.max(1);
     let mut shapes = BTreeMap::new();
@@ -207,6 +218,14 @@ pub fn pass_shapes(
             if rows > 0 {
                 shapes.insert(bucket(rows, seq, usize::MAX), (rows, seq));
             }
+        }
+        if batching {
+            let mut rows = 1;
+            while rows < fb {
+                shapes.insert(bucket(rows as usize, seq, usize::MAX), (rows as usize, seq));
+                rows *= 2;
+            }
+            shapes.insert(bucket(fb as usize, seq, usize::MAX), (fb as usize, seq));
         }
     }
     let rows = shapes.values().map(|s| s.0).max().unwrap_or(1);
@@ -246,6 +265,7 @@ pub fn fidelity_table(cell: &LiveCell) -> String {
     let rows = rows.into_iter().chain([
         ("mean wait ms", sim.wait_ms.mean, live.wait_ms.mean),
         ("mean switch ms", phases.switch_ms, lp.switch_ms),
+        ("mean pool load ms", phases.pool_load_ms, lp.pool_load_ms),
         ("mean cold load ms", phases.cold_load_ms, lp.cold_load_ms),
         ("mean inference ms", phases.inference_ms, lp.inference_ms),
     ]);
@@ -286,14 +306,25 @@ mod tests {
             request(2, 3, 100),
             request(3, 8, 40),
         ];
-        let (shapes, rows, seq) = pass_shapes(&reqs, 8);
+        let (shapes, rows, seq) = pass_shapes(&reqs, 8, false);
         let buckets: Vec<_> = shapes
             .iter()
             .map(|&(r, s)| bucket(r, s, usize::MAX))
             .collect();
         assert_eq!(buckets, vec![(4, 128), (8, 64), (8, 128)]);
         assert_eq!((rows, seq), (8, 128));
-        assert_eq!(pass_shapes(&[], 8), (vec![], 1, 1));
+        assert_eq!(pass_shapes(&[], 8, false), (vec![], 1, 1));
+        // Batches of requests: every bucket up to 12 rows (16) at each request length.
+        let (shapes, rows, _) = pass_shapes(&reqs[2..3], 12, true);
+        let buckets: Vec<_> = shapes
+            .iter()
+            .map(|&(r, s)| bucket(r, s, usize::MAX))
+            .collect();
+        assert_eq!(
+            buckets,
+            vec![(1, 128), (2, 128), (4, 128), (8, 128), (16, 128)]
+        );
+        assert_eq!(rows, 12);
     }
 
     #[test]
@@ -316,6 +347,7 @@ mod tests {
             Phases {
                 cold_load_ms: 2.0,
                 switch_ms: 4.0,
+                pool_load_ms: 0.0,
                 inference_ms: 2.0,
             }
         );

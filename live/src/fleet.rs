@@ -25,8 +25,11 @@ pub struct FleetShape {
     pub max_rows: usize,
     /// Most tokens of a row.
     pub max_seq: usize,
-    /// Slots of the GPU weight pool (full fine-tunes), if any.
-    pub pool_slots: Option<usize>,
+    /// The GPU weight pool of full fine-tunes, if any (`Auto`: what fits beside the
+    /// instances on the device).
+    pub pool: Option<ptm_sim::ledger::Capacity>,
+    /// Instances the device runs (what an `Auto` pool leaves room for).
+    pub instances: usize,
     /// Whether the scenario's tenants are parameter-efficient.
     pub pet: bool,
 }
@@ -73,9 +76,18 @@ impl Fleet {
                 device,
                 shape.max_rows,
                 shape.max_seq,
-                shape.pool_slots,
+                shape.pool,
+                shape.instances,
             )?)
         })
+    }
+
+    /// Slots of the GPU weight pool the runtime made (full fine-tunes), if any.
+    pub fn pool_slots(&self) -> Option<usize> {
+        match self {
+            Fleet::Slots(t) => t.pool_slots(),
+            Fleet::Pet(_) => None,
+        }
     }
 
     /// Refuses `instances` executors that do not fit the device.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod executor;
 pub mod fidelity;
 pub mod fleet;
+pub mod latch;
 pub mod load;
 pub mod pet;
 pub mod replay;

@@ -17,12 +17,14 @@
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
 use anyhow::Context as _;
+use ptm_runtime::slot::{Executors, PoolSize};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{
     ArchLayout, Batch, Config, DType, Device, Eviction, HeadOutput, KernelOptions, Slot, SlotHost,
     Task, Zoo,
 };
+use ptm_sim::ledger::Capacity;
 use ptm_sim::workload::TenantId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,8 +54,11 @@ pub struct Tenants {
 impl Tenants {
     /// Reads the zoo at `dir`, maps `tenants` workload tenants onto its models and reads every
     /// model used into a host cache for `device` (pinned on a GPU); slots will run passes of
-    /// up to `max_rows` rows of `max_seq` tokens with the default [`KernelOptions`];
-    /// `pool_slots` sizes the GPU weight pool, when the serving configuration has one.
+    /// up to `max_rows` rows of `max_seq` tokens with the default [`KernelOptions`]. With
+    /// `pool`, the host gets a GPU weight pool of that capacity (`Auto`: as many tenants as
+    /// fit beside `instances` executors, at most one per model used; a pool that does not fit
+    /// is refused with the numbers): [`Tenants::pool_slots`] says how many it holds.
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         dir: &Path,
         tenants: usize,
@@ -61,7 +66,8 @@ impl Tenants {
         device: Device,
         max_rows: usize,
         max_seq: usize,
-        pool_slots: Option<usize>,
+        pool: Option<Capacity>,
+        instances: usize,
     ) -> anyhow::Result<Arc<Tenants>> {
         let zoo = Zoo::read(dir)?;
         anyhow::ensure!(
@@ -96,21 +102,38 @@ impl Tenants {
             Eviction::Refuse,
             KernelOptions::default(),
         )?;
-        if let Some(n) = pool_slots {
-            host = host.with_pool(n)?;
+        if let Some(capacity) = pool {
+            let size = match capacity {
+                Capacity::Tenants(n) => PoolSize::Tenants(n as usize),
+                Capacity::Bytes(b) => PoolSize::Tenants((b / host.arch().bytes() as u64) as usize),
+                Capacity::Auto => PoolSize::Fit { at_most: used },
+            };
+            let executors = Executors {
+                count: instances,
+                max_batch: max_rows.max(1),
+                max_seq,
+            };
+            host = host
+                .with_pool(size, executors)
+                .context("making the GPU weight pool")?;
         }
         for m in &models {
             host.register(&m.name, &m.dir)
                 .with_context(|| format!("reading tenant `{}` into the host cache", m.name))?;
         }
         Ok(Arc::new(Tenants {
+            pooled: host.pool_slots().is_some(),
             host,
             models,
             tenants,
-            pooled: pool_slots.is_some(),
             max_rows: max_rows.max(1),
             max_seq,
         }))
+    }
+
+    /// Slots of the GPU weight pool (`None`: no pool).
+    pub fn pool_slots(&self) -> Option<usize> {
+        self.host.pool_slots()
     }
 
     /// Checks that `instances` slots fit on the device (a clear refusal, before any is made).
@@ -201,7 +224,7 @@ impl Executor for SlotExecutor {
         self.held = None;
         // Each returns when the weights have landed and the tenant can run.
         match source {
-            Source::File => self.slot.load_file(&m.name, &m.dir)?,
+            Source::File => self.slot.load_file(&shared.host, &m.name, &m.dir)?,
             Source::Host => self.slot.switch(&shared.host, &m.name)?,
             Source::Pool(slot) => self.slot.load_pool(&shared.host, slot, &m.name)?,
         }
@@ -328,7 +351,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let zoo = make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 7).unwrap();
         // Four workload tenants on three models: tenant 3 is model 0.
-        let shared = Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32, None).unwrap();
+        let shared =
+            Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32, None, 1).unwrap();
         shared.check_fit(2).unwrap();
         let mut exec = SlotExecutor::new(shared, 2, 1, &[(2, 12)]).unwrap();
         let rows: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 3], vec![2, 50, 3], vec![2, 9, 3]];
@@ -367,8 +391,17 @@ mod tests {
     fn pool_loads_and_batches_give_fresh_load_outputs() {
         let tmp = tempfile::tempdir().unwrap();
         let zoo = make_zoo(Arch::Tiny, 4, tmp.path(), DType::Fp32, 9).unwrap();
-        let shared =
-            Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 4, 32, Some(2)).unwrap();
+        let shared = Tenants::read(
+            tmp.path(),
+            4,
+            DType::Fp32,
+            Device::Cpu,
+            4,
+            32,
+            Some(Capacity::Tenants(2)),
+            2,
+        )
+        .unwrap();
         let mut a = SlotExecutor::new(shared.clone(), 4, 1, &[]).unwrap();
         let mut b = SlotExecutor::new(shared.clone(), 4, 2, &[]).unwrap();
         let mut prefetch = PoolPrefetcher::new(&shared).unwrap();

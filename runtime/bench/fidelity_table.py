@@ -12,6 +12,8 @@ METRICS = [
     ("p50 ms", lambda r: r["latency_ms"]["p50"], None),
     ("p99 ms", lambda r: r["latency_ms"]["p99"], 10.0),
     ("switches", lambda r: r["switches"], 2.0),
+    ("pool loads", lambda r: r.get("pool_loads", 0), None),
+    ("batches", lambda r: r.get("batches", r["requests"]), None),
     ("overtimes", lambda r: r["overtimes"], None),
 ]
 
@@ -34,8 +36,8 @@ for path in sys.argv[1:]:
         print("| " + " | ".join(row) + " |")
 
 print()
-print("| cell | policy | wait ms sim / live | switch ms sim / live | cold load ms sim / live | inference ms sim / live |")
-print("|---|---|---|---|---|---|")
+print("| cell | policy | wait ms sim / live | switch ms sim / live | pool load ms sim / live | cold load ms sim / live | inference ms sim / live |")
+print("|---|---|---|---|---|---|---|")
 for path in sys.argv[1:]:
     try:
         cells = json.load(open(path))
@@ -48,6 +50,7 @@ for path in sys.argv[1:]:
         row = [c["live"]["scenario"], c["live"]["policy"]]
         # The mean wait is the reports' (older outputs also kept it in the phases).
         row.append(f"{c['simulated']['wait_ms']['mean']:.3f} / {c['live']['wait_ms']['mean']:.3f}")
-        for k in ["switch_ms", "cold_load_ms", "inference_ms"]:
-            row.append(f"{s[k]:.3f} / {l[k]:.3f}")
+        # Outputs written before pool loads were timed have no pool_load_ms.
+        for k in ["switch_ms", "pool_load_ms", "cold_load_ms", "inference_ms"]:
+            row.append(f"{s.get(k, 0.0):.3f} / {l.get(k, 0.0):.3f}")
         print("| " + " | ".join(row) + " |")

@@ -135,6 +135,26 @@ pub enum Error {
         /// Bytes of its weight arena.
         arena_bytes: usize,
     },
+    /// A GPU weight pool larger than what the device holds beside its executors.
+    #[error("a GPU weight pool of {requested} tenants ({slot_bytes} bytes each) was asked for, but {device} has room for {fit}: {free_bytes} bytes free, {executors} executors of {per_executor_bytes} bytes each (weights, activations, cuBLAS workspace) and {headroom_bytes} bytes of headroom kept")]
+    PoolDoesNotFit {
+        /// The device.
+        device: String,
+        /// Pool slots asked for.
+        requested: usize,
+        /// Pool slots that fit.
+        fit: usize,
+        /// Bytes of one pool slot.
+        slot_bytes: usize,
+        /// Free device memory in bytes.
+        free_bytes: usize,
+        /// Executors the pool leaves room for.
+        executors: usize,
+        /// Device bytes one executor needs.
+        per_executor_bytes: usize,
+        /// Device memory kept free beside them.
+        headroom_bytes: usize,
+    },
     /// A lock was poisoned: a thread sharing it failed while holding it.
     #[error("{what} is unusable: another thread failed while holding it")]
     Poisoned {

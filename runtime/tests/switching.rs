@@ -3,7 +3,7 @@
 //! packs exactly what the plain reader packs; a full cache refuses or evicts; bad files are
 //! named.
 
-use ptm_runtime::switch::read::read_into_pieces;
+use ptm_runtime::switch::read::{read_into_pieces, read_into_with};
 use ptm_runtime::zoo::{make_zoo, model_dir, write_model, Arch};
 use ptm_runtime::{
     ArchLayout, Batch, Config, CpuSlot, DType, Device, Eviction, HostCache, Model, PackedWeights,
@@ -111,6 +111,51 @@ fn parallel_reader_packs_what_the_plain_reader_packs() {
             );
         }
     }
+}
+
+/// The ranges the reader reports (what the GPU's cold path copies as they land) tile the
+/// destination exactly once, and a failing report stops the read with its error.
+#[test]
+fn landed_ranges_tile_the_destination_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let z = zoo(tmp.path(), 1);
+    let arch = arch_of(tmp.path(), &z, DType::Fp16);
+    let dir = model_dir(tmp.path(), &z.models[0].name);
+    let cfg = Config::from_file(&dir.join("config.json")).unwrap();
+    let file = dir.join("model.safetensors");
+    let mut want = vec![0u8; arch.bytes()];
+    read_into_pieces(&file, &cfg, &arch, &mut want, 1, 1 << 20).unwrap();
+    for (threads, piece) in [(1, 1 << 20), (4, 300)] {
+        let ranges = std::sync::Mutex::new(Vec::new());
+        let mut got = vec![0x55u8; arch.bytes()];
+        read_into_with(&file, &cfg, &arch, &mut got, threads, piece, &|r| {
+            ranges.lock().unwrap().push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert!(got == want, "threads {threads} piece {piece}");
+        let mut ranges = ranges.into_inner().unwrap();
+        ranges.sort_by_key(|r| r.start);
+        let mut end = 0;
+        for r in &ranges {
+            assert_eq!(
+                r.start, end,
+                "threads {threads} piece {piece}: gap or overlap"
+            );
+            end = r.end;
+        }
+        assert_eq!(end, arch.bytes());
+    }
+    let e = read_into_with(&file, &cfg, &arch, &mut want, 2, 300, &|r| {
+        if r.start > 1000 {
+            Err(ptm_runtime::Error::Input(format!("stop at {}", r.start)))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("stop at"), "{e}");
 }
 
 #[test]

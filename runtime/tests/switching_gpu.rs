@@ -168,6 +168,7 @@ fn standalone_slot_passes_back_to_back_equal_fresh_loads() {
             cache.register(&m.name, &dir(i)).unwrap();
         }
         let copy = copy_stream(0).unwrap();
+        let mut staging = ptm_runtime::gpu::PinnedBuf::new(0, layout.bytes()).unwrap();
         let mut slot = GpuSlot::new(0, &layout, 4, 64, KernelOptions::default()).unwrap();
         let vocab = cfg0.vocab_size as u32;
         // Three passes of different buckets, the last of one row.
@@ -178,7 +179,10 @@ fn standalone_slot_passes_back_to_back_equal_fresh_loads() {
         ];
         for (i, cold) in [(0, true), (1, false), (2, false), (0, false), (1, true)] {
             if cold {
-                slot.load_file(&z.models[i].name, &dir(i)).unwrap();
+                // The cold path: threaded reads into pinned staging, chunks copied as they land.
+                slot.load_file(&copy, &mut staging, &z.models[i].name, &dir(i), 3)
+                    .unwrap();
+                slot.wait().unwrap();
             } else {
                 slot.switch(&copy, &mut cache, &z.models[i].name, CHUNK_BYTES)
                     .unwrap();

@@ -2,7 +2,9 @@
 //! from the pinned host cache, beside the pinned host→device floor measured in the same run
 //! (one copy of the same bytes), FastPTM's mode (re-read the file, copy in place), the `full`
 //! mode (read the file, build a new model, upload tensor by tensor), cold registration + first
-//! switch, and the overlap test (slot A's inference throughput while slot B switches).
+//! switch, the overlap test (slot A's inference throughput while slot B switches), and the
+//! weight tiers (`bench_tiers.rs`): a load from the GPU weight pool beside the
+//! device-to-device floor, and the cold path from the page cache to the first output.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -43,6 +45,9 @@ pub struct SwitchArgs {
     /// Graph replays of slot A per overlap measurement.
     #[arg(long, default_value_t = 300)]
     pub replays: usize,
+    /// Timed cold loads (page cache → first output) per architecture.
+    #[arg(long, default_value_t = 20)]
+    pub cold_iters: usize,
 }
 
 /// The zoo folders under `p`: `p` itself if it holds `zoo.ron`, else its subfolders that do.
@@ -70,8 +75,8 @@ pub fn run(args: SwitchArgs) -> anyhow::Result<()> {
     let Device::Cuda(ordinal) = args.device.parse::<Device>()? else {
         bail!("ptm bench switch measures GPU switching: use --device cuda[:N]");
     };
-    if args.iters < 2 || args.baseline_iters < 1 || args.replays < 10 {
-        bail!("--iters must be ≥ 2, --baseline-iters ≥ 1 and --replays ≥ 10");
+    if args.iters < 2 || args.baseline_iters < 1 || args.replays < 10 || args.cold_iters < 1 {
+        bail!("--iters must be ≥ 2, --baseline-iters ≥ 1, --replays ≥ 10 and --cold-iters ≥ 1");
     }
     let mut dirs = Vec::new();
     for z in &args.zoo {
@@ -83,13 +88,18 @@ pub fn run(args: SwitchArgs) -> anyhow::Result<()> {
     }
     println!("\n| arch | dtype | MB | floor ms (GB/s) | cache switch ms | ratio | fastptm ms | full ms | × fastptm | × full | cold reg + first switch ms | A ms/replay alone / during switches | slowdown | overlap |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for s in summary {
+    for (s, _) in &summary {
         println!("{s}");
+    }
+    println!("\n| arch | dtype | MB | d2d floor ms wall (device) | pool load ms wall (device) | pool / floor wall (device) | cold path → first output ms median (p90, max) | cold load alone ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (_, t) in &summary {
+        println!("{t}");
     }
     Ok(())
 }
 
-fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<String> {
+fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<(String, String)> {
     let zoo = Zoo::read(dir)?;
     if zoo.models.len() < 2 {
         bail!(
@@ -234,7 +244,31 @@ fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<St
     println!("overlap: slot A batch {}×{}: {undisturbed:.4} ms/replay alone ({alone1:.4}, {alone2:.4}), {during:.4} ms/replay while slot B made {switches} switches ({:.1} GB/s over {cc1:.1} ms); copies covered {:.0}% of A's window; slowdown {:+.2}%",
         args.batch, args.seq, switches as f64 * layout.bytes() as f64 / cc1 / 1e6, covered * 100.0, slowdown * 100.0);
 
-    Ok(format!(
+    let dirs: Vec<PathBuf> = (0..names.len()).map(tenant_dir).collect();
+    let t = super::bench_tiers::bench(
+        ordinal,
+        &layout,
+        &names,
+        &dirs,
+        &input,
+        (args.iters, args.cold_iters),
+    )?;
+    let tiers = format!(
+        "| {} | {dtype} | {mb:.1} | {:.4} ({:.4}) | {:.4} ({:.4}) | {:.3} ({:.3}) | {:.2} ({:.2}, {:.2}; {} runs) | {:.2} |",
+        zoo.arch,
+        t.floor_ms.0,
+        t.floor_ms.1,
+        t.pool_ms.0,
+        t.pool_ms.1,
+        t.pool_ms.0 / t.floor_ms.0,
+        t.pool_ms.1 / t.floor_ms.1,
+        t.cold_ms.0,
+        t.cold_ms.1,
+        t.cold_ms.2,
+        t.cold_runs,
+        t.cold_ms.3
+    );
+    let switch = format!(
         "| {} | {dtype} | {mb:.1} | {fld:.3} ({:.1}) | {sw:.3} (dev {swd:.3}) | {:.3} (dev {:.3}) | {fpm:.2} | {fullm:.1} | {:.1} | {:.0} | {:.2} (median of {}, max {:.2}) | {undisturbed:.4} / {during:.4} | {:+.2}% | {:.0}% |",
         zoo.arch,
         layout.bytes() as f64 / fld / 1e6,
@@ -247,5 +281,6 @@ fn bench_zoo(dir: &Path, ordinal: usize, args: &SwitchArgs) -> anyhow::Result<St
         cold.iter().copied().fold(0.0, f64::max),
         slowdown * 100.0,
         covered * 100.0
-    ))
+    );
+    Ok((switch, tiers))
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_infer;
 mod bench_load;
 mod bench_switch;
+mod bench_tiers;
 mod calibrate;
 mod capacity;
 mod compare;

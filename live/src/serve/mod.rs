@@ -178,12 +178,41 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
             .collect(),
         requests: Vec::new(),
     };
-    // For parameter-efficient tenants, --gpu-pool sizes the GPU's delta pool.
+    // Served texts may be as long as the model allows.
+    let max_seq = tenants
+        .iter()
+        .map(|t| t.cfg.max_tokens())
+        .min()
+        .unwrap_or(1);
+    // The runtime's executors first: its pool's size (`auto`: what fits beside the instances
+    // on the device) is what the ledger's pool has. For parameter-efficient tenants,
+    // --gpu-pool sizes the GPU's delta pool instead.
+    let fleet = match hooks.executors {
+        Some(_) => None,
+        None => Some(Fleet::read(
+            &o.zoo,
+            tenants.len(),
+            o.dtype,
+            o.device,
+            FleetShape {
+                max_rows: o.forward_batch as usize,
+                max_seq,
+                pool: if pet.is_some() { None } else { o.gpu_pool },
+                instances: o.instances,
+                pet: pet.is_some(),
+            },
+        )?),
+    };
+    let gpu_pool = match (&fleet, o.gpu_pool) {
+        (_, _) if pet.is_some() => None,
+        (Some(f), Some(_)) => f.pool_slots().map(|n| Capacity::Tenants(n as u32)),
+        (_, pool) => pool,
+    };
     let serving = Serving {
         instances: o.instances,
         loading: LoadingMode::Split,
         forward_batch: o.forward_batch,
-        gpu_pool: if pet.is_some() { None } else { o.gpu_pool },
+        gpu_pool,
         eviction: o.eviction,
         batching: o.batching,
         pet: pet.map(|kind| PetServing {
@@ -198,27 +227,10 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         tenants: tenants.len(),
     };
     let mut scheduler = scheduler::by_name(&o.policy, &PolicyOptions::default(), shape)?;
-    // Served texts may be as long as the model allows.
-    let max_seq = tenants
-        .iter()
-        .map(|t| t.cfg.max_tokens())
-        .min()
-        .unwrap_or(1);
-    let (executors, prefetcher) = match hooks.executors {
-        Some(e) => (e, None),
-        None => {
-            let fleet = Fleet::read(
-                &o.zoo,
-                tenants.len(),
-                o.dtype,
-                o.device,
-                FleetShape {
-                    max_rows: o.forward_batch as usize,
-                    max_seq,
-                    pool_slots: setup.tiers.pool_tenants,
-                    pet: pet.is_some(),
-                },
-            )?;
+    let (executors, prefetcher) = match (hooks.executors, fleet) {
+        (Some(e), _) => (e, None),
+        (None, None) => anyhow::bail!("no executors and no tenants to make them from"),
+        (None, Some(fleet)) => {
             fleet.check_fit(o.instances)?;
             (
                 fleet.executors(o.instances, o.forward_batch, 0, &[])?,

@@ -1,6 +1,7 @@
 //! How many GPU slots fit beside each other: the device bytes one slot takes (weight arena,
 //! activations, GEMM workspace) against the device's free memory, with headroom kept free;
-//! and the copy size of a switch. No CUDA here (the free memory is asked for in `slots/`).
+//! how many weight-pool slots fit beside a number of executors; and the copy size of a switch.
+//! No CUDA here (the free memory is asked for in `slots/`).
 
 /// Bytes per host→device copy of a switch (≥ 16 MB keeps PCIe at full speed).
 pub const CHUNK_BYTES: usize = 32 << 20;
@@ -38,6 +39,36 @@ impl SlotBudget {
     }
 }
 
+/// How many tenants a GPU weight pool holds beside `executors` slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBudget {
+    /// The executors' budget (free memory, bytes per executor).
+    pub executors: SlotBudget,
+    /// Executors the pool leaves room for.
+    pub executor_count: usize,
+    /// Bytes of one pool slot (one tenant's packed weights).
+    pub slot_bytes: usize,
+    /// Pool slots that fit after the executors, [`HEADROOM_BYTES`] kept free.
+    pub fit: usize,
+}
+
+impl PoolBudget {
+    /// The pool slots that fit beside `executor_count` executors of `executors`.
+    pub fn new(executors: SlotBudget, executor_count: usize) -> Self {
+        let slot_bytes = executors.arena_bytes.max(1);
+        let left = executors
+            .free_bytes
+            .saturating_sub(HEADROOM_BYTES)
+            .saturating_sub(executor_count.saturating_mul(executors.per_slot_bytes));
+        PoolBudget {
+            executors,
+            executor_count,
+            slot_bytes,
+            fit: left / slot_bytes,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +85,19 @@ mod tests {
         assert_eq!(
             SlotBudget::new(HEADROOM_BYTES + 3 * per - 1, 600, 400).fit,
             2
+        );
+    }
+
+    #[test]
+    fn the_pool_gets_what_the_executors_leave() {
+        let per = 1000 + BLAS_WORKSPACE_BYTES;
+        let free = HEADROOM_BYTES + 3 * per + 10 * 600 + 599;
+        let b = PoolBudget::new(SlotBudget::new(free, 600, 400), 3);
+        assert_eq!((b.slot_bytes, b.fit), (600, 10));
+        assert_eq!(PoolBudget::new(SlotBudget::new(free, 600, 400), 4).fit, 0);
+        assert_eq!(
+            PoolBudget::new(SlotBudget::new(free, 600, 400), 0).fit,
+            (3 * per + 6599) / 600
         );
     }
 }

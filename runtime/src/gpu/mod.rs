@@ -48,6 +48,8 @@ mod model;
 #[cfg(feature = "cuda")]
 pub mod pet;
 #[cfg(feature = "cuda")]
+pub mod pool;
+#[cfg(feature = "cuda")]
 pub mod slots;
 #[cfg(feature = "cuda")]
 mod timed;
@@ -59,7 +61,7 @@ pub use model::GpuModel;
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::{device_name, slots, GpuModel, PinnedBuf};
+pub use stub::{device_name, pool, slots, GpuModel, PinnedBuf};
 
 /// The bucket a batch of `batch` rows and `seq` columns runs in: rows up to a power of two,
 /// columns up to a power of two of at least 16, at most `max_seq`.

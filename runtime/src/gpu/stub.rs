@@ -107,6 +107,78 @@ impl Drop for GpuModel {
     }
 }
 
+/// The GPU weight pool: cannot be made in this build.
+pub mod pool {
+    use super::no_cuda;
+    use crate::error::Result;
+    use crate::gpu::budget::PoolBudget;
+    use crate::gpu::slots::{CopyStream, Event};
+    use crate::switch::cache::Block;
+    use crate::switch::{ArchLayout, TenantInfo};
+
+    /// Fails: this build has no GPU backend.
+    pub fn pool_budget(
+        ordinal: usize,
+        _arch: &ArchLayout,
+        _executors: usize,
+        _max_batch: usize,
+        _max_seq: usize,
+    ) -> Result<PoolBudget> {
+        Err(no_cuda(ordinal))
+    }
+
+    /// A prefetch's copies.
+    pub enum Landed {}
+
+    impl Landed {
+        /// Blocks until the copies have landed.
+        pub fn wait(&self) -> Result<()> {
+            match *self {}
+        }
+    }
+
+    /// The weight pool of one GPU.
+    pub enum GpuPool {}
+
+    impl GpuPool {
+        /// Fails: this build has no GPU backend.
+        pub fn new(ordinal: usize, _arch: &ArchLayout, _slots: usize) -> Result<Self> {
+            Err(no_cuda(ordinal))
+        }
+
+        /// Slots in the pool.
+        pub fn len(&self) -> usize {
+            match *self {}
+        }
+
+        /// Whether the pool has no slots.
+        pub fn is_empty(&self) -> bool {
+            match *self {}
+        }
+
+        /// Copies a tenant's pinned block into a slot.
+        pub fn put_from_host(
+            &mut self,
+            _slot: u32,
+            _info: &TenantInfo,
+            _block: &mut Block,
+            _copy: &CopyStream,
+        ) -> Result<Landed> {
+            match *self {}
+        }
+
+        /// The floor of a load from the pool.
+        pub fn time_copy_floor(&mut self, _slot: u32, _iters: usize) -> Result<Vec<(f64, f64)>> {
+            match *self {}
+        }
+
+        /// A timing event on the pool stream.
+        pub fn event(&self) -> Result<Event> {
+            match *self {}
+        }
+    }
+}
+
 /// Slots, their copy stream and timing events: none can be made in this build.
 pub mod slots {
     use super::{no_cuda, GpuModel};
@@ -119,6 +191,9 @@ pub mod slots {
     use std::path::Path;
 
     pub use crate::gpu::budget::{SlotBudget, CHUNK_BYTES, HEADROOM_BYTES};
+
+    /// Bytes per host→device copy of the cold path.
+    pub const COLD_CHUNK_BYTES: usize = 16 << 20;
 
     /// A timing event.
     pub enum Event {}
@@ -203,8 +278,35 @@ pub mod slots {
             match *self {}
         }
 
-        /// Reads a tenant from its checkpoint into the arena.
-        pub fn load_file(&mut self, _name: &str, _dir: &Path) -> Result<()> {
+        /// A cold load through pinned staging.
+        pub fn load_file(
+            &mut self,
+            _copy: &CopyStream,
+            _staging: &mut super::PinnedBuf,
+            _name: &str,
+            _dir: &Path,
+            _threads: usize,
+        ) -> Result<()> {
+            match *self {}
+        }
+
+        /// FastPTM's split-mode load of a checkpoint.
+        pub fn load_file_fastptm(&mut self, _name: &str, _dir: &Path) -> Result<()> {
+            match *self {}
+        }
+
+        /// Loads a tenant from a pool slot.
+        pub fn load_pool(
+            &mut self,
+            _pool: &mut super::pool::GpuPool,
+            _slot: u32,
+            _name: &str,
+        ) -> Result<()> {
+            match *self {}
+        }
+
+        /// Promotes the tenant it holds into a pool slot.
+        pub fn promote(&mut self, _pool: &mut super::pool::GpuPool, _slot: u32) -> Result<()> {
             match *self {}
         }
 

@@ -71,10 +71,13 @@ impl CpuSlot {
     }
 
     /// Reads tenant `name` from its checkpoint in `dir` straight into the slot's buffer (a cold
-    /// load: no host cache involved).
+    /// load: no host cache involved). A checkpoint that fails a check leaves the slot holding
+    /// no tenant (its buffer is partly overwritten).
     pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         self.arch.check_tenant(name, &cfg)?;
+        self.tenant = None;
+        self.model = None;
         read_into(
             &dir.join("model.safetensors"),
             &cfg,

@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod cpu;
+pub mod landing;
 pub mod pool;
 pub mod read;
 

@@ -4,6 +4,11 @@
 //! Tensors in another dtype are converted on the way; padding is zeroed. As in
 //! [`crate::checkpoint`], tensors the configuration does not use and NaN or infinite weights
 //! are refused, naming them.
+//!
+//! [`read_into_with`] also reports every byte range of the destination once it is final (a
+//! zeroed gap, or a piece read and checked), from the thread that finished it: the GPU's cold
+//! path copies a region to the device as soon as every range in it has landed, overlapping the
+//! copies with the reads still running.
 
 use super::ArchLayout;
 use crate::config::Config;
@@ -12,8 +17,10 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Largest piece one thread reads at a time.
@@ -33,6 +40,8 @@ struct Piece<'a> {
     file_off: u64,
     from: DType,
     dst: &'a mut [u8],
+    /// Where `dst` starts in the whole destination, bytes.
+    at: usize,
     name: &'a str,
     first: usize,
 }
@@ -99,6 +108,22 @@ pub fn read_into_pieces(
     threads: usize,
     piece_bytes: usize,
 ) -> Result<()> {
+    read_into_with(path, cfg, arch, dst, threads, piece_bytes, &|_| Ok(()))
+}
+
+/// [`read_into_pieces`], calling `landed(range)` for every byte range of `dst` once its bytes
+/// are final: each zeroed gap (before any read starts) and each piece once read, converted and
+/// checked. Without an error the ranges tile `dst` exactly once. An error of `landed` stops the
+/// read like a read error: after the first error no further piece is read.
+pub fn read_into_with(
+    path: &Path,
+    cfg: &Config,
+    arch: &ArchLayout,
+    dst: &mut [u8],
+    threads: usize,
+    piece_bytes: usize,
+    landed: &(dyn Fn(Range<usize>) -> Result<()> + Sync),
+) -> Result<()> {
     if dst.len() != arch.bytes() {
         return Err(Error::Input(format!(
             "destination of {} bytes, the layout needs {}",
@@ -152,12 +177,17 @@ pub fn read_into_pieces(
     crate::checkpoint::check_unused(path, cfg, tensors.keys().map(String::as_str), &read)?;
     jobs.sort_by_key(|j| j.0);
     // Carve `dst` into disjoint pieces; zero the gaps (padding) on the way.
+    let total = dst.len();
+    let mut gaps = Vec::new();
     let mut pieces = Vec::new();
     let mut rest: &mut [u8] = dst;
     let mut pos = 0usize;
     for (at, elements, file_off, from, name) in jobs {
         let (gap, r) = std::mem::take(&mut rest).split_at_mut(at - pos);
         gap.fill(0);
+        if at > pos {
+            gaps.push(pos..at);
+        }
         let (mut body, r) = r.split_at_mut(elements * esz);
         rest = r;
         pos = at + elements * esz;
@@ -170,6 +200,7 @@ pub fn read_into_pieces(
                 file_off: file_off + (done * from.size_bytes()) as u64,
                 from,
                 dst: p,
+                at: at + done * esz,
                 name,
                 first: done,
             });
@@ -178,16 +209,28 @@ pub fn read_into_pieces(
         }
     }
     rest.fill(0);
+    if pos < total {
+        gaps.push(pos..total);
+    }
+    for g in gaps {
+        landed(g)?;
+    }
     let to = arch.dtype;
     let queue = Mutex::new(pieces);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let mut tmp = Vec::new();
                 let mut conv = Vec::new();
                 // The guard is dropped inside `pop`: the lock is not held while reading.
-                let pop = || queue.lock().ok().and_then(|mut q| q.pop());
+                let pop = || {
+                    if stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    queue.lock().ok().and_then(|mut q| q.pop())
+                };
                 while let Some(p) = pop() {
                     let r = if p.from == to {
                         f.read_exact_at(p.dst, p.file_off)
@@ -200,10 +243,14 @@ pub fn read_into_pieces(
                             p.dst.copy_from_slice(&conv);
                         })
                     };
+                    let range = p.at..p.at + p.dst.len();
                     let r = r.map_err(|e| Error::io(path, e)).and_then(|()| {
                         crate::checkpoint::check_finite(path, p.name, to, p.dst, p.first)
                     });
+                    // The piece is not touched again: its range is final.
+                    let r = r.and_then(|()| landed(range));
                     if let Err(e) = r {
+                        stop.store(true, Ordering::Release);
                         if let Ok(mut slot) = failure.lock() {
                             slot.get_or_insert(e);
                         }

@@ -8,7 +8,14 @@
 //! valid for every tenant. A [`GpuSlot`] also stands alone: a live instance owns one and shares
 //! the copy stream ([`copy_stream`]) and the host cache with the others, and runs a request's
 //! passes back to back ([`GpuSlot::forward_many`]). Also here: the baselines (`fastptm`, `full`)
-//! and timing helpers.
+//! and timing helpers; `tiers.rs`: loads from and promotions into the GPU weight pool;
+//! `cold.rs`: the cold path (a checkpoint read by several threads into pinned staging, copied
+//! to the arena chunk by chunk while the reads go on).
+//!
+//! Every write into an arena (switch, pool load, cold load) first makes its stream wait for the
+//! slot's queued inferences, the slot's previous write (`ready`) and a promotion still reading
+//! the arena (`read_fence`): whichever streams the copies run on, they never overtake each
+//! other or a pass that reads the weights.
 
 use super::cuda::{cu, open_context, DevBuf};
 use super::workspace::WorkspaceBytes;
@@ -25,7 +32,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod cold;
 mod passes;
+mod tiers;
+pub use cold::COLD_CHUNK_BYTES;
 pub use passes::Staged;
 
 pub use super::budget::{SlotBudget, CHUNK_BYTES, HEADROOM_BYTES};
@@ -55,7 +65,11 @@ pub struct GpuSlot {
     arch: ArchLayout,
     model: GpuModel,
     tenant: Option<TenantInfo>,
+    /// The last write into the arena: the slot's stream waits for it before running.
     ready: Arc<CudaEvent>,
+    /// The last copy reading the arena (a promotion into the pool), if any: the next write
+    /// waits for it.
+    read_fence: Option<Arc<CudaEvent>>,
     /// Outputs of the passes of one [`GpuSlot::forward_many`] call, gathered on the device.
     outs: Option<DevBuf>,
 }
@@ -113,6 +127,7 @@ impl GpuSlot {
             model,
             tenant: None,
             ready,
+            read_fence: None,
             outs: None,
         })
     }
@@ -145,9 +160,7 @@ impl GpuSlot {
         let (info, block) = cache.get(name)?;
         self.model.retarget(&info.cfg)?;
         cu(self.model.gpu.ctx.bind_to_thread(), "bind context")?;
-        // Write after read: the copies start once the slot's queued inferences are done.
-        let busy = cu(self.model.stream().record_event(None), "cuEventRecord")?;
-        cu(copy.wait(&busy), "cuStreamWaitEvent")?;
+        self.before_write(copy)?;
         let (arena, arena_bytes) = self.model.arena();
         let bytes = block.as_slice();
         if bytes.len() != arena_bytes {
@@ -165,14 +178,36 @@ impl GpuSlot {
                 "cuMemcpyHtoDAsync",
             )?;
         }
-        cu(self.ready.record(copy), "cuEventRecord")?;
-        cu(self.model.stream().wait(&self.ready), "cuStreamWaitEvent")?;
-        block.set_fence(self.ready.clone());
+        // A new event: the old one may also fence a pool slot or a block.
+        let ready = Arc::new(cu(
+            self.model
+                .gpu
+                .ctx
+                .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)),
+            "cuEventCreate",
+        )?);
+        cu(ready.record(copy), "cuEventRecord")?;
+        cu(self.model.stream().wait(&ready), "cuStreamWaitEvent")?;
+        block.set_fence(ready.clone());
+        self.ready = ready;
         self.tenant = Some(info.clone());
         Ok(())
     }
 
-    /// Blocks until the last switch has landed.
+    /// Makes `stream` wait until the arena may be written: the slot's queued inferences are
+    /// done (write after read), its previous write has landed (write after write) and no
+    /// promotion reads it any more.
+    fn before_write(&self, stream: &CudaStream) -> Result<()> {
+        let busy = cu(self.model.stream().record_event(None), "cuEventRecord")?;
+        cu(stream.wait(&busy), "cuStreamWaitEvent")?;
+        cu(stream.wait(&self.ready), "cuStreamWaitEvent")?;
+        if let Some(f) = &self.read_fence {
+            cu(stream.wait(f), "cuStreamWaitEvent")?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until the last switch or load has landed.
     pub fn wait(&self) -> Result<()> {
         cu(self.ready.synchronize(), "cuEventSynchronize")
     }
@@ -190,10 +225,11 @@ impl GpuSlot {
         }
     }
 
-    /// Reads tenant `name` from its checkpoint in `dir` (pageable memory) and copies every
-    /// tensor into the arena with synchronous copies; returns when the weights are on the
-    /// device. FastPTM's split-mode switch, and a cold load of a live instance.
-    pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {
+    /// Reads tenant `name` from its checkpoint in `dir` (pageable memory, one thread) and
+    /// copies every tensor into the arena with synchronous copies; returns when the weights are
+    /// on the device. FastPTM's split-mode switch (a baseline: a live instance's cold load is
+    /// [`GpuSlot::load_file`]).
+    pub fn load_file_fastptm(&mut self, name: &str, dir: &Path) -> Result<()> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         self.arch.check_tenant(name, &cfg)?;
         let w = PackedWeights::from_file(&dir.join("model.safetensors"), &cfg, self.arch.dtype)?;
@@ -203,8 +239,14 @@ impl GpuSlot {
             .iter()
             .map(|e| self.arch.byte_offset(&e.name))
             .collect::<Result<Vec<_>>>()?;
+        self.tenant = None;
         self.model.retarget(&cfg)?;
         self.model.synchronize()?;
+        // A promotion may still read the arena, an asynchronous switch still write it.
+        self.wait()?;
+        if let Some(f) = self.read_fence.take() {
+            cu(f.synchronize(), "cuEventSynchronize")?;
+        }
         let (arena, _) = self.model.arena();
         for (e, at) in w.layout.entries().iter().zip(offsets) {
             // SAFETY: the tensor lies inside the arena (offsets of the same layout).
@@ -219,6 +261,17 @@ impl GpuSlot {
             cfg,
         });
         Ok(())
+    }
+}
+
+impl Drop for GpuSlot {
+    fn drop(&mut self) {
+        // Copies in flight read or write the arena: let them finish before it is freed.
+        let _ = self.model.gpu.ctx.bind_to_thread();
+        let _ = self.ready.synchronize();
+        if let Some(f) = &self.read_fence {
+            let _ = f.synchronize();
+        }
     }
 }
 
@@ -341,7 +394,7 @@ impl SlotSet {
     /// pageable memory and copies every tensor in place (synchronous copies). Returns when
     /// the weights are on the device.
     pub fn switch_fastptm(&mut self, slot: usize, name: &str, dir: &Path) -> Result<()> {
-        self.slot(slot)?.load_file(name, dir)
+        self.slot(slot)?.load_file_fastptm(name, dir)
     }
 
     /// Enqueues `iters` graph replays of bucket `(bb, sb)` on slot `slot` (inputs already in

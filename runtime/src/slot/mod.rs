@@ -3,139 +3,30 @@
 //! the crate is built without the `cuda` feature). Callers load, switch and run through it and
 //! never match on the device.
 //!
-//! [`SlotHost`] is what the slots of one device share: the tenants' [`HostCache`] (pinned on a
-//! GPU, behind a mutex held only while a switch's copies are enqueued) and, on a GPU, the one
-//! copy stream (one PCIe link) and the kernel options every slot runs.
+//! [`SlotHost`] (`host.rs`) is what the slots of one device share: the tenants' host cache, the
+//! weight pool, and on a GPU the copy stream, the cold path's pinned staging and the kernel
+//! options. A slot loads a tenant from any tier — its checkpoint file ([`Slot::load_file`], the
+//! cold path), the host cache ([`Slot::switch`]) or the weight pool ([`Slot::load_pool`]) —
+//! and each call returns when the weights have landed; [`Slot::promote`] writes the tenant it
+//! holds into a pool slot (on a GPU asynchronously: later loads from that pool slot, and the
+//! slot's next load, are ordered after it).
+
+mod host;
+
+pub use host::{Executors, PoolSize, SlotHost};
 
 use crate::bert::HeadOutput;
 use crate::config::Config;
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::gpu::slots::{check_fit, copy_stream, CopyStream, GpuSlot, CHUNK_BYTES};
-use crate::gpu::KernelOptions;
-use crate::switch::{ArchLayout, CpuPool, CpuSlot, Eviction, HostCache, TenantInfo};
+use crate::gpu::slots::{event_ms, GpuSlot, CHUNK_BYTES};
+use crate::switch::{CpuSlot, TenantInfo};
 use crate::tokenize::{random_rows, Batch};
+use host::{lock, Pool};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
-/// What the slots of one device share.
-pub struct SlotHost {
-    device: Device,
-    arch: ArchLayout,
-    cache: Mutex<HostCache>,
-    copy: Option<CopyStream>,
-    options: KernelOptions,
-    /// The GPU weight pool (tier 1), when asked for: numbered slots shared by the device's
-    /// slots (on the CPU, host buffers standing in for device memory).
-    pool: Option<Mutex<CpuPool>>,
-}
-
-impl SlotHost {
-    /// A host cache of `capacity` tenants of `arch` for `device` (plain memory on the CPU;
-    /// pinned memory and a copy stream on a GPU); GPU slots made from it run `options`.
-    pub fn new(
-        device: Device,
-        arch: ArchLayout,
-        capacity: usize,
-        eviction: Eviction,
-        options: KernelOptions,
-    ) -> Result<Self> {
-        let (cache, copy) = match device {
-            Device::Cpu => (HostCache::plain(arch.clone(), capacity, eviction)?, None),
-            Device::Cuda(n) => (
-                HostCache::pinned(arch.clone(), capacity, n, eviction)?,
-                Some(copy_stream(n)?),
-            ),
-        };
-        Ok(SlotHost {
-            device,
-            arch,
-            cache: Mutex::new(cache),
-            copy,
-            options,
-            pool: None,
-        })
-    }
-
-    /// The same host with a weight pool of `slots` tenants.
-    pub fn with_pool(mut self, slots: usize) -> Result<Self> {
-        match self.device {
-            Device::Cpu => {
-                self.pool = Some(Mutex::new(CpuPool::new(&self.arch, slots)));
-                Ok(self)
-            }
-            Device::Cuda(_) => Err(Error::Input(
-                "a GPU weight pool is not in this build of the runtime: serve without a pool"
-                    .into(),
-            )),
-        }
-    }
-
-    /// Copies tenant `name` from the host cache into pool slot `slot` (a prefetch).
-    pub fn prefetch(&self, slot: u32, name: &str) -> Result<()> {
-        let mut cache = self.lock()?;
-        self.lock_pool()?.put_from_cache(slot, &mut cache, name)
-    }
-
-    fn lock_pool(&self) -> Result<MutexGuard<'_, CpuPool>> {
-        self.pool
-            .as_ref()
-            .ok_or_else(|| Error::Input("no GPU weight pool".into()))?
-            .lock()
-            .map_err(|_| Error::Poisoned {
-                what: "the weight pool",
-            })
-    }
-
-    /// The device.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The layout every tenant packs into.
-    pub fn arch(&self) -> &ArchLayout {
-        &self.arch
-    }
-
-    /// The kernel options GPU slots run.
-    pub fn options(&self) -> KernelOptions {
-        self.options
-    }
-
-    /// Reads tenant `name` from its checkpoint in `dir` into the host cache; returns the
-    /// tenant it evicted, if any.
-    pub fn register(&self, name: &str, dir: &Path) -> Result<Option<String>> {
-        self.lock()?.register(name, dir)
-    }
-
-    /// Refuses `slots` slots running passes of up to `max_batch × max_seq` that do not fit on
-    /// the device (always fits on the CPU), before any is made.
-    pub fn check_fit(&self, slots: usize, max_batch: usize, max_seq: usize) -> Result<()> {
-        if let Device::Cuda(n) = self.device {
-            check_fit(n, &self.arch, slots, max_batch, max_seq)?;
-        }
-        Ok(())
-    }
-
-    /// An empty slot on the device for passes of up to `max_batch × max_seq`.
-    pub fn slot(&self, max_batch: usize, max_seq: usize) -> Result<Slot> {
-        Ok(match self.device {
-            Device::Cpu => Slot::Cpu(Box::new(CpuSlot::new(&self.arch))),
-            Device::Cuda(n) => Slot::Gpu(Box::new(GpuSlot::new(
-                n,
-                &self.arch,
-                max_batch,
-                max_seq,
-                self.options,
-            )?)),
-        })
-    }
-
-    fn lock(&self) -> Result<MutexGuard<'_, HostCache>> {
-        self.cache.lock().map_err(|_| Error::Poisoned {
-            what: "the host cache",
-        })
-    }
+fn mixed_devices() -> Error {
+    Error::Input("a slot and a weight pool of different devices".into())
 }
 
 /// One slot: holds one tenant's weights at a time.
@@ -155,15 +46,22 @@ impl Slot {
         }
     }
 
-    /// A cold load: reads tenant `name` from its checkpoint in `dir` into the slot; returns
-    /// when it can run (the CPU's model is built).
-    pub fn load_file(&mut self, name: &str, dir: &Path) -> Result<()> {
+    /// A cold load: reads tenant `name` from its checkpoint in `dir` into the slot (on a GPU,
+    /// the cold path: several reader threads into `host`'s pinned staging, chunks copied on
+    /// the copy stream as they complete); returns when it can run (the CPU's model is built).
+    pub fn load_file(&mut self, host: &SlotHost, name: &str, dir: &Path) -> Result<()> {
         match self {
             Slot::Cpu(s) => {
                 s.load_file(name, dir)?;
                 s.prepare()
             }
-            Slot::Gpu(s) => s.load_file(name, dir),
+            Slot::Gpu(s) => {
+                {
+                    let mut staging = host.lock_staging()?;
+                    s.load_file(host.copy()?, &mut staging, name, dir, host.threads)?;
+                }
+                s.wait()
+            }
         }
     }
 
@@ -177,21 +75,19 @@ impl Slot {
                 s.prepare()
             }
             Slot::Gpu(s) => {
-                let copy = host.copy.as_ref().ok_or_else(|| {
-                    Error::Input("a GPU slot switches through a GPU host cache".into())
-                })?;
-                s.switch(copy, &mut *host.lock()?, name, CHUNK_BYTES)?;
+                s.switch(host.copy()?, &mut *host.lock()?, name, CHUNK_BYTES)?;
                 s.wait()
             }
         }
     }
 
     /// A load from the weight pool: copies pool slot `slot`, which must hold tenant `name`, into
-    /// the slot; returns when the tenant can run.
+    /// the slot (on a GPU, device to device on the pool's stream); returns when the tenant can
+    /// run.
     pub fn load_pool(&mut self, host: &SlotHost, slot: u32, name: &str) -> Result<()> {
-        match self {
-            Slot::Cpu(s) => {
-                let pool = host.lock_pool()?;
+        match (self, host.pool()?) {
+            (Slot::Cpu(s), Pool::Cpu(p)) => {
+                let pool = lock(p, "the weight pool")?;
                 let (info, bytes) = pool.get(slot)?;
                 if info.name != name {
                     return Err(Error::Input(format!(
@@ -200,22 +96,50 @@ impl Slot {
                     )));
                 }
                 s.load_bytes(info, bytes)?;
+                drop(pool);
                 s.prepare()
             }
-            Slot::Gpu(_) => Err(Error::Input("no GPU weight pool in this build".into())),
+            (Slot::Gpu(s), Pool::Gpu(p)) => {
+                s.load_pool(&mut *lock(p, "the weight pool")?, slot, name)?;
+                s.wait()
+            }
+            _ => Err(mixed_devices()),
         }
     }
 
-    /// A promotion: copies the tenant the slot holds into pool slot `slot`.
-    pub fn promote(&self, host: &SlotHost, slot: u32) -> Result<()> {
-        match self {
-            Slot::Cpu(s) => {
+    /// [`Slot::load_pool`] timed, for benchmarks (GPU only): wall milliseconds of the whole
+    /// call and device milliseconds between CUDA events on the pool stream around its copy.
+    pub fn time_load_pool(&mut self, host: &SlotHost, slot: u32, name: &str) -> Result<(f64, f64)> {
+        match (self, host.pool()?) {
+            (Slot::Gpu(s), Pool::Gpu(p)) => {
+                let t = Instant::now();
+                let (e0, e1) = {
+                    let mut pool = lock(p, "the weight pool")?;
+                    let e0 = pool.event()?;
+                    s.load_pool(&mut pool, slot, name)?;
+                    (e0, pool.event()?)
+                };
+                s.wait()?;
+                let wall = t.elapsed().as_secs_f64() * 1e3;
+                Ok((wall, event_ms(&e0, &e1)?))
+            }
+            _ => Err(Error::Input("timing pool loads is a GPU benchmark".into())),
+        }
+    }
+
+    /// A promotion: copies the tenant the slot holds into pool slot `slot` (evicting whoever
+    /// was there). On a GPU it returns once the copy is enqueued: later loads from the pool
+    /// slot and the slot's next load are ordered after it.
+    pub fn promote(&mut self, host: &SlotHost, slot: u32) -> Result<()> {
+        match (self, host.pool()?) {
+            (Slot::Cpu(s), Pool::Cpu(p)) => {
                 let info = s
                     .tenant()
                     .ok_or_else(|| Error::Input("promoting an empty slot".into()))?;
-                host.lock_pool()?.put(slot, info, s.packed())
+                lock(p, "the weight pool")?.put(slot, info, s.packed())
             }
-            Slot::Gpu(_) => Err(Error::Input("no GPU weight pool in this build".into())),
+            (Slot::Gpu(s), Pool::Gpu(p)) => s.promote(&mut *lock(p, "the weight pool")?, slot),
+            _ => Err(mixed_devices()),
         }
     }
 
@@ -266,7 +190,7 @@ impl Slot {
 mod tests {
     use super::*;
     use crate::zoo::{make_zoo, model_dir, Arch};
-    use crate::{DType, Model};
+    use crate::{ArchLayout, DType, Device, Eviction, KernelOptions, Model};
 
     #[test]
     fn a_cpu_slot_switches_and_loads_like_fresh_models() {
@@ -304,7 +228,7 @@ mod tests {
         let batch = Batch::from_rows(&[vec![2, 7, 9, 3], vec![2, 5, 3]], 0, None).unwrap();
         for (i, cold) in [(0, true), (1, false), (0, false), (1, true)] {
             if cold {
-                slot.load_file(&zoo.models[i].name, &dir(i)).unwrap();
+                slot.load_file(&host, &zoo.models[i].name, &dir(i)).unwrap();
             } else {
                 slot.switch(&host, &zoo.models[i].name).unwrap();
             }

@@ -31,6 +31,7 @@ pub mod budget;
 pub mod gemm;
 pub mod kernels;
 mod options;
+pub mod pet_plan;
 pub mod timing;
 pub mod weights;
 pub mod workspace;
@@ -48,6 +49,12 @@ mod model;
 #[cfg(feature = "cuda")]
 pub mod pet;
 #[cfg(feature = "cuda")]
+mod pet_slot;
+#[cfg(feature = "cuda")]
+mod pet_steps;
+#[cfg(feature = "cuda")]
+mod pet_store;
+#[cfg(feature = "cuda")]
 pub mod slots;
 #[cfg(feature = "cuda")]
 mod timed;
@@ -55,11 +62,13 @@ mod timed;
 pub use cuda::{device_name, PinnedBuf};
 #[cfg(feature = "cuda")]
 pub use model::GpuModel;
+#[cfg(feature = "cuda")]
+pub use pet_slot::GpuPetSlot;
 
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::{device_name, slots, GpuModel, PinnedBuf};
+pub use stub::{device_name, slots, GpuModel, GpuPetSlot, PinnedBuf};
 
 /// The bucket a batch of `batch` rows and `seq` columns runs in: rows up to a power of two,
 /// columns up to a power of two of at least 16, at most `max_seq`.

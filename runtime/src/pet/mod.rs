@@ -44,13 +44,16 @@
 //! refactor. [`zoo`] writes a backbone and N seeded tenants in these layouts.
 
 pub mod backbone;
+pub mod block;
 pub mod bottleneck;
 pub mod flex_head;
 pub mod forward;
 pub mod merge;
 pub mod peft;
 pub mod registry;
+pub mod residency;
 pub mod sites;
+pub mod slot;
 pub mod targets;
 pub mod tenant;
 pub mod tensors;
@@ -62,6 +65,8 @@ pub mod zoo_tenant;
 pub use backbone::Backbone;
 pub use forward::{forward_mixed, Segment};
 pub use registry::PetSet;
+pub use residency::Tier;
 pub use sites::Module;
+pub use slot::{Load, Mixed, PetId, PetMemory, PetSlot, PetSlotConfig};
 pub use tenant::{backbone_of, PetKind, PetTenant};
 pub use zoo::{make_pet_zoo, PetSpec, PetZoo};

@@ -173,23 +173,23 @@ extern "C" __global__ void pet_lora_shrink(const T* x, long ld_x, const int* seg
   }
 }
 
-// y_k[row][c] (+)= scale · t_k[row]·B_k[c], y_k = y + k * y_site_stride; one thread per
-// (row, site with a pair, c).
+// y_k[row][c] (+)= scale · t_k[row]·B_k[c], y_k = y + k * y_site_stride; one warp per
+// (row, site with a pair), lanes over the output columns.
 template <typename Out, typename Store>
 __device__ void lora_expand(const T* t, long ld_t, int t_site_cols, const int* seg_start,
                             const LoraSeg* segs, int nseg, int nsite, Out* y, long ld_y,
                             long y_site_stride, int out_dim, Store store) {
   __shared__ long long pre[PET_MAX_SEG + 1];
-  long long total = seg_prefix(
-      seg_start, nseg, [&](int s) { return pairs_of(segs, s, nsite) * out_dim; }, pre);
-  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
-       it += (long long)gridDim.x * blockDim.x) {
+  long long total =
+      seg_prefix(seg_start, nseg, [&](int s) { return pairs_of(segs, s, nsite); }, pre);
+  int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (long long it = (long long)blockIdx.x * nw + (threadIdx.x >> 5); it < total;
+       it += (long long)gridDim.x * nw) {
     int s = seg_of(pre, nseg, it);
-    int per_row = pairs_of(segs, s, nsite) * out_dim;
+    int per_row = pairs_of(segs, s, nsite);
     long long k0 = it - pre[s];
     long row = seg_start[s] + (long)(k0 / per_row);
-    int r = (int)(k0 % per_row);
-    int nth = r / out_dim, c = r % out_dim, k = 0;
+    int nth = (int)(k0 % per_row), k = 0;
     for (; k < nsite; ++k) {
       if (segs[s * nsite + k].b == 0) continue;
       if (nth == 0) break;
@@ -197,10 +197,13 @@ __device__ void lora_expand(const T* t, long ld_t, int t_site_cols, const int* s
     }
     LoraSeg g = segs[s * nsite + k];
     const T* tr = t + row * ld_t + (long)k * t_site_cols;
-    const T* br = g.b + (long)c * g.rank;
-    float acc = 0.f;
-    for (int q = 0; q < g.rank; ++q) acc += D::ld(tr[q]) * D::ld(br[q]);
-    store(y + k * y_site_stride + row * ld_y + c, acc * g.scale);
+    Out* yr = y + k * y_site_stride + row * ld_y;
+    for (int c = lane; c < out_dim; c += 32) {
+      const T* br = g.b + (long)c * g.rank;
+      float acc = 0.f;
+      for (int q = 0; q < g.rank; ++q) acc += D::ld(tr[q]) * D::ld(br[q]);
+      store(yr + c, acc * g.scale);
+    }
   }
 }
 
@@ -231,29 +234,33 @@ __device__ __forceinline__ int biases_of(const T* const* bias, int s, int nsite)
 
 // apply(row, k, c, b_seg[k][c] − base_k[c]) for the rows of segments with a bias at site k
 // (BitFit; `base_k = base + k * base_site_stride` is the backbone's bias already in the output,
-// null for none). One thread per element.
+// null for none). One warp per (row, site with a bias), lanes over the columns.
 template <typename Apply>
 __device__ void bias_seg(const int* seg_start, const T* const* bias, const T* base,
                          long base_site_stride, int nseg, int nsite, int n, Apply apply) {
   __shared__ long long pre[PET_MAX_SEG + 1];
   long long total =
-      seg_prefix(seg_start, nseg, [&](int s) { return biases_of(bias, s, nsite) * n; }, pre);
-  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
-       it += (long long)gridDim.x * blockDim.x) {
+      seg_prefix(seg_start, nseg, [&](int s) { return biases_of(bias, s, nsite); }, pre);
+  int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (long long it = (long long)blockIdx.x * nw + (threadIdx.x >> 5); it < total;
+       it += (long long)gridDim.x * nw) {
     int s = seg_of(pre, nseg, it);
-    int per_row = biases_of(bias, s, nsite) * n;
+    int per_row = biases_of(bias, s, nsite);
     long long k0 = it - pre[s];
     long row = seg_start[s] + (long)(k0 / per_row);
-    int r = (int)(k0 % per_row);
-    int nth = r / n, c = r % n, k = 0;
+    int nth = (int)(k0 % per_row), k = 0;
     for (; k < nsite; ++k) {
       if (bias[s * nsite + k] == 0) continue;
       if (nth == 0) break;
       --nth;
     }
-    float v = D::ld(bias[s * nsite + k][c]);
-    if (base) v -= D::ld(base[k * base_site_stride + c]);
-    apply(row, k, c, v);
+    const T* b = bias[s * nsite + k];
+    const T* z = base ? base + k * base_site_stride : 0;
+    for (int c = lane; c < n; c += 32) {
+      float v = D::ld(b[c]);
+      if (z) v -= D::ld(z[c]);
+      apply(row, k, c, v);
+    }
   }
 }
 
@@ -335,29 +342,29 @@ extern "C" __global__ void pet_adapter_down_f32(const float* x, long ld_x, const
 }
 
 // out[row][c] = (skip[row][c] + res[row][c]) + (d[row]·Wu[c] + bu[c]) · scaling (f32; a null
-// `res` adds nothing); one thread per (row, c). `out` may be `skip` (in place on the
-// sublayer's f32 output).
+// `res` adds nothing); one warp per row, lanes over the columns. `out` may be `skip` (in place
+// on the sublayer's f32 output).
 extern "C" __global__ void pet_adapter_up(const T* d, long ld_d, const int* seg_start,
                                           const AdapterSeg* segs, int nseg, const float* skip,
                                           const float* res, float* out, long ld_h, int h) {
   __shared__ long long pre[PET_MAX_SEG + 1];
-  long long total =
-      seg_prefix(seg_start, nseg, [&](int s) { return segs[s].up_w ? h : 0; }, pre);
-  for (long long it = (long long)blockIdx.x * blockDim.x + threadIdx.x; it < total;
-       it += (long long)gridDim.x * blockDim.x) {
+  long long total = seg_prefix(seg_start, nseg, [&](int s) { return segs[s].up_w ? 1 : 0; }, pre);
+  int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (long long it = (long long)blockIdx.x * nw + (threadIdx.x >> 5); it < total;
+       it += (long long)gridDim.x * nw) {
     int s = seg_of(pre, nseg, it);
     AdapterSeg g = segs[s];
-    long long k0 = it - pre[s];
-    long row = seg_start[s] + (long)(k0 / h);
-    int c = (int)(k0 % h);
+    long row = seg_start[s] + (long)(it - pre[s]);
     const T* dr = d + row * ld_d;
-    const T* wr = g.up_w + (long)c * g.width;
-    float acc = 0.f;
-    for (int k = 0; k < g.width; ++k) acc += D::ld(dr[k]) * D::ld(wr[k]);
-    float v = (acc + D::ld(g.up_b[c])) * g.scaling;
-    long i = row * ld_h + c;
-    float base = res ? skip[i] + res[i] : skip[i];
-    out[i] = base + v;
+    for (int c = lane; c < h; c += 32) {
+      const T* wr = g.up_w + (long)c * g.width;
+      float acc = 0.f;
+      for (int k = 0; k < g.width; ++k) acc += D::ld(dr[k]) * D::ld(wr[k]);
+      float v = (acc + D::ld(g.up_b[c])) * g.scaling;
+      long i = row * ld_h + c;
+      float base = res ? skip[i] + res[i] : skip[i];
+      out[i] = base + v;
+    }
   }
 }
 

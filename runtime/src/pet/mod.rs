@@ -44,6 +44,7 @@
 //! refactor. [`zoo`] writes a backbone and N seeded tenants in these layouts.
 
 pub mod backbone;
+pub mod bench;
 pub mod block;
 pub mod bottleneck;
 pub mod flex_head;

@@ -256,8 +256,15 @@ impl PetSlot {
     }
 
     /// The tenant in folder `dir` alone, over the backbone it names, on `device`: a slot sized
-    /// for its block, its tenant registered (what `ptm infer` runs).
-    pub fn single(dir: &Path, dtype: DType, device: Device, max_seq: usize) -> Result<Self> {
+    /// for its block and batches of up to `max_batch` rows of `max_seq` tokens (at most the
+    /// backbone's positions), its tenant registered as id 0 (what `ptm infer` runs).
+    pub fn single(
+        dir: &Path,
+        dtype: DType,
+        device: Device,
+        max_batch: usize,
+        max_seq: usize,
+    ) -> Result<Self> {
         let backbone_dir = super::backbone_of(dir)?;
         let backbone = Backbone::load(&backbone_dir, dtype)?;
         let t = super::PetTenant::load(dir, &backbone)?;
@@ -267,8 +274,8 @@ impl PetSlot {
             gpu_slots: 1,
             host_slots: 1,
             slot_bytes: l.bytes().max(1),
-            max_batch: 64,
-            max_seq: max_seq.max(1),
+            max_batch,
+            max_seq: max_seq.min(backbone.config().max_tokens()).max(1),
             max_rank: l.max_rank().max(1),
             max_adapter_width: l.max_width().max(1),
             max_labels: l.labels().max(1),
@@ -489,6 +496,16 @@ impl PetSlot {
             .map(|o| o.ok_or_else(|| Error::Input("a row got no output".into())))
             .collect::<Result<Vec<_>>>()?;
         Ok(Mixed { outputs, loads })
+    }
+
+    /// Device milliseconds of the last pass's graph replay (a GPU slot; copy waits included).
+    pub fn last_pass_ms(&self) -> Result<f64> {
+        match self {
+            PetSlot::Cpu(_) => Err(Error::Input(
+                "device times are measured on a GPU, not the CPU twin".into(),
+            )),
+            PetSlot::Gpu(g) => g.last_pass_ms(),
+        }
     }
 
     /// Its memory.

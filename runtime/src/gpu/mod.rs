@@ -17,6 +17,11 @@
 //! norm, attention scores and all kernel arithmetic are f32 — the precision recipe that the CPU
 //! reference (`crate::bert`) follows for 16-bit models.
 //!
+//! Parameter-efficient tenants run in the same pass: `pet_steps.rs` applies each tenant's delta
+//! to its segment of rows between the backbone's launches (the tables of `pet_plan.rs`, the
+//! kernels of `pet.rs`), `pet_slot.rs` is the GPU PET slot and `pet_store.rs` its adapter pool,
+//! pinned host tier and copies.
+//!
 //! Which kernels run is the caller's typed choice, [`KernelOptions`] (its default is what
 //! serving, live replay and calibration run; `ptm bench infer` has flags for A/B runs).
 //!

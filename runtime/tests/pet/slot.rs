@@ -273,3 +273,44 @@ fn sizes_a_slot_cannot_take_are_refused_by_name() {
         "registered twice"
     );
 }
+
+#[test]
+fn bench_measurements_keep_their_books() {
+    use ptm_runtime::pet::bench::{load_all, register_zoo, time_misses, time_resident};
+    let (_, spec) = specs().remove(0);
+    let (d, z) = zoo(&spec, 6);
+    let backbone = d.path().join(&z.backbone);
+    let cfg = Backbone::load(&backbone, DType::Fp32)
+        .unwrap()
+        .config()
+        .clone();
+    let config = PetSlotConfig::for_zoo(&z, &cfg, DType::Fp32, (6, 6), (4, 16));
+    let mut s = PetSlot::new(&backbone, DType::Fp32, Device::Cpu, config).unwrap();
+    let (ids, _) = register_zoo(&mut s, d.path(), &z, 5, 2).unwrap();
+    assert_eq!(ids.len(), 5);
+    load_all(&mut s, &ids).unwrap();
+    assert_eq!(s.memory().gpu_tenants, 5);
+    let b = Batch::from_rows(&rows(&[6, 6, 6, 6], 1), 0, None).unwrap();
+    let tenants = [ids[0], ids[1], ids[2], ids[0]];
+    let t = time_resident(&mut s, &b, &tenants, 1, 2).unwrap();
+    assert_eq!(
+        (t.call_ms.len(), t.device_ms.len()),
+        (2, 0),
+        "no device time on the CPU"
+    );
+    for pipelined in [true, false] {
+        let t = time_misses(&mut s, &b, &tenants, 2, pipelined, 2).unwrap();
+        assert_eq!(t.call_ms.len(), 2);
+    }
+    // The missing tenants came back into the pool.
+    assert_eq!(s.tier(ids[0]), Tier::Gpu);
+    // A pool of exactly the batch's tenants keeps them resident.
+    let small = PetSlotConfig {
+        gpu_slots: 2,
+        ..config
+    };
+    let mut s = PetSlot::new(&backbone, DType::Fp32, Device::Cpu, small).unwrap();
+    register_zoo(&mut s, d.path(), &z, 3, 1).unwrap();
+    let two = [ids[0], ids[1], ids[0], ids[1]];
+    assert!(time_resident(&mut s, &b, &two, 1, 1).is_ok());
+}

@@ -37,6 +37,7 @@ pub mod gemm;
 pub mod kernels;
 mod options;
 pub mod pet_plan;
+pub mod pet_sites;
 pub mod timing;
 pub mod weights;
 pub mod workspace;

@@ -19,7 +19,7 @@
 // Raw device pointers and kernel launches are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
-pub use super::pet_plan::{AdapterSegDev, LinearSegDev, LoraSegDev};
+pub use super::pet_sites::{AdapterSegDev, LinearSegDev, LoraSegDev};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaModule, CudaStream};

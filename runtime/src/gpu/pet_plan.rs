@@ -6,173 +6,16 @@
 //! `nseg` = the batch bucket's rows segments (absent and padding segments are empty or null),
 //! so the kernels' arguments never change between passes of one graph.
 //!
-//! A segment's tables point into its tenant's block (`crate::pet::block`) at the device
-//! address of the pool slot holding it. No CUDA here: the plan is built and tested without a
-//! GPU (`gpu::pet_steps` launches the kernels it describes).
+//! A segment's entries are its tenant's [`SiteTable`] (computed once per tenant) relocated to
+//! the device address of the pool slot holding its block. No CUDA here: the plan is built and
+//! tested without a GPU (`gpu::pet_steps` launches the kernels it describes).
 
+pub use super::pet_sites::{
+    AdapterGroup, AdapterSegDev, LinearSegDev, LoraSegDev, SiteTable, Skip, OTHERS,
+};
 use crate::bert::{LayerLinear, LnPos};
 use crate::config::Task;
 use crate::error::{Error, Result};
-use crate::pet::block::{BlockLayout, Part};
-use crate::pet::tenant::{AdapterResidual, AdapterStyle};
-use crate::pet::Module;
-
-/// One segment's LoRA pair at one linear (`struct LoraSeg`, 24 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LoraSegDev {
-    /// Device address of A `[rank, in]` (0: no pair for this segment).
-    pub a: u64,
-    /// Device address of B `[out, rank]`.
-    pub b: u64,
-    /// Rank.
-    pub rank: i32,
-    /// alpha / rank.
-    pub scale: f32,
-}
-
-impl LoraSegDev {
-    /// The table's bytes as the kernels read them (little endian, 24 bytes each).
-    pub fn to_bytes(table: &[LoraSegDev]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(table.len() * 24);
-        for s in table {
-            v.extend_from_slice(&s.a.to_le_bytes());
-            v.extend_from_slice(&s.b.to_le_bytes());
-            v.extend_from_slice(&s.rank.to_le_bytes());
-            v.extend_from_slice(&s.scale.to_le_bytes());
-        }
-        v
-    }
-}
-
-/// One segment's bottleneck adapter at one sublayer end (`struct AdapterSeg`, 48 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AdapterSegDev {
-    /// Down weight `[width, h]` (0: no adapter for this segment).
-    pub down_w: u64,
-    /// Down bias `[width]`.
-    pub down_b: u64,
-    /// Up weight `[h, width]`.
-    pub up_w: u64,
-    /// Up bias `[h]`.
-    pub up_b: u64,
-    /// Bottleneck width.
-    pub width: i32,
-    /// Activation code ([`crate::pet::tenant::AdapterAct::code`]).
-    pub act: i32,
-    /// Output scaling.
-    pub scaling: f32,
-    /// Padding to 8 bytes.
-    pub pad: i32,
-}
-
-impl AdapterSegDev {
-    /// The table's bytes as the kernels read them (little endian, 48 bytes each).
-    pub fn to_bytes(table: &[AdapterSegDev]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(table.len() * 48);
-        for s in table {
-            for p in [s.down_w, s.down_b, s.up_w, s.up_b] {
-                v.extend_from_slice(&p.to_le_bytes());
-            }
-            v.extend_from_slice(&s.width.to_le_bytes());
-            v.extend_from_slice(&s.act.to_le_bytes());
-            v.extend_from_slice(&s.scaling.to_le_bytes());
-            v.extend_from_slice(&s.pad.to_le_bytes());
-        }
-        v
-    }
-}
-
-/// One segment's dense layer of a head (`struct LinearSeg`, 24 bytes): a classifier, or a
-/// tenant's own pooler.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LinearSegDev {
-    /// Weight `[out, in]` (0: nothing for this segment).
-    pub w: u64,
-    /// Bias `[out]` (0: none).
-    pub b: u64,
-    /// Output features.
-    pub out: i32,
-    /// Padding to 8 bytes.
-    pub pad: i32,
-}
-
-impl LinearSegDev {
-    /// The table's bytes as the kernels read them (little endian, 24 bytes each).
-    pub fn to_bytes(table: &[LinearSegDev]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(table.len() * 24);
-        for s in table {
-            v.extend_from_slice(&s.w.to_le_bytes());
-            v.extend_from_slice(&s.b.to_le_bytes());
-            v.extend_from_slice(&s.out.to_le_bytes());
-            v.extend_from_slice(&s.pad.to_le_bytes());
-        }
-        v
-    }
-}
-
-/// What an adapter reads and what its output is added to (its tenant's wiring).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Skip {
-    /// The sublayer's output `h`.
-    Sublayer,
-    /// The first layer norm's output `LN(h + residual)` (Pfeiffer, `residual_before_ln: false`).
-    LnOut,
-    /// `h + residual` (`residual_before_ln: post_add`).
-    SublayerRes,
-}
-
-/// The adapters of one launch: those wired alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AdapterGroup {
-    /// The adapter reads `LN(h + residual)` (Pfeiffer) rather than `h` (Houlsby).
-    pub reads_ln: bool,
-    /// What its output is added to.
-    pub skip: Skip,
-}
-
-impl AdapterGroup {
-    /// The group of a tenant wired as `style`.
-    pub fn of(style: AdapterStyle) -> Self {
-        let skip = match (style.residual, style.original_ln_before) {
-            (AdapterResidual::Sublayer, _) | (AdapterResidual::AdapterInput, false) => {
-                Skip::Sublayer
-            }
-            (AdapterResidual::AdapterInput, true) => Skip::LnOut,
-            (AdapterResidual::PostAdd, _) => Skip::SublayerRes,
-        };
-        AdapterGroup {
-            reads_ln: style.original_ln_before,
-            skip,
-        }
-    }
-
-    /// Every group, in launch order.
-    pub const ALL: [AdapterGroup; 5] = [
-        AdapterGroup {
-            reads_ln: false,
-            skip: Skip::Sublayer,
-        },
-        AdapterGroup {
-            reads_ln: false,
-            skip: Skip::SublayerRes,
-        },
-        AdapterGroup {
-            reads_ln: true,
-            skip: Skip::Sublayer,
-        },
-        AdapterGroup {
-            reads_ln: true,
-            skip: Skip::LnOut,
-        },
-        AdapterGroup {
-            reads_ln: true,
-            skip: Skip::SublayerRes,
-        },
-    ];
-}
 
 /// A site a pass launches PET kernels at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -262,8 +105,8 @@ pub struct PlanShape {
 /// `base`.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanSegment<'a> {
-    /// The tenant's block directory.
-    pub layout: &'a BlockLayout,
+    /// The tenant's sites.
+    pub sites: &'a SiteTable,
     /// Device address of its block.
     pub base: u64,
     /// Rows (texts).
@@ -297,77 +140,42 @@ const TABLE_ALIGN: usize = 16;
 
 /// Index of a non-QKV linear in [`LayerPlan`]'s arrays.
 pub fn other_index(w: LayerLinear) -> Option<usize> {
-    match w {
-        LayerLinear::AttnOut => Some(0),
-        LayerLinear::Up => Some(1),
-        LayerLinear::Down => Some(2),
-        _ => None,
-    }
+    OTHERS.iter().position(|&o| o == w)
 }
 
-/// The non-QKV linears, in [`other_index`] order.
-pub const OTHERS: [LayerLinear; 3] = [LayerLinear::AttnOut, LayerLinear::Up, LayerLinear::Down];
-
-const QKV: [LayerLinear; 3] = [LayerLinear::Query, LayerLinear::Key, LayerLinear::Value];
-
-fn lora_entry(s: &PlanSegment, m: Module) -> LoraSegDev {
-    let l = s.layout;
-    match (
-        l.lora(m),
-        l.addr(s.base, Part::LoraA(m)),
-        l.addr(s.base, Part::LoraB(m)),
-    ) {
-        (Some((rank, scale)), Some(a), Some(b)) => LoraSegDev {
-            a,
-            b,
-            rank: rank as i32,
-            scale: scale as f32,
-        },
-        _ => LoraSegDev::default(),
-    }
-}
-
-fn bias_entry(s: &PlanSegment, m: Module) -> u64 {
-    s.layout.addr(s.base, Part::Bias(m)).unwrap_or(0)
-}
-
-fn adapter_entry(s: &PlanSegment, pos: LnPos, g: AdapterGroup) -> AdapterSegDev {
-    let l = s.layout;
-    let addr = |p| l.addr(s.base, p).unwrap_or(0);
-    match l.adapter(pos) {
-        Some((width, act, scaling)) if AdapterGroup::of(l.style()) == g => AdapterSegDev {
-            down_w: addr(Part::DownW(pos)),
-            down_b: addr(Part::DownB(pos)),
-            up_w: addr(Part::UpW(pos)),
-            up_b: addr(Part::UpB(pos)),
-            width: width as i32,
-            act: act.code(),
-            scaling: scaling as f32,
-            pad: 0,
-        },
-        _ => AdapterSegDev::default(),
-    }
+/// Segment `s`'s sites in layer `l`.
+fn layer<'b>(s: &PlanSegment<'b>, l: usize) -> &'b super::pet_sites::LayerSites {
+    &s.sites.layers[l]
 }
 
 fn is_seq(s: &PlanSegment) -> bool {
-    s.layout.task() == Task::SequenceClassification
+    s.sites.task == Task::SequenceClassification
 }
 
 fn own_pooler(s: &PlanSegment) -> bool {
-    is_seq(s) && s.layout.entry(Part::PoolerW).is_some()
+    is_seq(s) && s.sites.own_pooler.is_some()
 }
 
-fn classifier_entry(s: &PlanSegment, task: Task) -> LinearSegDev {
-    let l = s.layout;
-    match (l.task() == task, l.addr(s.base, Part::ClassifierW)) {
-        (true, Some(w)) => LinearSegDev {
-            w,
-            b: l.addr(s.base, Part::ClassifierB).unwrap_or(0),
-            out: l.labels() as i32,
-            pad: 0,
-        },
+fn lora_bytes(s: &PlanSegment, e: &[Option<super::pet_sites::LoraRel>]) -> Vec<u8> {
+    let t: Vec<LoraSegDev> = e
+        .iter()
+        .map(|r| r.map_or(LoraSegDev::default(), |r| r.at(s.base)))
+        .collect();
+    LoraSegDev::to_bytes(&t)
+}
+
+fn ptr_bytes(s: &PlanSegment, e: &[Option<u64>]) -> Vec<u8> {
+    e.iter()
+        .flat_map(|r| r.map_or(0, |r| s.base + r).to_le_bytes())
+        .collect()
+}
+
+fn classifier_bytes(s: &PlanSegment, task: Task) -> Vec<u8> {
+    let e = match (s.sites.task == task, s.sites.classifier) {
+        (true, Some(c)) => c.at(s.base),
         _ => LinearSegDev::default(),
-    }
+    };
+    LinearSegDev::to_bytes(&[e])
 }
 
 /// Appends tables to one buffer at a base address.
@@ -399,7 +207,7 @@ impl PetPlan {
 
     /// The plan of a pass over `segs` (in row order) in buckets of `shape`, for a buffer at
     /// device address `base`.
-    pub fn build(shape: PlanShape, segs: &[PlanSegment], base: u64) -> Result<PetPlan> {
+    pub fn build<'a>(shape: PlanShape, segs: &[PlanSegment<'a>], base: u64) -> Result<PetPlan> {
         let rows: usize = segs.iter().map(|s| s.rows).sum();
         if segs.is_empty()
             || segs.len() > shape.bb
@@ -413,12 +221,12 @@ impl PetPlan {
                 shape.bb
             )));
         }
-        if let Some(s) = segs.iter().find(|s| s.layout.stages() != shape.layers + 2) {
+        if let Some(s) = segs.iter().find(|s| s.sites.stages != shape.layers + 2) {
             return Err(Error::Incompatible {
-                tenant: s.layout.name.clone(),
+                tenant: s.sites.name.clone(),
                 reason: format!(
                     "its block has {} stages, a {}-layer backbone {}",
-                    s.layout.stages(),
+                    s.sites.stages,
                     shape.layers,
                     shape.layers + 2
                 ),
@@ -451,163 +259,139 @@ impl PetPlan {
             }
             let mut b = Vec::with_capacity(nseg * size);
             for s in segs {
-                let e = entry(s);
-                debug_assert_eq!(e.len(), size);
-                b.extend_from_slice(&e);
+                b.extend_from_slice(&entry(s));
             }
             b.resize(nseg * size, 0);
             signature.push(key);
             Some(w.put(&b))
         };
-        let ptr_bytes = |p: u64| p.to_le_bytes().to_vec();
-        let emb = Module::Ln(LnPos::Embeddings);
         let emb_ln_bias = table(
             SiteKey::EmbLnBias,
             8,
-            &|s| ptr_bytes(bias_entry(s, emb)),
-            segs.iter().any(|s| bias_entry(s, emb) != 0),
+            &|s| ptr_bytes(s, &[s.sites.emb_ln_bias]),
+            segs.iter().any(|s| s.sites.emb_ln_bias.is_some()),
         );
         let mut layers = Vec::with_capacity(shape.layers);
         for l in 0..shape.layers {
             let mut lp = LayerPlan::default();
-            let qkv = QKV.map(|q| Module::Linear(l, q));
+            let any = |f: &dyn Fn(&super::pet_sites::LayerSites) -> bool| {
+                segs.iter().any(|s| f(layer(s, l)))
+            };
             lp.qkv_bias = table(
                 SiteKey::QkvBias(l),
                 24,
-                &|s| {
-                    qkv.iter()
-                        .flat_map(|m| bias_entry(s, *m).to_le_bytes())
-                        .collect()
-                },
-                segs.iter()
-                    .any(|s| qkv.iter().any(|m| bias_entry(s, *m) != 0)),
+                &|s| ptr_bytes(s, &layer(s, l).qkv_bias),
+                any(&|x| x.qkv_bias.iter().any(Option::is_some)),
             );
             lp.qkv_lora = table(
                 SiteKey::QkvLora(l),
                 72,
-                &|s| LoraSegDev::to_bytes(&qkv.map(|m| lora_entry(s, m))),
-                segs.iter()
-                    .any(|s| qkv.iter().any(|m| s.layout.lora(*m).is_some())),
+                &|s| lora_bytes(s, &layer(s, l).qkv_lora),
+                any(&|x| x.qkv_lora.iter().any(Option::is_some)),
             );
             for (i, which) in OTHERS.into_iter().enumerate() {
-                let m = Module::Linear(l, which);
                 lp.bias[i] = table(
                     SiteKey::Bias(l, which),
                     8,
-                    &|s| ptr_bytes(bias_entry(s, m)),
-                    segs.iter().any(|s| bias_entry(s, m) != 0),
+                    &|s| ptr_bytes(s, &layer(s, l).bias[i..i + 1]),
+                    any(&|x| x.bias[i].is_some()),
                 );
                 lp.lora[i] = table(
                     SiteKey::Lora(l, which),
                     24,
-                    &|s| LoraSegDev::to_bytes(&[lora_entry(s, m)]),
-                    segs.iter().any(|s| s.layout.lora(m).is_some()),
+                    &|s| lora_bytes(s, &layer(s, l).lora[i..i + 1]),
+                    any(&|x| x.lora[i].is_some()),
                 );
             }
             for (i, pos) in [LnPos::Attention(l), LnPos::Output(l)]
                 .into_iter()
                 .enumerate()
             {
-                let m = Module::Ln(pos);
                 lp.ln_bias[i] = table(
                     SiteKey::LnBias(pos),
                     8,
-                    &|s| ptr_bytes(bias_entry(s, m)),
-                    segs.iter().any(|s| bias_entry(s, m) != 0),
+                    &|s| ptr_bytes(s, &layer(s, l).ln_bias[i..i + 1]),
+                    any(&|x| x.ln_bias[i].is_some()),
                 );
                 for g in AdapterGroup::ALL {
-                    let any = segs.iter().any(|s| {
-                        s.layout.adapter(pos).is_some() && AdapterGroup::of(s.layout.style()) == g
-                    });
-                    if let Some(at) = table(
-                        SiteKey::Adapter(pos, g),
-                        48,
-                        &|s| AdapterSegDev::to_bytes(&[adapter_entry(s, pos, g)]),
-                        any,
-                    ) {
+                    let entry = |s: &PlanSegment| {
+                        let e = match layer(s, l).adapters[i] {
+                            Some((sg, a)) if sg == g => a.at(s.base),
+                            _ => AdapterSegDev::default(),
+                        };
+                        AdapterSegDev::to_bytes(&[e])
+                    };
+                    let present = any(&|x| matches!(x.adapters[i], Some((sg, _)) if sg == g));
+                    if let Some(at) = table(SiteKey::Adapter(pos, g), 48, &entry, present) {
                         lp.adapters[i].push((g, at));
                     }
                 }
             }
             layers.push(lp);
         }
-        let mut head = HeadPlan::default();
-        let seq: Vec<bool> = segs.iter().map(is_seq).collect();
-        head.seq = seq.iter().any(|&q| q);
-        let flag = |key, on: bool, sig: &mut Vec<SiteKey>| {
-            if on {
-                sig.push(key);
-            }
-            on
+        let mut head = HeadPlan {
+            seq: segs.iter().any(is_seq),
+            ..HeadPlan::default()
         };
-        // `table` holds `signature` mutably: flags are pushed through it after its last use.
         let own = table(
             SiteKey::OwnPooler,
             24,
             &|s| {
-                let l = s.layout;
-                let e = match (own_pooler(s), l.addr(s.base, Part::PoolerW)) {
-                    (true, Some(pw)) => LinearSegDev {
-                        w: pw,
-                        b: l.addr(s.base, Part::Bias(Module::Pooler))
-                            .or_else(|| l.addr(s.base, Part::PoolerB))
-                            .unwrap_or(0),
-                        out: shape.hidden as i32,
-                        pad: 0,
-                    },
+                let e = match (own_pooler(s), s.sites.own_pooler) {
+                    (true, Some(p)) => p.at(s.base),
                     _ => LinearSegDev::default(),
                 };
                 LinearSegDev::to_bytes(&[e])
             },
             segs.iter().any(own_pooler),
         );
+        let backbone_pooler = |s: &PlanSegment| is_seq(s) && !own_pooler(s);
         let pooler_bias = table(
             SiteKey::PoolerBias,
             8,
             &|s| {
-                let on = is_seq(s) && !own_pooler(s);
-                ptr_bytes(if on { bias_entry(s, Module::Pooler) } else { 0 })
+                let b = if backbone_pooler(s) {
+                    s.sites.pooler_bias
+                } else {
+                    None
+                };
+                ptr_bytes(s, &[b])
             },
             segs.iter()
-                .any(|s| is_seq(s) && !own_pooler(s) && bias_entry(s, Module::Pooler) != 0),
+                .any(|s| backbone_pooler(s) && s.sites.pooler_bias.is_some()),
         );
         let pooler_lora = table(
             SiteKey::PoolerLora,
             24,
             &|s| {
-                let e = if is_seq(s) {
-                    lora_entry(s, Module::Pooler)
-                } else {
-                    LoraSegDev::default()
-                };
-                LoraSegDev::to_bytes(&[e])
+                let e = if is_seq(s) { s.sites.pooler_lora } else { None };
+                lora_bytes(s, &[e])
             },
             segs.iter()
-                .any(|s| is_seq(s) && s.layout.lora(Module::Pooler).is_some()),
+                .any(|s| is_seq(s) && s.sites.pooler_lora.is_some()),
         );
         let classifier = table(
             SiteKey::Seq,
             24,
-            &|s| LinearSegDev::to_bytes(&[classifier_entry(s, Task::SequenceClassification)]),
+            &|s| classifier_bytes(s, Task::SequenceClassification),
             head.seq,
         );
         let token = table(
             SiteKey::Token,
             24,
-            &|s| LinearSegDev::to_bytes(&[classifier_entry(s, Task::TokenClassification)]),
+            &|s| classifier_bytes(s, Task::TokenClassification),
             segs.iter()
-                .any(|s| s.layout.task() == Task::TokenClassification),
+                .any(|s| s.sites.task == Task::TokenClassification),
         );
-        head.backbone_pooler = flag(
-            SiteKey::BackbonePooler,
-            segs.iter().any(|s| is_seq(s) && !own_pooler(s)),
-            &mut signature,
-        );
-        head.embedding = flag(
-            SiteKey::Embedding,
-            segs.iter().any(|s| s.layout.task() == Task::Embedding),
-            &mut signature,
-        );
+        // `table` holds `signature` mutably: flags are pushed after its last use.
+        head.backbone_pooler = segs.iter().any(backbone_pooler);
+        if head.backbone_pooler {
+            signature.push(SiteKey::BackbonePooler);
+        }
+        head.embedding = segs.iter().any(|s| s.sites.task == Task::Embedding);
+        if head.embedding {
+            signature.push(SiteKey::Embedding);
+        }
         head.own_pooler = own;
         head.pooler_bias = pooler_bias;
         head.pooler_lora = pooler_lora;
@@ -643,43 +427,8 @@ impl PetPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tables_have_the_kernels_layout() {
-        assert_eq!(std::mem::size_of::<LoraSegDev>(), 24);
-        assert_eq!(std::mem::offset_of!(LoraSegDev, rank), 16);
-        assert_eq!(std::mem::offset_of!(LoraSegDev, scale), 20);
-        assert_eq!(std::mem::size_of::<AdapterSegDev>(), 48);
-        assert_eq!(std::mem::offset_of!(AdapterSegDev, width), 32);
-        assert_eq!(std::mem::offset_of!(AdapterSegDev, scaling), 40);
-        let t = [LoraSegDev {
-            a: 0x0102,
-            b: 3,
-            rank: 8,
-            scale: 2.0,
-        }];
-        let b = LoraSegDev::to_bytes(&t);
-        assert_eq!(b.len(), 24);
-        assert_eq!(&b[..2], &[2, 1]);
-        assert_eq!(&b[16..20], &8i32.to_le_bytes());
-        assert_eq!(&b[20..24], &2f32.to_le_bytes());
-        assert_eq!(
-            AdapterSegDev::to_bytes(&[AdapterSegDev::default(); 2]).len(),
-            96
-        );
-        assert_eq!(std::mem::size_of::<LinearSegDev>(), 24);
-        assert_eq!(std::mem::offset_of!(LinearSegDev, out), 16);
-        let l = LinearSegDev::to_bytes(&[LinearSegDev {
-            w: 1,
-            b: 2,
-            out: 5,
-            pad: 0,
-        }]);
-        assert_eq!(
-            (&l[8..9], &l[16..20]),
-            (&[2u8][..], &5i32.to_le_bytes()[..])
-        );
-    }
+    use crate::pet::block::{BlockLayout, Part};
+    use crate::pet::Module;
 
     fn tenants(spec: &crate::pet::PetSpec, n: usize) -> (tempfile::TempDir, Vec<BlockLayout>) {
         let d = tempfile::tempdir().unwrap();
@@ -721,6 +470,7 @@ mod tests {
             targets: vec![LayerLinear::Query, LayerLinear::Value],
         };
         let (_d, ls) = tenants(&spec, 3);
+        let st: Vec<SiteTable> = ls.iter().map(SiteTable::of).collect();
         let shape = PlanShape {
             layers: 2,
             hidden: 32,
@@ -728,11 +478,11 @@ mod tests {
             sb: 16,
         };
         let base = 1u64 << 30;
-        let segs: Vec<PlanSegment> = ls
+        let segs: Vec<PlanSegment> = st
             .iter()
             .enumerate()
-            .map(|(i, l)| PlanSegment {
-                layout: l,
+            .map(|(i, s)| PlanSegment {
+                sites: s,
                 base: (i as u64 + 1) << 20,
                 rows: i + 1,
             })
@@ -763,11 +513,11 @@ mod tests {
             let v = Module::Linear(1, LayerLinear::Value);
             assert_eq!(
                 u64_at(&p.tables, e),
-                seg.layout.addr(seg.base, Part::LoraA(q)).unwrap()
+                ls[s].addr(seg.base, Part::LoraA(q)).unwrap()
             );
             assert_eq!(
                 u64_at(&p.tables, e + 8),
-                seg.layout.addr(seg.base, Part::LoraB(q)).unwrap()
+                ls[s].addr(seg.base, Part::LoraB(q)).unwrap()
             );
             assert_eq!(
                 i32::from_le_bytes(p.tables[e + 16..e + 20].try_into().unwrap()),
@@ -780,7 +530,7 @@ mod tests {
             assert_eq!(u64_at(&p.tables, e + 24), 0, "no pair on K");
             assert_eq!(
                 u64_at(&p.tables, e + 48),
-                seg.layout.addr(seg.base, Part::LoraA(v)).unwrap()
+                ls[s].addr(seg.base, Part::LoraA(v)).unwrap()
             );
         }
         assert!(
@@ -793,10 +543,7 @@ mod tests {
         let c = (p.head.classifier.unwrap() - base) as usize;
         assert_eq!(
             u64_at(&p.tables, c),
-            segs[0]
-                .layout
-                .addr(segs[0].base, Part::ClassifierW)
-                .unwrap()
+            ls[0].addr(segs[0].base, Part::ClassifierW).unwrap()
         );
         assert_eq!(
             u64_at(&p.tables, c + 24),
@@ -806,7 +553,7 @@ mod tests {
         let tk = (p.head.token.unwrap() - base) as usize;
         assert_eq!(
             i32::from_le_bytes(p.tables[tk + 24 + 16..tk + 24 + 20].try_into().unwrap()) as usize,
-            segs[1].layout.labels()
+            ls[1].labels()
         );
         // The same tenants in another order: the same signature (one graph), other tables.
         let rev: Vec<PlanSegment> = segs.iter().rev().copied().collect();
@@ -828,6 +575,7 @@ mod tests {
             reduction_factor: 4,
         };
         let (_e, pf) = tenants(&spec, 1);
+        let (bs, ps) = (SiteTable::of(&bit[0]), SiteTable::of(&pf[0]));
         let shape = PlanShape {
             layers: 2,
             hidden: 32,
@@ -836,12 +584,12 @@ mod tests {
         };
         let segs = [
             PlanSegment {
-                layout: &bit[0],
+                sites: &bs,
                 base: 1 << 20,
                 rows: 2,
             },
             PlanSegment {
-                layout: &pf[0],
+                sites: &ps,
                 base: 2 << 20,
                 rows: 1,
             },

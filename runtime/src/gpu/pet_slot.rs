@@ -15,7 +15,7 @@
 
 use super::cuda::{cu, DevBuf};
 use super::pet::PetKernels;
-use super::pet_plan::{PetPlan, PlanSegment, PlanShape, SiteKey};
+use super::pet_plan::{PetPlan, PlanSegment, PlanShape, SiteKey, SiteTable};
 use super::pet_steps::{PetBuffers, PetPass};
 use super::pet_store::GpuStore;
 use super::weights::Linear;
@@ -47,6 +47,8 @@ pub struct GpuPetSlot {
     tables: DevBuf,
     /// The PET buffers (t, d, zero, pooler, logits, embeddings), kept alive.
     buffers: Vec<DevBuf>,
+    /// Per tenant id, its sites (computed when it first runs).
+    sites: Vec<Option<SiteTable>>,
     /// Ids of the signatures seen (with whether the pass waits for copies): graph keys.
     signatures: BTreeMap<(Vec<SiteKey>, bool), u64>,
     ordinal: usize,
@@ -137,6 +139,7 @@ impl GpuPetSlot {
             bufs,
             tables,
             buffers,
+            sites: Vec::new(),
             signatures: BTreeMap::new(),
             ordinal,
             timing,
@@ -262,13 +265,25 @@ impl Backend for GpuPetSlot {
         }
         let flushed = self.store.flush()?;
         let waits = flushed || self.store.in_flight;
+        for &(t, _) in segments {
+            let i = t as usize;
+            if self.sites.len() <= i {
+                self.sites.resize(i + 1, None);
+            }
+            if self.sites[i].is_none() {
+                self.sites[i] = Some(SiteTable::of(self.core.layout(t)?));
+            }
+        }
         let mut segs = Vec::with_capacity(segments.len());
         for &(t, rows) in segments {
             let slot = self.core.residency.gpu.slot(t).ok_or_else(|| {
                 Error::Input(format!("tenant {t} is not in the pool for this pass"))
             })?;
+            let sites = self.sites[t as usize]
+                .as_ref()
+                .ok_or_else(|| Error::Input(format!("tenant {t} has no site table")))?;
             segs.push(PlanSegment {
-                layout: self.core.layout(t)?,
+                sites,
                 base: self.store.slot_addr(slot),
                 rows,
             });

@@ -90,6 +90,47 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Elements of a 16-byte load.
+#define PET_V (16 / (int)sizeof(T))
+
+// Σ a[q]·b[q] over q < n in order, by one thread; 16-byte loads where both rows are 16-byte
+// aligned (the same sums in the same order as the scalar loop).
+__device__ __forceinline__ float row_dot(const T* a, const T* b, int n) {
+  float acc = 0.f;
+  int q = 0;
+  if (((reinterpret_cast<size_t>(a) | reinterpret_cast<size_t>(b)) & 15) == 0) {
+    for (; q + PET_V <= n; q += PET_V) {
+      uint4 ua = *reinterpret_cast<const uint4*>(a + q);
+      uint4 ub = *reinterpret_cast<const uint4*>(b + q);
+      const T* pa = reinterpret_cast<const T*>(&ua);
+      const T* pb = reinterpret_cast<const T*>(&ub);
+#pragma unroll
+      for (int i = 0; i < PET_V; ++i) acc += D::ld(pa[i]) * D::ld(pb[i]);
+    }
+  }
+  for (; q < n; ++q) acc += D::ld(a[q]) * D::ld(b[q]);
+  return acc;
+}
+
+// Σ a[k]·b[k] over k < n by the lanes of a warp (every lane gets the sum); 16-byte loads where
+// both rows are aligned and n is a multiple of a vector.
+__device__ __forceinline__ float warp_dot(const T* a, const T* b, int n, int lane) {
+  float acc = 0.f;
+  if (((reinterpret_cast<size_t>(a) | reinterpret_cast<size_t>(b)) & 15) == 0 && n % PET_V == 0) {
+    for (int k = lane * PET_V; k < n; k += 32 * PET_V) {
+      uint4 ua = *reinterpret_cast<const uint4*>(a + k);
+      uint4 ub = *reinterpret_cast<const uint4*>(b + k);
+      const T* pa = reinterpret_cast<const T*>(&ua);
+      const T* pb = reinterpret_cast<const T*>(&ub);
+#pragma unroll
+      for (int i = 0; i < PET_V; ++i) acc += D::ld(pa[i]) * D::ld(pb[i]);
+    }
+  } else {
+    for (int k = lane; k < n; k += 32) acc += D::ld(a[k]) * D::ld(b[k]);
+  }
+  return warp_sum(acc);
+}
+
 __device__ __forceinline__ float pet_act(float v, int act) {
   if (act == 1) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
   if (act == 2) return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
@@ -164,11 +205,7 @@ extern "C" __global__ void pet_lora_shrink(const T* x, long ld_x, const int* seg
       j -= rk;
     }
     LoraSeg g = segs[s * nsite + k];
-    const T* xr = x + row * ld_x;
-    const T* ar = g.a + (long)j * in_dim;
-    float acc = 0.f;
-    for (int c = lane; c < in_dim; c += 32) acc += D::ld(xr[c]) * D::ld(ar[c]);
-    acc = warp_sum(acc);
+    float acc = warp_dot(x + row * ld_x, g.a + (long)j * in_dim, in_dim, lane);
     if (lane == 0) t[row * ld_t + (long)k * t_site_cols + j] = D::st(acc);
   }
 }
@@ -199,9 +236,7 @@ __device__ void lora_expand(const T* t, long ld_t, int t_site_cols, const int* s
     const T* tr = t + row * ld_t + (long)k * t_site_cols;
     Out* yr = y + k * y_site_stride + row * ld_y;
     for (int c = lane; c < out_dim; c += 32) {
-      const T* br = g.b + (long)c * g.rank;
-      float acc = 0.f;
-      for (int q = 0; q < g.rank; ++q) acc += D::ld(tr[q]) * D::ld(br[q]);
+      float acc = row_dot(tr, g.b + (long)c * g.rank, g.rank);
       store(yr + c, acc * g.scale);
     }
   }
@@ -297,11 +332,11 @@ extern "C" __global__ void pet_bias_seg_dual(float* y32, T* yt, long ld, const i
   });
 }
 
-// d[row][j] = round(act(round(x[row]·Wd[j] + bd[j]))); one warp per (row, j). `load` reads an
-// element of x as a model-dtype value.
-template <typename In, typename Load>
+// d[row][j] = round(act(round(x[row]·Wd[j] + bd[j]))); one warp per (row, j). `dot(x_row,
+// w_row, lane)` is the warp's dot product over h (every lane gets it).
+template <typename In, typename Dot>
 __device__ void adapter_down(const In* x, long ld_x, const int* seg_start, const AdapterSeg* segs,
-                             int nseg, T* d, long ld_d, int h, Load load) {
+                             int nseg, T* d, long ld_d, int h, Dot dot) {
   __shared__ long long pre[PET_MAX_SEG + 1];
   long long total = seg_prefix(seg_start, nseg,
                                [&](int s) { return segs[s].down_w ? segs[s].width : 0; }, pre);
@@ -313,11 +348,7 @@ __device__ void adapter_down(const In* x, long ld_x, const int* seg_start, const
     long long k0 = it - pre[s];
     long row = seg_start[s] + (long)(k0 / g.width);
     int j = (int)(k0 % g.width);
-    const In* xr = x + row * ld_x;
-    const T* wr = g.down_w + (long)j * h;
-    float acc = 0.f;
-    for (int k = lane; k < h; k += 32) acc += load(xr[k]) * D::ld(wr[k]);
-    acc = warp_sum(acc);
+    float acc = dot(x + row * ld_x, g.down_w + (long)j * h, lane);
     if (lane == 0) {
       float v = D::ld(D::st(acc + D::ld(g.down_b[j])));
       d[row * ld_d + j] = D::st(pet_act(v, g.act));
@@ -329,7 +360,8 @@ __device__ void adapter_down(const In* x, long ld_x, const int* seg_start, const
 extern "C" __global__ void pet_adapter_down(const T* x, long ld_x, const int* seg_start,
                                             const AdapterSeg* segs, int nseg, T* d, long ld_d,
                                             int h) {
-  adapter_down(x, ld_x, seg_start, segs, nseg, d, ld_d, h, [](T v) { return D::ld(v); });
+  adapter_down(x, ld_x, seg_start, segs, nseg, d, ld_d, h,
+               [&](const T* xr, const T* wr, int lane) { return warp_dot(xr, wr, h, lane); });
 }
 
 // Adapter down on an f32 input rounded to the model dtype as it is read (Houlsby: the
@@ -338,7 +370,11 @@ extern "C" __global__ void pet_adapter_down_f32(const float* x, long ld_x, const
                                                 const AdapterSeg* segs, int nseg, T* d,
                                                 long ld_d, int h) {
   adapter_down(x, ld_x, seg_start, segs, nseg, d, ld_d, h,
-               [](float v) { return D::ld(D::st(v)); });
+               [&](const float* xr, const T* wr, int lane) {
+                 float acc = 0.f;
+                 for (int k = lane; k < h; k += 32) acc += D::ld(D::st(xr[k])) * D::ld(wr[k]);
+                 return warp_sum(acc);
+               });
 }
 
 // out[row][c] = (skip[row][c] + res[row][c]) + (d[row]·Wu[c] + bu[c]) · scaling (f32; a null
@@ -357,9 +393,7 @@ extern "C" __global__ void pet_adapter_up(const T* d, long ld_d, const int* seg_
     long row = seg_start[s] + (long)(it - pre[s]);
     const T* dr = d + row * ld_d;
     for (int c = lane; c < h; c += 32) {
-      const T* wr = g.up_w + (long)c * g.width;
-      float acc = 0.f;
-      for (int k = 0; k < g.width; ++k) acc += D::ld(dr[k]) * D::ld(wr[k]);
+      float acc = row_dot(dr, g.up_w + (long)c * g.width, g.width);
       float v = (acc + D::ld(g.up_b[c])) * g.scaling;
       long i = row * ld_h + c;
       float base = res ? skip[i] + res[i] : skip[i];
@@ -384,11 +418,7 @@ __device__ void seg_linear(const T* x, long ld_x, const int* seg_start, const Li
     long long k0 = it - pre[s];
     long row = seg_start[s] + (long)(k0 / g.out);
     int c = (int)(k0 % g.out);
-    const T* xr = x + row * ld_x;
-    const T* wr = g.w + (long)c * in_dim;
-    float acc = 0.f;
-    for (int k = lane; k < in_dim; k += 32) acc += D::ld(xr[k]) * D::ld(wr[k]);
-    acc = warp_sum(acc);
+    float acc = warp_dot(x + row * ld_x, g.w + (long)c * in_dim, in_dim, lane);
     if (lane == 0) store(y + row * ld_y + c, acc + (g.b ? D::ld(g.b[c]) : 0.f));
   }
 }

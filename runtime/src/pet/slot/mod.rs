@@ -528,3 +528,15 @@ impl PetSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pet_slot_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<PetSlot>();
+        assert_send::<Mixed>();
+    }
+}

@@ -197,6 +197,8 @@ fn pet_zoo_make_then_infer_every_kind() {
             assert_eq!(v[0]["shape"], shape, "{kind} {t}");
             assert_eq!(v[0]["token_ids"], serde_json::json!([101, 261, 102]));
         }
+        // On a GPU a tenant runs in a PET slot (tests/pet_gpu.rs); without one (CI) the error
+        // names the device and why.
         let model = dir.path().join(format!("tiny-{kind}-t000"));
         let out = ptm(&[
             "infer",
@@ -206,12 +208,15 @@ fn pet_zoo_make_then_infer_every_kind() {
             "cuda",
             "--text",
             "x",
+            "--json",
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains("run on the CPU"),
-            "{err}"
-        );
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+            assert_eq!(v[0]["shape"], serde_json::json!([2]), "{kind}");
+        } else {
+            assert!(err.contains("no usable CUDA GPU for `cuda:0`"), "{err}");
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let out = ptm(&[
@@ -231,4 +236,68 @@ fn pet_zoo_make_then_infer_every_kind() {
         !out.status.success() && err.contains("LoRA target `qkv`"),
         "{err}"
     );
+}
+
+#[test]
+fn bench_pet_needs_a_gpu_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ptm(&[
+        "zoo",
+        "make",
+        "--arch",
+        "tiny",
+        "--pet",
+        "lora",
+        "--tenants",
+        "4",
+        "--out",
+        path(dir.path()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ptm(&["bench", "pet", "--zoo", path(dir.path()), "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--device cuda"),
+        "{err}"
+    );
+    let out = ptm(&[
+        "bench",
+        "pet",
+        "--zoo",
+        path(dir.path()),
+        "--mixed",
+        "8",
+        "--batch",
+        "4",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--mixed"), "{err}");
+    // With a GPU it runs (tests/pet_gpu.rs and the device script measure it); without one
+    // (CI) the error names the device.
+    let out = ptm(&[
+        "bench",
+        "pet",
+        "--zoo",
+        path(dir.path()),
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--mixed",
+        "2",
+        "--iters",
+        "1",
+        "--warmup",
+        "1",
+        "--misses",
+        "1",
+    ]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no usable CUDA GPU for `cuda:0`"), "{err}");
+    }
 }

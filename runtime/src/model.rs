@@ -1,6 +1,7 @@
 //! A loaded model: configuration, tokenizer, and an engine (candle CPU or cudarc GPU). A folder
 //! with an `adapter_config.json` is a parameter-efficient tenant ([`crate::pet`]): its backbone
-//! is loaded with it and it runs on the CPU reference.
+//! is loaded with it; it runs on the CPU reference, or on a GPU in a PET slot of one tenant
+//! (the mixed-tenant pass with one segment).
 
 use crate::bert::{self, Bert, HeadOutput};
 use crate::checkpoint::PackedWeights;
@@ -21,6 +22,8 @@ pub enum Engine {
     Cuda(Box<crate::gpu::GpuModel>),
     /// A parameter-efficient tenant over its backbone, on the CPU.
     Pet(Box<crate::pet::PetSet>),
+    /// A parameter-efficient tenant over its backbone, in a PET slot on a GPU.
+    PetGpu(Box<crate::pet::PetSlot>),
 }
 
 /// The result for one input text.
@@ -77,16 +80,21 @@ impl Model {
         })
     }
 
-    /// Loads the parameter-efficient tenant in `dir` with its backbone (CPU only so far).
+    /// Loads the parameter-efficient tenant in `dir` with its backbone: on the CPU reference,
+    /// or in a PET slot on a GPU.
     pub fn load_pet(dir: &Path, device: Device, dtype: DType) -> Result<Self> {
         if device != Device::Cpu {
-            return Err(Error::pet(
-                dir,
-                "device",
-                format!(
-                    "parameter-efficient tenants run on the CPU (cpu) so far, not {device}: the GPU kernels are not wired into the forward pass yet"
-                ),
-            ));
+            let slot = crate::pet::PetSlot::single(dir, dtype, device, PET_BATCH, usize::MAX)?;
+            let cfg = slot.tenant_config(crate::pet::PetId(0))?;
+            let encoder = slot.text_encoder()?;
+            return Ok(Model {
+                cfg,
+                dir: dir.to_path_buf(),
+                dtype,
+                device,
+                encoder,
+                engine: Engine::PetGpu(Box::new(slot)),
+            });
         }
         let set = crate::pet::PetSet::single(dir, dtype)?;
         let tenant = set
@@ -162,11 +170,45 @@ impl Model {
     }
 }
 
+/// Rows of one pass of a tenant in a GPU PET slot (`ptm infer` splits longer batches).
+pub const PET_BATCH: usize = 16;
+
 /// Runs an engine on a batch.
 pub fn run(engine: &mut Engine, batch: &Batch) -> Result<HeadOutput> {
     match engine {
         Engine::Cpu(m) => m.forward(batch),
         Engine::Cuda(m) => m.forward(batch),
         Engine::Pet(set) => set.forward_one(0, batch),
+        Engine::PetGpu(slot) => run_pet_slot(slot, batch),
     }
+}
+
+/// Tenant 0 of a PET slot on every row of `batch`, in passes of at most [`PET_BATCH`] rows.
+fn run_pet_slot(slot: &mut crate::pet::PetSlot, batch: &Batch) -> Result<HeadOutput> {
+    let (s, mut values, mut shape) = (batch.seq, Vec::new(), Vec::new());
+    let mut task = Task::Embedding;
+    for start in (0..batch.batch).step_by(PET_BATCH) {
+        let n = PET_BATCH.min(batch.batch - start);
+        let part = Batch {
+            ids: batch.ids[start * s..(start + n) * s].to_vec(),
+            type_ids: batch.type_ids[start * s..(start + n) * s].to_vec(),
+            mask: batch.mask[start * s..(start + n) * s].to_vec(),
+            batch: n,
+            seq: s,
+        };
+        let m = slot.forward_mixed(&part, &vec![crate::pet::PetId(0); n])?;
+        for o in m.outputs {
+            task = o.task;
+            shape = o.shape;
+            values.extend(o.values);
+        }
+    }
+    if let Some(rows) = shape.first_mut() {
+        *rows = batch.batch;
+    }
+    Ok(HeadOutput {
+        task,
+        values,
+        shape,
+    })
 }

@@ -19,6 +19,9 @@ pub enum BenchCommand {
     Infer(super::bench_infer::InferArgs),
     /// Weight switching: host cache vs the pinned floor, FastPTM's mode and a full load.
     Switch(super::bench_switch::SwitchArgs),
+    /// Parameter-efficient tenants in a GPU PET slot: thousands registered, a mixed batch vs
+    /// the plain backbone, misses pipelined under the backbone.
+    Pet(super::bench_pet::PetArgs),
     /// HTTP load against `ptm serve`: processes × concurrency, Zipf tenants, bounded count.
     Load(super::bench_load::LoadArgs),
     /// A long loopback run against a `ptm serve` it starts, its resident memory sampled.
@@ -63,6 +66,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sim(args) => args,
         BenchCommand::Infer(args) => return super::bench_infer::run(args),
         BenchCommand::Switch(args) => return super::bench_switch::run(args),
+        BenchCommand::Pet(args) => return super::bench_pet::run(args),
         BenchCommand::Load(args) => return super::bench_load::load(args),
         BenchCommand::ServeSoak(args) => return super::bench_load::soak(args),
     };

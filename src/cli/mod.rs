@@ -3,6 +3,7 @@
 mod bench;
 mod bench_infer;
 mod bench_load;
+mod bench_pet;
 mod bench_switch;
 mod bench_tiers;
 mod calibrate;

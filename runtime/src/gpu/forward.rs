@@ -3,6 +3,11 @@
 //! and GEMMs it launches (see ARCHITECTURE.md's "One GPU forward pass"); the whole pass of a
 //! (batch, sequence) bucket is what `GpuModel::run_bucket` captures as one CUDA graph.
 //!
+//! A mixed-tenant pass (`pet` set: parameter-efficient tenants over this model as backbone)
+//! runs the same steps and the same backbone launches, and each step calls its PET hook
+//! (`pet_steps.rs`) where a tenant's delta acts; the head is the segmented one. Without `pet`
+//! every hook is skipped: the plain pass launches exactly what it did before.
+//!
 //! Precision: GEMM operands in the model dtype with f32 accumulation; the residual stream, the
 //! GEMM outputs that feed a layer norm, attention scores and all kernel arithmetic in f32.
 
@@ -10,6 +15,7 @@ use super::cuda::{Arg, Gpu};
 use super::gemm::{Bias, Gemm, Matrix, PointerGemm, Pointers};
 use super::kernels::Kernel;
 use super::model::{GpuModel, Workspace};
+use super::pet_steps::PetPass;
 use super::weights::{LayerWeights, Linear, Norm};
 use crate::activation::Activation;
 use crate::config::Task;
@@ -20,31 +26,44 @@ use Arg::{F, I, L, P};
 pub type Mark<'a> = &'a mut dyn FnMut(&'static str) -> Result<()>;
 
 /// The pass of one bucket: the model, its workspace, the bucket's sizes and launch geometry.
-struct Pass<'a> {
-    m: &'a GpuModel,
-    g: &'a Gpu,
-    ws: &'a Workspace,
+pub(super) struct Pass<'a> {
+    pub(super) m: &'a GpuModel,
+    pub(super) g: &'a Gpu,
+    pub(super) ws: &'a Workspace,
     mark: Mark<'a>,
     /// Batch bucket and sequence bucket.
-    bb: usize,
-    sb: usize,
+    pub(super) bb: usize,
+    pub(super) sb: usize,
     /// Tokens (`bb × sb`), hidden width, bytes per model-dtype element.
-    n: usize,
-    h: usize,
-    e: usize,
+    pub(super) n: usize,
+    pub(super) h: usize,
+    pub(super) e: usize,
     eps: f32,
     /// Threads and shared memory of the one-block-per-row kernels.
-    threads: u32,
-    smem: u32,
+    pub(super) threads: u32,
+    pub(super) smem: u32,
     /// Elements per 16-byte vector; whether rows of H take the one-warp-per-row kernels.
     vec: usize,
     rows_v: bool,
+    /// The tenants' deltas of a mixed-tenant pass.
+    pub(super) pet: Option<&'a PetPass<'a>>,
 }
 
 impl GpuModel {
     /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace;
     /// `mark(step)` is called after each step.
     pub(super) fn enqueue_marked(&self, bb: usize, sb: usize, mark: Mark<'_>) -> Result<()> {
+        self.enqueue_pass(bb, sb, None, mark)
+    }
+
+    /// [`GpuModel::enqueue_marked`], with the tenants' deltas of `pet` where it is given.
+    pub(super) fn enqueue_pass(
+        &self,
+        bb: usize,
+        sb: usize,
+        pet: Option<&PetPass<'_>>,
+        mark: Mark<'_>,
+    ) -> Result<()> {
         let ws = self.workspace()?;
         let c = &self.cfg;
         let (h, e) = (c.hidden_size, self.gpu.dtype.size_bytes());
@@ -65,23 +84,27 @@ impl GpuModel {
             vec,
             // 16-byte vector paths where the shapes allow them (all real BERT shapes do).
             rows_v: h % vec == 0 && h / vec <= 32 * 8,
+            pet,
         };
+        if let Some(p) = pet {
+            p.start();
+        }
         pass.embeddings()?;
-        for layer in &self.weights.layers {
-            pass.attention_block(layer)?;
-            pass.ffn_block(layer)?;
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            pass.attention_block(i, layer)?;
+            pass.ffn_block(i, layer)?;
         }
         pass.head()
     }
 
-    /// Enqueues the forward pass of bucket `(bb, sb)`.
-    pub(super) fn enqueue(&self, bb: usize, sb: usize) -> Result<()> {
-        self.enqueue_marked(bb, sb, &mut |_| Ok(()))
+    /// Enqueues the forward pass of bucket `(bb, sb)` (with the tenants' deltas of `pet`).
+    pub(super) fn enqueue(&self, bb: usize, sb: usize, pet: Option<&PetPass<'_>>) -> Result<()> {
+        self.enqueue_pass(bb, sb, pet, &mut |_| Ok(()))
     }
 }
 
 impl Pass<'_> {
-    fn mark(&mut self, step: &'static str) -> Result<()> {
+    pub(super) fn mark(&mut self, step: &'static str) -> Result<()> {
         (self.mark)(step)
     }
 
@@ -124,13 +147,16 @@ impl Pass<'_> {
                 &args,
             )?;
         }
+        if let Some(p) = self.pet {
+            self.pet_embeddings(p)?;
+        }
         self.mark("embeddings + layer norm")
     }
 
     /// Q, K and V (one batched GEMM over the three evenly spaced weights, biases in its
     /// epilogue or a bias kernel), attention (fused, or two batched GEMMs around a masked
     /// softmax), the output projection and bias + residual + layer norm: `a`, `a32`.
-    fn attention_block(&mut self, l: &LayerWeights) -> Result<()> {
+    fn attention_block(&mut self, i: usize, l: &LayerWeights) -> Result<()> {
         let (ws, n, h) = (self.ws, self.n, self.h);
         let qkv = Gemm::weights(
             h,
@@ -157,6 +183,9 @@ impl Pass<'_> {
             )?;
             self.mark("QKV bias")?;
         }
+        if let Some(p) = self.pet {
+            self.pet_qkv(p, i, l)?;
+        }
         match self.m.attention_kernel_for(self.sb) {
             Some(k) => self.fused_attention(k)?,
             None => self.gemm_attention()?,
@@ -168,9 +197,16 @@ impl Pass<'_> {
             Matrix::new(ws.ctx.ptr, h),
             (h, h),
             ws.x32.ptr,
+            self.residual_epilogue(i, 0),
         )?;
         self.mark("attention output GEMM")?;
-        self.layer_norm(y, l.attn_out, res, l.attn_norm, (ws.a.ptr, ws.a32.ptr))?;
+        let out = (ws.a.ptr, ws.a32.ptr);
+        match self.pet {
+            Some(p) => {
+                self.pet_sublayer_end(p, i, 0, (y, ws.ctx.ptr), l.attn_out, res, l.attn_norm, out)?
+            }
+            None => self.layer_norm(y, l.attn_out, res, l.attn_norm, out)?,
+        }
         self.mark("bias + residual + layer norm")
     }
 
@@ -268,7 +304,7 @@ impl Pass<'_> {
 
     /// FFN up (bias in the epilogue), the activation (+ bias where the epilogue did not add
     /// it), FFN down and bias + residual + layer norm: `x`, `x32`.
-    fn ffn_block(&mut self, l: &LayerWeights) -> Result<()> {
+    fn ffn_block(&mut self, i: usize, l: &LayerWeights) -> Result<()> {
         let (ws, n, h) = (self.ws, self.n, self.h);
         let im = self.m.cfg.intermediate_size;
         let up = Gemm::weights(
@@ -285,6 +321,9 @@ impl Pass<'_> {
         };
         let biased = self.dense(&up, Some(bias))?;
         self.mark("FFN up GEMM (+ bias)")?;
+        if let Some(p) = self.pet {
+            self.pet_up(p, i, l)?;
+        }
         let act = self.m.cfg.activation()?;
         let b = if biased { 0 } else { l.ffn_up.b };
         self.bias_act(ws.inter.ptr, b, (n, im, 1), (0, 0), act)?;
@@ -294,15 +333,25 @@ impl Pass<'_> {
             Matrix::new(ws.inter.ptr, im),
             (h, im),
             ws.a32.ptr,
+            self.residual_epilogue(i, 1),
         )?;
         self.mark("FFN down GEMM")?;
-        self.layer_norm(y, l.ffn_down, res, l.ffn_norm, (ws.x.ptr, ws.x32.ptr))?;
+        let out = (ws.x.ptr, ws.x32.ptr);
+        match self.pet {
+            Some(p) => {
+                self.pet_sublayer_end(p, i, 1, (y, ws.inter.ptr), l.ffn_down, res, l.ffn_norm, out)?
+            }
+            None => self.layer_norm(y, l.ffn_down, res, l.ffn_norm, out)?,
+        }
         self.mark("bias + residual + layer norm")
     }
 
     /// The task's head on `x`: pooler (first token, dense, tanh) and classifier; a classifier
     /// on every token; or masked mean pooling + L2 normalisation. Logits and embeddings are f32.
     fn head(&mut self) -> Result<()> {
+        if let Some(p) = self.pet {
+            return self.pet_head(p);
+        }
         let (ws, g, m) = (self.ws, self.g, self.m);
         let (bb, h, e) = (self.bb, self.h, self.e);
         let (sbi, hi) = (I(self.sb as i32), I(h as i32));
@@ -377,7 +426,7 @@ impl Pass<'_> {
 
     /// A dense GEMM through cuBLASLt (the bias in its epilogue) or, where that is off,
     /// missing or has no algorithm, cuBLAS; returns whether the bias is already added.
-    fn dense(&self, gemm: &Gemm, bias: Option<Bias>) -> Result<bool> {
+    pub(super) fn dense(&self, gemm: &Gemm, bias: Option<Bias>) -> Result<bool> {
         if self.m.options.cublaslt && self.g.gemm_lt(gemm, bias)? {
             return Ok(bias.is_some());
         }
@@ -385,19 +434,27 @@ impl Pass<'_> {
         Ok(false)
     }
 
+    /// Whether the GEMM ending sublayer `sub` (0: attention, 1: FFN) of layer `i` adds the
+    /// residual in place: the kernel option, except where a tenant's adapter there reads the
+    /// sublayer's output alone.
+    fn residual_epilogue(&self, i: usize, sub: usize) -> bool {
+        self.m.options.residual_epilogue && !self.pet.is_some_and(|p| p.plan.has_adapters(i, sub))
+    }
+
     /// A GEMM (`m × k` weight `w` times `input`) whose f32 product feeds a layer norm, `res`
-    /// the residual (f32, `[n, H]`): with the residual epilogue, added onto `res` in place
-    /// (β = 1) and returned as the layer norm's input with no separate residual (0); else
-    /// written to `tmp32`, the residual separate.
+    /// the residual (f32, `[n, H]`): with the residual epilogue (`epilogue`), added onto `res`
+    /// in place (β = 1) and returned as the layer norm's input with no separate residual (0);
+    /// else written to `tmp32`, the residual separate.
     fn product_for_norm(
         &self,
         w: Matrix,
         input: Matrix,
         (m, k): (usize, usize),
         res: u64,
+        epilogue: bool,
     ) -> Result<(u64, u64)> {
         let h = self.h;
-        if self.m.options.residual_epilogue {
+        if epilogue {
             let g = Gemm::weights(m, self.n, k, w, input, Matrix::new(res, h));
             self.dense(&g.f32_out().accumulate(), None)?;
             Ok((res, 0))
@@ -409,7 +466,7 @@ impl Pass<'_> {
     }
 
     /// `out`, `out32` = LN(y + bias + res) (no `res` when it is 0: already in y).
-    fn layer_norm(
+    pub(super) fn layer_norm(
         &self,
         y: u64,
         linear: Linear,
@@ -445,7 +502,7 @@ impl Pass<'_> {
 
     /// `act(x + bias)` over `mats` matrices of rows × cols, `x_stride` / `b_stride` elements
     /// apart (a zero bias adds nothing).
-    fn bias_act(
+    pub(super) fn bias_act(
         &self,
         x: u64,
         bias: u64,

@@ -17,6 +17,11 @@
 //! norm, attention scores and all kernel arithmetic are f32 — the precision recipe that the CPU
 //! reference (`crate::bert`) follows for 16-bit models.
 //!
+//! Parameter-efficient tenants run in the same pass: `pet_steps.rs` applies each tenant's delta
+//! to its segment of rows between the backbone's launches (the tables of `pet_plan.rs`, the
+//! kernels of `pet.rs`), `pet_slot.rs` is the GPU PET slot and `pet_store.rs` its adapter pool,
+//! pinned host tier and copies.
+//!
 //! Which kernels run is the caller's typed choice, [`KernelOptions`] (its default is what
 //! serving, live replay and calibration run; `ptm bench infer` has flags for A/B runs).
 //!
@@ -31,6 +36,8 @@ pub mod budget;
 pub mod gemm;
 pub mod kernels;
 mod options;
+pub mod pet_plan;
+pub mod pet_sites;
 pub mod timing;
 pub mod weights;
 pub mod workspace;
@@ -48,6 +55,12 @@ mod model;
 #[cfg(feature = "cuda")]
 pub mod pet;
 #[cfg(feature = "cuda")]
+mod pet_slot;
+#[cfg(feature = "cuda")]
+mod pet_steps;
+#[cfg(feature = "cuda")]
+mod pet_store;
+#[cfg(feature = "cuda")]
 pub mod pool;
 #[cfg(feature = "cuda")]
 pub mod slots;
@@ -57,11 +70,13 @@ mod timed;
 pub use cuda::{device_name, PinnedBuf};
 #[cfg(feature = "cuda")]
 pub use model::GpuModel;
+#[cfg(feature = "cuda")]
+pub use pet_slot::GpuPetSlot;
 
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::{device_name, pool, slots, GpuModel, PinnedBuf};
+pub use stub::{device_name, pool, slots, GpuModel, GpuPetSlot, PinnedBuf};
 
 /// The bucket a batch of `batch` rows and `seq` columns runs in: rows up to a power of two,
 /// columns up to a power of two of at least 16, at most `max_seq`.

@@ -6,6 +6,7 @@
 use super::cuda::{cu, DevBuf, Gpu};
 use super::forward::no_workspace;
 use super::kernels::Kernel;
+use super::pet_steps::PetPass;
 use super::weights::ArenaWeights;
 use super::workspace::WorkspaceBytes;
 use super::{bucket, KernelOptions};
@@ -48,10 +49,14 @@ pub(super) struct Workspace {
     pub(super) out: DevBuf,
 }
 
+/// A graph's key: (task, labels, batch bucket, sequence bucket, PET signature id; 0 for the
+/// plain pass).
+type GraphKey = (usize, usize, usize, usize, u64);
+
 /// A model on one GPU.
 pub struct GpuModel {
-    /// Per (task, labels, batch bucket, sequence bucket).
-    graphs: BTreeMap<(usize, usize, usize, usize), Graph>,
+    /// Per (task, labels, batch bucket, sequence bucket, PET signature).
+    graphs: BTreeMap<GraphKey, Graph>,
     /// Per bucket: device arrays of attention operand pointers (K, Q, scores, V, probs, ctx).
     ptrs: BTreeMap<(usize, usize), DevBuf>,
     pub(super) ws: Option<Workspace>,
@@ -162,9 +167,10 @@ impl GpuModel {
         self.ensure_workspace(bb, sb)
     }
 
-    /// The graph key of bucket `(bb, sb)` under the current head.
-    fn key(&self, bb: usize, sb: usize) -> (usize, usize, usize, usize) {
-        (self.task as usize, self.cfg.labels(), bb, sb)
+    /// The graph key of bucket `(bb, sb)` under the current head (`pet`: a mixed-tenant
+    /// pass's signature id, 0 for none).
+    fn key(&self, bb: usize, sb: usize, pet: u64) -> GraphKey {
+        (self.task as usize, self.cfg.labels(), bb, sb, pet)
     }
 
     /// Turns CUDA-graph capture and replay on (default) or off (eager launches).
@@ -372,16 +378,33 @@ impl GpuModel {
     /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace:
     /// replays its graph (capturing it on first use) or launches eagerly.
     pub fn run_bucket(&mut self, bb: usize, sb: usize) -> Result<()> {
+        self.run_bucket_with(bb, sb, None)
+    }
+
+    /// [`GpuModel::run_bucket`] for a mixed-tenant pass `pet` whose signature has id `key`
+    /// (at least 1: one graph per bucket and signature; its tables are device data, rewritten
+    /// before each replay).
+    pub(super) fn run_bucket_with(
+        &mut self,
+        bb: usize,
+        sb: usize,
+        pet: Option<(&PetPass<'_>, u64)>,
+    ) -> Result<()> {
         cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
         self.ensure_workspace(bb, sb)?;
         self.ensure_pointer_arrays(bb, sb)?;
+        let (pass, id) = match pet {
+            Some((p, id)) if id > 0 => (Some(p), id),
+            Some(_) => return Err(Error::Input("a PET pass's signature id is 0".into())),
+            None => (None, 0),
+        };
         if !self.use_graphs {
-            return self.enqueue(bb, sb);
+            return self.enqueue(bb, sb, pass);
         }
-        let key = self.key(bb, sb);
+        let key = self.key(bb, sb, id);
         if !self.graphs.contains_key(&key) {
             // Warm up eagerly (cuBLAS picks its kernels), then capture.
-            self.enqueue(bb, sb)?;
+            self.enqueue(bb, sb, pass)?;
             cu(self.gpu.stream.synchronize(), "cuStreamSynchronize")?;
             cu(
                 self.gpu.stream.begin_capture(
@@ -389,7 +412,7 @@ impl GpuModel {
                 ),
                 "cuStreamBeginCapture",
             )?;
-            let enq = self.enqueue(bb, sb);
+            let enq = self.enqueue(bb, sb, pass);
             let graph = cu(
                 self.gpu
                     .stream

@@ -1,32 +1,25 @@
 //! The segmented kernels of parameter-efficient tenants on the GPU (`pet_kernels.cu`): LoRA
-//! shrink and expand, per-segment biases (BitFit) and the bottleneck adapter, compiled by NVRTC
-//! for one dtype and launched on a caller's stream with device pointers.
+//! shrink and expand, per-segment biases (BitFit), the bottleneck adapter and the heads' dense
+//! layers, compiled by NVRTC for one dtype and launched on a caller's stream with device
+//! pointers.
 //!
 //! The tables the kernels read are device data laid out by this module: `seg_start`
 //! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
-//! of [`LoraSegDev`] or [`AdapterSegDev`] (their `to_bytes`), or of bias pointers (`u64`, 0 for
-//! none). The caller owns these buffers at fixed addresses and rewrites their contents before
-//! each pass, so a captured CUDA graph stays valid whatever tenants a batch mixes.
+//! of [`LoraSegDev`], [`AdapterSegDev`] or [`LinearSegDev`] (their `to_bytes`), or of bias
+//! pointers (`u64`, 0 for none). A launch may cover `nsite` sites sharing one input (Q, K and V):
+//! its tables are `[nseg][nsite]`. The caller owns these buffers at fixed addresses and
+//! rewrites their contents before each pass, so a captured CUDA graph stays valid whatever
+//! tenants a batch mixes.
 //!
-//! Standalone for now: the forward pass (`gpu/mod.rs`) does not call these yet, and this
-//! module is `ptm_runtime::gpu::pet`. The arithmetic of every kernel is [`crate::pet::twin`]'s, which CI tests
-//! against the CPU reference; `PTM_TEST_NVRTC=1` compiles the kernels for every dtype with
-//! NVRTC (no GPU needed); nothing here has run on a GPU yet.
-//!
-//! Integration notes (where each kernel goes in the forward pass):
-//! - LoRA on Q/K/V/FFN-up: after the GEMM with its bias epilogue, `lora_shrink` on the GEMM's
-//!   input rows, then `lora_expand` with [`Output::Model`] onto the GEMM's output (which adds one
-//!   rounding of the sum against the CPU reference's single rounding of `xW + b + delta`). On
-//!   the attention-output and FFN-down linears, `lora_expand` with [`Output::F32`] onto the f32
-//!   GEMM output before the bias + residual + layer-norm kernel: exactly the reference.
-//! - BitFit: a linear's bias as a per-segment delta (tenant − backbone) with `bias_seg`; a
-//!   layer norm's bias with `bias_seg_dual` on its f32 output and model-dtype copy.
-//! - Adapters: Houlsby reads the sublayer's output `h` (the f32 GEMM output + bias, rounded),
-//!   Pfeiffer reads the layer norm's model-dtype output; `adapter_down` then `adapter_up`
-//!   adds onto the f32 `h` in place, and the sublayer's layer norm runs (again, for Pfeiffer).
+//! The forward pass calls these through `gpu/pet_steps.rs` (where each kernel goes, and why);
+//! the tables of a pass are laid out by `gpu/pet_plan.rs`. The arithmetic of every kernel is
+//! [`crate::pet::twin`]'s, which CI tests against the CPU reference; `PTM_TEST_NVRTC=1`
+//! compiles the kernels for every dtype with NVRTC (no GPU needed); `tests/pet_gpu.rs` runs
+//! them against the twins on a GPU.
 // Raw device pointers and kernel launches are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
+pub use super::pet_sites::{AdapterSegDev, LinearSegDev, LoraSegDev};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaModule, CudaStream};
@@ -61,10 +54,16 @@ pub enum PetKernel {
     AdapterDown = 6,
     /// `pet_adapter_up`.
     AdapterUp = 7,
+    /// `pet_adapter_down_f32`.
+    AdapterDownF32 = 8,
+    /// `pet_linear_f32`.
+    LinearF32 = 9,
+    /// `pet_linear_t`.
+    LinearT = 10,
 }
 
 /// Kernel names in `pet_kernels.cu`.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 11] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -73,74 +72,10 @@ pub const NAMES: [&str; 8] = [
     "pet_bias_seg_dual",
     "pet_adapter_down",
     "pet_adapter_up",
+    "pet_adapter_down_f32",
+    "pet_linear_f32",
+    "pet_linear_t",
 ];
-
-/// One segment's LoRA pair at one linear (`struct LoraSeg`, 24 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LoraSegDev {
-    /// Device address of A `[rank, in]` (0: no pair for this segment).
-    pub a: u64,
-    /// Device address of B `[out, rank]`.
-    pub b: u64,
-    /// Rank.
-    pub rank: i32,
-    /// alpha / rank.
-    pub scale: f32,
-}
-
-impl LoraSegDev {
-    /// The table's bytes as the kernels read them (little endian, 24 bytes each).
-    pub fn to_bytes(table: &[LoraSegDev]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(table.len() * 24);
-        for s in table {
-            v.extend_from_slice(&s.a.to_le_bytes());
-            v.extend_from_slice(&s.b.to_le_bytes());
-            v.extend_from_slice(&s.rank.to_le_bytes());
-            v.extend_from_slice(&s.scale.to_le_bytes());
-        }
-        v
-    }
-}
-
-/// One segment's bottleneck adapter at one sublayer end (`struct AdapterSeg`, 48 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AdapterSegDev {
-    /// Down weight `[width, h]` (0: no adapter for this segment).
-    pub down_w: u64,
-    /// Down bias `[width]`.
-    pub down_b: u64,
-    /// Up weight `[h, width]`.
-    pub up_w: u64,
-    /// Up bias `[h]`.
-    pub up_b: u64,
-    /// Bottleneck width.
-    pub width: i32,
-    /// Activation code ([`crate::pet::tenant::AdapterAct::code`]).
-    pub act: i32,
-    /// Output scaling.
-    pub scaling: f32,
-    /// Padding to 8 bytes.
-    pub pad: i32,
-}
-
-impl AdapterSegDev {
-    /// The table's bytes as the kernels read them (little endian, 48 bytes each).
-    pub fn to_bytes(table: &[AdapterSegDev]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(table.len() * 48);
-        for s in table {
-            for p in [s.down_w, s.down_b, s.up_w, s.up_b] {
-                v.extend_from_slice(&p.to_le_bytes());
-            }
-            v.extend_from_slice(&s.width.to_le_bytes());
-            v.extend_from_slice(&s.act.to_le_bytes());
-            v.extend_from_slice(&s.scaling.to_le_bytes());
-            v.extend_from_slice(&s.pad.to_le_bytes());
-        }
-        v
-    }
-}
 
 /// A device matrix: its address and leading dimension (elements between rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +102,41 @@ pub enum Output {
     F32,
     /// A model-dtype buffer: `y = round(y + v)`.
     Model,
+}
+
+/// What an adapter's down projection reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// A model-dtype buffer.
+    Model,
+    /// An f32 buffer, each value rounded to the model dtype as it is read.
+    F32,
+}
+
+/// The most sites one launch may cover (Q, K and V).
+pub const MAX_SITES: usize = 3;
+
+/// The sites a LoRA or bias launch covers: `count` tables per segment, site k's shrink output
+/// at column `k × t_cols` of `t`, its output `k × y_stride` elements after site 0's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sites {
+    /// Sites (1 to [`MAX_SITES`]).
+    pub count: i32,
+    /// Columns of `t` per site (LoRA).
+    pub t_cols: i32,
+    /// Elements between the sites' outputs.
+    pub y_stride: i64,
+}
+
+impl Sites {
+    /// One site whose shrink output takes `t_cols` columns.
+    pub fn one(t_cols: i32) -> Self {
+        Sites {
+            count: 1,
+            t_cols,
+            y_stride: 0,
+        }
+    }
 }
 
 /// The source for `dtype` (the dtype `#define` prepended).
@@ -287,58 +257,71 @@ impl PetKernels {
         .map_err(|e| Error::Cuda(format!("{}: {e:?}", NAMES[k as usize])))
     }
 
-    fn check(seg: DevSegments) -> Result<()> {
+    fn check(seg: DevSegments, nsite: i32) -> Result<()> {
         if seg.nseg < 1 || seg.nseg as usize > MAX_SEGMENTS {
             return Err(Error::Input(format!(
                 "{} segments: a launch takes 1 to {MAX_SEGMENTS}",
                 seg.nseg
             )));
         }
+        if !(1..=MAX_SITES as i32).contains(&nsite) {
+            return Err(Error::Input(format!(
+                "{nsite} sites: a launch takes 1 to {MAX_SITES}"
+            )));
+        }
         Ok(())
     }
 
-    /// `t = round(x·Aᵀ)` per segment (`segs`: `nseg` [`LoraSegDev`]).
+    /// `t_k = round(x·A_kᵀ)` per segment and site (`segs`: `nseg × sites.count`
+    /// [`LoraSegDev`]); site k's columns of `t` start at `k × sites.t_cols`.
     ///
     /// # Safety
     /// Every address must be live device memory: `x` and `t` cover the segments' rows (`t` at
-    /// least the largest rank wide), the table's matrices their shapes.
+    /// least `count × t_cols` wide, `t_cols` at least the largest rank), the table's matrices
+    /// their shapes.
     pub unsafe fn lora_shrink(
         &self,
         x: DevMat,
         seg: DevSegments,
         segs: u64,
+        sites: Sites,
         t: DevMat,
         in_dim: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, sites.count)?;
         let args = [
             Arg::P(x.ptr),
             Arg::L(x.ld),
             Arg::P(seg.seg_start),
             Arg::P(segs),
             Arg::I(seg.nseg),
+            Arg::I(sites.count),
             Arg::P(t.ptr),
             Arg::L(t.ld),
+            Arg::I(sites.t_cols),
             Arg::I(in_dim),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink`.
         unsafe { self.launch(PetKernel::LoraShrink, &args) }
     }
 
-    /// `y += scale · t·Bᵀ` per segment, onto an f32 or model-dtype `y`.
+    /// `y_k += scale · t_k·B_kᵀ` per segment and site, onto an f32 or model-dtype `y` (site k's
+    /// output at `y + k × sites.y_stride` elements).
     ///
     /// # Safety
-    /// As [`PetKernels::lora_shrink`]; `y` covers the rows with `out_dim` columns.
+    /// As [`PetKernels::lora_shrink`]; each `y_k` covers the rows with `out_dim` columns.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn lora_expand(
         &self,
         out: Output,
         t: DevMat,
         seg: DevSegments,
         segs: u64,
+        sites: Sites,
         y: DevMat,
         out_dim: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, sites.count)?;
         let k = match out {
             Output::F32 => PetKernel::LoraExpandF32,
             Output::Model => PetKernel::LoraExpandT,
@@ -346,31 +329,39 @@ impl PetKernels {
         let args = [
             Arg::P(t.ptr),
             Arg::L(t.ld),
+            Arg::I(sites.t_cols),
             Arg::P(seg.seg_start),
             Arg::P(segs),
             Arg::I(seg.nseg),
+            Arg::I(sites.count),
             Arg::P(y.ptr),
             Arg::L(y.ld),
+            Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*`.
         unsafe { self.launch(k, &args) }
     }
 
-    /// `y += bias_s` per segment (`bias`: `nseg` device addresses of model-dtype vectors of
-    /// `n`, 0 for none).
+    /// `y_k += bias_{s,k} − base_k` per segment and site (`bias`: `nseg × sites.count` device
+    /// addresses of model-dtype vectors of `n`, 0 for none; `base`: the backbone's bias already
+    /// in `y`, site k's at `base.ptr + k × base.ld` elements, 0 for none).
     ///
     /// # Safety
-    /// `y` covers the rows with `n` columns; every non-zero bias address holds `n` values.
+    /// Each `y_k` covers the rows with `n` columns; every non-zero bias address holds `n`
+    /// values, and so does each `base_k`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn bias_seg(
         &self,
         out: Output,
         y: DevMat,
         seg: DevSegments,
         bias: u64,
+        sites: Sites,
+        base: DevMat,
         n: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, sites.count)?;
         let k = match out {
             Output::F32 => PetKernel::BiasSegF32,
             Output::Model => PetKernel::BiasSegT,
@@ -378,19 +369,25 @@ impl PetKernels {
         let args = [
             Arg::P(y.ptr),
             Arg::L(y.ld),
+            Arg::L(sites.y_stride),
             Arg::P(seg.seg_start),
             Arg::P(bias),
+            Arg::P(base.ptr),
+            Arg::L(base.ld),
             Arg::I(seg.nseg),
+            Arg::I(sites.count),
             Arg::I(n),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_bias_seg_*`.
         unsafe { self.launch(k, &args) }
     }
 
-    /// `y32 += bias_s`, `yt = round(y32)` per segment (a layer norm's two outputs, same `ld`).
+    /// `y32 += bias_s − base`, `yt = round(y32)` per segment (a layer norm's two outputs, same
+    /// `ld`; `base` 0 for none).
     ///
     /// # Safety
     /// As [`PetKernels::bias_seg`] for both buffers.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn bias_seg_dual(
         &self,
         y32: u64,
@@ -398,15 +395,17 @@ impl PetKernels {
         ld: i64,
         seg: DevSegments,
         bias: u64,
+        base: u64,
         n: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, 1)?;
         let args = [
             Arg::P(y32),
             Arg::P(yt),
             Arg::L(ld),
             Arg::P(seg.seg_start),
             Arg::P(bias),
+            Arg::P(base),
             Arg::I(seg.nseg),
             Arg::I(n),
         ];
@@ -414,20 +413,26 @@ impl PetKernels {
         unsafe { self.launch(PetKernel::BiasSegDual, &args) }
     }
 
-    /// `d = round(act(round(x·Wdᵀ + bd)))` per segment (`segs`: `nseg` [`AdapterSegDev`]).
+    /// `d = round(act(round(x·Wdᵀ + bd)))` per segment (`segs`: `nseg` [`AdapterSegDev`]); `x`
+    /// in the model dtype ([`Input::Model`]) or f32 rounded as it is read ([`Input::F32`]).
     ///
     /// # Safety
     /// `x` covers the rows with `h` columns, `d` at least the widest bottleneck; the table's
     /// matrices their shapes.
     pub unsafe fn adapter_down(
         &self,
+        input: Input,
         x: DevMat,
         seg: DevSegments,
         segs: u64,
         d: DevMat,
         h: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, 1)?;
+        let k = match input {
+            Input::Model => PetKernel::AdapterDown,
+            Input::F32 => PetKernel::AdapterDownF32,
+        };
         let args = [
             Arg::P(x.ptr),
             Arg::L(x.ld),
@@ -438,15 +443,16 @@ impl PetKernels {
             Arg::L(d.ld),
             Arg::I(h),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_adapter_down`.
-        unsafe { self.launch(PetKernel::AdapterDown, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_adapter_down*`.
+        unsafe { self.launch(k, &args) }
     }
 
-    /// `out = skip + (d·Wuᵀ + bu)·scaling` per segment, f32 (`out` may be `skip`: in place).
+    /// `out = (skip + res) + (d·Wuᵀ + bu)·scaling` per segment, f32 (`res` 0: none; `out` may
+    /// be `skip`: in place).
     ///
     /// # Safety
-    /// As [`PetKernels::adapter_down`]; `skip` and `out` cover the rows with `h` columns at
-    /// leading dimension `ld_h`.
+    /// As [`PetKernels::adapter_down`]; `skip`, `res` and `out` cover the rows with `h`
+    /// columns at leading dimension `ld_h`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn adapter_up(
         &self,
@@ -454,11 +460,12 @@ impl PetKernels {
         seg: DevSegments,
         segs: u64,
         skip: u64,
+        res: u64,
         out: u64,
         ld_h: i64,
         h: i32,
     ) -> Result<()> {
-        Self::check(seg)?;
+        Self::check(seg, 1)?;
         let args = [
             Arg::P(d.ptr),
             Arg::L(d.ld),
@@ -466,6 +473,7 @@ impl PetKernels {
             Arg::P(segs),
             Arg::I(seg.nseg),
             Arg::P(skip),
+            Arg::P(res),
             Arg::P(out),
             Arg::L(ld_h),
             Arg::I(h),
@@ -473,36 +481,45 @@ impl PetKernels {
         // SAFETY: the caller's guarantee; the list matches `pet_adapter_up`.
         unsafe { self.launch(PetKernel::AdapterUp, &args) }
     }
+
+    /// `y = x·Wᵀ + b` per segment (`segs`: `nseg` [`LinearSegDev`], each its own output
+    /// width), f32 or rounded to the model dtype.
+    ///
+    /// # Safety
+    /// `x` covers the rows with `in_dim` columns, `y` with the widest segment's `out`; the
+    /// table's matrices their shapes.
+    pub unsafe fn linear(
+        &self,
+        out: Output,
+        x: DevMat,
+        seg: DevSegments,
+        segs: u64,
+        y: DevMat,
+        in_dim: i32,
+    ) -> Result<()> {
+        Self::check(seg, 1)?;
+        let k = match out {
+            Output::F32 => PetKernel::LinearF32,
+            Output::Model => PetKernel::LinearT,
+        };
+        let args = [
+            Arg::P(x.ptr),
+            Arg::L(x.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::P(y.ptr),
+            Arg::L(y.ld),
+            Arg::I(in_dim),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_linear_*`.
+        unsafe { self.launch(k, &args) }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tables_have_the_kernels_layout() {
-        assert_eq!(std::mem::size_of::<LoraSegDev>(), 24);
-        assert_eq!(std::mem::offset_of!(LoraSegDev, rank), 16);
-        assert_eq!(std::mem::offset_of!(LoraSegDev, scale), 20);
-        assert_eq!(std::mem::size_of::<AdapterSegDev>(), 48);
-        assert_eq!(std::mem::offset_of!(AdapterSegDev, width), 32);
-        assert_eq!(std::mem::offset_of!(AdapterSegDev, scaling), 40);
-        let t = [LoraSegDev {
-            a: 0x0102,
-            b: 3,
-            rank: 8,
-            scale: 2.0,
-        }];
-        let b = LoraSegDev::to_bytes(&t);
-        assert_eq!(b.len(), 24);
-        assert_eq!(&b[..2], &[2, 1]);
-        assert_eq!(&b[16..20], &8i32.to_le_bytes());
-        assert_eq!(&b[20..24], &2f32.to_le_bytes());
-        assert_eq!(
-            AdapterSegDev::to_bytes(&[AdapterSegDev::default(); 2]).len(),
-            96
-        );
-    }
 
     #[test]
     fn every_kernel_is_in_the_source() {

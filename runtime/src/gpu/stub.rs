@@ -179,6 +179,67 @@ pub mod pool {
     }
 }
 
+/// A PET slot on a GPU: cannot be made in this build.
+pub enum GpuPetSlot {}
+
+impl GpuPetSlot {
+    /// Fails: this build has no GPU backend.
+    pub fn new(
+        _backbone: crate::pet::Backbone,
+        _config: crate::pet::PetSlotConfig,
+        ordinal: usize,
+    ) -> Result<Self> {
+        Err(no_cuda(ordinal))
+    }
+
+    /// The GPU's ordinal.
+    pub fn ordinal(&self) -> usize {
+        match *self {}
+    }
+
+    /// Device milliseconds of the last pass.
+    pub fn last_pass_ms(&self) -> Result<f64> {
+        match *self {}
+    }
+
+    /// Turns CUDA-graph capture and replay on or off.
+    pub fn set_use_graphs(&mut self, _on: bool) {
+        match *self {}
+    }
+
+    /// CUDA graphs captured so far.
+    pub fn graph_count(&self) -> usize {
+        match *self {}
+    }
+}
+
+impl crate::pet::slot::Backend for GpuPetSlot {
+    fn core(&self) -> &crate::pet::slot::Core {
+        match *self {}
+    }
+
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut crate::pet::slot::Core,
+        &mut dyn crate::pet::slot::Store,
+    ) {
+        match *self {}
+    }
+
+    fn run(&mut self, _batch: &Batch, _segments: &[(u32, usize)]) -> Result<Vec<HeadOutput>> {
+        match *self {}
+    }
+
+    fn wait_loads(&mut self) -> Result<()> {
+        match *self {}
+    }
+
+    fn device_bytes(&self) -> (usize, usize) {
+        match *self {}
+    }
+}
+
 /// Slots, their copy stream and timing events: none can be made in this build.
 pub mod slots {
     use super::{no_cuda, GpuModel};

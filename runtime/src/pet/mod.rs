@@ -37,20 +37,27 @@
 //! # What runs where
 //!
 //! The CPU reference ([`forward`], [`registry`]) runs mixed batches and is what `ptm infer` uses
-//! on a tenant folder. The GPU kernels for the same computation (segmented LoRA shrink and
-//! expand, per-segment biases, the adapter bottleneck) are in `gpu/pet_kernels.cu` with their
-//! Rust API in `gpu/pet.rs`; [`twin`] is their arithmetic on the CPU, tested against
-//! [`forward`]. Wiring them into the GPU forward pass comes with the GPU backend's step
-//! refactor. [`zoo`] writes a backbone and N seeded tenants in these layouts.
+//! on a tenant folder on the CPU. The GPU kernels for the same computation (segmented LoRA
+//! shrink and expand, per-segment biases, the adapter bottleneck, the heads' dense layers) are
+//! in `gpu/pet_kernels.cu` with their Rust API in `gpu/pet.rs`; [`twin`] is their arithmetic on
+//! the CPU, tested against [`forward`]. The GPU forward pass calls them in mixed-tenant passes
+//! (`gpu/pet_steps.rs`). [`slot::PetSlot`] serves tenants over one backbone on either device:
+//! delta blocks ([`block`]) in a GPU adapter pool, pinned host memory and on disk
+//! ([`residency`]), loads by tier, mixed batches with a tenant per row. [`zoo`] writes a
+//! backbone and N seeded tenants in these layouts.
 
 pub mod backbone;
+pub mod bench;
+pub mod block;
 pub mod bottleneck;
 pub mod flex_head;
 pub mod forward;
 pub mod merge;
 pub mod peft;
 pub mod registry;
+pub mod residency;
 pub mod sites;
+pub mod slot;
 pub mod targets;
 pub mod tenant;
 pub mod tensors;
@@ -62,6 +69,8 @@ pub mod zoo_tenant;
 pub use backbone::Backbone;
 pub use forward::{forward_mixed, Segment};
 pub use registry::PetSet;
+pub use residency::Tier;
 pub use sites::Module;
+pub use slot::{Load, Mixed, PetId, PetMemory, PetSlot, PetSlotConfig};
 pub use tenant::{backbone_of, PetKind, PetTenant};
 pub use zoo::{make_pet_zoo, PetSpec, PetZoo};

@@ -155,8 +155,11 @@ pub struct PetTenant {
     pub(crate) style: AdapterStyle,
     pub(crate) head: TenantHead,
     /// The structure of the backbone it was read against.
-    pub(crate) structure: (String, usize, usize, usize),
+    pub(crate) structure: Structure,
 }
+
+/// What a tenant must match in a backbone: model type, hidden size, layers, FFN width.
+pub(crate) type Structure = (String, usize, usize, usize);
 
 /// The backbone a tenant folder names, resolved: an absolute path as is; a relative one
 /// against the tenant folder's parent (the zoo), then against the current directory.
@@ -338,7 +341,7 @@ impl PetTenant {
     }
 }
 
-fn structure(cfg: &Config) -> (String, usize, usize, usize) {
+pub(crate) fn structure(cfg: &Config) -> Structure {
     (
         cfg.model_type.clone(),
         cfg.hidden_size,

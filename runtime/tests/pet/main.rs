@@ -4,6 +4,7 @@
 
 mod naive;
 mod refusals;
+mod slot;
 
 use ptm_runtime::bert::{self, LayerLinear};
 use ptm_runtime::pet::merge::merged;

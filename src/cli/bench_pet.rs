@@ -1,0 +1,222 @@
+//! `ptm bench pet`: a PET slot on a GPU over a LoRA zoo — (a) every tenant registered and
+//! loaded into the adapter pool in one process, memory per tenant (GPU and host); (b) a batch
+//! of distinct tenants against the same batch through the plain backbone (throughput ratio),
+//! with one tenant's batch between them; (c) passes with tenants missing from the pool, their
+//! loads pipelined under the backbone or made first, against resident passes.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ptm_live::load::soak::rss_kib;
+use ptm_runtime::gpu::timing::{median, Timing};
+use ptm_runtime::gpu::GpuModel;
+use ptm_runtime::pet::backbone::encoder_config;
+use ptm_runtime::pet::bench::{load_all, register_zoo, time_misses, time_resident};
+use ptm_runtime::pet::{PetId, PetSlot, PetSlotConfig, PetZoo};
+use ptm_runtime::{Batch, Config, DType, Device, KernelOptions};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+
+/// Flags of `ptm bench pet`.
+#[derive(Debug, Args)]
+pub struct PetArgs {
+    /// A PET zoo folder (`pet.ron`), e.g. `ptm zoo make --pet lora --rank 8 --targets
+    /// query,value --tenants 10000 --dtype fp16`.
+    #[arg(long)]
+    pub zoo: PathBuf,
+    /// Tenants to register (default: all of the zoo's).
+    #[arg(long)]
+    pub tenants: Option<usize>,
+    /// fp32, fp16 or bf16 (default: the zoo's).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// cuda or cuda:N.
+    #[arg(long, default_value = "cuda:0")]
+    pub device: String,
+    /// Rows of the timed batches.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Distinct tenants of the mixed batch (rows are dealt to them in turn).
+    #[arg(long, default_value_t = 32)]
+    pub mixed: usize,
+    /// Timed passes per measurement.
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Untimed passes first.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Tenants missing from the pool in the miss measurements, comma separated.
+    #[arg(long, default_value = "1,8,32", value_delimiter = ',')]
+    pub misses: Vec<usize>,
+    /// Adapter-pool slots (default: every registered tenant).
+    #[arg(long)]
+    pub gpu_slots: Option<usize>,
+    /// Pinned host-tier slots (default: every registered tenant).
+    #[arg(long)]
+    pub host_slots: Option<usize>,
+    /// Threads reading tenant folders.
+    #[arg(long, default_value_t = 8)]
+    pub threads: usize,
+}
+
+fn ms(t: &Timing) -> (f64, f64) {
+    (median(&t.device_ms), median(&t.call_ms))
+}
+
+/// Runs `ptm bench pet`.
+pub fn run(a: PetArgs) -> anyhow::Result<()> {
+    let Device::Cuda(ordinal) = a.device.parse::<Device>()? else {
+        bail!("ptm bench pet measures the GPU PET slot: use --device cuda[:N]");
+    };
+    let zoo = PetZoo::read(&a.zoo).with_context(|| format!("reading {}", a.zoo.display()))?;
+    let dtype: DType = match &a.dtype {
+        Some(d) => d.parse()?,
+        None => zoo.dtype,
+    };
+    let n = a
+        .tenants
+        .unwrap_or(zoo.tenants.len())
+        .min(zoo.tenants.len());
+    if n == 0 || a.batch == 0 || a.mixed == 0 || a.mixed > a.batch.min(n) {
+        bail!(
+            "need tenants ≥ 1 and 1 ≤ --mixed ≤ min(--batch, tenants) (got {n} tenants, batch {}, mixed {})",
+            a.batch,
+            a.mixed
+        );
+    }
+    let backbone = a.zoo.join(&zoo.backbone);
+    let cfg = encoder_config(&Config::from_file(&backbone.join("config.json"))?)?;
+    let slots = (a.gpu_slots.unwrap_or(n), a.host_slots.unwrap_or(n));
+    let config = PetSlotConfig::for_zoo(&zoo, &cfg, dtype, slots, (a.batch, a.seq));
+    let pid = std::process::id();
+    let rss0 = rss_kib(pid).unwrap_or(0);
+    let mut slot = PetSlot::new(&backbone, dtype, Device::Cuda(ordinal), config)?;
+    let rss1 = rss_kib(pid).unwrap_or(0);
+    let (ids, register_s) = register_zoo(&mut slot, &a.zoo, &zoo, n, a.threads)?;
+    let rss2 = rss_kib(pid).unwrap_or(0);
+    let in_pool = ids.len().min(slots.0);
+    let load_s = load_all(&mut slot, &ids[..in_pool])?;
+    let mem = slot.memory();
+    let per = |b: usize| b as f64 / mem.tenants as f64;
+    let rss_growth = (rss2.saturating_sub(rss1) * 1024) as f64;
+    println!(
+        "| PET slot ({} {dtype}, {} tenants of {}) | value |",
+        zoo.arch,
+        n,
+        a.zoo.display()
+    );
+    println!("|---|---|");
+    println!(
+        "| register (read, check, pack; {} threads) | {register_s:.2} s |",
+        a.threads
+    );
+    println!("| load {in_pool} into the adapter pool | {load_s:.2} s |");
+    println!(
+        "| GPU per tenant: pool slot / own block | {} / {:.0} bytes |",
+        mem.slot_bytes,
+        per(mem.block_bytes)
+    );
+    println!(
+        "| GPU: pool / backbone / activations + PET buffers | {} / {} / {} bytes |",
+        mem.gpu_pool_bytes, mem.gpu_backbone_bytes, mem.gpu_work_bytes
+    );
+    println!(
+        "| host per tenant: pinned slot + directory (estimate) / RSS growth while registering | {} + {:.0} / {:.0} bytes |",
+        mem.slot_bytes,
+        per(mem.host_directory_bytes),
+        rss_growth / mem.tenants as f64
+    );
+    println!(
+        "| process RSS: start / backbone + tiers allocated / tenants registered | {} / {} / {} MiB |",
+        rss0 / 1024,
+        rss1 / 1024,
+        rss2 / 1024
+    );
+    // Batches: full-length random rows; the mixed batch deals rows to `mixed` tenants spread
+    // over the registered ones.
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(1);
+    let rows: Vec<Vec<u32>> = (0..a.batch)
+        .map(|_| {
+            (0..a.seq)
+                .map(|_| rng.random_range(1000..cfg.vocab_size as u32))
+                .collect()
+        })
+        .collect();
+    let batch = Batch::from_rows(&rows, cfg.pad_token_id, None)?;
+    let picks: Vec<PetId> = (0..a.mixed).map(|i| ids[i * in_pool / a.mixed]).collect();
+    let mixed: Vec<PetId> = (0..a.batch).map(|r| picks[r % a.mixed]).collect();
+    let one = vec![picks[0]; a.batch];
+    let options = KernelOptions::default();
+    let backbone_ref = slot.backbone();
+    let mut plain = GpuModel::new(
+        &backbone_ref.weights,
+        backbone_ref.config(),
+        ordinal,
+        options,
+    )?;
+    let p = plain.time_forward(&batch, a.warmup, a.iters)?;
+    drop(plain);
+    let single = time_resident(&mut slot, &batch, &one, a.warmup, a.iters)?;
+    let mix = time_resident(&mut slot, &batch, &mixed, a.warmup, a.iters)?;
+    let ((pd, pc), (sd, sc), (md, mc)) = (ms(&p), ms(&single), ms(&mix));
+    println!();
+    println!(
+        "| {} × {} batch (graph replays; call = whole call) | device ms | call ms | throughput vs plain (device / call) |",
+        a.batch, a.seq
+    );
+    println!("|---|---|---|---|");
+    println!("| plain backbone (GpuModel) | {pd:.3} | {pc:.3} | 1 |");
+    println!(
+        "| PET slot, 1 tenant | {sd:.3} | {sc:.3} | {:.3} / {:.3} |",
+        pd / sd,
+        pc / sc
+    );
+    println!(
+        "| PET slot, {} distinct tenants | {md:.3} | {mc:.3} | {:.3} / {:.3} |",
+        a.mixed,
+        pd / md,
+        pc / mc
+    );
+    println!();
+    println!(
+        "| tenants missing from the pool (of {}) | device ms | call ms | call − resident ms |",
+        a.mixed
+    );
+    println!("|---|---|---|---|");
+    println!("| 0 (resident) | {md:.3} | {mc:.3} | 0 |");
+    let mut misses = Vec::new();
+    for &k in &a.misses {
+        let k = k.min(a.mixed);
+        for pipelined in [true, false] {
+            let t = time_misses(&mut slot, &batch, &mixed, k, pipelined, a.iters)?;
+            let (d, c) = ms(&t);
+            let how = if pipelined {
+                "loads pipelined under the pass"
+            } else {
+                "loads waited for, then the pass"
+            };
+            println!("| {k}, {how} | {d:.3} | {c:.3} | {:.3} |", c - mc);
+            misses.push(serde_json::json!({"missing": k, "pipelined": pipelined,
+                "device_ms": d, "call_ms": c, "extra_call_ms": c - mc}));
+        }
+    }
+    let gpu = ptm_runtime::gpu::device_name(ordinal).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "pet", "gpu": gpu, "arch": zoo.arch.name(), "dtype": dtype.to_string(),
+            "tenants": n, "in_pool": in_pool, "register_s": register_s, "load_s": load_s,
+            "slot_bytes": mem.slot_bytes, "block_bytes_per_tenant": per(mem.block_bytes),
+            "gpu_pool_bytes": mem.gpu_pool_bytes, "gpu_backbone_bytes": mem.gpu_backbone_bytes,
+            "gpu_work_bytes": mem.gpu_work_bytes, "host_tier_bytes": mem.host_tier_bytes,
+            "host_directory_bytes_per_tenant": per(mem.host_directory_bytes),
+            "rss_growth_bytes_per_tenant": rss_growth / mem.tenants as f64,
+            "rss_kib": [rss0, rss1, rss2], "batch": a.batch, "seq": a.seq, "mixed": a.mixed,
+            "iters": a.iters, "plain_device_ms": pd, "plain_call_ms": pc,
+            "single_device_ms": sd, "single_call_ms": sc, "mixed_device_ms": md, "mixed_call_ms": mc,
+            "ratio_device": pd / md, "ratio_call": pc / mc, "misses": misses,
+            "kernel_options": options.to_string()})
+    );
+    Ok(())
+}

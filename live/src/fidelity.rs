@@ -161,6 +161,7 @@ pub fn run_cells(
                     .map(|n| ptm_sim::ledger::Capacity::Tenants(n as u32)),
                 instances: s.instances,
                 pet: s.pet.is_some(),
+                delta_slots: setup.tiers.pool_tenants.unwrap_or(1),
             },
         )?;
         fleet.check_fit(s.instances)?;

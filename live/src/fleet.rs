@@ -32,6 +32,8 @@ pub struct FleetShape {
     pub instances: usize,
     /// Whether the scenario's tenants are parameter-efficient.
     pub pet: bool,
+    /// Slots of the GPU delta pool (parameter-efficient tenants).
+    pub delta_slots: usize,
 }
 
 impl Fleet {
@@ -66,7 +68,8 @@ impl Fleet {
                 tenants,
                 dtype,
                 device,
-                shape.max_seq,
+                (shape.max_rows, shape.max_seq),
+                shape.delta_slots,
             )?)
         } else {
             Fleet::Slots(Tenants::read(

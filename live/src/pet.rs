@@ -1,28 +1,28 @@
-//! Parameter-efficient tenants as live executors: every executor keeps the zoo's backbone and
-//! runs mixed batches, each request's rows through its tenant's delta (the runtime's
-//! [`PetSet`]).
+//! Parameter-efficient tenants as live executors: every executor runs mixed batches over the
+//! zoo's backbone, each request's rows through its tenant's delta — the runtime's [`PetSlot`]
+//! (the CPU twin, or a GPU slot: the backbone's arena, a GPU delta pool, a pinned host tier,
+//! misses copied stage by stage under the pass).
 //!
-//! Workload tenant `i` is the PET zoo's tenant `i mod zoo size`. Every zoo tenant used is read
-//! once into host memory before the clock starts. The ledger decides where each delta comes
-//! from (its GPU delta pool slot, the host, or its file); on the CPU the pass reads deltas in
-//! host memory in place, so a load from the host or a pool slot has nothing to copy, and a load
-//! from the file reads the tenant's files again (what a cold delta costs). GPU PET executors
-//! are the runtime's next step: until then `--device cuda` is refused for a PET zoo.
+//! Workload tenant `i` is the PET zoo's tenant `i mod zoo size`. Every zoo tenant used is
+//! registered before the clock starts (its delta packed into the host tier). The ledger
+//! decides every delta load and its pool slot; the slot's own delta pool has as many slots as
+//! the ledger's, so a delta the ledger holds in the pool is there. The executors of one device
+//! share its one PET slot (one backbone, one delta pool): their passes take turns on it.
 
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
-use ptm_runtime::pet::forward::Segment;
-use ptm_runtime::pet::{Backbone, PetSet, PetZoo};
+use ptm_runtime::pet::{PetId, PetSlot, PetSlotConfig, PetZoo, Tier};
 use ptm_runtime::tokenize::random_rows;
-use ptm_runtime::{Batch, DType, Device, Task};
+use ptm_runtime::{Batch, Config, DType, Device, Task};
 use ptm_sim::workload::TenantId;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What the executors of a PET zoo share: the backbone and the registered tenants.
+/// What the executors of a PET zoo share: the device's PET slot and the tenants' ids in it.
 pub struct PetTenants {
-    set: PetSet,
-    dirs: Vec<PathBuf>,
+    slot: Mutex<PetSlot>,
+    ids: Vec<PetId>,
+    cfg: Config,
     /// Workload tenants.
     tenants: usize,
     max_seq: usize,
@@ -34,22 +34,40 @@ impl PetTenants {
         dir.join("pet.ron").is_file()
     }
 
+    /// Slots of the delta pool that `delta_pool` asks for over `tenants` workload tenants of
+    /// the zoo at `dir` (`None` or `Auto`: one per tenant used).
+    pub fn pool_slots(
+        dir: &Path,
+        tenants: usize,
+        dtype: DType,
+        delta_pool: Option<ptm_sim::ledger::Capacity>,
+    ) -> Result<usize> {
+        use ptm_sim::ledger::Capacity;
+        let zoo = PetZoo::read(dir)?;
+        let used = tenants.min(zoo.tenants.len()).max(1);
+        let cfg = Config::from_file(&dir.join(&zoo.backbone).join("config.json"))?;
+        let bytes = PetSlotConfig::for_zoo(&zoo, &cfg, dtype, (1, 1), (1, 1))
+            .slot_bytes
+            .max(1);
+        Ok(match delta_pool {
+            None | Some(Capacity::Auto) => used,
+            Some(Capacity::Tenants(n)) => n as usize,
+            Some(Capacity::Bytes(b)) => (b / bytes as u64) as usize,
+        }
+        .max(1))
+    }
+
     /// Reads the PET zoo at `dir` for `tenants` workload tenants on `device` in `dtype`: the
-    /// backbone once, and each zoo tenant used into host memory.
+    /// backbone once, a delta pool of `delta_slots` slots, every zoo tenant used registered
+    /// into the host tier; passes of up to `max_rows` rows of `max_seq` tokens.
     pub fn read(
         dir: &Path,
         tenants: usize,
         dtype: DType,
         device: Device,
-        max_seq: usize,
+        (max_rows, max_seq): (usize, usize),
+        delta_slots: usize,
     ) -> Result<Arc<PetTenants>> {
-        if device != Device::Cpu {
-            return Err(Error::Invalid(format!(
-                "{}: parameter-efficient tenants run live on the CPU so far (the GPU's mixed \
-                 passes are not wired into live mode yet): use --device cpu",
-                dir.display()
-            )));
-        }
         let zoo = PetZoo::read(dir)?;
         if zoo.tenants.is_empty() || tenants == 0 {
             return Err(Error::Invalid(format!(
@@ -57,34 +75,57 @@ impl PetTenants {
                 dir.display()
             )));
         }
-        let backbone = Backbone::load(&dir.join(&zoo.backbone), dtype)?;
+        let backbone = dir.join(&zoo.backbone);
+        let cfg = Config::from_file(&backbone.join("config.json"))?;
         let used = tenants.min(zoo.tenants.len());
-        let mut set = PetSet::new(backbone, used);
-        let mut dirs = Vec::with_capacity(used);
-        for t in &zoo.tenants[..used] {
-            let d = dir.join(&t.name);
-            set.register(&d)?;
-            dirs.push(d);
-        }
-        let max_seq = max_seq.clamp(1, set.backbone.config().max_tokens());
+        let max_seq = max_seq.clamp(1, cfg.max_tokens());
+        let config = PetSlotConfig::for_zoo(
+            &zoo,
+            &cfg,
+            dtype,
+            (delta_slots.max(1), used),
+            (max_rows.max(1), max_seq),
+        );
+        let mut slot = PetSlot::new(&backbone, dtype, device, config)?;
+        let dirs: Vec<_> = zoo.tenants[..used]
+            .iter()
+            .map(|t| dir.join(&t.name))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ids = slot.register_all(&dirs, threads)?;
         Ok(Arc::new(PetTenants {
-            set,
-            dirs,
+            slot: Mutex::new(slot),
+            ids,
+            cfg,
             tenants,
             max_seq,
         }))
     }
 
-    /// The registered index of workload tenant `tenant`.
-    fn index(&self, tenant: TenantId) -> Result<usize> {
+    /// The slot's id of workload tenant `tenant`.
+    fn id(&self, tenant: TenantId) -> Result<PetId> {
         if tenant as usize >= self.tenants {
             return Err(Error::Invalid(format!("no PET tenant for tenant {tenant}")));
         }
-        Ok(tenant as usize % self.dirs.len())
+        Ok(self.ids[tenant as usize % self.ids.len()])
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, PetSlot>> {
+        self.slot
+            .lock()
+            .map_err(|_| Error::Invalid("the PET slot was poisoned by a failed instance".into()))
+    }
+
+    /// Loads `tenant`'s delta into the GPU delta pool's `slot` (its source: the highest tier
+    /// that holds it).
+    fn load(&self, tenant: TenantId, slot: Option<u32>) -> Result<()> {
+        let id = self.id(tenant)?;
+        self.lock()?.load(id, Tier::Gpu, slot)?;
+        Ok(())
     }
 }
 
-/// One executor: the backbone and the tenants' deltas (on the CPU, read in place).
+/// One executor: passes over the shared PET slot.
 pub struct PetExecutor {
     shared: Arc<PetTenants>,
     forward_batch: usize,
@@ -103,23 +144,19 @@ impl PetExecutor {
 }
 
 impl Executor for PetExecutor {
-    fn load(&mut self, tenant: TenantId, source: Source, _promote: Option<u32>) -> Result<()> {
-        let i = self.shared.index(tenant)?;
-        if source == Source::File {
-            // A cold delta: its files read again (and checked against the backbone).
-            ptm_runtime::pet::PetTenant::load(&self.shared.dirs[i], &self.shared.set.backbone)?;
-        }
-        Ok(())
+    fn load(&mut self, tenant: TenantId, _source: Source, promote: Option<u32>) -> Result<()> {
+        self.shared.load(tenant, promote)
     }
 
     fn infer(&mut self, batch: &[Item<'_>]) -> Result<Vec<Vec<RowOutput>>> {
         let shared = Arc::clone(&self.shared);
-        let cfg = shared.set.backbone.config();
-        // Rows of every request, each request one segment of its tenant.
+        let cfg = &shared.cfg;
+        // Every request's rows, each row with its tenant.
         let mut rows: Vec<Vec<u32>> = Vec::new();
-        let mut segments: Vec<(usize, usize)> = Vec::with_capacity(batch.len());
-        for item in batch {
-            let t = shared.index(item.request.tenant)?;
+        let mut row_tenants: Vec<PetId> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (k, item) in batch.iter().enumerate() {
+            let id = shared.id(item.request.tenant)?;
             let before = rows.len();
             match item.rows {
                 Some(r) => rows.extend_from_slice(r),
@@ -133,51 +170,34 @@ impl Executor for PetExecutor {
                     ));
                 }
             }
-            segments.push((t, rows.len() - before));
-        }
-        let mut out: Vec<Vec<RowOutput>> = vec![Vec::new(); batch.len()];
-        // Passes of `forward_batch` rows; a request's rows may span two passes.
-        let mut owner: Vec<usize> = Vec::with_capacity(rows.len());
-        for (k, &(_, n)) in segments.iter().enumerate() {
+            let n = rows.len() - before;
+            row_tenants.extend(std::iter::repeat_n(id, n));
             owner.extend(std::iter::repeat_n(k, n));
         }
-        let mut start = 0;
-        while start < rows.len() {
+        let mut out: Vec<Vec<RowOutput>> = vec![Vec::new(); batch.len()];
+        let mut slot = shared.lock()?;
+        for start in (0..rows.len()).step_by(self.forward_batch) {
             let end = (start + self.forward_batch).min(rows.len());
             let pass = Batch::from_rows(&rows[start..end], cfg.pad_token_id, None)?;
-            let mut segs: Vec<Segment> = Vec::new();
-            for r in start..end {
-                let t = segments[owner[r]].0;
-                match segs.last_mut() {
-                    Some(s) if s.tenant == t && owner[r] == owner[r - 1] => s.rows += 1,
-                    _ => segs.push(Segment { tenant: t, rows: 1 }),
-                }
+            let mixed = slot.forward_mixed(&pass, &row_tenants[start..end])?;
+            for (r, head) in mixed.outputs.iter().enumerate() {
+                let len = pass.lengths()[r];
+                let values = head.row(0);
+                let (shape, values) = match head.task {
+                    Task::TokenClassification => {
+                        let labels = head.shape[2];
+                        (vec![len, labels], values[..len * labels].to_vec())
+                    }
+                    _ => (vec![values.len()], values.to_vec()),
+                };
+                out[owner[start + r]].push(RowOutput { shape, values });
             }
-            let heads = shared.set.forward(&pass, &segs)?;
-            let mut row = 0;
-            for (seg, head) in segs.iter().zip(&heads) {
-                for b in 0..seg.rows {
-                    let len = pass.lengths()[row];
-                    let values = head.row(b);
-                    let (shape, values) = match head.task {
-                        Task::TokenClassification => {
-                            let labels = head.shape[2];
-                            (vec![len, labels], values[..len * labels].to_vec())
-                        }
-                        _ => (vec![values.len()], values.to_vec()),
-                    };
-                    out[owner[start + row]].push(RowOutput { shape, values });
-                    row += 1;
-                }
-            }
-            start = end;
         }
         Ok(out)
     }
 }
 
-/// Prefetches of deltas: on the CPU the pass reads them in host memory, so there is nothing
-/// to copy; the tenant is checked.
+/// Prefetches of deltas into the GPU delta pool's slots.
 pub struct PetPrefetcher {
     shared: Arc<PetTenants>,
 }
@@ -192,8 +212,8 @@ impl PetPrefetcher {
 }
 
 impl Prefetcher for PetPrefetcher {
-    fn prefetch(&mut self, tenant: TenantId, _slot: u32) -> Result<()> {
-        self.shared.index(tenant).map(|_| ())
+    fn prefetch(&mut self, tenant: TenantId, slot: u32) -> Result<()> {
+        self.shared.load(tenant, Some(slot))
     }
 }
 
@@ -220,7 +240,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let spec = PetSpec::Bitfit;
         make_pet_zoo(Arch::Tiny, &spec, 3, tmp.path(), DType::Fp32, 5, 1).unwrap();
-        let shared = PetTenants::read(tmp.path(), 3, DType::Fp32, Device::Cpu, 32).unwrap();
+        let shared = PetTenants::read(tmp.path(), 3, DType::Fp32, Device::Cpu, (8, 32), 3).unwrap();
         let mut exec = PetExecutor::new(shared.clone(), 8, 1);
         let rows_a: Vec<Vec<u32>> = vec![vec![2, 40, 41, 3], vec![2, 50, 51, 52, 53, 3]];
         let rows_b: Vec<Vec<u32>> = vec![vec![2, 7, 3]];
@@ -238,17 +258,27 @@ mod tests {
             ])
             .unwrap();
         assert_eq!((got[0].len(), got[1].len()), (2, 1));
-        // Each tenant alone over the whole batch's rows (same padding), through the set.
+        // Each tenant alone over the whole batch's rows (same padding), through the slot.
         let all: Vec<Vec<u32>> = rows_a.iter().chain(&rows_b).cloned().collect();
         let batch = Batch::from_rows(&all, 0, None).unwrap();
-        let alone = |t: usize| shared.set.forward_one(t, &batch).unwrap();
+        let alone = |t: TenantId| {
+            let id = shared.id(t).unwrap();
+            let mut slot = shared.lock().unwrap();
+            slot.forward_mixed(&batch, &vec![id; all.len()])
+                .unwrap()
+                .outputs
+        };
         let (a, b) = (alone(0), alone(2));
         for (r, out) in got[0].iter().enumerate() {
-            assert_eq!(out.values, a.row(r)[..out.values.len()], "tenant 0 row {r}");
+            assert_eq!(
+                out.values,
+                a[r].row(0)[..out.values.len()],
+                "tenant 0 row {r}"
+            );
         }
         assert_eq!(
             got[1][0].values,
-            b.row(2)[..got[1][0].values.len()],
+            b[2].row(0)[..got[1][0].values.len()],
             "tenant 2"
         );
         assert!(exec.load(9, Source::Host, None).is_err());

@@ -187,6 +187,10 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
     // The runtime's executors first: its pool's size (`auto`: what fits beside the instances
     // on the device) is what the ledger's pool has. For parameter-efficient tenants,
     // --gpu-pool sizes the GPU's delta pool instead.
+    let delta_slots = match pet {
+        Some(_) => PetTenants::pool_slots(&o.zoo, tenants.len(), o.dtype, o.gpu_pool)?,
+        None => 0,
+    };
     let fleet = match hooks.executors {
         Some(_) => None,
         None => Some(Fleet::read(
@@ -200,6 +204,7 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
                 pool: if pet.is_some() { None } else { o.gpu_pool },
                 instances: o.instances,
                 pet: pet.is_some(),
+                delta_slots,
             },
         )?),
     };
@@ -217,7 +222,7 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
         batching: o.batching,
         pet: pet.map(|kind| PetServing {
             kind,
-            delta_pool: o.gpu_pool.unwrap_or(Capacity::Auto),
+            delta_pool: Capacity::Tenants(delta_slots as u32),
         }),
         ..Serving::default()
     };

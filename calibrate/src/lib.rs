@@ -263,6 +263,8 @@ pub fn calibrate(
                     stretch: concurrent.stretch,
                 },
                 identity: session.target.model_identity(model),
+                contention: None,
+                host: None,
             },
         );
     }

@@ -3,7 +3,7 @@
 //! Built by [`crate::engine::Setup`] from a profile; never the sampled future.
 
 use crate::ledger::Load;
-use crate::profile::{stretch_at, ForwardTable};
+use crate::profile::{stretch_at, ForwardTable, HostOverhead};
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
 
@@ -20,12 +20,14 @@ pub(crate) struct EstimateParts {
 }
 
 /// What a model's batch of requests costs on average: forward passes of at most
-/// `forward_batch` rows, plus a per-batch overhead.
+/// `forward_batch` rows, plus a per-batch overhead and, when measured, the host's work of a
+/// dispatch.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PassCosts {
     pub(crate) forward: ForwardTable,
     pub(crate) forward_batch: u32,
     pub(crate) overhead_ms: f64,
+    pub(crate) host: Option<HostOverhead>,
 }
 
 impl PassCosts {
@@ -39,6 +41,9 @@ impl PassCosts {
         }
         if rest > 0 {
             ms += self.forward.mean_ms(rest, seq_len);
+        }
+        if let Some(h) = &self.host {
+            ms += h.mean_ms(full + u32::from(rest > 0));
         }
         ms
     }

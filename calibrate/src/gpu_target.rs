@@ -19,6 +19,7 @@
 //!   latency per pass from the slot's events.
 
 use crate::identity::{driver_version, model_identity, this_build};
+use crate::slot_path::{LivePath, LivePaths};
 use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::gpu::slots::{load_full, slot_budget, SlotSet};
 use ptm_runtime::switch::{ArchLayout, Eviction, HostCache};
@@ -58,6 +59,10 @@ pub struct GpuTarget {
     options: KernelOptions,
     models: BTreeMap<String, ZooSlots>,
     device: DeviceInfo,
+    /// The zoo of each model.
+    zoos: BTreeMap<String, PathBuf>,
+    /// The live path's figures ([`GpuTarget::with_live_paths`]).
+    paths: Option<LivePaths>,
 }
 
 impl GpuTarget {
@@ -72,6 +77,7 @@ impl GpuTarget {
         options: KernelOptions,
     ) -> Result<Self> {
         let mut models = BTreeMap::new();
+        let mut zoo_dirs = BTreeMap::new();
         let mut device = DeviceInfo {
             kind: DeviceKind::Cuda,
             name: "unknown GPU".into(),
@@ -115,6 +121,7 @@ impl GpuTarget {
             }
             device.name = slots.model_mut(0)?.device_name();
             let identity = model_identity(zoo.arch, dtype, &cfg);
+            zoo_dirs.insert(format!("{}-{dtype}", zoo.arch.name()), dir.clone());
             models.insert(
                 format!("{}-{dtype}", zoo.arch.name()),
                 ZooSlots {
@@ -135,7 +142,23 @@ impl GpuTarget {
             options,
             models,
             device,
+            zoos: zoo_dirs,
+            paths: None,
         })
+    }
+
+    /// The same target measuring the live path too ([`crate::contention`]): `instances` more
+    /// slots per zoo (through `Slot`, as live instances run) for passes of up to `shape`
+    /// (rows, tokens), made when first measured.
+    pub fn with_live_paths(mut self, instances: usize, shape: (usize, usize)) -> Self {
+        self.paths = Some(LivePaths::new(
+            ptm_runtime::Device::Cuda(self.ordinal),
+            self.dtype,
+            instances,
+            shape,
+            self.zoos.clone(),
+        ));
+        self
     }
 
     fn zoo(&mut self, model: &str) -> Result<&mut ZooSlots> {
@@ -184,6 +207,13 @@ impl Target for GpuTarget {
 
     fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64> {
         Ok(self.zoo(model)?.per_slot_bytes)
+    }
+
+    fn live_path(&mut self, model: &str) -> Result<Option<&mut dyn LivePath>> {
+        match &mut self.paths {
+            Some(p) => p.get(model),
+            None => Ok(None),
+        }
     }
 
     fn cold_load(&mut self, model: &str) -> Result<Duration> {

@@ -12,10 +12,12 @@
 //! target with known costs.
 
 pub mod check;
+pub mod contention;
 pub mod gpu_target;
 pub mod identity;
 pub mod plan;
 pub mod runtime_target;
+pub mod slot_path;
 pub mod stats;
 
 pub use check::{Check, Verdict};
@@ -23,6 +25,7 @@ pub use gpu_target::GpuTarget;
 pub use identity::Expected;
 pub use plan::Plan;
 pub use runtime_target::RuntimeTarget;
+pub use slot_path::{LivePath, LivePaths, PathOp, SlotPath};
 
 use ptm_runtime::KernelOptions;
 use ptm_sim::profile::{
@@ -87,9 +90,13 @@ pub fn target_for(
     dtype: ptm_runtime::DType,
     plan: &Plan,
 ) -> Result<(Box<dyn Target>, Vec<String>)> {
+    // The live path runs the stretch shape's passes.
+    let (b, s) = plan.stretch_shape();
+    let path_shape = (b as usize, s as usize);
     Ok(match device {
         ptm_runtime::Device::Cpu => {
-            let t = RuntimeTarget::new(zoos, device, dtype)?;
+            let t = RuntimeTarget::new(zoos, device, dtype)?
+                .with_live_paths(plan.max_instances, path_shape);
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -97,7 +104,8 @@ pub fn target_for(
             let max_batch = plan.batches.iter().copied().max().unwrap_or(1) as usize;
             let max_seq = plan.seq_lens.iter().copied().max().unwrap_or(1) as usize;
             let shape = (plan.max_instances, max_batch, max_seq);
-            let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?;
+            let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?
+                .with_live_paths(plan.max_instances, path_shape);
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -162,6 +170,12 @@ pub trait Target {
     fn cold_load(&mut self, model: &str) -> Result<Duration>;
     /// `op` once on each of `instances` instances at the same time; each one's latency.
     fn concurrent(&mut self, model: &str, instances: usize, op: Op) -> Result<Vec<Duration>>;
+    /// The path a live instance of `model` takes (runtime slots on worker threads), for the
+    /// contention and host-overhead figures ([`contention`]); `None` when this target has none
+    /// (the profile then says they were not measured).
+    fn live_path(&mut self, _model: &str) -> Result<Option<&mut dyn LivePath>> {
+        Ok(None)
+    }
 }
 
 /// A step of a calibration, for progress reporting.
@@ -242,6 +256,40 @@ pub fn calibrate(
         let concurrent =
             session.cost_over_instances(Op::Forward { batch, seq_len }, "concurrent forward")?;
         step(format!("{model}: forward, {instances}"));
+        let forward = ForwardTable {
+            points,
+            stretch: concurrent.stretch,
+        };
+        let path = if plan.max_instances >= 2 {
+            session.target.live_path(model).map_err(|e| Error::Target {
+                model: model.clone(),
+                what: "the live path".into(),
+                source: Box::new(e),
+            })?
+        } else {
+            None
+        };
+        let figures = match path {
+            Some(path) => Some(
+                contention::measure(path, plan, &|b, s| forward.mean_ms(b, s), &mut |what| {
+                    step(format!("{model}: {what}"))
+                })
+                .map_err(|e| Error::Target {
+                    model: model.clone(),
+                    what: "contention and host overhead".into(),
+                    source: Box::new(e),
+                })?,
+            ),
+            None => {
+                for _ in 0..contention::STEPS {
+                    step(format!(
+                        "{model}: contention and host overhead not measured (this target has \
+                         no live path, or the plan fewer than 2 instances)"
+                    ));
+                }
+                None
+            }
+        };
         out.insert(
             model.clone(),
             ModelProfile {
@@ -258,13 +306,10 @@ pub fn calibrate(
                 weights_bytes: None,
                 pool_switch: None,
                 request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
-                forward: ForwardTable {
-                    points,
-                    stretch: concurrent.stretch,
-                },
+                forward,
                 identity: session.target.model_identity(model),
-                contention: None,
-                host: None,
+                contention: figures.as_ref().map(|f| f.contention.clone()),
+                host: figures.map(|f| f.host),
             },
         );
     }

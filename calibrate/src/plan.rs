@@ -69,10 +69,10 @@ impl Plan {
         Ok(())
     }
 
-    /// Progress steps per model: cold load, three switch modes, one per sequence length, and
-    /// the concurrent forward.
+    /// Progress steps per model: cold load, three switch modes, one per sequence length, the
+    /// concurrent forward, and the contention and host-overhead figures.
     pub fn steps_per_model(&self) -> usize {
-        1 + 3 + self.seq_lens.len() + 1
+        1 + 3 + self.seq_lens.len() + 1 + crate::contention::STEPS
     }
 
     /// The forward shape whose stretch is measured: batch 1 at the length nearest 128 (FastPTM's

@@ -7,7 +7,8 @@ use crate::slot::{PoolPrefetcher, SlotExecutor, Tenants};
 use ptm_calibrate::{Check, Expected};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
-use ptm_sim::engine::{Setup, Span, SpanKind};
+use ptm_sim::engine::Setup;
+pub use ptm_sim::fidelity::Phases;
 use ptm_sim::metrics::Report;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
@@ -63,42 +64,21 @@ pub struct LiveCell {
     /// Mean phase durations of the simulation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulated_phases: Option<Phases>,
+    /// Each request's response time live, nanoseconds (request order): for intervals on
+    /// percentiles (`ptm fidelity-table`).
+    pub live_latencies_ns: Vec<u64>,
+    /// Each request's response time simulated, nanoseconds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub simulated_latencies_ns: Vec<u64>,
 }
 
-/// Mean durations of an instance's phases: where a fidelity gap comes from (the mean wait is
-/// the report's `wait_ms`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Phases {
-    /// Mean cold load (an empty instance reading a checkpoint), ms.
-    pub cold_load_ms: f64,
-    /// Mean switch (weights from the host cache), ms.
-    pub switch_ms: f64,
-    /// Mean inference of a request, ms.
-    pub inference_ms: f64,
-}
-
-impl Phases {
-    /// The means over a run's timeline (zero where a phase never happened).
-    pub fn of(timeline: &[Span]) -> Self {
-        let mean = |kind: SpanKind| {
-            let (n, total) = timeline
-                .iter()
-                .filter(|s| s.kind == kind)
-                .fold((0u64, 0u64), |(n, t), s| {
-                    (n + 1, t + (s.end_ns - s.start_ns))
-                });
-            if n == 0 {
-                0.0
-            } else {
-                total as f64 / n as f64 / 1e6
-            }
-        };
-        Phases {
-            cold_load_ms: mean(SpanKind::ColdLoad),
-            switch_ms: mean(SpanKind::Switch),
-            inference_ms: mean(SpanKind::Inference),
-        }
-    }
+/// Each request's response time in `run` of `requests`, nanoseconds.
+fn latencies_ns(requests: &[Request], run: &ptm_sim::engine::Run) -> Vec<u64> {
+    requests
+        .iter()
+        .zip(&run.end_ns)
+        .map(|(r, &end)| end.saturating_sub(r.arrival_ns))
+        .collect()
 }
 
 /// Replays every (policy, seed) cell of `s` live.
@@ -178,18 +158,22 @@ pub fn run_cells(
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
             let live_phases = Phases::of(run.timeline.as_deref().unwrap_or_default());
-            let (simulated, simulated_phases) = if o.compare {
-                let (report, timeline) = s.run_cell_with_timeline(&setup, policy, seed, true)?;
-                let phases = Phases::of(timeline.as_deref().unwrap_or_default());
-                (Some(report), Some(phases))
+            let live_latencies_ns = latencies_ns(&workload.requests, &run);
+            let (simulated, simulated_phases, simulated_latencies_ns) = if o.compare {
+                let (report, sim) = s.run_cell_full(&setup, policy, seed, true)?;
+                let phases = Phases::of(sim.timeline.as_deref().unwrap_or_default());
+                let latencies = latencies_ns(&workload.requests, &sim);
+                (Some(report), Some(phases), latencies)
             } else {
-                (None, None)
+                (None, None, Vec::new())
             };
             out.push(LiveCell {
                 live,
                 live_phases,
                 simulated,
                 simulated_phases,
+                live_latencies_ns,
+                simulated_latencies_ns,
             });
             done += 1;
             done_s += spans[si];
@@ -303,31 +287,5 @@ mod tests {
         assert_eq!(buckets, vec![(4, 128), (8, 64), (8, 128)]);
         assert_eq!((rows, seq), (8, 128));
         assert_eq!(pass_shapes(&[], 8), (vec![], 1, 1));
-    }
-
-    #[test]
-    fn phases_are_means_per_kind() {
-        let span = |kind, start_ns, end_ns| Span {
-            instance: 0,
-            kind,
-            request: 0,
-            start_ns,
-            end_ns,
-        };
-        let timeline = [
-            span(SpanKind::ColdLoad, 1_000_000, 3_000_000),
-            span(SpanKind::Inference, 3_000_000, 4_000_000),
-            span(SpanKind::Switch, 5_000_000, 9_000_000),
-            span(SpanKind::Inference, 9_000_000, 12_000_000),
-        ];
-        assert_eq!(
-            Phases::of(&timeline),
-            Phases {
-                cold_load_ms: 2.0,
-                switch_ms: 4.0,
-                inference_ms: 2.0,
-            }
-        );
-        assert_eq!(Phases::of(&[]), Phases::default());
     }
 }

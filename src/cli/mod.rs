@@ -7,6 +7,7 @@ mod bench_switch;
 mod calibrate;
 mod capacity;
 mod compare;
+mod fidelity_table;
 mod infer;
 mod plan;
 mod plot;
@@ -51,6 +52,9 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Compare two runs (`ptm run --json` files) or two sweeps (folders), cell by cell.
     Compare(compare::CompareArgs),
+    /// The sim-vs-live fidelity table of `ptm run --live --compare --json` files: errors,
+    /// bootstrap intervals on p99, misses with their phase breakdown.
+    FidelityTable(fidelity_table::FidelityTableArgs),
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -87,6 +91,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Capacity(args) => capacity::execute(args),
         Command::Plan(args) => plan::execute(args),
         Command::Compare(args) => compare::execute(args),
+        Command::FidelityTable(args) => fidelity_table::execute(args),
         Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
         Command::Serve(args) => serve::execute(args),

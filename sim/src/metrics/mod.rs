@@ -16,7 +16,7 @@
 pub mod perfetto;
 pub mod requests;
 pub mod seeds;
-mod summary;
+pub(crate) mod summary;
 pub mod timeline;
 
 pub use seeds::{over_seeds, Estimate, SeedMean};

@@ -4,7 +4,9 @@
 //! dispatch costs the host besides its load and its passes.
 //!
 //! - **Sharing of a resource** (`k` = 1 … the plan's instances; cold loads up to its slow
-//!   instances): each round runs the operation on `k` slots at once; the curve's `k`-th value
+//!   instances): each round runs the operation on `k` slots at once (forward requests of the
+//!   plan's stretch shape, and of its largest batch at its largest length when larger: how
+//!   passes share the SMs depends on their size); the curve's `k`-th value
 //!   is the median over rounds of the *last* finish over the median time of one alone (what
 //!   processor sharing needs: the resource's total rate with `k`). The resource is FIFO when,
 //!   at the largest `k` measured, the first of the `k` finished within the middle of `1/k` and
@@ -30,6 +32,23 @@ pub const PASSES: u32 = 5;
 /// Passes of the longer request the host overhead's per-pass slope is measured with (FastPTM's
 /// requests: 16 samples in batch-1 passes).
 pub const PASSES_MANY: u32 = 16;
+/// Passes of the forward requests of the largest shape.
+pub const PASSES_LARGE: u32 = 2;
+
+/// The pass shapes (rows, tokens) the live path times: the plan's stretch shape and, when it is
+/// larger, its largest batch at its largest length.
+pub fn shapes(plan: &Plan) -> Vec<(u32, u32)> {
+    let small = plan.stretch_shape();
+    let large = (
+        plan.batches.iter().copied().max().unwrap_or(1),
+        plan.seq_lens.iter().copied().max().unwrap_or(1),
+    );
+    if large.0.saturating_mul(large.1) > small.0.saturating_mul(small.1) {
+        vec![small, large]
+    } else {
+        vec![small]
+    }
+}
 
 fn ms(d: &Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -117,7 +136,21 @@ pub fn measure(
         passes: PASSES,
     };
     let (sm, forward_alone) = sharing(path, forward, max_k, plan.warmup, plan.repeats)?;
-    step("forward requests on 1–k instances at once (SMs)");
+    let sm_large = match shapes(plan).get(1) {
+        Some(&(b, s)) => {
+            let op = PathOp::Forward {
+                batch: b,
+                seq_len: s,
+                passes: PASSES_LARGE,
+            };
+            Some((
+                b.saturating_mul(s),
+                sharing(path, op, max_k, plan.warmup, plan.repeats)?.0,
+            ))
+        }
+        None => None,
+    };
+    step("forward requests on 1–k instances at once (SMs), small and large passes");
     let (link, switch_alone) = sharing(path, PathOp::Switch, max_k, plan.warmup, plan.repeats)?;
     step("switches on 1–k instances at once (copy engine)");
     let slow_k = plan.slow_max_instances.clamp(1, max_k);
@@ -163,6 +196,8 @@ pub fn measure(
     Ok(Figures {
         contention: Contention {
             sm,
+            sm_tokens: batch.saturating_mul(seq_len),
+            sm_large,
             link,
             host,
             forward_during_copy,

@@ -148,14 +148,14 @@ impl GpuTarget {
     }
 
     /// The same target measuring the live path too ([`crate::contention`]): `instances` more
-    /// slots per zoo (through `Slot`, as live instances run) for passes of up to `shape`
+    /// slots per zoo (through `Slot`, as live instances run) for passes of the `shapes`
     /// (rows, tokens), made when first measured.
-    pub fn with_live_paths(mut self, instances: usize, shape: (usize, usize)) -> Self {
+    pub fn with_live_paths(mut self, instances: usize, shapes: Vec<(usize, usize)>) -> Self {
         self.paths = Some(LivePaths::new(
             ptm_runtime::Device::Cuda(self.ordinal),
             self.dtype,
             instances,
-            shape,
+            shapes,
             self.zoos.clone(),
         ));
         self

@@ -90,13 +90,15 @@ pub fn target_for(
     dtype: ptm_runtime::DType,
     plan: &Plan,
 ) -> Result<(Box<dyn Target>, Vec<String>)> {
-    // The live path runs the stretch shape's passes.
-    let (b, s) = plan.stretch_shape();
-    let path_shape = (b as usize, s as usize);
+    // The live path runs the stretch shape's passes and the plan's largest.
+    let path_shapes = contention::shapes(plan)
+        .iter()
+        .map(|&(b, s)| (b as usize, s as usize))
+        .collect::<Vec<_>>();
     Ok(match device {
         ptm_runtime::Device::Cpu => {
             let t = RuntimeTarget::new(zoos, device, dtype)?
-                .with_live_paths(plan.max_instances, path_shape);
+                .with_live_paths(plan.max_instances, path_shapes.clone());
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -105,7 +107,7 @@ pub fn target_for(
             let max_seq = plan.seq_lens.iter().copied().max().unwrap_or(1) as usize;
             let shape = (plan.max_instances, max_batch, max_seq);
             let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?
-                .with_live_paths(plan.max_instances, path_shape);
+                .with_live_paths(plan.max_instances, path_shapes.clone());
             let names = t.model_names();
             (Box::new(t), names)
         }

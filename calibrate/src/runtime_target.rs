@@ -96,13 +96,13 @@ impl RuntimeTarget {
     }
 
     /// The same target measuring the live path too ([`crate::contention`]): `instances` slots
-    /// per zoo running passes of up to `shape` (rows, tokens).
-    pub fn with_live_paths(mut self, instances: usize, shape: (usize, usize)) -> Self {
+    /// per zoo running passes of the `shapes` (rows, tokens).
+    pub fn with_live_paths(mut self, instances: usize, shapes: Vec<(usize, usize)>) -> Self {
         self.paths = Some(LivePaths::new(
             self.device,
             self.dtype,
             instances,
-            shape,
+            shapes,
             self.zoos.clone(),
         ));
         self

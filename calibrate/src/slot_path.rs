@@ -95,14 +95,16 @@ pub struct SlotPath {
 
 impl SlotPath {
     /// `instances` slots for the zoo at `dir` on `device`, each holding a tenant, for passes
-    /// of up to `max_batch` × `max_seq` (their shapes prepared before any timing).
+    /// of the `shapes` (rows, tokens) it will time (prepared before any timing).
     pub fn new(
         dir: &std::path::Path,
         device: Device,
         dtype: DType,
         instances: usize,
-        (max_batch, max_seq): (usize, usize),
+        shapes: &[(usize, usize)],
     ) -> Result<Self> {
+        let max_batch = shapes.iter().map(|s| s.0).max().unwrap_or(1).max(1);
+        let max_seq = shapes.iter().map(|s| s.1).max().unwrap_or(1).max(1);
         let zoo = Zoo::read(dir)?;
         if zoo.models.len() < 2 || instances == 0 {
             return Err(Error::Invalid(format!(
@@ -124,6 +126,10 @@ impl SlotPath {
         let labels = tenants.iter().map(|t| t.cfg.labels()).max().unwrap_or(1);
         let arch = ArchLayout::new(&tenants[0].cfg, labels.max(1), dtype)?;
         let max_seq = max_seq.clamp(1, tenants[0].cfg.max_tokens());
+        let warm: Vec<(usize, usize)> = shapes
+            .iter()
+            .map(|&(b, s)| (b.max(1), s.clamp(1, max_seq)))
+            .collect();
         let host = SlotHost::new(device, arch, n, Eviction::Refuse, KernelOptions::default())?;
         for t in &tenants {
             host.register(&t.name, &t.dir)?;
@@ -135,7 +141,7 @@ impl SlotPath {
         let mut holds = Vec::with_capacity(instances);
         for i in 0..instances {
             let mut slot = host.slot(max_batch, max_seq)?;
-            slot.warm_up(&host, &heads, &[(max_batch, max_seq)], i as u64 + 1)?;
+            slot.warm_up(&host, &heads, &warm, i as u64 + 1)?;
             slot.switch(&host, &tenants[i % n].name)?;
             slots.push(slot);
             holds.push(i % n);
@@ -433,26 +439,26 @@ pub struct LivePaths {
     device: Device,
     dtype: DType,
     instances: usize,
-    shape: (usize, usize),
+    shapes: Vec<(usize, usize)>,
     zoos: BTreeMap<String, PathBuf>,
     made: BTreeMap<String, SlotPath>,
 }
 
 impl LivePaths {
     /// Paths for `zoos` (profile model name → zoo folder) on `device`: `instances` slots each,
-    /// passes of up to `shape` (rows, tokens).
+    /// passes of the `shapes` (rows, tokens).
     pub fn new(
         device: Device,
         dtype: DType,
         instances: usize,
-        shape: (usize, usize),
+        shapes: Vec<(usize, usize)>,
         zoos: BTreeMap<String, PathBuf>,
     ) -> Self {
         LivePaths {
             device,
             dtype,
             instances,
-            shape,
+            shapes,
             zoos,
             made: BTreeMap::new(),
         }
@@ -464,7 +470,7 @@ impl LivePaths {
             return Ok(None);
         };
         if !self.made.contains_key(model) {
-            let p = SlotPath::new(dir, self.device, self.dtype, self.instances, self.shape)?;
+            let p = SlotPath::new(dir, self.device, self.dtype, self.instances, &self.shapes)?;
             self.made.insert(model.to_string(), p);
         }
         Ok(self.made.get_mut(model).map(|p| p as &mut dyn LivePath))

@@ -11,7 +11,8 @@ use ptm_runtime::{DType, Device};
 fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     let tmp = tempfile::tempdir().unwrap();
     make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 5).unwrap();
-    let mut path = SlotPath::new(tmp.path(), Device::Cpu, DType::Fp32, 2, (2, 16)).unwrap();
+    let mut path =
+        SlotPath::new(tmp.path(), Device::Cpu, DType::Fp32, 2, &[(2, 16), (4, 32)]).unwrap();
     assert_eq!(path.instances(), 2);
     let forward = PathOp::Forward {
         batch: 2,
@@ -33,8 +34,8 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     assert_eq!(path.requests(2, 16, 4, 3).unwrap().len(), 3);
 
     let plan = Plan {
-        batches: vec![2],
-        seq_lens: vec![16],
+        batches: vec![2, 4],
+        seq_lens: vec![16, 32],
         max_instances: 2,
         warmup: 1,
         repeats: 3,
@@ -45,6 +46,8 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     let f = contention::measure(&mut path, &plan, &|_, _| 0.1, &mut |_| steps += 1).unwrap();
     assert_eq!(steps, contention::STEPS);
     f.contention.validate("cpu.contention").unwrap();
+    assert_eq!(f.contention.sm_tokens, 2 * 32);
+    assert_eq!(f.contention.sm_large.as_ref().map(|l| l.0), Some(4 * 32));
     f.host.validate("cpu.host").unwrap();
     assert!(f.host.handoff_ms.mean() > 0.0);
 }

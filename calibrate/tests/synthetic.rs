@@ -228,6 +228,13 @@ fn the_live_path_figures_recover_the_known_contention_and_host_overhead() {
         Sharing::Fifo => panic!("forwards end together: shared"),
     }
     assert_eq!(c.link, Sharing::Fifo, "switches end one after another");
+    // The quick plan's stretch shape is 1 × 32 tokens, its largest 4 × 32.
+    assert_eq!(c.sm_tokens, 32);
+    assert!(
+        matches!(&c.sm_large, Some((128, Sharing::Shared(curve))) if near(curve[1], 1.5, 0.03)),
+        "{:?}",
+        c.sm_large
+    );
     match &c.host {
         Sharing::Shared(curve) => {
             assert!(curve.len() == 3 && near(curve[2], 1.5, 0.03), "{curve:?}")

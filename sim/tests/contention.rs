@@ -19,6 +19,8 @@ fn shared_profile(sm: Vec<f64>) -> Profile {
     let m = p.models.get_mut("bert-base").unwrap();
     m.contention = Some(Contention {
         sm: Sharing::Shared(sm),
+        sm_tokens: 128,
+        sm_large: None,
         link: Sharing::Fifo,
         host: Sharing::Shared(vec![1.0, 1.5]),
         forward_during_copy: 1.0,

@@ -34,7 +34,7 @@ pub mod share;
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
 pub use queue::{Event, Job, Queue};
 pub use setup::{Batching, Estimates, LoadingMode, Serving, Setup};
-pub use share::Shares;
+pub use share::{Shares, Work as SharedWork};
 
 use crate::error::Result;
 use crate::ledger::{Ledger, Start};
@@ -81,8 +81,8 @@ struct Engine<'s, 'a> {
     shares: Option<Shares>,
     /// Shared work (resource, model, nanoseconds alone) of a job waiting for its unshared host
     /// work to end: per instance, and per prefetch (by tenant).
-    pending: Vec<Option<(Resource, usize, Nanos)>>,
-    pending_prefetches: Vec<(TenantId, Resource, usize, Nanos)>,
+    pending: Vec<Option<(Resource, usize, SharedWork)>>,
+    pending_prefetches: Vec<(TenantId, Resource, usize, SharedWork)>,
     /// Jobs a completion on a resource ended (reused).
     done: Vec<Job>,
 }
@@ -90,7 +90,7 @@ struct Engine<'s, 'a> {
 /// What a job does once started: unshared host work, then (by resource) work on a resource.
 struct Work {
     fixed_ns: Nanos,
-    shared: Option<(Resource, usize, Nanos)>,
+    shared: Option<(Resource, usize, SharedWork)>,
 }
 
 impl<'s, 'a> Engine<'s, 'a> {
@@ -276,7 +276,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                     },
                     Some(_) => Work {
                         fixed_ns,
-                        shared: Some((Resource::Link, model, ms_to_ns(ms))),
+                        shared: Some((Resource::Link, model, SharedWork::plain(ms_to_ns(ms)))),
                     },
                 };
                 self.start(Job::Prefetch(tenant), work);
@@ -316,7 +316,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                                 .load_resource(start.load, start.from, start.tenant);
                             Work {
                                 fixed_ns: handoff_ns,
-                                shared: Some((r, model, ms_to_ns(alone_ms))),
+                                shared: Some((r, model, SharedWork::plain(ms_to_ns(alone_ms)))),
                             }
                         }
                     };
@@ -405,7 +405,7 @@ impl<'s, 'a> Engine<'s, 'a> {
         let first = batch[0];
         let tenant = self.setup.workload.requests[first as usize].tenant;
         let mut rng = keyed(self.seed, Stream::Service, first as u64);
-        let (alone_ms, passes) = self.setup.sample_inference_ms(batch, &mut rng);
+        let (alone_ms, passes, tokens) = self.setup.sample_inference_ms(batch, &mut rng);
         let model = self.setup.model_index(tenant);
         let staging_ns = self.host_ns(model, ((first as u64) << 1) | 1, |h| &h.staging_ms)
             + self.setup.host(model).map_or(0, |h| {
@@ -423,7 +423,14 @@ impl<'s, 'a> Engine<'s, 'a> {
             }
             Some(_) => Work {
                 fixed_ns,
-                shared: Some((Resource::Sm, model, ms_to_ns(alone_ms))),
+                shared: Some((
+                    Resource::Sm,
+                    model,
+                    SharedWork {
+                        ns: ms_to_ns(alone_ms),
+                        tokens,
+                    },
+                )),
             },
         };
         self.start(Job::Instance(i as u32), work);

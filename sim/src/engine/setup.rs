@@ -446,13 +446,20 @@ impl<'a> Setup<'a> {
 
     /// Draws the inference of instance batch `batch` (the first request keys the noise) with
     /// one instance busy, milliseconds: one request's plan, or passes over several requests'
-    /// rows together. Returns it and the passes it runs.
-    pub(crate) fn sample_inference_ms(&self, batch: &[RequestId], rng: &mut Rng) -> (f64, u32) {
+    /// rows together. Returns it, the passes it runs and the tokens of its largest pass.
+    pub(crate) fn sample_inference_ms(
+        &self,
+        batch: &[RequestId],
+        rng: &mut Rng,
+    ) -> (f64, u32, u32) {
+        let fb = self.serving.forward_batch.max(1);
+        let reqs = &self.workload.requests;
         if let [id] = batch {
             let plan = &self.plans[self.request_plan[*id as usize] as usize];
-            return (plan.sample_ms(rng), plan.passes);
+            let r = &reqs[*id as usize];
+            let tokens = r.samples.clamp(1, fb).saturating_mul(r.seq_len.max(1));
+            return (plan.sample_ms(rng), plan.passes, tokens);
         }
-        let reqs = &self.workload.requests;
         let first = &reqs[batch[0] as usize];
         let rows: u32 = batch.iter().map(|&id| reqs[id as usize].samples).sum();
         let seq = batch
@@ -468,7 +475,8 @@ impl<'a> Setup<'a> {
             seq.max(1),
             self.serving.forward_batch,
         );
-        (p.sample_ms(rng), p.passes)
+        let tokens = rows.clamp(1, fb).saturating_mul(seq.max(1));
+        (p.sample_ms(rng), p.passes, tokens)
     }
 
     /// The factor of an inference of `tenant` started with `busy` instances busy (the stretch

@@ -19,6 +19,23 @@ use super::queue::{Event, Job, Queue};
 use crate::profile::{Contention, Resource, Sharing};
 use crate::time::Nanos;
 
+/// Shared work: nanoseconds alone, and the tokens of its passes (forwards; 0 for copies and
+/// reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// Nanoseconds of the phase alone.
+    pub ns: Nanos,
+    /// Tokens (rows × sequence length) of its largest pass.
+    pub tokens: u32,
+}
+
+impl Work {
+    /// `ns` nanoseconds of a copy or a read.
+    pub fn plain(ns: Nanos) -> Self {
+        Work { ns, tokens: 0 }
+    }
+}
+
 /// One phase on a resource.
 #[derive(Debug, Clone, Copy)]
 struct Member {
@@ -27,6 +44,8 @@ struct Member {
     left_ns: f64,
     /// Index of its model's contention figures.
     model: usize,
+    /// Weight of the large passes' sharing on the SMs (0 elsewhere).
+    weight: f64,
 }
 
 /// One resource's phases, in the order they joined.
@@ -71,22 +90,21 @@ impl Shares {
             Resource::Link if self.count(Resource::Sm) > 0 => c.copy_during_forward,
             _ => 1.0,
         };
-        match c.sharing(resource) {
-            Sharing::Shared(curve) => 1.0 / (Sharing::factor(curve, lane.members.len()) * cross),
-            Sharing::Fifo => {
-                // Only the first FIFO member progresses; shared members of other models do not
-                // wait for it.
-                let first = lane
-                    .members
-                    .iter()
-                    .position(|x| matches!(self.models[x.model].sharing(resource), Sharing::Fifo));
-                if first == Some(k) {
-                    1.0 / cross
-                } else {
-                    0.0
-                }
+        let n = lane.members.len();
+        // FIFO: only the earliest started progresses.
+        let side = |sharing: &Sharing| match sharing {
+            Sharing::Shared(curve) => 1.0 / Sharing::factor(curve, n),
+            Sharing::Fifo if k == 0 => 1.0,
+            Sharing::Fifo => 0.0,
+        };
+        let small = side(c.sharing(resource));
+        let rate = match (&c.sm_large, resource) {
+            (Some((_, large)), Resource::Sm) if m.weight > 0.0 => {
+                (1.0 - m.weight) * small + m.weight * side(large)
             }
-        }
+            _ => small,
+        };
+        rate / cross
     }
 
     /// Settles every phase's progress up to `now_ns` at the rates of the current state.
@@ -138,24 +156,29 @@ impl Shares {
         }
     }
 
-    /// `job` (of model `model`) starts `work_ns` nanoseconds (alone) of work on `resource` at
-    /// `now_ns`; every phase is re-timed.
+    /// `job` (of model `model`) starts `work.ns` nanoseconds (alone) of work on `resource` at
+    /// `now_ns`, in passes of `work.tokens` tokens on the SMs; every phase is re-timed.
     pub fn join(
         &mut self,
         now_ns: Nanos,
         resource: Resource,
         job: Job,
         model: usize,
-        work_ns: Nanos,
+        work: Work,
         queue: &mut Queue,
     ) {
         assert!(model < self.models.len(), "model {model} has no figures");
         self.settle(now_ns);
         let was_empty = self.count(resource) == 0;
+        let weight = match resource {
+            Resource::Sm => self.models[model].sm_weight(work.tokens),
+            _ => 0.0,
+        };
         self.lanes[resource.index()].members.push(Member {
             job,
-            left_ns: work_ns as f64,
+            left_ns: work.ns as f64,
             model,
+            weight,
         });
         self.changed(now_ns, resource, was_empty, queue);
     }
@@ -209,6 +232,8 @@ mod tests {
     fn contention(sm: Sharing, link: Sharing) -> Contention {
         Contention {
             sm,
+            sm_tokens: 128,
+            sm_large: None,
             link,
             host: Sharing::Shared(vec![1.0, 2.0]),
             forward_during_copy: 1.0,
@@ -241,9 +266,30 @@ mod tests {
         let mut q = Queue::default();
         // Two copies at 0 (FIFO: 4 then 4 more), a forward of 6 at 0 slowed by 1.5 while a copy
         // is in flight; the copies slowed by 2 while the forward runs.
-        s.join(0, Resource::Link, Job::Instance(0), 0, 4_000, &mut q);
-        s.join(0, Resource::Link, Job::Instance(1), 0, 4_000, &mut q);
-        s.join(0, Resource::Sm, Job::Instance(2), 0, 6_000, &mut q);
+        s.join(
+            0,
+            Resource::Link,
+            Job::Instance(0),
+            0,
+            Work::plain(4_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Link,
+            Job::Instance(1),
+            0,
+            Work::plain(4_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(2),
+            0,
+            Work::plain(6_000),
+            &mut q,
+        );
         // Forward: rate 1/1.5 while copies run. Copy 0: rate 1/2 while the forward runs.
         // Forward ends at 9,000 (6,000 × 1.5; copies run until then); copy 0 at 8,000
         // (4,000 × 2); copy 1 progresses from 8,000: 500 by 9,000 at ½, then alone 3,500 more.
@@ -267,19 +313,74 @@ mod tests {
             Sharing::Fifo,
         )]);
         let mut q = Queue::default();
-        s.join(0, Resource::Sm, Job::Instance(0), 0, 10_000, &mut q);
-        s.join(0, Resource::Sm, Job::Instance(1), 0, 25_000, &mut q);
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            Work::plain(10_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(1),
+            0,
+            Work::plain(25_000),
+            &mut q,
+        );
         assert_eq!(
             drain(&mut s, &mut q),
             vec![(Job::Instance(0), 16_000), (Job::Instance(1), 31_000)]
         );
         // Beyond the curve the total rate holds: three at 1.6 × 3/2 = 2.4 each.
         for j in 0..3 {
-            s.join(40_000, Resource::Sm, Job::Instance(j), 0, 1_000, &mut q);
+            s.join(
+                40_000,
+                Resource::Sm,
+                Job::Instance(j),
+                0,
+                Work::plain(1_000),
+                &mut q,
+            );
         }
         let got = drain(&mut s, &mut q);
         assert_eq!(got.len(), 3);
         assert!(got.iter().all(|&(_, t)| t == 42_400), "{got:?}");
+    }
+
+    #[test]
+    fn pass_size_interpolates_between_the_measured_sharings() {
+        // Small passes (128 tokens) share at 1.25 for two, large ones (2,048) at 2; a pass of
+        // 512 tokens lies halfway in log(tokens): rate ½ / 1.25 + ½ / 2 = 0.65 with two.
+        let c = Contention {
+            sm_large: Some((2048, Sharing::Shared(vec![1.0, 2.0]))),
+            ..contention(Sharing::Shared(vec![1.0, 1.25]), Sharing::Fifo)
+        };
+        let mut s = Shares::new(vec![c]);
+        let mut q = Queue::default();
+        let work = |ns, tokens| Work { ns, tokens };
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            work(6_500, 512),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(1),
+            0,
+            work(4_000, 4096),
+            &mut q,
+        );
+        // The large one (rate ½) ends at 8,000; the other has done 5,200 and ends at 9,300.
+        assert_eq!(
+            drain(&mut s, &mut q),
+            vec![(Job::Instance(1), 8_000), (Job::Instance(0), 9_300)]
+        );
     }
 
     #[test]
@@ -289,9 +390,23 @@ mod tests {
             Sharing::Fifo,
         )]);
         let mut q = Queue::default();
-        s.join(0, Resource::Sm, Job::Instance(0), 0, 1_000, &mut q);
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            Work::plain(1_000),
+            &mut q,
+        );
         // Its first event (at 1,000) is now stale: a second phase halves its rate.
-        s.join(0, Resource::Sm, Job::Instance(1), 0, 1_000, &mut q);
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(1),
+            0,
+            Work::plain(1_000),
+            &mut q,
+        );
         assert!(s.complete(1_000, Resource::Sm, 1, &mut q).is_empty());
         assert_eq!(
             drain(&mut s, &mut q),

@@ -16,6 +16,12 @@
 //!   stream is one in-order queue); calibration chooses it when the first of `k` simultaneous
 //!   phases finished in about the time of one alone.
 //!
+//! How passes share the SMs depends on their size: a small pass leaves most SMs idle, a large
+//! one fills them. The SMs' sharing is measured with passes of `sm_tokens` tokens (rows ×
+//! sequence length) and, when `sm_large` is given, with larger ones too; a pass in between
+//! progresses at a rate interpolated linearly in log(tokens) between the two (clamped outside),
+//! each side computed as its sharing says.
+//!
 //! Across resources only what was measured acts: a forward pass slows by
 //! `forward_during_copy` while a copy is in flight, a copy by `copy_during_forward` while a
 //! forward runs. Host work (cold loads) is not known to slow the others, nor they it.
@@ -113,6 +119,11 @@ impl Sharing {
 pub struct Contention {
     /// Forward passes on the SMs (measured: `k` instances running a request's passes at once).
     pub sm: Sharing,
+    /// Tokens (rows × sequence length) of the passes `sm` was measured with.
+    pub sm_tokens: u32,
+    /// The SMs' sharing measured with larger passes, and their tokens, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_large: Option<(u32, Sharing)>,
     /// Copies on the copy engine (measured: `k` instances switching at once).
     pub link: Sharing,
     /// Checkpoint reads on the host (measured: `k` instances loading cold at once).
@@ -135,8 +146,40 @@ impl Contention {
         }
     }
 
-    /// Refuses empty shared curves and factors outside (0, [`MAX_STRETCH`]].
+    /// The weight of the large passes' sharing for a pass of `tokens` tokens on the SMs: 0 at
+    /// or below `sm_tokens` (or without `sm_large`), 1 at or above the large size, linear in
+    /// log(tokens) between.
+    pub fn sm_weight(&self, tokens: u32) -> f64 {
+        match &self.sm_large {
+            Some((large, _)) if *large > self.sm_tokens && tokens > self.sm_tokens => {
+                let span = (*large as f64 / self.sm_tokens.max(1) as f64).ln();
+                ((tokens as f64 / self.sm_tokens.max(1) as f64).ln() / span).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Refuses empty shared curves, factors outside (0, [`MAX_STRETCH`]] and a large pass size
+    /// not above `sm_tokens`.
     pub fn validate(&self, field: &str) -> Result<()> {
+        if self.sm_tokens == 0 {
+            return Err(Error::invalid(
+                format!("{field}.sm_tokens"),
+                "expected the tokens of the measured passes (≥ 1)",
+            ));
+        }
+        if let Some((tokens, sharing)) = &self.sm_large {
+            if *tokens <= self.sm_tokens {
+                return Err(Error::invalid(
+                    format!("{field}.sm_large"),
+                    format!(
+                        "{tokens} tokens: expected larger passes than sm_tokens ({})",
+                        self.sm_tokens
+                    ),
+                ));
+            }
+            sharing.validate(&format!("{field}.sm_large"))?;
+        }
         for r in Resource::ALL {
             let name = match r {
                 Resource::Sm => "sm",
@@ -221,6 +264,8 @@ mod tests {
     fn validation_names_the_field() {
         let c = Contention {
             sm: Sharing::Shared(vec![1.0, 1.4]),
+            sm_tokens: 128,
+            sm_large: None,
             link: Sharing::Fifo,
             host: Sharing::Shared(vec![]),
             forward_during_copy: 1.05,
@@ -235,6 +280,21 @@ mod tests {
         };
         let e = c.validate("m.contention").unwrap_err().to_string();
         assert!(e.contains("copy_during_forward"), "{e}");
+        let c = Contention {
+            copy_during_forward: 1.0,
+            sm_large: Some((64, Sharing::Shared(vec![1.0, 2.0]))),
+            ..c
+        };
+        let e = c.validate("m.contention").unwrap_err().to_string();
+        assert!(e.contains("sm_large") && e.contains("64 tokens"), "{e}");
+        let c = Contention {
+            sm_large: Some((128 * 16, Sharing::Shared(vec![1.0, 2.0]))),
+            ..c
+        };
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.sm_weight(100), 0.0);
+        assert!((c.sm_weight(512) - 0.5).abs() < 1e-12);
+        assert_eq!(c.sm_weight(1 << 20), 1.0);
         let h = HostOverhead {
             handoff_ms: Dist::Constant(0.05),
             staging_ms: Dist::Constant(0.1),

@@ -8,6 +8,13 @@
 //! deviation and a fitted distribution (normal or log-normal, by likelihood), and the profile
 //! records both the distribution the simulator samples and the statistics behind it.
 //!
+//! Through the path a live instance takes ([`slot_path`]: the runtime's `Slot`s on worker
+//! threads, jobs handed over channels), [`contention`] then measures what contention by
+//! resource and the host overhead need: how forward requests, switches and cold loads share the
+//! SMs, the copy engine and the host, how forwards and switches slow each other, and the host's
+//! work per dispatch. A target without a live path leaves those sections out, and the profile
+//! says so by their absence.
+//!
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
 
@@ -334,7 +341,10 @@ pub fn calibrate(
                 "forward latency: linear in batch within a sequence length, then linear in \
                 sequence length; clamped below the smallest measured point, proportional above the \
                 largest. Stretch: median latency with k instances busy over the median with one, \
-                the last factor holding beyond the measured instance counts."
+                the last factor holding beyond the measured instance counts. Contention (when \
+                measured): a resource's curve is the last finish of k simultaneous operations \
+                over one alone, the total rate holding beyond the measured k; the SMs' curve is \
+                interpolated in log(tokens) between the small and the large passes measured."
                     .into(),
             runtime: target.runtime(),
         }),

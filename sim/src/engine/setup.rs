@@ -368,7 +368,7 @@ impl<'a> Setup<'a> {
                     crate::profile::Sharing::Shared(_) => format!("{} shared", r.name()),
                 };
                 format!(
-                    "contention by resource ({}, {}, {}; measured)",
+                    "contention by resource ({}, {}, {})",
                     how(Resource::Sm),
                     how(Resource::Link),
                     how(Resource::Host)

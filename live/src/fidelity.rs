@@ -123,7 +123,8 @@ pub fn run_cells(
     for (si, &seed) in s.seeds.iter().enumerate() {
         let workload = s.load_workload(files, seed)?;
         let setup = Setup::new(&profile, &profile_name, &workload, s.serving())?;
-        let (warm, rows, seq) = pass_shapes(&workload.requests, s.forward_batch);
+        let (warm, rows, seq) =
+            pass_shapes(&workload.requests, s.forward_batch, s.batching.is_some());
         let shared = Tenants::read(
             o.zoo,
             workload.tenants.len(),
@@ -185,20 +186,35 @@ pub fn run_cells(
 }
 
 /// The pass shapes `(rows, tokens)` the requests run in (one per runtime bucket: full passes
-/// of `forward_batch` rows and the remainders), and the largest rows and tokens.
+/// of `forward_batch` rows and the remainders; with cross-request `batching`, also every row
+/// count up to `forward_batch` at each request length, as a batch's passes may hold several
+/// requests' rows), and the largest rows and tokens.
 pub fn pass_shapes(
     requests: &[Request],
     forward_batch: u32,
+    batching: bool,
 ) -> (Vec<(usize, usize)>, usize, usize) {
     let fb = forward_batch.max(1);
-    let mut shapes = BTreeMap::new();
+    let mut shapes: BTreeMap<(usize, usize), (usize, usize)> = BTreeMap::new();
+    // One shape per bucket: the most rows seen in it (the slots are sized for them).
+    let mut add = |rows: usize, seq: usize| {
+        let s = shapes
+            .entry(bucket(rows, seq, usize::MAX))
+            .or_insert((rows, seq));
+        *s = (s.0.max(rows), s.1.max(seq));
+    };
     for r in requests {
         let seq = r.seq_len.max(1) as usize;
         let full = fb.min(r.samples.max(1)) as usize;
         let rest = (r.samples % fb) as usize;
         for rows in [full, rest] {
             if rows > 0 {
-                shapes.insert(bucket(rows, seq, usize::MAX), (rows, seq));
+                add(rows, seq);
+            }
+        }
+        if batching {
+            for rows in 1..=fb as usize {
+                add(rows, seq);
             }
         }
     }
@@ -279,13 +295,33 @@ mod tests {
             request(2, 3, 100),
             request(3, 8, 40),
         ];
-        let (shapes, rows, seq) = pass_shapes(&reqs, 8);
+        let (shapes, rows, seq) = pass_shapes(&reqs, 8, false);
         let buckets: Vec<_> = shapes
             .iter()
             .map(|&(r, s)| bucket(r, s, usize::MAX))
             .collect();
         assert_eq!(buckets, vec![(4, 128), (8, 64), (8, 128)]);
         assert_eq!((rows, seq), (8, 128));
-        assert_eq!(pass_shapes(&[], 8), (vec![], 1, 1));
+        assert_eq!(pass_shapes(&[], 8, false), (vec![], 1, 1));
+        // With batching, a batch's passes may hold 1–8 rows at any request length.
+        let (shapes, rows, _) = pass_shapes(&[request(0, 2, 128), request(1, 1, 40)], 8, true);
+        let buckets: Vec<_> = shapes
+            .iter()
+            .map(|&(r, s)| bucket(r, s, usize::MAX))
+            .collect();
+        assert_eq!(
+            buckets,
+            vec![
+                (1, 64),
+                (1, 128),
+                (2, 64),
+                (2, 128),
+                (4, 64),
+                (4, 128),
+                (8, 64),
+                (8, 128)
+            ]
+        );
+        assert_eq!(rows, 8);
     }
 }

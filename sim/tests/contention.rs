@@ -291,3 +291,46 @@ fn profiles_without_figures_keep_the_stretch_model_and_say_so() {
         r.cost_model
     );
 }
+
+/// Pool loads and prefetches are copies: under contention by resource they queue on the copy
+/// engine with switches, and a tiered run with prefetches completes every request, the same on
+/// any thread.
+#[test]
+fn pool_loads_and_prefetches_share_the_copy_engine() {
+    use ptm_sim::ledger::Capacity;
+    let profile = noisy(true);
+    let w = bursty(1500, 9);
+    let json = |policy: &str| {
+        let serving = Serving {
+            instances: 3,
+            loading: LoadingMode::Split,
+            forward_batch: 4,
+            gpu_pool: Some(Capacity::Tenants(6)),
+            ..Serving::default()
+        };
+        let setup = Setup::new(&profile, "test", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 3,
+            tenants: w.tenants.len(),
+        };
+        let mut s = scheduler::by_name(policy, &PolicyOptions::default(), shape).unwrap();
+        let run = engine::simulate(&setup, s.as_mut(), 3, RunOptions::default()).unwrap();
+        let report = Report::new("test", policy, 3, &setup, &run);
+        assert_eq!(report.completed, 1500, "{policy}");
+        assert!(report.pool_loads > 0, "{policy}");
+        serde_json::to_string(&report).unwrap()
+    };
+    let here: Vec<String> = ["tier-affinity", "affinity"]
+        .iter()
+        .map(|p| json(p))
+        .collect();
+    assert!(here[0].contains("\"prefetches\":") && !here[0].contains("\"prefetches\":0,"));
+    let again: Vec<String> = std::thread::scope(|s| {
+        let h: Vec<_> = ["tier-affinity", "affinity"]
+            .iter()
+            .map(|p| s.spawn(move || json(p)))
+            .collect();
+        h.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(here, again);
+}

@@ -25,6 +25,9 @@ pub fn reports(reports: &[Report]) -> String {
         first.gpu,
         first.offered_rps,
     );
+    if !first.cost_model.is_empty() {
+        let _ = writeln!(out, "costs: {}", first.cost_model);
+    }
     let _ = writeln!(
         out,
         "{:<10} {:>5} {:>9} {:>9} {:>8} {:>5} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}  worst tenant (SLO %, p99 ms)",

@@ -540,9 +540,13 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
             && profile.contains("measured: Some(")
             && profile.contains("interpolation")
     );
-    // The weight tiers' figures, measured through the CPU twin of the pool.
+    // The weight tiers' figures, measured through the CPU twin of the pool; contention by
+    // resource and the host's work per dispatch, measured through the live path.
     assert!(
-        profile.contains("weights_bytes: Some(") && profile.contains("pool_switch: Some("),
+        profile.contains("weights_bytes: Some(")
+            && profile.contains("pool_switch: Some(")
+            && profile.contains("contention: Some(")
+            && profile.contains("handoff_ms:"),
         "{profile}"
     );
     // The simulator accepts it.
@@ -558,6 +562,12 @@ fn calibrate_on_the_cpu_then_simulate_and_replay_live() {
     ]);
     let sim: serde_json::Value = serde_json::from_str(&sim).unwrap();
     assert_eq!(sim[0]["completed"], 480);
+    let costs = sim[0]["cost_model"].as_str().unwrap();
+    assert!(
+        costs.contains("contention by resource")
+            && costs.contains("host overhead per dispatch measured"),
+        "{costs}"
+    );
     // A short trace replayed live on the CPU runtime, beside the simulation.
     let mut trace = String::from("arrival_ms,tenant,samples,seq_len\n");
     for i in 0..24 {

@@ -22,6 +22,7 @@
 //!   latency per pass from the slot's events.
 
 use crate::identity::{driver_version, model_identity, this_build};
+use crate::slot_path::{LivePath, LivePaths};
 use crate::tiers::TierSlots;
 use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::gpu::slots::{load_full, slot_budget, SlotSet};
@@ -64,6 +65,10 @@ pub struct GpuTarget {
     options: KernelOptions,
     models: BTreeMap<String, ZooSlots>,
     device: DeviceInfo,
+    /// The zoo of each model.
+    zoos: BTreeMap<String, PathBuf>,
+    /// The live path's figures ([`GpuTarget::with_live_paths`]).
+    paths: Option<LivePaths>,
 }
 
 impl GpuTarget {
@@ -78,6 +83,7 @@ impl GpuTarget {
         options: KernelOptions,
     ) -> Result<Self> {
         let mut models = BTreeMap::new();
+        let mut zoo_dirs = BTreeMap::new();
         let mut device = DeviceInfo {
             kind: DeviceKind::Cuda,
             name: "unknown GPU".into(),
@@ -129,6 +135,7 @@ impl GpuTarget {
                 max_instances,
                 options,
             )?;
+            zoo_dirs.insert(format!("{}-{dtype}", zoo.arch.name()), dir.clone());
             models.insert(
                 format!("{}-{dtype}", zoo.arch.name()),
                 ZooSlots {
@@ -150,7 +157,23 @@ impl GpuTarget {
             options,
             models,
             device,
+            zoos: zoo_dirs,
+            paths: None,
         })
+    }
+
+    /// The same target measuring the live path too ([`crate::contention`]): `instances` more
+    /// slots per zoo (through `Slot`, as live instances run) for passes of the `shapes`
+    /// (rows, tokens), made when first measured.
+    pub fn with_live_paths(mut self, instances: usize, shapes: Vec<(usize, usize)>) -> Self {
+        self.paths = Some(LivePaths::new(
+            ptm_runtime::Device::Cuda(self.ordinal),
+            self.dtype,
+            instances,
+            shapes,
+            self.zoos.clone(),
+        ));
+        self
     }
 
     fn zoo(&mut self, model: &str) -> Result<&mut ZooSlots> {
@@ -199,6 +222,13 @@ impl Target for GpuTarget {
 
     fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64> {
         Ok(self.zoo(model)?.per_slot_bytes)
+    }
+
+    fn live_path(&mut self, model: &str) -> Result<Option<&mut dyn LivePath>> {
+        match &mut self.paths {
+            Some(p) => p.get(model),
+            None => Ok(None),
+        }
     }
 
     fn cold_load(&mut self, model: &str) -> Result<Duration> {

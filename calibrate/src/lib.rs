@@ -8,15 +8,24 @@
 //! deviation and a fitted distribution (normal or log-normal, by likelihood), and the profile
 //! records both the distribution the simulator samples and the statistics behind it.
 //!
+//! Through the path a live instance takes ([`slot_path`]: the runtime's `Slot`s on worker
+//! threads, jobs handed over channels), [`contention`] then measures what contention by
+//! resource and the host overhead need: how forward requests, switches and cold loads share the
+//! SMs, the copy engine and the host, how forwards and switches slow each other, and the host's
+//! work per dispatch. A target without a live path leaves those sections out, and the profile
+//! says so by their absence.
+//!
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
 
 pub mod check;
+pub mod contention;
 pub mod gpu_target;
 pub mod identity;
 pub mod pet;
 pub mod plan;
 pub mod runtime_target;
+pub mod slot_path;
 pub mod stats;
 pub mod tiers;
 
@@ -25,6 +34,7 @@ pub use gpu_target::GpuTarget;
 pub use identity::Expected;
 pub use plan::Plan;
 pub use runtime_target::RuntimeTarget;
+pub use slot_path::{LivePath, LivePaths, PathOp, SlotPath};
 
 use ptm_runtime::KernelOptions;
 use ptm_sim::profile::{
@@ -89,9 +99,15 @@ pub fn target_for(
     dtype: ptm_runtime::DType,
     plan: &Plan,
 ) -> Result<(Box<dyn Target>, Vec<String>)> {
+    // The live path runs the stretch shape's passes and the plan's largest.
+    let path_shapes = contention::shapes(plan)
+        .iter()
+        .map(|&(b, s)| (b as usize, s as usize))
+        .collect::<Vec<_>>();
     Ok(match device {
         ptm_runtime::Device::Cpu => {
-            let t = RuntimeTarget::new(zoos, device, dtype)?;
+            let t = RuntimeTarget::new(zoos, device, dtype)?
+                .with_live_paths(plan.max_instances, path_shapes.clone());
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -99,7 +115,8 @@ pub fn target_for(
             let max_batch = plan.batches.iter().copied().max().unwrap_or(1) as usize;
             let max_seq = plan.seq_lens.iter().copied().max().unwrap_or(1) as usize;
             let shape = (plan.max_instances, max_batch, max_seq);
-            let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?;
+            let t = GpuTarget::new(zoos, ordinal, dtype, shape, KernelOptions::default())?
+                .with_live_paths(plan.max_instances, path_shapes.clone());
             let names = t.model_names();
             (Box::new(t), names)
         }
@@ -172,6 +189,12 @@ pub trait Target {
     /// A load from the weight pool into each of `instances` executors at the same time (each
     /// its own tenant); each one's latency. `None`: the target has no weight pool.
     fn pool_loads(&mut self, _model: &str, _instances: usize) -> Result<Option<Vec<Duration>>> {
+        Ok(None)
+    }
+    /// The path a live instance of `model` takes (runtime slots on worker threads), for the
+    /// contention and host-overhead figures ([`contention`]); `None` when this target has none
+    /// (the profile then says they were not measured).
+    fn live_path(&mut self, _model: &str) -> Result<Option<&mut dyn LivePath>> {
         Ok(None)
     }
 }
@@ -254,6 +277,40 @@ pub fn calibrate(
         let concurrent =
             session.cost_over_instances(Op::Forward { batch, seq_len }, "concurrent forward")?;
         step(format!("{model}: forward, {instances}"));
+        let forward = ForwardTable {
+            points,
+            stretch: concurrent.stretch,
+        };
+        let path = if plan.max_instances >= 2 {
+            session.target.live_path(model).map_err(|e| Error::Target {
+                model: model.clone(),
+                what: "the live path".into(),
+                source: Box::new(e),
+            })?
+        } else {
+            None
+        };
+        let figures = match path {
+            Some(path) => Some(
+                contention::measure(path, plan, &|b, s| forward.mean_ms(b, s), &mut |what| {
+                    step(format!("{model}: {what}"))
+                })
+                .map_err(|e| Error::Target {
+                    model: model.clone(),
+                    what: "contention and host overhead".into(),
+                    source: Box::new(e),
+                })?,
+            ),
+            None => {
+                for _ in 0..contention::STEPS {
+                    step(format!(
+                        "{model}: contention and host overhead not measured (this target has \
+                         no live path, or the plan fewer than 2 instances)"
+                    ));
+                }
+                None
+            }
+        };
         let weights_bytes = session
             .target
             .weights_bytes(model)
@@ -276,12 +333,11 @@ pub fn calibrate(
                 weights_bytes,
                 pool_switch,
                 request_overhead_ms: ptm_sim::profile::Dist::Constant(0.0),
-                forward: ForwardTable {
-                    points,
-                    stretch: concurrent.stretch,
-                },
+                forward,
                 identity: session.target.model_identity(model),
                 pet: Default::default(),
+                contention: figures.as_ref().map(|f| f.contention.clone()),
+                host: figures.map(|f| f.host),
             },
         );
     }
@@ -304,7 +360,10 @@ pub fn calibrate(
                 "forward latency: linear in batch within a sequence length, then linear in \
                 sequence length; clamped below the smallest measured point, proportional above the \
                 largest. Stretch: median latency with k instances busy over the median with one, \
-                the last factor holding beyond the measured instance counts."
+                the last factor holding beyond the measured instance counts. Contention (when \
+                measured): a resource's curve is the last finish of k simultaneous operations \
+                over one alone, the total rate holding beyond the measured k; the SMs' curve is \
+                interpolated in log(tokens) between the small and the large passes measured."
                     .into(),
             runtime: target.runtime(),
         }),

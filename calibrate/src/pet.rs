@@ -89,7 +89,7 @@ pub fn calibrate_pet(
     let measure = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         let mut v = Vec::with_capacity(repeats);
         for k in 0..plan.warmup + repeats {
-            let (d, _) = time(|| f())?;
+            let (d, _) = time(&mut *f)?;
             if k >= plan.warmup {
                 v.push(d);
             }

@@ -70,9 +70,10 @@ impl Plan {
     }
 
     /// Progress steps per model: cold load, three switch modes, one per sequence length, the
-    /// concurrent forward and the weight-pool load.
+    /// concurrent forward, the weight-pool load, and the contention and host-overhead
+    /// figures.
     pub fn steps_per_model(&self) -> usize {
-        1 + 3 + self.seq_lens.len() + 1 + 1
+        1 + 3 + self.seq_lens.len() + 1 + 1 + crate::contention::STEPS
     }
 
     /// The forward shape whose stretch is measured: batch 1 at the length nearest 128 (FastPTM's

@@ -15,6 +15,7 @@
 //! (a barrier); each one's latency is a sample. GPUs are measured by [`crate::GpuTarget`].
 
 use crate::identity::{model_identity, this_build};
+use crate::slot_path::{LivePath, LivePaths};
 use crate::tiers::TierSlots;
 use crate::{DeviceInfo, Error, Op, Result, SwitchMode, Target};
 use ptm_runtime::model::run;
@@ -41,6 +42,10 @@ pub struct RuntimeTarget {
     identities: BTreeMap<String, ModelIdentity>,
     /// Per model: its two tenants in a host with a weight pool (made on first use).
     tiers: BTreeMap<String, TierSlots>,
+    /// The zoo of each model.
+    zoos: BTreeMap<String, PathBuf>,
+    /// The live path's figures ([`RuntimeTarget::with_live_paths`]).
+    paths: Option<LivePaths>,
 }
 
 /// The profile model name of a zoo's architecture in a dtype, e.g. `bert-base-fp16`.
@@ -58,6 +63,7 @@ impl RuntimeTarget {
         }
         let mut models = BTreeMap::new();
         let mut identities = BTreeMap::new();
+        let mut zoo_dirs = BTreeMap::new();
         for dir in zoos {
             let zoo = Zoo::read(dir)?;
             if zoo.models.len() < 2 {
@@ -78,6 +84,7 @@ impl RuntimeTarget {
             };
             let tenants = [load(0)?, load(1)?];
             let name = model_name(&zoo, dtype);
+            zoo_dirs.insert(name.clone(), dir.clone());
             identities.insert(
                 name.clone(),
                 model_identity(zoo.arch, dtype, &tenants[0].cfg),
@@ -90,7 +97,22 @@ impl RuntimeTarget {
             models,
             identities,
             tiers: BTreeMap::new(),
+            zoos: zoo_dirs,
+            paths: None,
         })
+    }
+
+    /// The same target measuring the live path too ([`crate::contention`]): `instances` slots
+    /// per zoo running passes of the `shapes` (rows, tokens).
+    pub fn with_live_paths(mut self, instances: usize, shapes: Vec<(usize, usize)>) -> Self {
+        self.paths = Some(LivePaths::new(
+            self.device,
+            self.dtype,
+            instances,
+            shapes,
+            self.zoos.clone(),
+        ));
+        self
     }
 
     /// The profile model names this target measures.
@@ -172,6 +194,13 @@ impl Target for RuntimeTarget {
 
     fn memory_per_instance_bytes(&mut self, model: &str) -> Result<u64> {
         Ok(self.tenants(model)?[0].packed.bytes.len() as u64)
+    }
+
+    fn live_path(&mut self, model: &str) -> Result<Option<&mut dyn LivePath>> {
+        match &mut self.paths {
+            Some(p) => p.get(model),
+            None => Ok(None),
+        }
     }
 
     fn cold_load(&mut self, model: &str) -> Result<Duration> {

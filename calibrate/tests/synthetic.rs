@@ -1,9 +1,9 @@
 //! Calibration of a synthetic target with known costs: the profile must recover them, validate,
 //! and drive the simulator.
 
-use ptm_calibrate::{calibrate, DeviceInfo, Error, Op, Plan, SwitchMode, Target};
+use ptm_calibrate::{calibrate, DeviceInfo, Error, LivePath, Op, PathOp, Plan, SwitchMode, Target};
 use ptm_sim::engine::{self, LoadingMode, Serving, Setup};
-use ptm_sim::profile::{Dist, Profile};
+use ptm_sim::profile::{Dist, Profile, Sharing};
 use ptm_sim::scheduler::{self, Shape};
 use std::time::Duration;
 
@@ -13,6 +13,83 @@ use std::time::Duration;
 struct Synthetic {
     state: u64,
     cold_loads: usize,
+    path: Option<SyntheticPath>,
+}
+
+/// A live path with known figures: forward requests share the SMs at 1 + 0.5 (k − 1) (all `k`
+/// end together), switches queue one after another (4 ms each), cold loads share the host at
+/// 1 + 0.25 (k − 1); a forward takes 1.2× while a switch runs, a switch 1.5× while a forward
+/// runs; hand-offs take 0.05 ms, a request's staging 0.2 ms plus 0.01 ms per further pass.
+struct SyntheticPath {
+    jitter: Synthetic2,
+}
+
+/// Deterministic ±1 % jitter.
+struct Synthetic2(u64);
+
+impl Synthetic2 {
+    fn ms(&mut self, ms: f64) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_secs_f64(ms * (0.99 + 0.02 * u) / 1e3)
+    }
+}
+
+/// The synthetic forward pass (see [`Synthetic::concurrent`]).
+fn pass_ms(batch: u32, seq_len: u32) -> f64 {
+    0.5 + 0.001 * (batch * seq_len) as f64
+}
+
+impl SyntheticPath {
+    fn alone(op: PathOp) -> f64 {
+        match op {
+            PathOp::Forward {
+                batch,
+                seq_len,
+                passes,
+            } => passes as f64 * pass_ms(batch, seq_len),
+            PathOp::Switch => 4.0,
+            PathOp::ColdLoad => 100.0,
+        }
+    }
+}
+
+impl LivePath for SyntheticPath {
+    fn instances(&self) -> usize {
+        4
+    }
+    fn together(&mut self, op: PathOp, k: usize) -> Result<Vec<Duration>, Error> {
+        let a = Self::alone(op);
+        let kf = (k - 1) as f64;
+        Ok((0..k)
+            .map(|i| match op {
+                PathOp::Forward { .. } => self.jitter.ms(a * (1.0 + 0.5 * kf)),
+                PathOp::Switch => self.jitter.ms(a * (i + 1) as f64),
+                PathOp::ColdLoad => self.jitter.ms(a * (1.0 + 0.25 * kf)),
+            })
+            .collect())
+    }
+    fn during(&mut self, op: PathOp, _bg: PathOp, n: usize) -> Result<Vec<Duration>, Error> {
+        let f = if op == PathOp::Switch { 1.5 } else { 1.2 };
+        let a = Self::alone(op);
+        Ok((0..n).map(|_| self.jitter.ms(a * f)).collect())
+    }
+    fn handoffs(&mut self, n: usize) -> Result<Vec<Duration>, Error> {
+        Ok((0..n).map(|_| self.jitter.ms(0.05)).collect())
+    }
+    fn requests(
+        &mut self,
+        batch: u32,
+        seq_len: u32,
+        passes: u32,
+        n: usize,
+    ) -> Result<Vec<Duration>, Error> {
+        let ms = 0.05 + 0.2 + 0.01 * (passes - 1) as f64 + passes as f64 * pass_ms(batch, seq_len);
+        Ok((0..n).map(|_| self.jitter.ms(ms)).collect())
+    }
 }
 
 impl Synthetic {
@@ -48,6 +125,9 @@ impl Target for Synthetic {
         self.cold_loads += 1;
         Ok(self.jitter(100.0))
     }
+    fn live_path(&mut self, _model: &str) -> Result<Option<&mut dyn LivePath>, Error> {
+        Ok(self.path.as_mut().map(|p| p as &mut dyn LivePath))
+    }
     fn concurrent(&mut self, _model: &str, k: usize, op: Op) -> Result<Vec<Duration>, Error> {
         let base = match op {
             Op::Switch(SwitchMode::HostCache) => 4.0 * k as f64,
@@ -72,6 +152,9 @@ fn run(plan: &Plan) -> (Profile, Vec<ptm_calibrate::Step>, usize) {
     let mut target = Synthetic {
         state: 7,
         cold_loads: 0,
+        path: Some(SyntheticPath {
+            jitter: Synthetic2(3),
+        }),
     };
     let mut steps = Vec::new();
     let profile = calibrate(
@@ -138,6 +221,78 @@ fn the_profile_recovers_the_known_costs() {
 }
 
 #[test]
+fn the_live_path_figures_recover_the_known_contention_and_host_overhead() {
+    let plan = Plan {
+        max_instances: 4,
+        slow_max_instances: 3,
+        ..Plan::quick()
+    };
+    let (profile, _, _) = run(&plan);
+    let m = &profile.models["tiny"];
+    let near = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1e-9);
+    let c = m.contention.as_ref().expect("measured");
+    match &c.sm {
+        Sharing::Shared(curve) => {
+            assert!(
+                curve.len() == 4 && near(curve[1], 1.5, 0.03) && near(curve[3], 2.5, 0.03),
+                "{curve:?}"
+            )
+        }
+        Sharing::Fifo => panic!("forwards end together: shared"),
+    }
+    assert_eq!(c.link, Sharing::Fifo, "switches end one after another");
+    // The quick plan's stretch shape is 1 × 32 tokens, its largest 4 × 32.
+    assert_eq!(c.sm_tokens, 32);
+    assert!(
+        matches!(&c.sm_large, Some((128, Sharing::Shared(curve))) if near(curve[1], 1.5, 0.03)),
+        "{:?}",
+        c.sm_large
+    );
+    match &c.host {
+        Sharing::Shared(curve) => {
+            assert!(curve.len() == 3 && near(curve[2], 1.5, 0.03), "{curve:?}")
+        }
+        Sharing::Fifo => panic!("cold loads end together: shared"),
+    }
+    assert!(
+        near(c.forward_during_copy, 1.2, 0.03),
+        "{}",
+        c.forward_during_copy
+    );
+    assert!(
+        near(c.copy_during_forward, 1.5, 0.03),
+        "{}",
+        c.copy_during_forward
+    );
+    let h = m.host.as_ref().expect("measured");
+    assert!(near(h.handoff_ms.mean(), 0.05, 0.03), "{:?}", h.handoff_ms);
+    // The requests' jitter (±1 % of a few ms) dominates the small staging figures.
+    assert!(near(h.staging_ms.mean(), 0.2, 0.25), "{:?}", h.staging_ms);
+    assert!(
+        near(h.staging_per_pass_ms, 0.01, 0.6),
+        "{}",
+        h.staging_per_pass_ms
+    );
+    profile.validate("synthetic").unwrap();
+    // Without a live path (or with one instance) the profile has neither: not measured.
+    let mut target = Synthetic {
+        state: 1,
+        cold_loads: 0,
+        path: None,
+    };
+    let p = calibrate(
+        &mut target,
+        &["tiny".to_string()],
+        &plan,
+        "t",
+        "d",
+        &mut |_| (),
+    )
+    .unwrap();
+    assert!(p.models["tiny"].contention.is_none() && p.models["tiny"].host.is_none());
+}
+
+#[test]
 fn the_profile_round_trips_and_drives_the_simulator() {
     let (profile, _, _) = run(&Plan::quick());
     let text = ron::ser::to_string_pretty(&profile, Default::default()).unwrap();
@@ -186,6 +341,7 @@ fn a_failing_target_is_named() {
     let mut target = Synthetic {
         state: 1,
         cold_loads: 0,
+        path: None,
     };
     let err = calibrate(
         &mut target,

@@ -628,7 +628,11 @@ impl<'a> Core<'a> {
             self.starts = starts;
         }
         let wake_pending = self.wake_ns.is_some();
-        self.ledger.check_stall(t, more_to_come || wake_pending)?;
+        // A periodic policy that did not decide now decides at its next tick: no stall before
+        // it (the simulator checks a periodic policy at its ticks only).
+        let tick_pending = self.scheduler.tick_ns().is_some() && !decide;
+        self.ledger
+            .check_stall(t, more_to_come || wake_pending || tick_pending)?;
         Ok(())
     }
 

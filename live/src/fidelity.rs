@@ -6,7 +6,8 @@ use crate::fleet::{Fleet, FleetShape};
 use ptm_calibrate::{Check, Expected};
 use ptm_runtime::gpu::bucket;
 use ptm_runtime::{DType, Device};
-use ptm_sim::engine::{Setup, Span, SpanKind};
+use ptm_sim::engine::Setup;
+pub use ptm_sim::fidelity::Phases;
 use ptm_sim::metrics::Report;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
@@ -62,45 +63,21 @@ pub struct LiveCell {
     /// Mean phase durations of the simulation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulated_phases: Option<Phases>,
+    /// Each request's response time live, nanoseconds (request order): for intervals on
+    /// percentiles (`ptm fidelity-table`).
+    pub live_latencies_ns: Vec<u64>,
+    /// Each request's response time simulated, nanoseconds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub simulated_latencies_ns: Vec<u64>,
 }
 
-/// Mean durations of an instance's phases: where a fidelity gap comes from (the mean wait is
-/// the report's `wait_ms`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Phases {
-    /// Mean cold load (an empty instance reading a checkpoint), ms.
-    pub cold_load_ms: f64,
-    /// Mean switch (weights from the host cache), ms.
-    pub switch_ms: f64,
-    /// Mean load from the GPU weight pool, ms.
-    pub pool_load_ms: f64,
-    /// Mean inference of a request, ms.
-    pub inference_ms: f64,
-}
-
-impl Phases {
-    /// The means over a run's timeline (zero where a phase never happened).
-    pub fn of(timeline: &[Span]) -> Self {
-        let mean = |kind: SpanKind| {
-            let (n, total) = timeline
-                .iter()
-                .filter(|s| s.kind == kind)
-                .fold((0u64, 0u64), |(n, t), s| {
-                    (n + 1, t + (s.end_ns - s.start_ns))
-                });
-            if n == 0 {
-                0.0
-            } else {
-                total as f64 / n as f64 / 1e6
-            }
-        };
-        Phases {
-            cold_load_ms: mean(SpanKind::ColdLoad),
-            switch_ms: mean(SpanKind::Switch),
-            pool_load_ms: mean(SpanKind::PoolLoad),
-            inference_ms: mean(SpanKind::Inference),
-        }
-    }
+/// Each request's response time in `run` of `requests`, nanoseconds.
+fn latencies_ns(requests: &[Request], run: &ptm_sim::engine::Run) -> Vec<u64> {
+    requests
+        .iter()
+        .zip(&run.end_ns)
+        .map(|(r, &end)| end.saturating_sub(r.arrival_ns))
+        .collect()
 }
 
 /// Replays every (policy, seed) cell of `s` live.
@@ -178,18 +155,22 @@ pub fn run_cells(
             let mut live = Report::new(&s.name, policy, seed, &setup, &run);
             live.gpu = format!("live: {device} ({dtype})");
             let live_phases = Phases::of(run.timeline.as_deref().unwrap_or_default());
-            let (simulated, simulated_phases) = if o.compare {
-                let (report, timeline) = s.run_cell_with_timeline(&setup, policy, seed, true)?;
-                let phases = Phases::of(timeline.as_deref().unwrap_or_default());
-                (Some(report), Some(phases))
+            let live_latencies_ns = latencies_ns(&workload.requests, &run);
+            let (simulated, simulated_phases, simulated_latencies_ns) = if o.compare {
+                let (report, sim) = s.run_cell_full(&setup, policy, seed, true)?;
+                let phases = Phases::of(sim.timeline.as_deref().unwrap_or_default());
+                let latencies = latencies_ns(&workload.requests, &sim);
+                (Some(report), Some(phases), latencies)
             } else {
-                (None, None)
+                (None, None, Vec::new())
             };
             out.push(LiveCell {
                 live,
                 live_phases,
                 simulated,
                 simulated_phases,
+                live_latencies_ns,
+                simulated_latencies_ns,
             });
             done += 1;
             done_s += spans[si];
@@ -201,32 +182,36 @@ pub fn run_cells(
 }
 
 /// The pass shapes `(rows, tokens)` the requests run in (one per runtime bucket: full passes
-/// of `forward_batch` rows and the remainders; with cross-request `batching`, passes joining
-/// several requests' rows, of every bucket up to `forward_batch` rows), and the largest rows
-/// and tokens.
+/// of `forward_batch` rows and the remainders; with cross-request `batching`, also every row
+/// count up to `forward_batch` at each request length, as a batch's passes may hold several
+/// requests' rows), and the largest rows and tokens.
 pub fn pass_shapes(
     requests: &[Request],
     forward_batch: u32,
     batching: bool,
 ) -> (Vec<(usize, usize)>, usize, usize) {
     let fb = forward_batch.max(1);
-    let mut shapes = BTreeMap::new();
+    let mut shapes: BTreeMap<(usize, usize), (usize, usize)> = BTreeMap::new();
+    // One shape per bucket: the most rows seen in it (the slots are sized for them).
+    let mut add = |rows: usize, seq: usize| {
+        let s = shapes
+            .entry(bucket(rows, seq, usize::MAX))
+            .or_insert((rows, seq));
+        *s = (s.0.max(rows), s.1.max(seq));
+    };
     for r in requests {
         let seq = r.seq_len.max(1) as usize;
         let full = fb.min(r.samples.max(1)) as usize;
         let rest = (r.samples % fb) as usize;
         for rows in [full, rest] {
             if rows > 0 {
-                shapes.insert(bucket(rows, seq, usize::MAX), (rows, seq));
+                add(rows, seq);
             }
         }
         if batching {
-            let mut rows = 1;
-            while rows < fb {
-                shapes.insert(bucket(rows as usize, seq, usize::MAX), (rows as usize, seq));
-                rows *= 2;
+            for rows in 1..=fb as usize {
+                add(rows, seq);
             }
-            shapes.insert(bucket(fb as usize, seq, usize::MAX), (fb as usize, seq));
         }
     }
     let rows = shapes.values().map(|s| s.0).max().unwrap_or(1);
@@ -315,43 +300,25 @@ mod tests {
         assert_eq!(buckets, vec![(4, 128), (8, 64), (8, 128)]);
         assert_eq!((rows, seq), (8, 128));
         assert_eq!(pass_shapes(&[], 8, false), (vec![], 1, 1));
-        // Batches of requests: every bucket up to 12 rows (16) at each request length.
-        let (shapes, rows, _) = pass_shapes(&reqs[2..3], 12, true);
+        // With batching, a batch's passes may hold 1–8 rows at any request length.
+        let (shapes, rows, _) = pass_shapes(&[request(0, 2, 128), request(1, 1, 40)], 8, true);
         let buckets: Vec<_> = shapes
             .iter()
             .map(|&(r, s)| bucket(r, s, usize::MAX))
             .collect();
         assert_eq!(
             buckets,
-            vec![(1, 128), (2, 128), (4, 128), (8, 128), (16, 128)]
+            vec![
+                (1, 64),
+                (1, 128),
+                (2, 64),
+                (2, 128),
+                (4, 64),
+                (4, 128),
+                (8, 64),
+                (8, 128)
+            ]
         );
-        assert_eq!(rows, 12);
-    }
-
-    #[test]
-    fn phases_are_means_per_kind() {
-        let span = |kind, start_ns, end_ns| Span {
-            instance: 0,
-            kind,
-            request: 0,
-            start_ns,
-            end_ns,
-        };
-        let timeline = [
-            span(SpanKind::ColdLoad, 1_000_000, 3_000_000),
-            span(SpanKind::Inference, 3_000_000, 4_000_000),
-            span(SpanKind::Switch, 5_000_000, 9_000_000),
-            span(SpanKind::Inference, 9_000_000, 12_000_000),
-        ];
-        assert_eq!(
-            Phases::of(&timeline),
-            Phases {
-                cold_load_ms: 2.0,
-                switch_ms: 4.0,
-                pool_load_ms: 0.0,
-                inference_ms: 2.0,
-            }
-        );
-        assert_eq!(Phases::of(&[]), Phases::default());
+        assert_eq!(rows, 8);
     }
 }

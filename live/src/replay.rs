@@ -217,6 +217,49 @@ mod tests {
         }
     }
 
+    /// A periodic policy whose instance frees between ticks after the last arrival, with
+    /// requests still waiting, is not stalled: it decides at its next tick.
+    #[test]
+    fn a_periodic_policy_between_ticks_is_not_a_stall() {
+        let profile = constant_profile(2.0, 2.0, 0.5);
+        let spec = WorkloadSpec::Sequence {
+            repeat: 3,
+            types: 1,
+            shuffle: false,
+            gap_ms: 1.0,
+        };
+        let defaults = RequestDefaults {
+            samples: 4,
+            ..RequestDefaults::default()
+        };
+        let w = workload::build(&spec, &defaults, "bert-base", 1, &NoFiles).unwrap();
+        let setup = Setup::new(
+            &profile,
+            "p",
+            &w,
+            Serving {
+                instances: 1,
+                ..Serving::default()
+            },
+        )
+        .unwrap();
+        let shape = Shape {
+            instances: 1,
+            tenants: 1,
+        };
+        let mut s = scheduler::by_name("omls", &Default::default(), shape).unwrap();
+        let live = replay(
+            &setup,
+            s.as_mut(),
+            sleepers(1, 2, 2, 2),
+            None,
+            Preload::Empty,
+        )
+        .unwrap();
+        assert_eq!(live.end_ns.len(), 3);
+        assert!(live.end_ns.iter().all(|&e| e > 0));
+    }
+
     /// One setup for the ledger tests: `requests` requests over 3 tenants, one every `gap_ms`.
     fn workload(requests: u32, gap_ms: f64) -> workload::Workload {
         let spec = WorkloadSpec::Sequence {

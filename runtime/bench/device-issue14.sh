@@ -38,7 +38,8 @@
 # Everything is written under /tmp/i14; $OUT gets summary.txt (written as the call goes, so a
 # cut call still brings back what it did), the profile, the benchmark, the fidelity table and
 # logs.tar.gz (every log). The short table comes last.
-# Knobs: BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
+# Knobs: ONLY_SERVE=1 (only (d) on 12 tenants, with the profile PROFILE_FILE if given and the zoo
+# Z12 if it exists; what runtime/bench/device-round2.sh c runs), BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
 # deadline-batch on 12 tenants), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
 # script's logic on the CPU takes DEVICE=cpu ARCH=tiny DTYPE=fp32 and small counts).
@@ -64,8 +65,10 @@ trap pack EXIT
   nproc; free -g; df -h /tmp; "$B/ptm" --version; } > "$W/machine.txt" 2>&1
 note "machine: $(sed -n 2p "$W/machine.txt"); $(nproc) cores; $(free -g | awk '/Mem:/ {print $2 " GiB RAM"}'); $(df -h /tmp | awk 'NR==2 {print $4 " free on /tmp"}')"
 
+if [ -n "${Z12:-}" ] && [ -f "$Z12/zoo.ron" ]; then mkdir -p "$Z"; ln -sfn "$Z12" "$Z/z12"; fi
+if [ -n "${ONLY_SERVE:-}" ]; then SKIP_TESTS=1 SKIP_LIVE=1 SKIP_200=1; fi
 # The 12-tenant zoo, made while the tests run.
-"$B/ptm" zoo make --arch "$ARCH" --tenants 12 --dtype "$DT" --out "$Z/z12" > "$W/zoo12.txt" 2>&1 &
+[ -f "$Z/z12/zoo.ron" ] || "$B/ptm" zoo make --arch "$ARCH" --tenants 12 --dtype "$DT" --out "$Z/z12" > "$W/zoo12.txt" 2>&1 &
 ZOO_PID=$!
 
 # (a) GPU tests.
@@ -80,6 +83,7 @@ fi
 wait $ZOO_PID; note "zoo of 12: rc $? ($(du -sh "$Z/z12" | cut -f1))"
 
 # (b) The switch benchmark with the tiers.
+if [ -z "${ONLY_SERVE:-}" ]; then
 L=$(left); timeout $(( L < 30 ? 30 : (L < 150 ? L : 150) )) "$B/ptm" bench switch --zoo "$Z/z12" --device "$DEV" --iters 40 \
   --baseline-iters 3 --cold-iters 20 > "$W/bench_switch.txt" 2>&1
 note "bench switch: rc $?"
@@ -100,6 +104,10 @@ if [ -f "$W/h200-issue14.ron" ]; then
 else
   tail -5 "$W/calibrate.err" | tee -a "$S"
   note "no new profile: the servers calibrate at start-up (quick plan)"
+fi
+else
+  PROF=()
+  [ -n "${PROFILE_FILE:-}" ] && PROF=(--profile "$PROFILE_FILE" --model "$ARCH-$DT")
 fi
 
 # (d) Serving under the HTTP load client.

@@ -2,7 +2,7 @@
 //! per model its cold load, switch and rebuild, and how each stretches with busy instances.
 //! Built by [`crate::engine::Setup`] from a profile; never the sampled future.
 
-use crate::profile::{stretch_at, ForwardTable};
+use crate::profile::{stretch_at, ForwardTable, HostOverhead};
 use crate::record::Load;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId};
@@ -44,12 +44,14 @@ impl PetEstimates {
 }
 
 /// What a model's batch of requests costs on average: forward passes of at most
-/// `forward_batch` rows, plus a per-batch overhead.
+/// `forward_batch` rows, plus a per-batch overhead and, when measured, the host's work of a
+/// dispatch.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PassCosts {
     pub(crate) forward: ForwardTable,
     pub(crate) forward_batch: u32,
     pub(crate) overhead_ms: f64,
+    pub(crate) host: Option<HostOverhead>,
 }
 
 impl PassCosts {
@@ -63,6 +65,9 @@ impl PassCosts {
         }
         if rest > 0 {
             ms += self.forward.mean_ms(rest, seq_len);
+        }
+        if let Some(h) = &self.host {
+            ms += h.mean_ms(full + u32::from(rest > 0));
         }
         ms
     }

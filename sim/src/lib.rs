@@ -48,6 +48,7 @@ pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod estimates;
+pub mod fidelity;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;

@@ -20,6 +20,8 @@ pub enum Stream {
     Service = 3,
     /// Cold-load and switch-time noise (keyed by instance and load number).
     Load = 4,
+    /// The host's work per dispatch (keyed by the batch's first request).
+    Host = 5,
 }
 
 /// The random generator every stream uses.

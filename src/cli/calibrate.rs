@@ -31,6 +31,28 @@ pub struct CalibrateArgs {
     /// the calibration must measure too (a `--zoo` of the same architecture).
     #[arg(long)]
     pub pet_zoo: Vec<PathBuf>,
+    /// Replace the plan's forward batches (comma separated, each 1 to 4,096), e.g. 1,8.
+    #[arg(long, value_delimiter = ',', value_name = "N,…",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batches: Vec<u32>,
+    /// Replace the plan's sequence lengths (comma separated, each 1 to 8,192), e.g.
+    /// 64,128,256,512.
+    #[arg(long, value_delimiter = ',', value_name = "N,…",
+          value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub seq_lens: Vec<u32>,
+    /// Replace the largest number of instances contention is measured with (1 to 64).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_instances: Option<u64>,
+    /// Replace the measured repeats per figure (2 to 10,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    pub repeats: Option<u64>,
+    /// Replace the repeats of the slow figures: cold loads, FastPTM-mode and full switches
+    /// (1 to 10,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub slow_repeats: Option<u64>,
+    /// Replace the largest number of instances the slow figures are measured with (1 to 64).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub slow_max_instances: Option<u64>,
     /// Where to write the profile (ron).
     #[arg(long)]
     pub out: PathBuf,
@@ -72,11 +94,30 @@ pub fn execute(args: CalibrateArgs) -> anyhow::Result<()> {
             zoos.push(runtime_target::make_zoo(m, dtype, tmp.path())?);
         }
     }
-    let plan = if args.quick {
+    let mut plan = if args.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if !args.batches.is_empty() {
+        plan.batches = args.batches.clone();
+    }
+    if !args.seq_lens.is_empty() {
+        plan.seq_lens = args.seq_lens.clone();
+    }
+    if let Some(n) = args.max_instances {
+        plan.max_instances = n as usize;
+    }
+    if let Some(n) = args.repeats {
+        plan.repeats = n as usize;
+    }
+    if let Some(n) = args.slow_repeats {
+        plan.slow_repeats = n as usize;
+    }
+    if let Some(n) = args.slow_max_instances {
+        plan.slow_max_instances = n as usize;
+    }
+    plan.validate()?;
     let (mut target, names) = target_for(device, &zoos, dtype, &plan)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();

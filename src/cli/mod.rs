@@ -9,6 +9,7 @@ mod bench_tiers;
 mod calibrate;
 mod capacity;
 mod compare;
+mod fidelity_table;
 mod infer;
 mod plan;
 mod plot;
@@ -53,6 +54,9 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Compare two runs (`ptm run --json` files) or two sweeps (folders), cell by cell.
     Compare(compare::CompareArgs),
+    /// The sim-vs-live fidelity table of `ptm run --live --compare --json` files: errors,
+    /// bootstrap intervals on p99, misses with their phase breakdown.
+    FidelityTable(fidelity_table::FidelityTableArgs),
     /// Convert, generate and export workload traces.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -89,6 +93,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Capacity(args) => capacity::execute(args),
         Command::Plan(args) => plan::execute(args),
         Command::Compare(args) => compare::execute(args),
+        Command::FidelityTable(args) => fidelity_table::execute(args),
         Command::Calibrate(args) => calibrate::execute(args),
         Command::Plot(args) => plot::execute(args),
         Command::Serve(args) => serve::execute(args),

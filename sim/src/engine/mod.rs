@@ -5,8 +5,22 @@
 //! instant, handles everything that happens then — arrivals first, then phase ends, then the
 //! scheduler's tick — and then lets the scheduler decide once. A dispatch to an instance that
 //! holds another tenant starts with a load phase (a switch, or a cold load for an instance that
-//! never held anything); the inference phase follows. Each phase's duration is drawn at its
-//! start from the profile and stretched by the number of instances busy at that moment.
+//! never held anything); the inference phase follows. The books are the shared
+//! [`crate::ledger`]'s; timing is the engine's.
+//!
+//! A phase's work is drawn at its start from the profile (its time alone). How long it takes:
+//!
+//! - **by resource** (every model of the run has measured contention figures): the phase holds
+//!   the SMs (an inference), the copy engine (a switch, a pool load, a prefetch) or the host (a
+//!   cold load, a rebuild) and progresses at the rate its resource's sharing gives it; its
+//!   remaining work is re-timed whenever a phase on its resource starts or ends ([`share`]);
+//! - **stretch at the start** (otherwise: older profiles, FastPTM's published costs): its
+//!   duration is stretched by its cost's curve at the number of instances busy when it starts,
+//!   and fixed then. [`Setup::cost_model`] says which, and every report carries it.
+//!
+//! Measured host work (the hand-off of a dispatch to its worker and back, the worker's staging
+//! around a request's passes) is added unshared before the phase's work: the hand-off to a
+//! dispatch's first phase, the staging to its inference.
 //!
 //! Invariants, checked as it runs: a dispatch names an idle instance and a waiting request; no
 //! request runs twice; when the run ends every request has completed exactly once. A scheduler
@@ -15,17 +29,20 @@
 
 mod queue;
 mod setup;
+pub mod share;
 
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
-pub use queue::{Event, Queue};
+pub use queue::{Event, Job, Queue};
 pub use setup::{Batching, Estimates, LoadingMode, PetServing, Serving, Setup};
+pub use share::{Shares, Work as SharedWork};
 
 use crate::error::Result;
 use crate::ledger::{Ledger, Start};
+use crate::profile::Resource;
 use crate::rng::{keyed, Stream};
 use crate::scheduler::{BatchLimits, Decision, Scheduler, View};
 use crate::time::{ms_to_ns, Nanos};
-use crate::workload::RequestId;
+use crate::workload::{RequestId, TenantId};
 
 /// Options of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,6 +77,20 @@ struct Engine<'s, 'a> {
     /// The earliest wake-up pending in the queue.
     wake_ns: Option<Nanos>,
     prefetches_done: u64,
+    /// Contention by resource (`None`: the stretch at each phase's start).
+    shares: Option<Shares>,
+    /// Shared work (resource, model, nanoseconds alone) of a job waiting for its unshared host
+    /// work to end: per instance, and per prefetch (by tenant).
+    pending: Vec<Option<(Resource, usize, SharedWork)>>,
+    pending_prefetches: Vec<(TenantId, Resource, usize, SharedWork)>,
+    /// Jobs a completion on a resource ended (reused).
+    done: Vec<Job>,
+}
+
+/// What a job does once started: unshared host work, then (by resource) work on a resource.
+struct Work {
+    fixed_ns: Nanos,
+    shared: Option<(Resource, usize, SharedWork)>,
 }
 
 impl<'s, 'a> Engine<'s, 'a> {
@@ -97,6 +128,10 @@ impl<'s, 'a> Engine<'s, 'a> {
             starts: Vec::new(),
             wake_ns: None,
             prefetches_done: 0,
+            shares: setup.contention().map(Shares::new),
+            pending: vec![None; m],
+            pending_prefetches: Vec::new(),
+            done: Vec::new(),
         })
     }
 
@@ -143,10 +178,22 @@ impl<'s, 'a> Engine<'s, 'a> {
             let mut ticked = false;
             while let Some(event) = self.queue.pop_at(now) {
                 match event {
-                    Event::PhaseDone(i) => changed |= self.phase_done(i as usize)?,
-                    Event::PrefetchDone(t) => {
-                        self.ledger.prefetch_done(t);
-                        changed = true;
+                    Event::Step(job) => changed |= self.step(job)?,
+                    Event::Share(resource, generation) => {
+                        let mut done = std::mem::take(&mut self.done);
+                        done.clear();
+                        if let Some(shares) = &mut self.shares {
+                            done.extend_from_slice(shares.complete(
+                                now,
+                                resource,
+                                generation,
+                                &mut self.queue,
+                            ));
+                        }
+                        for &job in &done {
+                            changed |= self.job_done(job)?;
+                        }
+                        self.done = done;
                     }
                     Event::Wake => {
                         if self.wake_ns == Some(now) {
@@ -209,8 +256,8 @@ impl<'s, 'a> Engine<'s, 'a> {
     }
 
     /// Books the dispatches of one decision and starts their first phases (all of them count
-    /// as busy from now, so each phase is stretched by the instances busy at this instant);
-    /// starts its prefetches and queues its wake-up.
+    /// as busy from now, so under the stretch model each phase is stretched by the instances
+    /// busy at this instant); starts its prefetches and queues its wake-up.
     fn apply(&mut self, out: &Decision) -> Result<()> {
         if let Some(t) = out.wake_at_ns.filter(|&t| t > self.now_ns) {
             if self.wake_ns.is_none_or(|w| t < w) {
@@ -222,11 +269,23 @@ impl<'s, 'a> Engine<'s, 'a> {
             if self.ledger.prefetch(self.now_ns, tenant).is_some() {
                 // A prefetch is a copy from the host, like a switch's, on the copy engine.
                 let cost = self.setup.load_cost(Load::Switch, None, tenant);
-                let mut rng = keyed(self.seed, Stream::Load, (1 << 63) | self.prefetches_done);
+                let key = (1 << 63) | self.prefetches_done;
+                let mut rng = keyed(self.seed, Stream::Load, key);
                 self.prefetches_done += 1;
                 let ms = cost.map_or(0.0, |c| c.ms.sample(&mut rng));
-                self.queue
-                    .push(self.now_ns + ms_to_ns(ms), Event::PrefetchDone(tenant));
+                let model = self.setup.model_index(tenant);
+                let fixed_ns = self.host_ns(model, key, |h| &h.handoff_ms);
+                let work = match self.shares {
+                    None => Work {
+                        fixed_ns: fixed_ns + ms_to_ns(ms),
+                        shared: None,
+                    },
+                    Some(_) => Work {
+                        fixed_ns,
+                        shared: Some((Resource::Link, model, SharedWork::plain(ms_to_ns(ms)))),
+                    },
+                };
+                self.start(Job::Prefetch(tenant), work);
             }
         }
         let mut starts = std::mem::take(&mut self.starts);
@@ -240,6 +299,9 @@ impl<'s, 'a> Engine<'s, 'a> {
         let busy = self.ledger.busy();
         for start in starts.drain(..) {
             let i = start.instance as usize;
+            let model = self.setup.model_index(start.tenant);
+            // The dispatch's hand-off to its worker and the report back: its first phase's.
+            let handoff_ns = self.host_ns(model, (start.request as u64) << 1, |h| &h.handoff_ms);
             match self.setup.load_cost(start.load, start.from, start.tenant) {
                 Some(cost) => {
                     let mut rng = keyed(
@@ -248,41 +310,150 @@ impl<'s, 'a> Engine<'s, 'a> {
                         ((i as u64) << 40) | self.loads_done[i],
                     );
                     self.loads_done[i] += 1;
-                    let ms = cost.ms.sample(&mut rng) * cost.stretch_at(busy);
-                    self.queue
-                        .push(self.now_ns + ms_to_ns(ms), Event::PhaseDone(i as u32));
+                    let alone_ms = cost.ms.sample(&mut rng);
+                    let work = match self.shares {
+                        None => Work {
+                            fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
+                            shared: None,
+                        },
+                        Some(_) => {
+                            let r = self
+                                .setup
+                                .load_resource(start.load, start.from, start.tenant);
+                            Work {
+                                fixed_ns: handoff_ns,
+                                shared: Some((r, model, SharedWork::plain(ms_to_ns(alone_ms)))),
+                            }
+                        }
+                    };
+                    self.start(Job::Instance(i as u32), work);
                 }
-                None => self.start_inference(i),
+                None => self.start_inference(i, handoff_ns),
             }
         }
         self.starts = starts;
         Ok(())
     }
 
-    /// Starts the inference of instance `i`'s batch; its noise is keyed by the batch's first
-    /// request (common random numbers across policies).
-    fn start_inference(&mut self, i: usize) {
-        let batch = self.ledger.batch(i);
-        let mut rng = keyed(self.seed, Stream::Service, batch[0] as u64);
-        let busy = self.ledger.busy();
-        let ns = if self.ledger.residency().pet() {
-            let loads = self.ledger.pet_loads(i);
-            self.setup.sample_pet_batch_ns(batch, loads, busy, &mut rng)
-        } else {
-            match batch {
-                [id] => self.setup.sample_service_ns(*id, busy, &mut rng),
-                _ => self.setup.sample_batch_ns(batch, busy, &mut rng),
+    /// A draw of the host overhead figure `which` of model `model` keyed by `key`, nanoseconds
+    /// (0 when the profile has none).
+    fn host_ns(
+        &self,
+        model: usize,
+        key: u64,
+        which: impl Fn(&crate::profile::HostOverhead) -> &crate::profile::Dist,
+    ) -> Nanos {
+        self.setup.host(model).map_or(0, |h| {
+            ms_to_ns(which(h).sample(&mut keyed(self.seed, Stream::Host, key)))
+        })
+    }
+
+    /// Starts `job`: its unshared work first (a queued step), then its shared work, if any.
+    fn start(&mut self, job: Job, work: Work) {
+        match (work.shared, &mut self.shares) {
+            (Some((r, model, ns)), Some(shares)) if work.fixed_ns == 0 => {
+                shares.join(self.now_ns, r, job, model, ns, &mut self.queue);
             }
+            (shared, _) => {
+                match job {
+                    Job::Instance(i) => self.pending[i as usize] = shared,
+                    Job::Prefetch(t) => {
+                        if let Some((r, model, ns)) = shared {
+                            self.pending_prefetches.push((t, r, model, ns));
+                        }
+                    }
+                }
+                self.queue
+                    .push(self.now_ns + work.fixed_ns, Event::Step(job));
+            }
+        }
+    }
+
+    /// `job`'s unshared work ended: it joins its resource, or (with nothing shared) is done.
+    /// Returns whether an instance became idle or a tenant landed in the pool.
+    fn step(&mut self, job: Job) -> Result<bool> {
+        let shared = match job {
+            Job::Instance(i) => self.pending[i as usize].take(),
+            Job::Prefetch(t) => self
+                .pending_prefetches
+                .iter()
+                .position(|p| p.0 == t)
+                .map(|k| {
+                    let (_, r, model, ns) = self.pending_prefetches.swap_remove(k);
+                    (r, model, ns)
+                }),
         };
-        self.queue
-            .push(self.now_ns + ns, Event::PhaseDone(i as u32));
+        match (shared, &mut self.shares) {
+            (Some((r, model, ns)), Some(shares)) => {
+                shares.join(self.now_ns, r, job, model, ns, &mut self.queue);
+                Ok(false)
+            }
+            _ => self.job_done(job),
+        }
+    }
+
+    /// `job` is done. Returns whether an instance became idle or a tenant landed in the pool.
+    fn job_done(&mut self, job: Job) -> Result<bool> {
+        match job {
+            Job::Instance(i) => self.phase_done(i as usize),
+            Job::Prefetch(t) => {
+                self.ledger.prefetch_done(t);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Starts the inference of instance `i`'s batch after `handoff_ns` of hand-off (a dispatch
+    /// without a load); its noise is keyed by the batch's first request (common random numbers
+    /// across policies).
+    fn start_inference(&mut self, i: usize, handoff_ns: Nanos) {
+        let batch = self.ledger.batch(i);
+        let first = batch[0];
+        let tenant = self.setup.workload.requests[first as usize].tenant;
+        let mut rng = keyed(self.seed, Stream::Service, first as u64);
+        let (mut alone_ms, passes, tokens) = self.setup.sample_inference_ms(batch, &mut rng);
+        if self.ledger.residency().pet() {
+            // A mixed pass of parameter-efficient tenants: the backbone's, plus the delta
+            // kernels and the delta loads it waited for (all on the SMs' clock).
+            alone_ms =
+                self.setup
+                    .pet_inference_ms(alone_ms, batch, self.ledger.pet_loads(i), &mut rng);
+        }
+        let model = self.setup.model_index(tenant);
+        let staging_ns = self.host_ns(model, ((first as u64) << 1) | 1, |h| &h.staging_ms)
+            + self.setup.host(model).map_or(0, |h| {
+                ms_to_ns(h.staging_per_pass_ms * passes.saturating_sub(1) as f64)
+            });
+        let fixed_ns = handoff_ns + staging_ns;
+        let work = match self.shares {
+            None => {
+                let busy = self.ledger.busy();
+                Work {
+                    fixed_ns: fixed_ns
+                        + ms_to_ns(alone_ms * self.setup.forward_stretch(tenant, busy)),
+                    shared: None,
+                }
+            }
+            Some(_) => Work {
+                fixed_ns,
+                shared: Some((
+                    Resource::Sm,
+                    model,
+                    SharedWork {
+                        ns: ms_to_ns(alone_ms),
+                        tokens,
+                    },
+                )),
+            },
+        };
+        self.start(Job::Instance(i as u32), work);
     }
 
     /// Ends instance `i`'s phase; returns whether an instance became idle.
     fn phase_done(&mut self, i: usize) -> Result<bool> {
         if self.ledger.loading(i) {
             self.ledger.load_done(self.now_ns, i)?;
-            self.start_inference(i);
+            self.start_inference(i, 0);
             return Ok(false);
         }
         self.ledger.complete(self.now_ns, i)?;

@@ -1,21 +1,36 @@
 //! The event queue: a binary heap ordered by (time, class, sequence number).
 //!
-//! Within one instant, phase completions come first, then prefetches landing, then wake-ups a
-//! scheduler asked for, then the scheduler's tick; events of one class come in the order they
-//! were scheduled (FIFO). Arrivals are not queued here: they come
-//! from the sorted workload and precede every queued event of the same instant.
+//! Within one instant, the ends of instances' phases come first (a phase's unshared part, or a
+//! completion on a shared resource), then prefetches landing, then wake-ups a scheduler asked
+//! for, then the scheduler's tick; events of one class come in the order they were scheduled
+//! (FIFO). Arrivals are not queued here: they come from the sorted workload and precede every
+//! queued event of the same instant. A completion on a resource carries the resource's
+//! generation: re-timing the resource schedules a new one and makes the old one stale
+//! ([`super::share`]).
 
+use crate::profile::Resource;
 use crate::time::Nanos;
+use crate::workload::TenantId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+/// Something that runs for a while: an instance's phase or a prefetch into the GPU pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Job {
+    /// The current phase (load or inference) of instance `.0`.
+    Instance(u32),
+    /// A prefetch of tenant `.0` into the GPU pool.
+    Prefetch(TenantId),
+}
 
 /// What happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Event {
-    /// The current phase (load or inference) of instance `.0` ends.
-    PhaseDone(u32),
-    /// A prefetch of tenant `.0` into the GPU pool lands.
-    PrefetchDone(u32),
+    /// A job's unshared part ends: its whole duration under the stretch model, its fixed host
+    /// work before it joins a resource otherwise.
+    Step(Job),
+    /// The next completion on a resource, valid while the resource's generation is `.1`.
+    Share(Resource, u32),
     /// The time a scheduler asked to decide again at (a batching window closes).
     Wake,
     /// The scheduler's periodic tick.
@@ -25,8 +40,8 @@ pub enum Event {
 impl Event {
     fn class(self) -> u8 {
         match self {
-            Event::PhaseDone(_) => 0,
-            Event::PrefetchDone(_) => 1,
+            Event::Step(Job::Instance(_)) | Event::Share(..) => 0,
+            Event::Step(Job::Prefetch(_)) => 1,
             Event::Wake => 2,
             Event::Tick => 3,
         }
@@ -61,7 +76,7 @@ impl Queue {
         }
     }
 
-    /// Whether only ticks (or nothing) remain.
+    /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -74,15 +89,20 @@ mod tests {
     #[test]
     fn same_instant_completions_come_first_in_fifo_order() {
         let mut q = Queue::default();
+        let phase = |i| Event::Step(Job::Instance(i));
         q.push(5, Event::Tick);
-        q.push(5, Event::PhaseDone(2));
-        q.push(3, Event::PhaseDone(9));
-        q.push(5, Event::PhaseDone(1));
+        q.push(5, Event::Step(Job::Prefetch(4)));
+        q.push(5, phase(2));
+        q.push(3, phase(9));
+        q.push(5, Event::Share(Resource::Sm, 7));
+        q.push(5, phase(1));
         assert_eq!(q.next_time(), Some(3));
-        assert_eq!(q.pop_at(3), Some(Event::PhaseDone(9)));
+        assert_eq!(q.pop_at(3), Some(phase(9)));
         assert_eq!(q.pop_at(3), None);
-        assert_eq!(q.pop_at(5), Some(Event::PhaseDone(2)));
-        assert_eq!(q.pop_at(5), Some(Event::PhaseDone(1)));
+        assert_eq!(q.pop_at(5), Some(phase(2)));
+        assert_eq!(q.pop_at(5), Some(Event::Share(Resource::Sm, 7)));
+        assert_eq!(q.pop_at(5), Some(phase(1)));
+        assert_eq!(q.pop_at(5), Some(Event::Step(Job::Prefetch(4))));
         assert_eq!(q.pop_at(5), Some(Event::Tick));
         assert!(q.is_empty());
     }

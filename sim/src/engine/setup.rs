@@ -12,7 +12,10 @@ pub use crate::estimates::Estimates;
 use crate::estimates::{EstimateParts, ModelStretch, PassCosts, PetEstimates};
 use crate::ledger::{Capacity, Eviction, Load, Residency, Tiers};
 use crate::limits::{self, MAX_INSTANCES, MAX_RUN_NS, MAX_SAMPLES};
-use crate::profile::{max_stretch, Cost, Dist, ModelProfile, PetCosts, PetKind, Profile};
+use crate::profile::{
+    max_stretch, Contention, Cost, Dist, HostOverhead, ModelProfile, PetCosts, PetKind, Profile,
+    Resource,
+};
 use crate::rng::Rng;
 use crate::time::{ms_to_ns, Nanos};
 use crate::workload::{RequestId, TenantId, Workload};
@@ -116,6 +119,8 @@ struct ServicePlan {
     max_ms: f64,
     /// Index of its model in [`Setup`]'s models.
     model: usize,
+    /// Forward passes it runs.
+    passes: u32,
 }
 
 /// A workload bound to a profile and a serving configuration, ready to simulate.
@@ -249,10 +254,19 @@ impl<'a> Setup<'a> {
             LoadingMode::Split => m.switch.split.ms.mean(),
             LoadingMode::Full => m.switch.full.ms.mean(),
         };
+        let host_ns = |p: &ServicePlan| {
+            models[p.model]
+                .host
+                .as_ref()
+                .map_or(0, |h| ms_to_ns_saturating(h.mean_ms(p.passes)))
+        };
         let estimates = Estimates::new(EstimateParts {
             service_ns: request_plan
                 .iter()
-                .map(|&p| plans[p as usize].mean_ns)
+                .map(|&p| {
+                    let p = &plans[p as usize];
+                    p.mean_ns.saturating_add(host_ns(p))
+                })
                 .collect(),
             tenant_model,
             cold_ns: models
@@ -287,6 +301,7 @@ impl<'a> Setup<'a> {
                     forward: m.forward.clone(),
                     forward_batch: serving.forward_batch,
                     overhead_ms: m.request_overhead_ms.mean(),
+                    host: m.host.clone(),
                 })
                 .collect(),
             stretch: models
@@ -348,14 +363,101 @@ impl<'a> Setup<'a> {
     /// instance (the profile's mean), for requests not in the workload.
     pub fn estimate_service_ns(&self, tenant: TenantId, samples: u32, seq_len: u32) -> Nanos {
         let index = self.estimates.model_of(tenant);
-        plan(
-            self.models[index],
+        let m = self.models[index];
+        let p = plan(
+            m,
             index,
             samples.max(1),
             seq_len.max(1),
             self.serving.forward_batch,
-        )
-        .mean_ns
+        );
+        let host = m
+            .host
+            .as_ref()
+            .map_or(0, |h| ms_to_ns_saturating(h.mean_ms(p.passes)));
+        p.mean_ns.saturating_add(host)
+    }
+
+    /// How this run models contention: by resource when every model it uses has measured
+    /// contention figures, else the stretch at a phase's start (see
+    /// [`crate::profile::contention`]).
+    pub fn contention(&self) -> Option<Vec<Contention>> {
+        self.models.iter().map(|m| m.contention.clone()).collect()
+    }
+
+    /// One line for reports: the contention model and the host overhead this run applies.
+    pub fn cost_model(&self) -> String {
+        let names = self.workload.models();
+        let lacking = |f: &dyn Fn(&ModelProfile) -> bool| -> Vec<&str> {
+            self.models
+                .iter()
+                .zip(&names)
+                .filter(|(m, _)| !f(m))
+                .map(|(_, n)| n.as_str())
+                .collect()
+        };
+        let contention = match self.models.first().and_then(|m| m.contention.as_ref()) {
+            Some(c) if lacking(&|m| m.contention.is_some()).is_empty() => {
+                let how = |r: Resource| match c.sharing(r) {
+                    crate::profile::Sharing::Fifo => format!("{} FIFO", r.name()),
+                    crate::profile::Sharing::Shared(_) => format!("{} shared", r.name()),
+                };
+                format!(
+                    "contention by resource ({}, {}, {})",
+                    how(Resource::Sm),
+                    how(Resource::Link),
+                    how(Resource::Host)
+                )
+            }
+            _ => format!(
+                "contention: stretch by busy instances at each phase's start (no contention \
+                 figures in the profile for {})",
+                lacking(&|m| m.contention.is_some()).join(", ")
+            ),
+        };
+        let missing = lacking(&|m| m.host.is_some());
+        let host = if missing.is_empty() {
+            "host overhead per dispatch measured".to_string()
+        } else {
+            format!("no host overhead (not measured for {})", missing.join(", "))
+        };
+        format!("{contention}; {host}")
+    }
+
+    /// The index of `tenant`'s model.
+    pub(crate) fn model_index(&self, tenant: TenantId) -> usize {
+        self.estimates.model_of(tenant)
+    }
+
+    /// The host overhead figures of model `model`, when measured.
+    pub(crate) fn host(&self, model: usize) -> Option<&HostOverhead> {
+        self.models[model].host.as_ref()
+    }
+
+    /// The resource a load of kind `load` of `tenant` into an executor that held `from` waits
+    /// on: the copy engine for copies (switches, pool loads), the host for checkpoint reads
+    /// (cold loads, rebuilds).
+    pub(crate) fn load_resource(
+        &self,
+        load: Load,
+        from: Option<TenantId>,
+        tenant: TenantId,
+    ) -> Resource {
+        match load {
+            Load::Cold => Resource::Host,
+            Load::Switch if self.rebuilds(from, tenant) => Resource::Host,
+            Load::Switch | Load::Pool | Load::None => Resource::Link,
+        }
+    }
+
+    /// Whether a switch into `tenant` from `from` rebuilds the model (full loading, or another
+    /// model's structure).
+    fn rebuilds(&self, from: Option<TenantId>, tenant: TenantId) -> bool {
+        let to = self.estimates.model_of(tenant);
+        match from {
+            Some(r) if self.estimates.model_of(r) != to => true,
+            _ => self.serving.loading == LoadingMode::Full,
+        }
     }
 
     /// The cost of a load of kind `load` of `tenant` into an executor that held `from`
@@ -372,35 +474,28 @@ impl<'a> Setup<'a> {
             Load::None => None,
             Load::Cold => Some(&m.cold_load),
             Load::Pool => m.pool_switch.as_ref(),
-            Load::Switch => match from {
-                Some(r) if self.estimates.model_of(r) != to => Some(&m.switch.full),
-                _ if self.serving.loading == LoadingMode::Full => Some(&m.switch.full),
-                _ => Some(&m.switch.split),
-            },
+            Load::Switch if self.rebuilds(from, tenant) => Some(&m.switch.full),
+            Load::Switch => Some(&m.switch.split),
         }
     }
 
-    /// Draws the mixed pass of parameter-efficient tenants of `batch` (the first keying the
-    /// noise) whose deltas needed `loads`, with `busy` instances busy: the backbone's passes
-    /// over all rows, stretched by the delta kernels' overhead, plus a segment per distinct
-    /// tenant, plus what delta loads add (only what exceeds the pass when pipelined).
-    pub(crate) fn sample_pet_batch_ns(
+    /// The inference, milliseconds alone, of a mixed pass of parameter-efficient tenants of
+    /// `batch` whose backbone pass alone takes `backbone_ms` and whose deltas needed `loads`:
+    /// the backbone stretched by the delta kernels' overhead, plus a segment per distinct
+    /// tenant, plus what the delta loads add (only what exceeds the pass when pipelined).
+    pub(crate) fn pet_inference_ms(
         &self,
+        backbone_ms: f64,
         batch: &[RequestId],
         loads: &[crate::ledger::PetLoad],
-        busy: usize,
         rng: &mut Rng,
-    ) -> Nanos {
-        let backbone = match batch {
-            [id] => self.sample_service_ns(*id, busy, rng),
-            _ => self.sample_batch_ns(batch, busy, rng),
-        };
+    ) -> f64 {
         let tenant = self.workload.requests[batch[0] as usize].tenant;
         let model = self.models[self.estimates.model_of(tenant)];
         let Some(p) = self.serving.pet.and_then(|s| model.pet.get(&s.kind.key())) else {
-            return backbone;
+            return backbone_ms;
         };
-        let mut ms = backbone as f64 / 1e6 * (1.0 + p.overhead);
+        let mut ms = backbone_ms * (1.0 + p.overhead);
         for _ in loads {
             ms += p.segment_ms.sample(rng);
         }
@@ -412,18 +507,29 @@ impl<'a> Setup<'a> {
                 Load::None | Load::Pool => 0.0,
             };
         }
-        ms += if p.pipelined {
+        ms + if p.pipelined {
             (load_ms - ms).max(0.0)
         } else {
             load_ms
-        };
-        ms_to_ns(ms)
+        }
     }
 
-    /// Draws the inference time of a batch of several requests (`batch`, the first keying the
-    /// noise) with `busy` instances busy: passes over their rows together.
-    pub(crate) fn sample_batch_ns(&self, batch: &[RequestId], busy: usize, rng: &mut Rng) -> Nanos {
+    /// Draws the inference of instance batch `batch` (the first request keys the noise) with
+    /// one instance busy, milliseconds: one request's plan, or passes over several requests'
+    /// rows together. Returns it, the passes it runs and the tokens of its largest pass.
+    pub(crate) fn sample_inference_ms(
+        &self,
+        batch: &[RequestId],
+        rng: &mut Rng,
+    ) -> (f64, u32, u32) {
+        let fb = self.serving.forward_batch.max(1);
         let reqs = &self.workload.requests;
+        if let [id] = batch {
+            let plan = &self.plans[self.request_plan[*id as usize] as usize];
+            let r = &reqs[*id as usize];
+            let tokens = r.samples.clamp(1, fb).saturating_mul(r.seq_len.max(1));
+            return (plan.sample_ms(rng), plan.passes, tokens);
+        }
         let first = &reqs[batch[0] as usize];
         let rows: u32 = batch.iter().map(|&id| reqs[id as usize].samples).sum();
         let seq = batch
@@ -432,25 +538,23 @@ impl<'a> Setup<'a> {
             .max()
             .unwrap_or(1);
         let model = self.estimates.model_of(first.tenant);
-        let m = self.models[model];
         let p = plan(
-            m,
+            self.models[model],
             model,
             rows.max(1),
             seq.max(1),
             self.serving.forward_batch,
         );
-        ms_to_ns(p.sample_ms(rng) * m.forward.stretch_at(busy))
+        let tokens = rows.clamp(1, fb).saturating_mul(seq.max(1));
+        (p.sample_ms(rng), p.passes, tokens)
     }
 
-    /// Draws request `id`'s inference time with `busy` instances busy.
-    pub(crate) fn sample_service_ns(&self, id: RequestId, busy: usize, rng: &mut Rng) -> Nanos {
-        let plan = &self.plans[self.request_plan[id as usize] as usize];
-        let ms = plan.sample_ms(rng);
-        let m = self.models[self
-            .estimates
-            .model_of(self.workload.requests[id as usize].tenant)];
-        ms_to_ns(ms * m.forward.stretch_at(busy))
+    /// The factor of an inference of `tenant` started with `busy` instances busy (the stretch
+    /// model).
+    pub(crate) fn forward_stretch(&self, tenant: TenantId, busy: usize) -> f64 {
+        self.models[self.estimates.model_of(tenant)]
+            .forward
+            .stretch_at(busy)
     }
 }
 
@@ -634,7 +738,22 @@ fn check_horizon(
     plans: &[ServicePlan],
     request_plan: &[u32],
 ) -> Result<()> {
-    let longest = |c: &Cost| c.ms.max_ms() * max_stretch(&c.stretch);
+    // The longest a phase can take per unit of its work: the stretch model's largest factor,
+    // or under contention by resource the largest per-phase factor of its resource's sharing
+    // and its cross factor (a run's work completes at least at the slowest total rate).
+    let by_resource = |m: &ModelProfile, r: Resource| -> Option<f64> {
+        m.contention.as_ref().map(|c| {
+            let cross = match r {
+                Resource::Sm => c.forward_during_copy,
+                Resource::Link => c.copy_during_forward,
+                Resource::Host => 1.0,
+            };
+            c.sharing(r).max_per_phase() * cross.max(1.0)
+        })
+    };
+    let longest = |m: &ModelProfile, c: &Cost, r: Resource| {
+        c.ms.max_ms() * by_resource(m, r).unwrap_or_else(|| max_stretch(&c.stretch))
+    };
     let load_ms: Vec<f64> = models
         .iter()
         .map(|m| {
@@ -642,14 +761,24 @@ fn check_horizon(
                 LoadingMode::Split => &m.switch.split,
                 LoadingMode::Full => &m.switch.full,
             };
-            longest(&m.cold_load)
-                .max(longest(switch))
-                .max(longest(&m.switch.full))
+            let host_ms = m.host.as_ref().map_or(0.0, |h| h.handoff_ms.max_ms());
+            host_ms
+                + longest(m, &m.cold_load, Resource::Host)
+                    .max(longest(m, switch, Resource::Link))
+                    .max(longest(m, &m.switch.full, Resource::Host))
         })
         .collect();
     let service_ms: Vec<f64> = plans
         .iter()
-        .map(|p| p.max_ms * max_stretch(&models[p.model].forward.stretch))
+        .map(|p| {
+            let m = models[p.model];
+            let host_ms = m.host.as_ref().map_or(0.0, |h| {
+                h.staging_ms.max_ms() + h.staging_per_pass_ms * p.passes as f64
+            });
+            let factor =
+                by_resource(m, Resource::Sm).unwrap_or_else(|| max_stretch(&m.forward.stretch));
+            host_ms + p.max_ms * factor
+        })
         .collect();
     let work_ms: f64 = workload
         .requests
@@ -714,12 +843,14 @@ fn plan(m: &ModelProfile, model: usize, samples: u32, seq_len: u32, batch: u32) 
                 }
             })
             .sum::<f64>();
+    let passes = groups.iter().map(|(n, ..)| *n).sum();
     ServicePlan {
         groups,
         overhead,
         mean_ns: ms_to_ns_saturating(mean_ms),
         max_ms,
         model,
+        passes,
     }
 }
 

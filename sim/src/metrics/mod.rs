@@ -16,7 +16,7 @@
 pub mod perfetto;
 pub mod requests;
 pub mod seeds;
-mod summary;
+pub(crate) mod summary;
 pub mod timeline;
 
 pub use seeds::{over_seeds, Estimate, SeedMean};
@@ -38,6 +38,10 @@ pub struct Report {
     pub seed: u64,
     /// The GPU's name (from the profile).
     pub gpu: String,
+    /// How the costs were applied: contention by resource or the stretch at each phase's
+    /// start, and whether the host's work per dispatch was added ([`Setup::cost_model`]).
+    #[serde(default)]
+    pub cost_model: String,
     /// Parallel instances.
     pub instances: usize,
     /// Loading mode (`split` or `full`).
@@ -220,6 +224,7 @@ impl Report {
             policy: policy.to_string(),
             seed,
             gpu: setup.gpu.clone(),
+            cost_model: setup.cost_model(),
             instances: setup.serving.instances,
             loading: setup.serving.loading.name().to_string(),
             tenants: w.tenants.len(),

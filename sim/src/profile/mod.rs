@@ -4,8 +4,17 @@
 //! memory an instance takes, the cold load, the switch per loading mode, the per-request overhead
 //! and the forward-pass latency over (batch, sequence length). Every cost is a [`Cost`]: a
 //! distribution at one busy instance plus a *stretch* curve, the factor by which it grows when
-//! `k` instances are busy at once (`stretch[k-1]`; beyond the curve's end its last value holds).
-//! The simulator applies the stretch with the number of instances busy when a phase starts.
+//! `k` of that operation run at once (`stretch[k-1]`; beyond the curve's end its last value
+//! holds).
+//!
+//! How the simulator applies contention depends on what was measured. A model with a
+//! [`Contention`] section (written by `ptm calibrate` since issue 16) is simulated by resource:
+//! phases share the SMs, the copy engine or the host as that section says and are re-timed
+//! whenever a phase on their resource starts or ends ([`contention`]). A model without one (an
+//! older calibration, or FastPTM's published costs) keeps the earlier model: each phase is
+//! stretched by its cost's curve at the number of instances busy when it starts, and the run's
+//! report says so. A [`HostOverhead`] section adds the host's work per dispatch; without one
+//! none is added.
 //!
 //! Forward latency between measured points is interpolated linearly, first in batch within a
 //! sequence length, then in sequence length. Below the smallest measured batch or sequence
@@ -17,11 +26,13 @@
 //! factor is at most 1,000; forward points have batch and sequence length of at most
 //! 1,000,000. Beyond them a profile is refused, naming the file and field.
 
+pub mod contention;
 pub mod dist;
 pub mod forward;
 pub mod identity;
 pub mod pet;
 
+pub use contention::{Contention, HostOverhead, Resource, Sharing};
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};
@@ -209,6 +220,13 @@ pub struct ModelProfile {
     /// Parameter-efficient tenants over this model as a backbone, by kind (e.g. `lora-r8`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pet: BTreeMap<String, PetCosts>,
+    /// How its phases share the device's resources, when measured (absent: each phase is
+    /// stretched by the instances busy when it starts; see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contention: Option<Contention>,
+    /// The host's work per dispatch besides loads and passes, when measured (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostOverhead>,
 }
 
 fn zero_ms() -> Dist {
@@ -264,6 +282,12 @@ impl Profile {
             }
             m.request_overhead_ms.validate(&f("request_overhead_ms"))?;
             m.forward.validate(&f("forward"))?;
+            if let Some(c) = &m.contention {
+                c.validate(&f("contention"))?;
+            }
+            if let Some(h) = &m.host {
+                h.validate(&f("host"))?;
+            }
         }
         Ok(())
     }
@@ -307,6 +331,8 @@ impl Profile {
                 },
                 identity: None,
                 pet: BTreeMap::from([("lora-r8".to_string(), PetCosts::example())]),
+                contention: None,
+                host: None,
             },
         );
         Profile {

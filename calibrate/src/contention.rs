@@ -1,0 +1,219 @@
+//! The figures contention by resource and the host overhead need, measured through the live
+//! path ([`crate::slot_path`]): how `k` forward requests, switches and cold loads at once share
+//! the SMs, the copy engine and the host; how forwards and switches slow each other; and what a
+//! dispatch costs the host besides its load and its passes.
+//!
+//! - **Sharing of a resource** (`k` = 1 … the plan's instances; cold loads up to its slow
+//!   instances): each round runs the operation on `k` slots at once (forward requests of the
+//!   plan's stretch shape, and of its largest batch at its largest length when larger: how
+//!   passes share the SMs depends on their size); the curve's `k`-th value
+//!   is the median over rounds of the *last* finish over the median time of one alone (what
+//!   processor sharing needs: the resource's total rate with `k`). The resource is FIFO when,
+//!   at the largest `k` measured, the first of the `k` finished within the middle of `1/k` and
+//!   1 of the last (median over rounds of first/last below `(1 + 1/k)/2`): one at a time, not
+//!   shared.
+//! - **Across resources**: a forward request timed on one slot while another switches back to
+//!   back, over it alone; a switch timed while another slot runs forward requests, over alone.
+//! - **Host overhead**: a job handed to a parked worker thread and reported back (median
+//!   round trip); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
+//!   them, less the hand-off and the passes as the profile's forward table has them: the rest
+//!   is the staging of one request and, per further pass, the slope.
+
+use crate::slot_path::{LivePath, PathOp};
+use crate::{stats, Plan, Result};
+use ptm_sim::profile::{Contention, HostOverhead, Sharing};
+use std::time::Duration;
+
+/// Progress steps [`measure`] reports.
+pub const STEPS: usize = 5;
+
+/// Passes of the forward requests whose sharing is measured.
+pub const PASSES: u32 = 5;
+/// Passes of the longer request the host overhead's per-pass slope is measured with (FastPTM's
+/// requests: 16 samples in batch-1 passes).
+pub const PASSES_MANY: u32 = 16;
+/// Passes of the forward requests of the largest shape.
+pub const PASSES_LARGE: u32 = 2;
+
+/// The pass shapes (rows, tokens) the live path times: the plan's stretch shape and, when it is
+/// larger, its largest batch at its largest length.
+pub fn shapes(plan: &Plan) -> Vec<(u32, u32)> {
+    let small = plan.stretch_shape();
+    let large = (
+        plan.batches.iter().copied().max().unwrap_or(1),
+        plan.seq_lens.iter().copied().max().unwrap_or(1),
+    );
+    if large.0.saturating_mul(large.1) > small.0.saturating_mul(small.1) {
+        vec![small, large]
+    } else {
+        vec![small]
+    }
+}
+
+fn ms(d: &Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One resource's sharing: curve of last-finish medians and the FIFO test (see the module doc).
+fn sharing(
+    path: &mut dyn LivePath,
+    op: PathOp,
+    max_k: usize,
+    warmup: usize,
+    repeats: usize,
+) -> Result<(Sharing, Vec<f64>)> {
+    let mut alone = Vec::new();
+    let mut curve = Vec::with_capacity(max_k);
+    let mut first_over_last = Vec::new();
+    for k in 1..=max_k {
+        let mut last = Vec::with_capacity(repeats);
+        first_over_last.clear();
+        for round in 0..warmup + repeats {
+            let ds: Vec<f64> = path.together(op, k)?.iter().map(ms).collect();
+            if round < warmup {
+                continue;
+            }
+            let hi = ds.iter().copied().fold(0.0, f64::max);
+            let lo = ds.iter().copied().fold(f64::INFINITY, f64::min);
+            if k == 1 {
+                alone.push(hi);
+            }
+            last.push(hi);
+            if hi > 0.0 {
+                first_over_last.push(lo / hi);
+            }
+        }
+        curve.push(stats::median(&last));
+    }
+    let base = stats::median(&alone);
+    let curve: Vec<f64> = curve
+        .iter()
+        .map(|m| if base > 0.0 { m / base } else { 1.0 })
+        .collect();
+    let fifo = max_k >= 2 && {
+        let threshold = (1.0 + 1.0 / max_k as f64) / 2.0;
+        stats::median(&first_over_last) < threshold
+    };
+    let s = if fifo {
+        Sharing::Fifo
+    } else {
+        Sharing::Shared(curve.clone())
+    };
+    Ok((s, alone))
+}
+
+/// What [`measure`] found: the contention figures and the host overhead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// How phases share the resources.
+    pub contention: Contention,
+    /// The host's work per dispatch.
+    pub host: HostOverhead,
+}
+
+/// Measures the figures on `path` following `plan` (forward requests of the plan's stretch
+/// shape); `forward_ms(batch, seq_len)` is the profile's mean pass (the forward table just
+/// measured), which the host overhead excludes. Needs at least 2 slots; `step` is told after
+/// each figure.
+pub fn measure(
+    path: &mut dyn LivePath,
+    plan: &Plan,
+    forward_ms: &dyn Fn(u32, u32) -> f64,
+    step: &mut dyn FnMut(&str),
+) -> Result<Figures> {
+    let max_k = plan.max_instances.min(path.instances());
+    if max_k < 2 {
+        return Err(crate::Error::Invalid(format!(
+            "contention needs at least 2 instances ({} asked, {} slots)",
+            plan.max_instances,
+            path.instances()
+        )));
+    }
+    let (batch, seq_len) = plan.stretch_shape();
+    let forward = PathOp::Forward {
+        batch,
+        seq_len,
+        passes: PASSES,
+    };
+    let (sm, forward_alone) = sharing(path, forward, max_k, plan.warmup, plan.repeats)?;
+    let sm_large = match shapes(plan).get(1) {
+        Some(&(b, s)) => {
+            let op = PathOp::Forward {
+                batch: b,
+                seq_len: s,
+                passes: PASSES_LARGE,
+            };
+            Some((
+                b.saturating_mul(s),
+                sharing(path, op, max_k, plan.warmup, plan.repeats)?.0,
+            ))
+        }
+        None => None,
+    };
+    step("forward requests on 1–k instances at once (SMs), small and large passes");
+    let (link, switch_alone) = sharing(path, PathOp::Switch, max_k, plan.warmup, plan.repeats)?;
+    step("switches on 1–k instances at once (copy engine)");
+    let slow_k = plan.slow_max_instances.clamp(1, max_k);
+    let (host, _) = sharing(
+        path,
+        PathOp::ColdLoad,
+        slow_k,
+        plan.warmup.min(1),
+        plan.slow_repeats,
+    )?;
+    step("cold loads on 1–k instances at once (host)");
+    let during = |path: &mut dyn LivePath, op, bg, alone: &[f64]| -> Result<f64> {
+        let ds: Vec<f64> = path.during(op, bg, plan.repeats)?.iter().map(ms).collect();
+        let base = stats::median(alone);
+        Ok(if base > 0.0 {
+            stats::median(&ds) / base
+        } else {
+            1.0
+        })
+    };
+    let forward_during_copy = during(path, forward, PathOp::Switch, &forward_alone)?;
+    let copy_during_forward = during(path, PathOp::Switch, forward, &switch_alone)?;
+    step("forwards during switches, switches during forwards");
+    let reps = plan.repeats.max(2);
+    let handoff: Vec<f64> = path.handoffs(reps * 4)?.iter().map(ms).collect();
+    let handoff_median = stats::median(&handoff);
+    let pass_ms = forward_ms(batch, seq_len);
+    let one: Vec<f64> = path
+        .requests(batch, seq_len, 1, reps)?
+        .iter()
+        .map(|d| (ms(d) - handoff_median - pass_ms).max(0.0))
+        .collect();
+    let many: Vec<f64> = path
+        .requests(batch, seq_len, PASSES_MANY, reps)?
+        .iter()
+        .map(ms)
+        .collect();
+    let extra = PASSES_MANY as f64 - 1.0;
+    let per_pass = ((stats::median(&many) - handoff_median - PASSES_MANY as f64 * pass_ms)
+        - stats::median(&one))
+        / extra;
+    step("host overhead: hand-offs, requests of 1 and 16 passes");
+    Ok(Figures {
+        contention: Contention {
+            sm,
+            sm_tokens: batch.saturating_mul(seq_len),
+            sm_large,
+            link,
+            host,
+            forward_during_copy,
+            copy_during_forward,
+        },
+        host: HostOverhead {
+            handoff_ms: stats::fit(&handoff),
+            staging_ms: stats::fit(&one),
+            staging_per_pass_ms: per_pass.max(0.0),
+            method: format!(
+                "hand-off: {} round trips of a job to a parked worker thread; staging: {reps} \
+                 requests of 1 and of {PASSES_MANY} passes of batch {batch} × {seq_len} tokens \
+                 through a worker (hand-off to report), less the median hand-off and the forward \
+                 table's {pass_ms:.4} ms per pass, clipped at 0",
+                reps * 4
+            ),
+        },
+    })
+}

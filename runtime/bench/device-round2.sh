@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The device calls of round 2 (issues 14, 15 and 16) on one warm H200, in three parts of under
+# ten minutes each, so that the 30 minutes a session has cover every GPU path this round added:
+#
+#   a  GPU tests — `tiers` (weight pool, promotions, prefetches, evictions, cold loads, batches
+#      of several requests, bit for bit against fresh loads), `pet_gpu` (mixed PET passes vs
+#      their CPU twins and vs each tenant alone), `switching_gpu`, `gpu_equals_cpu`; then
+#      `ptm bench switch` with the tiers (a load from the pool against the device-to-device
+#      floor of the same run, the cold path); then the calibration the shipped H200 profile
+#      comes from: issue 16's plan (batches 1,2,4,8 × 32–512 tokens, contention and host
+#      overhead through the live path over 1–8 executors, the pool load, weights_bytes) plus
+#      `--pet-zoo` (LoRA r8 costs). The profile is left in .device/prof/h200.ron for part b.
+#   b  issue 16's validation matrix (runtime/bench/device-issue16.sh) on that profile.
+#   c  issue 15's benchmarks (device-issue15.sh without its tests: `ptm infer --device cuda`
+#      vs transformers + peft, `ptm bench pet` on 10,000 LoRA tenants, HF peft serving one
+#      request at a time) and issue 14's serving comparison (device-issue14.sh, serve only):
+#      today's configuration against the pool + batching one on 12 tenants.
+#
+# Usage (repository root on the GPU machine): runtime/bench/device-round2.sh PART BIN_DIR
+# BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
+# `switching_gpu-*`, `gpu_equals_cpu-*` (`cargo test --release -p ptm-runtime --no-run`).
+# Outputs under $OUT (summary.txt first); parts b and c reuse /tmp's zoos when the machine is
+# still the one part a ran on, and make them otherwise.
+set -u
+PART=${1:?part a, b or c}
+B=$(cd "${2:-.device/r2}" && pwd)
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+S="$O/summary.txt"; : > "$S"
+SECONDS=0
+note() { echo "[$(printf %3d "$SECONDS") s] $*" | tee -a "$S"; }
+Z12=/tmp/z12-bert-base-fp16
+PROF=.device/prof/h200.ron
+zoo12() {
+  [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
+}
+
+case $PART in
+a)
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$O/gpu.txt"
+  "$B/ptm" --version | tee -a "$O/gpu.txt"
+  ( zoo12; "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value \
+      --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null ) &
+  ZOOS=$!
+  for t in tiers:150 pet_gpu:150 switching_gpu:40 gpu_equals_cpu:80; do
+    name=${t%%:*}; limit=${t##*:}
+    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
+    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
+    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
+    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
+  done
+  wait $ZOOS; note "zoos made"
+  timeout 70 "$B/ptm" bench switch --zoo "$Z12" --device cuda:0 --iters 30 --baseline-iters 3 \
+    --cold-iters 10 > "$O/bench_switch.txt" 2>&1
+  note "bench switch: rc $?"
+  grep -E "^\||^pool load|^cold path" "$O/bench_switch.txt" | head -20 | tee -a "$S"
+  mkdir -p .device/prof
+  t0=$SECONDS
+  timeout $((560 - SECONDS)) "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 \
+    --pet-zoo /tmp/pz32 --batches 1,2,4,8 --seq-lens 32,64,128,256,512 --max-instances 8 \
+    --repeats 20 --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
+  note "calibrate: rc $? in $((SECONDS - t0)) s"
+  tail -3 "$O/calibrate.err" | tee -a "$S"
+  [ -f "$PROF" ] && cp "$PROF" "$O/h200.ron"
+  ;;
+b)
+  zoo12
+  [ -f "$PROF" ] || { note "no profile from part a on this machine: calibrating here"; PROF=; }
+  PROFILE=$PROF ZOO=$Z12 BUDGET_S=${BUDGET_S:-470} bash runtime/bench/device-issue16.sh "$B" 2>&1 \
+    | tee "$O/issue16.txt" | tail -40 >> "$S"
+  note "done"
+  ;;
+c)
+  SKIP_PLAIN=1 SKIP_TESTS=1 bash runtime/bench/device-issue15.sh "$B" > "$O/issue15.txt" 2>&1
+  note "issue 15: $(grep -c . "$O/issue15.txt") lines"
+  sed -n '/== summary/,$p' "$O/issue15.txt" >> "$S"
+  zoo12
+  P=(); [ -f "$PROF" ] && P=(PROFILE_FILE="$PROF")
+  env "${P[@]}" ONLY_SERVE=1 ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" \
+    bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "issue 14 serving:"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
+*) echo "part a, b or c" >&2; exit 2 ;;
+esac
+echo "== summary"
+cat "$S"

@@ -1,0 +1,315 @@
+//! Contention by resource and the host's work per dispatch, as a calibration measured them
+//! through the path a live instance takes (worker threads calling the runtime's `Slot`).
+//!
+//! A device has three resources a phase can wait on ([`Resource`]): the SMs (forward passes),
+//! the copy engine and its PCIe link (switches from the host cache, loads from the GPU pool,
+//! prefetches into the pool: copies on one copy stream) and the host (cold loads and rebuilds:
+//! checkpoint reads). How the phases on one resource share it ([`Sharing`]):
+//!
+//! - [`Sharing::Shared`]`(curve)`: processor sharing. With `n` phases on the resource each
+//!   progresses at `1 / curve[n-1]` of its speed alone, where `curve[k-1]` is the time `k`
+//!   simultaneous phases took until the last finished, over the time of one alone (so the
+//!   resource's total rate with `k` is `k / curve[k-1]`, as measured). Beyond the measured `k`
+//!   the total rate stays at its last measured value (`curve[K-1]·n/K`: the resource is
+//!   saturated), an extrapolation the calibration states.
+//! - [`Sharing::Fifo`]: one at a time in the order they started, each at its speed alone (a copy
+//!   stream is one in-order queue); calibration chooses it when the first of `k` simultaneous
+//!   phases finished in about the time of one alone.
+//!
+//! How passes share the SMs depends on their size: a small pass leaves most SMs idle, a large
+//! one fills them. The SMs' sharing is measured with passes of `sm_tokens` tokens (rows ×
+//! sequence length) and, when `sm_large` is given, with larger ones too; a pass in between
+//! progresses at a rate interpolated linearly in log(tokens) between the two (clamped outside),
+//! each side computed as its sharing says.
+//!
+//! Across resources only what was measured acts: a forward pass slows by
+//! `forward_during_copy` while a copy is in flight, a copy by `copy_during_forward` while a
+//! forward runs. Host work (cold loads) is not known to slow the others, nor they it.
+//!
+//! [`HostOverhead`]: what a dispatch costs besides its load and its passes on the executor path
+//! live uses — the hand-off of a job to an instance's worker thread and the report back, and the
+//! worker's own host work around a request's passes (building inputs, gathering outputs).
+
+use super::{validate_stretch, Dist};
+use crate::error::{Error, Result};
+use crate::limits::MAX_STRETCH;
+use serde::{Deserialize, Serialize};
+
+/// What a phase waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Resource {
+    /// The streaming multiprocessors: forward passes.
+    Sm,
+    /// The copy engine and its link: switches, pool loads, prefetches.
+    Link,
+    /// The host: checkpoint reads (cold loads, rebuilds).
+    Host,
+}
+
+impl Resource {
+    /// Every resource, in index order.
+    pub const ALL: [Resource; 3] = [Resource::Sm, Resource::Link, Resource::Host];
+
+    /// Its index in [`Resource::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Sm => "SMs",
+            Resource::Link => "copy engine",
+            Resource::Host => "host",
+        }
+    }
+}
+
+/// How the phases on one resource share it (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Sharing {
+    /// Processor sharing: `n` phases each progress at `1 / curve[n-1]` of their speed alone.
+    Shared(Vec<f64>),
+    /// One at a time, in the order they started.
+    Fifo,
+}
+
+impl Sharing {
+    /// The factor by which each of `n` (≥ 1) phases on a shared resource is slower than alone:
+    /// the curve's value, or beyond its end the last total rate held (`curve[K-1]·n/K`).
+    /// 1 for an empty curve.
+    pub fn factor(curve: &[f64], n: usize) -> f64 {
+        let n = n.max(1);
+        match curve.len() {
+            0 => 1.0,
+            k if n <= k => curve[n - 1],
+            k => curve[k - 1] * n as f64 / k as f64,
+        }
+    }
+
+    /// The largest factor a phase can see relative to its time alone, per unit of work queued
+    /// ahead of or beside it: the largest `curve[k-1] / k` (at least 1) for a shared resource,
+    /// 1 for a FIFO one. Bounds a run's end (see the engine's horizon check).
+    pub fn max_per_phase(&self) -> f64 {
+        match self {
+            Sharing::Fifo => 1.0,
+            Sharing::Shared(c) => c
+                .iter()
+                .enumerate()
+                .map(|(i, f)| f / (i + 1) as f64)
+                .fold(1.0, f64::max),
+        }
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        match self {
+            Sharing::Fifo => Ok(()),
+            Sharing::Shared(c) if c.is_empty() => Err(Error::invalid(
+                field,
+                "a shared resource needs its measured curve (Shared([1.0, …])); a resource not measured has no contention section",
+            )),
+            Sharing::Shared(c) => validate_stretch(c, field),
+        }
+    }
+}
+
+/// How one model's phases contend for the device (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contention {
+    /// Forward passes on the SMs (measured: `k` instances running a request's passes at once).
+    pub sm: Sharing,
+    /// Tokens (rows × sequence length) of the passes `sm` was measured with.
+    pub sm_tokens: u32,
+    /// The SMs' sharing measured with larger passes, and their tokens, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_large: Option<(u32, Sharing)>,
+    /// Copies on the copy engine (measured: `k` instances switching at once).
+    pub link: Sharing,
+    /// Checkpoint reads on the host (measured: `k` instances loading cold at once).
+    pub host: Sharing,
+    /// Factor of a forward pass while a copy is in flight (measured: passes while another
+    /// instance switches, over passes alone).
+    pub forward_during_copy: f64,
+    /// Factor of a copy while a forward pass runs (measured: switches while another instance
+    /// runs passes, over switches alone).
+    pub copy_during_forward: f64,
+}
+
+impl Contention {
+    /// The sharing of `resource`.
+    pub fn sharing(&self, resource: Resource) -> &Sharing {
+        match resource {
+            Resource::Sm => &self.sm,
+            Resource::Link => &self.link,
+            Resource::Host => &self.host,
+        }
+    }
+
+    /// The weight of the large passes' sharing for a pass of `tokens` tokens on the SMs: 0 at
+    /// or below `sm_tokens` (or without `sm_large`), 1 at or above the large size, linear in
+    /// log(tokens) between.
+    pub fn sm_weight(&self, tokens: u32) -> f64 {
+        match &self.sm_large {
+            Some((large, _)) if *large > self.sm_tokens && tokens > self.sm_tokens => {
+                let span = (*large as f64 / self.sm_tokens.max(1) as f64).ln();
+                ((tokens as f64 / self.sm_tokens.max(1) as f64).ln() / span).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Refuses empty shared curves, factors outside (0, [`MAX_STRETCH`]] and a large pass size
+    /// not above `sm_tokens`.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        if self.sm_tokens == 0 {
+            return Err(Error::invalid(
+                format!("{field}.sm_tokens"),
+                "expected the tokens of the measured passes (≥ 1)",
+            ));
+        }
+        if let Some((tokens, sharing)) = &self.sm_large {
+            if *tokens <= self.sm_tokens {
+                return Err(Error::invalid(
+                    format!("{field}.sm_large"),
+                    format!(
+                        "{tokens} tokens: expected larger passes than sm_tokens ({})",
+                        self.sm_tokens
+                    ),
+                ));
+            }
+            sharing.validate(&format!("{field}.sm_large"))?;
+        }
+        for r in Resource::ALL {
+            let name = match r {
+                Resource::Sm => "sm",
+                Resource::Link => "link",
+                Resource::Host => "host",
+            };
+            self.sharing(r).validate(&format!("{field}.{name}"))?;
+        }
+        for (name, f) in [
+            ("forward_during_copy", self.forward_during_copy),
+            ("copy_during_forward", self.copy_during_forward),
+        ] {
+            if !(f > 0.0 && f <= MAX_STRETCH) {
+                return Err(Error::invalid(
+                    format!("{field}.{name}"),
+                    format!("{f}: expected a positive factor of at most {MAX_STRETCH}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host's work of one dispatch besides its load and its forward passes (see the module
+/// doc), milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostOverhead {
+    /// A job handed to an instance's worker thread and its report back (paid once per
+    /// dispatch, by its first phase).
+    pub handoff_ms: Dist,
+    /// The worker's host work around a request's passes that a forward-pass figure does not
+    /// time (inputs built and staged, outputs gathered), for a request of one pass.
+    pub staging_ms: Dist,
+    /// Each further pass of the request adds this much host work, milliseconds (≥ 0).
+    pub staging_per_pass_ms: f64,
+    /// How it was measured (the shape, repeats, what was subtracted).
+    #[serde(default)]
+    pub method: String,
+}
+
+impl HostOverhead {
+    /// Mean host work of a dispatch whose inference runs `passes` passes, milliseconds.
+    pub fn mean_ms(&self, passes: u32) -> f64 {
+        self.handoff_ms.mean()
+            + self.staging_ms.mean()
+            + self.staging_per_pass_ms * passes.saturating_sub(1) as f64
+    }
+
+    /// Refuses bad distributions and a negative or oversized per-pass figure.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        self.handoff_ms.validate(&format!("{field}.handoff_ms"))?;
+        self.staging_ms.validate(&format!("{field}.staging_ms"))?;
+        let p = self.staging_per_pass_ms;
+        if !(p.is_finite() && (0.0..=crate::limits::MAX_COST_MS).contains(&p)) {
+            return Err(Error::invalid(
+                format!("{field}.staging_per_pass_ms"),
+                format!("{p}: expected a finite value ≥ 0 of at most one hour"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_factors_hold_the_last_total_rate_beyond_the_curve() {
+        let c = [1.0, 1.5, 2.4];
+        assert_eq!(Sharing::factor(&c, 1), 1.0);
+        assert_eq!(Sharing::factor(&c, 3), 2.4);
+        // 3 phases ran at a total rate of 3 / 2.4 = 1.25; 6 keep that total rate.
+        assert!((Sharing::factor(&c, 6) - 4.8).abs() < 1e-12);
+        assert_eq!(Sharing::factor(&[], 5), 1.0);
+        assert_eq!(Sharing::Shared(c.to_vec()).max_per_phase(), 1.0);
+        assert_eq!(Sharing::Shared(vec![1.0, 2.6]).max_per_phase(), 1.3);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = Contention {
+            sm: Sharing::Shared(vec![1.0, 1.4]),
+            sm_tokens: 128,
+            sm_large: None,
+            link: Sharing::Fifo,
+            host: Sharing::Shared(vec![]),
+            forward_during_copy: 1.05,
+            copy_during_forward: 1.1,
+        };
+        let e = c.validate("m.contention").unwrap_err().to_string();
+        assert!(e.contains("m.contention.host"), "{e}");
+        let c = Contention {
+            host: Sharing::Fifo,
+            copy_during_forward: 0.0,
+            ..c
+        };
+        let e = c.validate("m.contention").unwrap_err().to_string();
+        assert!(e.contains("copy_during_forward"), "{e}");
+        let c = Contention {
+            copy_during_forward: 1.0,
+            sm_large: Some((64, Sharing::Shared(vec![1.0, 2.0]))),
+            ..c
+        };
+        let e = c.validate("m.contention").unwrap_err().to_string();
+        assert!(e.contains("sm_large") && e.contains("64 tokens"), "{e}");
+        let c = Contention {
+            sm_large: Some((128 * 16, Sharing::Shared(vec![1.0, 2.0]))),
+            ..c
+        };
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.sm_weight(100), 0.0);
+        assert!((c.sm_weight(512) - 0.5).abs() < 1e-12);
+        assert_eq!(c.sm_weight(1 << 20), 1.0);
+        let h = HostOverhead {
+            handoff_ms: Dist::Constant(0.05),
+            staging_ms: Dist::Constant(0.1),
+            staging_per_pass_ms: -1.0,
+            method: String::new(),
+        };
+        assert!(h
+            .validate("m.host")
+            .unwrap_err()
+            .to_string()
+            .contains("staging_per_pass_ms"));
+        let h = HostOverhead {
+            staging_per_pass_ms: 0.02,
+            ..h
+        };
+        assert!((h.mean_ms(16) - (0.15 + 0.3)).abs() < 1e-12);
+    }
+}

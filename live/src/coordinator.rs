@@ -140,6 +140,11 @@ pub struct CoreOptions {
     /// Forget answered requests (a server): memory stays bounded by the requests in flight,
     /// and the run's per-request records only cover those.
     pub forget_answered: bool,
+    /// The clock's reading when the core starts, nanoseconds: a replay starts at its first
+    /// arrival, so a trace whose log begins minutes in (an imported production trace) does
+    /// not wait that long in real time, and its times stay the workload's, as the
+    /// simulator's do.
+    pub origin_ns: Nanos,
 }
 
 /// Sends [`Msg::Stopped`] when a worker ends, however it ends.
@@ -175,6 +180,8 @@ pub struct Core<'a> {
     /// Sum of the estimated inference of the waiting requests.
     waiting_est_ns: Nanos,
     start: Instant,
+    /// The clock's reading at `start` ([`CoreOptions::origin_ns`]).
+    origin_ns: Nanos,
     next_tick: Nanos,
     /// When the scheduler asked to decide again.
     wake_ns: Option<Nanos>,
@@ -254,6 +261,10 @@ impl<'a> Core<'a> {
             });
             ptx
         });
+        // Ticks fall on multiples of the period, as the simulator's do.
+        let next_tick = scheduler
+            .tick_ns()
+            .map_or(0, |p| options.origin_ns.div_ceil(p.max(1)) * p);
         Ok(Core {
             scheduler,
             estimates: setup.estimates.without_requests(),
@@ -269,16 +280,17 @@ impl<'a> Core<'a> {
             forget_answered: options.forget_answered,
             waiting_est_ns: 0,
             start: Instant::now(),
-            next_tick: 0,
+            origin_ns: options.origin_ns,
+            next_tick,
             wake_ns: None,
             out: Decision::default(),
             starts: Vec::new(),
         })
     }
 
-    /// Nanoseconds since the core started.
+    /// The core's clock, nanoseconds: its origin plus the time since it started.
     pub fn now(&self) -> Nanos {
-        self.start.elapsed().as_nanos() as Nanos
+        self.origin_ns + self.start.elapsed().as_nanos() as Nanos
     }
 
     /// The books so far.

@@ -45,6 +45,7 @@ pub fn replay(
         preload,
         timeline: true,
         forget_answered: false,
+        origin_ns: workload.first().map_or(0, |r| r.arrival_ns),
     };
     std::thread::scope(|scope| {
         let mut core = Core::start(scope, setup, scheduler, executors, prefetcher, options, &tx)?;
@@ -258,6 +259,49 @@ mod tests {
         .unwrap();
         assert_eq!(live.end_ns.len(), 3);
         assert!(live.end_ns.iter().all(|&e| e > 0));
+    }
+
+    /// A trace that begins 1,000 s into its log (an imported production trace) is replayed
+    /// from its first arrival: no real-time wait for the log's start, and the run's times are
+    /// the workload's, as the simulator's are.
+    #[test]
+    fn a_trace_starting_late_is_replayed_from_its_first_arrival() {
+        let profile = constant_profile(2.0, 2.0, 0.1);
+        let mut w = workload(3, 5.0);
+        let offset_ns = 1_000_000_000_000;
+        for r in &mut w.requests {
+            r.arrival_ns += offset_ns;
+        }
+        let serving = Serving {
+            instances: 1,
+            ..Serving::default()
+        };
+        let setup = Setup::new(&profile, "p", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 1,
+            tenants: 3,
+        };
+        let mut s = scheduler::by_name("fcfs-rr", &Default::default(), shape).unwrap();
+        let t = std::time::Instant::now();
+        let live = replay(
+            &setup,
+            s.as_mut(),
+            sleepers(1, 2, 2, 2),
+            None,
+            Preload::Empty,
+        )
+        .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "waited for the log's start"
+        );
+        for (r, (&start, &end)) in w
+            .requests
+            .iter()
+            .zip(live.start_ns.iter().zip(&live.end_ns))
+        {
+            assert!(start >= r.arrival_ns && end > start && end < offset_ns + 30_000_000_000);
+        }
     }
 
     /// One setup for the ledger tests: `requests` requests over 3 tenants, one every `gap_ms`.

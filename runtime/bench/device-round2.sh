@@ -16,6 +16,9 @@
 #      request at a time) and issue 14's serving comparison (device-issue14.sh, serve only):
 #      today's configuration against the pool + batching one on 12 tenants.
 #
+#   d  (a second machine, after fixes found by a–c) the shipped profile again with passes of 16
+#      and 32 rows too, the tiers cell and two Azure cells.
+#
 # Usage (repository root on the GPU machine): runtime/bench/device-round2.sh PART BIN_DIR
 # BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
 # `switching_gpu-*`, `gpu_equals_cpu-*` (`cargo test --release -p ptm-runtime --no-run`).
@@ -81,7 +84,31 @@ c)
   note "issue 14 serving:"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b or c" >&2; exit 2 ;;
+d)
+  # After parts a–c: the shipped profile re-measured with the batches tiers serving runs
+  # (passes of 16 and 32 rows), the tiers cell and Azure cells with the live replay's clock
+  # starting at a trace's first arrival (the Azure cells waited 21 minutes of log before).
+  ( zoo12; "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value \
+      --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null ) 2>&1 | tail -2
+  mkdir -p .device/prof
+  t0=$SECONDS
+  timeout 150 "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 --pet-zoo /tmp/pz32 \
+    --batches 1,2,4,8,16,32 --seq-lens 32,64,128,256,512 --max-instances 8 --repeats 20 \
+    --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
+  note "calibrate: rc $? in $((SECONDS - t0)) s"
+  cp "$PROF" "$O/h200.ron"
+  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  for c in 1:150 4:600; do
+    timeout 45 "$B/ptm" run runtime/bench/issue16/azure-code.ron --instances ${c%%:*} --rate ${c##*:} \
+      "${L[@]}" > "$O/azure-m${c%%:*}.json" 2> "$O/azure-m${c%%:*}.err"
+    note "azure-m${c%%:*}: rc $?"
+  done
+  for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
+  cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
+  ;;
+*) echo "part a, b, c or d" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

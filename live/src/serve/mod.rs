@@ -280,6 +280,7 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
                 preload: Preload::Empty,
                 timeline: false,
                 forget_answered: true,
+                origin_ns: 0,
             },
             &tx,
         )?;

@@ -312,7 +312,14 @@ impl<'s, 'a> Engine<'s, 'a> {
                     self.loads_done[i] += 1;
                     let alone_ms = cost.ms.sample(&mut rng);
                     let work = match self.shares {
+                        // A load from the GPU pool is a device-to-device copy on its own stream
+                        // and engine, not behind the host link's copies: its measured curve over
+                        // concurrent pool loads stretches it at its start, as without shares.
                         None => Work {
+                            fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
+                            shared: None,
+                        },
+                        Some(_) if start.load == Load::Pool => Work {
                             fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
                             shared: None,
                         },

@@ -34,6 +34,7 @@ static FILES: &[(&str, &str)] = embed![
     "fastptm/sequence.ron",
     "synthetic/zipf-tenants.ron",
     "synthetic/zipf-live.ron",
+    "synthetic/tiers.ron",
     "bench/sweep-10k.ron",
     "profiles/rtx3090-fastptm.ron",
     "profiles/h200.ron",

@@ -133,10 +133,12 @@ fn admission_uses_measured_service_and_metrics_report_the_late_fraction() {
         refused > 0,
         "16 clients, requests of 20 ms in 150 ms on one instance"
     );
-    // With the profile's 0.01 ms the queue would fill and most admitted requests would wait
-    // far past 150 ms; measured, only those near the boundary can be late by jitter.
+    // With the profile's 0.01 ms every client's request would be admitted behind the other
+    // 15 (≈ 320 ms of work) and nearly all would be late; on measured times a request is
+    // admitted only when its estimate fits, so only those admitted at the boundary can be
+    // late, by jitter (the HTTP path and a loaded CI machine are not in the estimate).
     assert!(
-        (late as f64) < 0.3 * admitted as f64,
+        (late as f64) < 0.5 * admitted as f64,
         "{late} of {admitted} admitted were late"
     );
     let text = agent

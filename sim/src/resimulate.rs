@@ -94,10 +94,13 @@ pub fn resimulate(
                 )
             })?
             .clone();
-        if !workloads.contains_key(&seed) {
-            workloads.insert(seed, scenario.load_workload(files, seed)?);
-        }
-        let workload = &workloads[&seed];
+        let workload = match workloads.entry(seed) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(scenario.load_workload(files, seed)?)
+            }
+        };
+        let workload = &*workload;
         let setup = Setup::new(&profile, &profile_name, workload, scenario.serving())?;
         let (report, run) = scenario.run_cell_full(&setup, &policy, seed, true)?;
         check_same(&label, &cell.live, &report)?;

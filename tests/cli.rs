@@ -755,3 +755,52 @@ fn every_shipped_measured_profile_runs_every_fastptm_scenario() {
         );
     }
 }
+
+#[test]
+fn a_recorded_live_run_is_resimulated_by_this_build_and_tabled() {
+    // A live-versus-simulated recording made on the H200 (issue 16's Azure cell, 1 instance).
+    let results = "runtime/bench/results/h200-2026-11-29-round2/e";
+    let recording = repo(&format!("{results}/azure-m1.json"));
+    let args = |instances: &'static str| {
+        vec![
+            "run".to_string(),
+            repo("runtime/bench/issue16/azure-code.ron"),
+            "--instances".into(),
+            instances.into(),
+            "--rate".into(),
+            "150".into(),
+            "--profile".into(),
+            repo(&format!("{results}/h200.ron")),
+            "--model".into(),
+            "bert-base-fp16".into(),
+            "--resimulate".into(),
+            recording.clone(),
+        ]
+    };
+    let mut json_args = args("1");
+    json_args.push("--json".into());
+    let out = ok(&json_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let cells: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&recording).unwrap()).unwrap();
+    let cells = cells.as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    for (c, b) in cells.iter().zip(before.as_array().unwrap()) {
+        // The live half is the measurement, kept as recorded; the simulated half is new.
+        assert_eq!(c["live"], b["live"]);
+        assert_eq!(c["live_latencies_ns"], b["live_latencies_ns"]);
+        assert_eq!(c["simulated"]["policy"], b["live"]["policy"]);
+        assert_eq!(c["simulated_latencies_ns"].as_array().unwrap().len(), 1100);
+    }
+    let dir = temp_dir("resimulate");
+    let file = dir.join("cells.json");
+    std::fs::write(&file, &out).unwrap();
+    let table = ok(&["fidelity-table", file.to_str().unwrap()]);
+    assert!(table.contains("| cells | omls | 1 | 1100 |"), "{table}");
+    // A recording of another run is refused, naming the cell and the difference.
+    let err = fails(&args("2").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("cell 0 (fcfs-rr / seed 1)") && err.contains("1 instances recorded, 2 given"),
+        "{err}"
+    );
+}

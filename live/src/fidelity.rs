@@ -9,10 +9,10 @@ use ptm_runtime::{DType, Device};
 use ptm_sim::engine::Setup;
 pub use ptm_sim::fidelity::Phases;
 use ptm_sim::metrics::Report;
+use ptm_sim::resimulate::latencies_ns;
 use ptm_sim::scenario::Scenario;
 use ptm_sim::scheduler::{self, Shape};
 use ptm_sim::workload::{FileSource, Request};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,35 +50,9 @@ pub struct Progress<'a> {
     pub left_s: f64,
 }
 
-/// A live cell and, with `--compare`, its simulated twin.
-#[derive(Debug, Serialize)]
-pub struct LiveCell {
-    /// What the real runtime did.
-    pub live: Report,
-    /// Mean phase durations of the live run.
-    pub live_phases: Phases,
-    /// What the simulator predicted from the profile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub simulated: Option<Report>,
-    /// Mean phase durations of the simulation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub simulated_phases: Option<Phases>,
-    /// Each request's response time live, nanoseconds (request order): for intervals on
-    /// percentiles (`ptm fidelity-table`).
-    pub live_latencies_ns: Vec<u64>,
-    /// Each request's response time simulated, nanoseconds.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub simulated_latencies_ns: Vec<u64>,
-}
-
-/// Each request's response time in `run` of `requests`, nanoseconds.
-fn latencies_ns(requests: &[Request], run: &ptm_sim::engine::Run) -> Vec<u64> {
-    requests
-        .iter()
-        .zip(&run.end_ns)
-        .map(|(r, &end)| end.saturating_sub(r.arrival_ns))
-        .collect()
-}
+/// A live cell and, with `--compare`, its simulated twin (the one type `ptm fidelity-table`
+/// reads and `ptm run --resimulate` rewrites).
+pub type LiveCell = ptm_sim::fidelity::Cell;
 
 /// Replays every (policy, seed) cell of `s` live.
 pub fn run_cells(

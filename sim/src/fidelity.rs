@@ -63,23 +63,26 @@ impl Phases {
     }
 }
 
-/// One cell of `ptm run --live --compare --json`: what this module reads of it.
-#[derive(Debug, Clone, Deserialize)]
+/// One cell of `ptm run --live --compare --json`: a live replay and, with `--compare` (or
+/// [`crate::resimulate`]), its simulated twin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     /// What the real runtime did.
     pub live: Report,
     /// Mean phase durations live.
     pub live_phases: Phases,
-    /// What the simulator predicted.
+    /// What the simulator predicted from the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<Report>,
     /// Mean phase durations simulated.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated_phases: Option<Phases>,
-    /// Each request's response time live, nanoseconds (request order).
+    /// Each request's response time live, nanoseconds (request order): for intervals on
+    /// percentiles.
     #[serde(default)]
     pub live_latencies_ns: Vec<u64>,
     /// Each request's response time simulated, nanoseconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub simulated_latencies_ns: Vec<u64>,
 }
 

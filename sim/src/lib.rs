@@ -56,6 +56,7 @@ pub mod offered;
 pub mod plan;
 pub mod profile;
 pub mod record;
+pub mod resimulate;
 pub mod rng;
 pub mod scenario;
 pub mod scheduler;

@@ -53,6 +53,12 @@ pub struct RunArgs {
     /// With --compare: compare against a profile of another model, device or dtype anyway.
     #[arg(long, requires = "compare")]
     pub allow_profile_mismatch: bool,
+    /// Re-simulate a recorded `ptm run --live --compare --json` FILE with this build: its live
+    /// half kept as measured, its simulated half made again from this scenario (pass the flags
+    /// the recording used, e.g. --rate, --instances, --profile). Prints the fidelity tables, or
+    /// with --json the cells, which `ptm fidelity-table` reads.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["live", "timeline", "requests", "per_tenant"])]
+    pub resimulate: Option<PathBuf>,
 }
 
 /// Creates the folder `path` is to be written in.
@@ -74,6 +80,9 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     let s = &loaded.scenario;
     if args.live {
         return live(&args, &loaded);
+    }
+    if let Some(path) = &args.resimulate {
+        return resimulate(&args, &loaded, path);
     }
     let detailed = args.timeline.is_some() || args.requests.is_some() || args.per_tenant.is_some();
     let reports: Vec<Report> = if detailed {
@@ -157,6 +166,33 @@ fn write_outputs(args: &RunArgs, instances: usize, cells: &[CellRun]) -> anyhow:
             }
         }
         write(path, &out)?;
+    }
+    Ok(())
+}
+
+/// `--resimulate FILE`: a recorded live run with its simulated half made by this build.
+fn resimulate(args: &RunArgs, loaded: &crate::embedded::Loaded, path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let recorded: Vec<fidelity::LiveCell> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected the JSON array `ptm run --live --compare --json` writes",
+            path.display()
+        )
+    })?;
+    let source = path.display().to_string();
+    let cells = ptm_sim::resimulate::resimulate(
+        &loaded.scenario,
+        loaded.files.as_ref(),
+        &source,
+        recorded,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&cells)?);
+    } else {
+        for c in &cells {
+            print!("{}", fidelity::fidelity_table(c));
+        }
     }
     Ok(())
 }

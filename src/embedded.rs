@@ -35,6 +35,7 @@ static FILES: &[(&str, &str)] = embed![
     "synthetic/zipf-tenants.ron",
     "synthetic/zipf-live.ron",
     "synthetic/tiers.ron",
+    "synthetic/pet.ron",
     "bench/sweep-10k.ron",
     "profiles/rtx3090-fastptm.ron",
     "profiles/h200.ron",

@@ -28,9 +28,16 @@ pub fn reports(reports: &[Report]) -> String {
     if !first.cost_model.is_empty() {
         let _ = writeln!(out, "costs: {}", first.cost_model);
     }
+    // The policy column fits the longest name (`deadline-batch`), at least 10 wide.
+    let w = reports
+        .iter()
+        .map(|r| r.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>9} {:>9} {:>8} {:>5} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}  worst tenant (SLO %, p99 ms)",
+        "{:<w$} {:>5} {:>9} {:>9} {:>8} {:>5} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}  worst tenant (SLO %, p99 ms)",
         "policy",
         "seed",
         "thr req/s",
@@ -58,7 +65,7 @@ pub fn reports(reports: &[Report]) -> String {
             });
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>9.3} {:>8.2}s {:>8} {:>5} {:>9} {:>7.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.1}  {worst}",
+            "{:<w$} {:>5} {:>9.3} {:>8.2}s {:>8} {:>5} {:>9} {:>7.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.1}  {worst}",
             r.policy,
             r.seed,
             r.throughput_rps,
@@ -82,7 +89,7 @@ pub fn reports(reports: &[Report]) -> String {
         let _ = writeln!(out, "mean over seeds ± 95 % interval (Student's t):");
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>15} {:>15} {:>13} {:>15} {:>17} {:>17}",
+            "{:<w$} {:>5} {:>15} {:>15} {:>13} {:>15} {:>17} {:>17}",
             "policy",
             "seeds",
             "offered req/s",
@@ -99,7 +106,7 @@ pub fn reports(reports: &[Report]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<10} {:>5} {:>15} {:>15} {:>13} {:>15} {:>17} {:>17}",
+                "{:<w$} {:>5} {:>15} {:>15} {:>13} {:>15} {:>17} {:>17}",
                 m.policy,
                 m.seeds,
                 m.offered_rps.display(3),

@@ -2,8 +2,8 @@
 //! each metric and the latency CDFs.
 //!
 //! - x axis: offered load if the grid varies it, else instances (whole-number ticks); if neither
-//!   varies, the remaining varying dimensions (workload, loading, profile, …) become bar
-//!   categories.
+//!   varies, the remaining varying dimensions (workload, loading, profile, the serving variant:
+//!   PET or full fine-tunes, GPU pool, eviction, batching, …) become bar categories.
 //! - series: one per policy, in the policy's colour ([`crate::palette`]); when one other
 //!   dimension with two values varies too, its second value is drawn dashed in the same chart,
 //!   else each combination of the other dimensions gets its own figure (a facet).
@@ -17,7 +17,7 @@ use crate::chart::{render, BarChart, Entry, LineChart, Mark, Panels, Rule, Serie
 use crate::palette::policy_colour;
 use crate::{Error, Result};
 use ptm_sim::metrics::Estimate;
-use ptm_sim::sweep::{popularity_name, CellReport};
+use ptm_sim::sweep::{capacity_name, popularity_name, CellReport};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -120,6 +120,19 @@ fn rest(c: &CellReport, x: Axis, varying: &[&str]) -> String {
             "offered_rps" if x != Axis::Offered => {
                 format!("{} req/s", k.offered_rps.unwrap_or(0.0))
             }
+            "pool" => match k.gpu_pool {
+                Some(c) => format!("pool {}", capacity_name(c)),
+                None => "no pool".into(),
+            },
+            "eviction" => k.eviction.map_or(String::new(), |e| e.name().to_string()),
+            "batching" => match k.batching {
+                Some(b) => format!("batching {} ms", b.max_wait_ms),
+                None => "no batching".into(),
+            },
+            "pet" => match k.pet {
+                Some(p) => p.kind.key(),
+                None => "full".into(),
+            },
             "tenants" => format!("{} tenants", k.tenants.unwrap_or(0)),
             "popularity" => k
                 .popularity
@@ -149,18 +162,41 @@ fn varying_dims(cells: &[CellReport]) -> Vec<&'static str> {
     };
     let mut out = Vec::new();
     type Dim<'a> = (&'static str, &'a dyn Fn(&CellReport) -> String);
-    let dims: [Dim; 7] = [
+    let dims: [Dim; 11] = [
         ("workload", &|c| c.cell.workload.clone()),
         ("profile", &|c| c.cell.profile.clone()),
         ("instances", &|c| c.cell.instances.to_string()),
         ("loading", &|c| c.cell.loading.name().to_string()),
+        ("pet", &|c| format!("{:?}", c.cell.pet)),
+        ("pool", &|c| format!("{:?}", c.cell.gpu_pool)),
+        ("eviction", &|c| format!("{:?}", c.cell.eviction)),
+        ("batching", &|c| format!("{:?}", c.cell.batching)),
         ("offered_rps", &|c| format!("{:?}", c.cell.offered_rps)),
         ("tenants", &|c| format!("{:?}", c.cell.tenants)),
         ("popularity", &|c| format!("{:?}", c.cell.popularity)),
     ];
+    // A dimension that the ones before it already determine (a PET variant's pool and
+    // eviction, which do not apply to it) adds nothing to a label: left out.
+    let combos = |fs: &[&dyn Fn(&CellReport) -> String]| {
+        let mut v: Vec<Vec<String>> = cells
+            .iter()
+            .map(|c| fs.iter().map(|f| f(c)).collect())
+            .collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    let mut kept: Vec<&dyn Fn(&CellReport) -> String> = Vec::new();
     for (name, f) in dims {
-        if distinct(f) {
+        if !distinct(f) {
+            continue;
+        }
+        let before = combos(&kept);
+        kept.push(f);
+        if combos(&kept) > before {
             out.push(name);
+        } else {
+            kept.pop();
         }
     }
     out
@@ -381,7 +417,7 @@ pub fn render_sweep(cells: &[CellReport], title: &str, out: &Path) -> Result<Vec
     } else {
         // Facets: one chart when the other dimensions take at most two values (solid and
         // dashed) and the lines stay few; else one figure per combination.
-        let one_chart = rests.len() <= 1 || (rests.len() == 2 && policies.len() * 2 <= 8);
+        let one_chart = rests.len() <= 1 || (rests.len() == 2 && policies.len() * 2 <= 12);
         let facets: Vec<Option<String>> = if one_chart {
             vec![None]
         } else {

@@ -1,7 +1,7 @@
 //! The planning figure: capacity against instance count, one line per policy, with the
 //! executors' bound and the rates planned for.
 
-use crate::chart::{render, LineChart, Rule, Series};
+use crate::chart::{render, Entry, LineChart, Mark, Panels, Rule, Series};
 use crate::palette::policy_colour;
 use crate::{Error, Result};
 use plotters::style::RGBColor;
@@ -80,7 +80,27 @@ pub fn plan_series(plan: &Plan) -> Vec<Series> {
     series
 }
 
-/// Renders `<out>/capacity-vs-instances.png` and `.svg`.
+/// The serving variants of the plan (settings other than instances and policy), in row order;
+/// one empty variant when the plan searched none.
+fn variants(plan: &Plan) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for r in &plan.rows {
+        let v: Vec<(String, String)> = r
+            .settings
+            .iter()
+            .filter(|(a, _)| a != "instances" && a != "policy")
+            .cloned()
+            .collect();
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Renders `<out>/capacity-vs-instances.png` and `.svg`: one chart, or — when the plan searched
+/// several serving variants (GPU pool, batching, eviction) — one panel per variant with a line
+/// per policy, so that no line needs a legend entry of its own.
 pub fn render_plan(plan: &Plan, out: &Path) -> Result<Vec<PathBuf>> {
     if plan.rows.is_empty() {
         return Err(Error::Invalid("the plan has no configurations".into()));
@@ -89,11 +109,93 @@ pub fn render_plan(plan: &Plan, out: &Path) -> Result<Vec<PathBuf>> {
         path: out.to_path_buf(),
         source: e,
     })?;
+    let title = format!(
+        "{}: capacity at SLO ≥ {} (steady state)",
+        plan.scenario, plan.options.slo
+    );
+    let rules: Vec<Rule> = plan
+        .answers
+        .iter()
+        .map(|a| Rule {
+            at: a.rate_rps,
+            label: format!(" planned for {:.3} req/s", a.rate_rps),
+        })
+        .collect();
+    let variants = variants(plan);
+    if variants.len() > 1 {
+        // One y scale for every panel, set by the capacities (the executors' bound, far above
+        // them with batching, runs off the top rather than flattening the data).
+        let top = plan
+            .rows
+            .iter()
+            .filter_map(|r| r.capacity_rps())
+            .chain(plan.answers.iter().map(|a| a.rate_rps))
+            .fold(0.0, f64::max)
+            * 1.15;
+        let charts = variants
+            .iter()
+            .map(|v| {
+                let rows: Vec<ptm_sim::plan::Row> = plan
+                    .rows
+                    .iter()
+                    .filter(|r| v.iter().all(|(a, val)| r.get(a) == Some(val.as_str())))
+                    .cloned()
+                    .collect();
+                let sub = Plan {
+                    rows,
+                    ..plan.clone()
+                };
+                let mut series = plan_series(&sub);
+                for s in &mut series {
+                    s.dashed = s.label.starts_with("bound");
+                    if s.dashed {
+                        // Off the scale: left out, not drawn along the top edge.
+                        s.points.retain(|p| p.1 <= top);
+                    }
+                }
+                LineChart {
+                    title: v
+                        .iter()
+                        .map(|(a, val)| format!("{a} {val}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    x_label: "parallel instances on the GPU".into(),
+                    y_label: "capacity (requests/s)".into(),
+                    log_x: false,
+                    integer_x: true,
+                    y_range: (top > 0.0).then_some((0.0, top)),
+                    series,
+                    vlines: vec![],
+                    hlines: rules.clone(),
+                }
+            })
+            .collect();
+        let mut legend: Vec<Entry> = Vec::new();
+        for r in &plan.rows {
+            if let Some(p) = r.get("policy") {
+                if !legend.iter().any(|e| e.label == p) {
+                    legend.push(Entry {
+                        label: p.to_string(),
+                        colour: policy_colour(p),
+                        mark: Mark::Line { dashed: false },
+                    });
+                }
+            }
+        }
+        legend.push(Entry {
+            label: "bound: m / service".into(),
+            colour: RGBColor(110, 110, 110),
+            mark: Mark::Line { dashed: true },
+        });
+        let panels = Panels {
+            title,
+            charts,
+            legend,
+        };
+        return render(&panels, &out.join("capacity-vs-instances"));
+    }
     let chart = LineChart {
-        title: format!(
-            "{}: capacity at SLO ≥ {} (steady state)",
-            plan.scenario, plan.options.slo
-        ),
+        title,
         x_label: "parallel instances on the GPU".into(),
         y_label: "capacity (requests/s)".into(),
         log_x: false,
@@ -101,14 +203,7 @@ pub fn render_plan(plan: &Plan, out: &Path) -> Result<Vec<PathBuf>> {
         y_range: None,
         series: plan_series(plan),
         vlines: vec![],
-        hlines: plan
-            .answers
-            .iter()
-            .map(|a| Rule {
-                at: a.rate_rps,
-                label: format!(" planned for {:.3} req/s", a.rate_rps),
-            })
-            .collect(),
+        hlines: rules,
     };
     render(&chart, &out.join("capacity-vs-instances"))
 }

@@ -308,3 +308,92 @@ fn long_timelines_are_drawn_over_a_window() {
     assert!(svg.contains("1 – 1.2 s"), "the window is in the title");
     assert!(ptm_plots::render_timeline(&rows, "long", &out.join("x"), Some((50.0, 60.0))).is_err());
 }
+
+#[test]
+fn serving_variants_are_told_apart_and_a_pet_variant_is_one_dimension() {
+    // Full fine-tunes with a pool against parameter-efficient tenants (whose variant has no
+    // pool): pool and eviction vary only with `pet`, so the lines name `pet` alone.
+    let cells = sweep_cells(
+        "offered_rps: [5.0, 10.0], gpu_pool: [Some(Tenants(8))], \
+         pet: [None, Some((kind: Lora(rank: 8)))]",
+    );
+    let series = ptm_plots::figures::metric_series(&cells, &ptm_plots::figures::METRICS[0]);
+    let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "fcfs-rr, full",
+            "omls, full",
+            "affinity, full",
+            "fcfs-rr, lora-r8",
+            "omls, lora-r8",
+            "affinity, lora-r8"
+        ],
+        "{labels:?}"
+    );
+    assert!(series
+        .iter()
+        .all(|s| s.dashed == s.label.ends_with("lora-r8")));
+    // Two pools × two evictions: four variants a line each (not averaged into one), faceted.
+    let cells = sweep_cells(
+        "offered_rps: [5.0, 10.0], gpu_pool: [None, Some(Tenants(8))], eviction: [Lru, Belady], \
+         batching: [None, Some((max_wait_ms: 1.0))]",
+    );
+    let out = out_dir("plots-serving");
+    assert_images(
+        &ptm_plots::render_sweep(&cells, "tiny", &out).unwrap(),
+        "tiny",
+    );
+    for facet in [
+        "no-pool-no-batching",
+        "pool-8-lru-batching-1-ms",
+        "pool-8-belady-no-batching",
+    ] {
+        assert!(
+            out.join(format!("throughput-{facet}.png")).exists(),
+            "{facet}"
+        );
+    }
+}
+
+#[test]
+fn a_plan_of_several_serving_variants_has_a_panel_each() {
+    use ptm_sim::capacity::CapacityOptions;
+    use ptm_sim::ledger::{Capacity, Eviction};
+    use ptm_sim::plan::{plan, Space};
+    let s = Scenario::from_ron(
+        r#"Scenario(name: "tiny", profile: "p.ron", model: "bert-base", instances: 2,
+           workload: Generate(requests: 300, arrivals: Poisson(rate_rps: 10.0), tenants: 20,
+                              popularity: Zipf(s: 1.0)),
+           request: (samples: 1, seq_len: 64, deadline_ms: 2000.0),
+           policies: ["fcfs-rr", "affinity"], seeds: [1])"#,
+        "tiny.ron",
+    )
+    .unwrap();
+    let space = Space::new(&[1, 2], &s.policies).with_serving(
+        &[None, Some(Capacity::Tenants(8))],
+        &[],
+        &[Eviction::Lru],
+    );
+    let options = CapacityOptions {
+        slo: 0.9,
+        tolerance: 0.05,
+        min_requests: 500,
+        warmup_frac: 0.1,
+    };
+    let p = plan(&s, &ExampleProfile, &space, &options, &[5.0]).unwrap();
+    assert_eq!(p.rows.len(), 2 * 2 * 2);
+    let out = out_dir("plots-plan-panels");
+    let files = ptm_plots::render_plan(&p, &out).unwrap();
+    assert_images(&files, "tiny");
+    let svg = std::fs::read_to_string(out.join("capacity-vs-instances.svg")).unwrap();
+    // A panel per variant, captioned by it; the legend names each policy once.
+    for caption in ["pool none, eviction lru", "pool 8, eviction lru"] {
+        assert!(svg.contains(caption), "{caption}");
+    }
+    let legend = texts(&svg)
+        .into_iter()
+        .filter(|(_, t)| t == "affinity")
+        .count();
+    assert_eq!(legend, 1, "one legend entry");
+}

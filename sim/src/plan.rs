@@ -31,6 +31,8 @@ pub enum Knob {
     GpuPool(Option<crate::ledger::Capacity>),
     /// Cross-request batching with this window, milliseconds (`None`: off).
     Batching(Option<f64>),
+    /// Who a full GPU pool evicts (meaningful with a pool smaller than the tenants).
+    Eviction(crate::ledger::Eviction),
 }
 
 impl Knob {
@@ -41,6 +43,7 @@ impl Knob {
             Knob::Policy(_) => "policy",
             Knob::GpuPool(_) => "pool",
             Knob::Batching(_) => "batching",
+            Knob::Eviction(_) => "eviction",
         }
     }
 
@@ -53,6 +56,7 @@ impl Knob {
             Knob::GpuPool(Some(c)) => crate::sweep::capacity_name(*c),
             Knob::Batching(None) => "off".into(),
             Knob::Batching(Some(w)) => format!("{w}ms"),
+            Knob::Eviction(e) => e.name().into(),
         }
     }
 
@@ -65,6 +69,7 @@ impl Knob {
             Knob::Batching(w) => {
                 scenario.batching = w.map(|max_wait_ms| crate::engine::Batching { max_wait_ms })
             }
+            Knob::Eviction(e) => scenario.eviction = *e,
         }
     }
 
@@ -72,7 +77,7 @@ impl Knob {
     pub fn cost(&self) -> Option<f64> {
         match self {
             Knob::Instances(m) => Some(*m as f64),
-            Knob::Policy(_) | Knob::GpuPool(_) | Knob::Batching(_) => None,
+            Knob::Policy(_) | Knob::GpuPool(_) | Knob::Batching(_) | Knob::Eviction(_) => None,
         }
     }
 }
@@ -95,12 +100,13 @@ impl Space {
         }
     }
 
-    /// The same space with an axis of GPU pools and one of batching windows (each left out
-    /// when given no values).
+    /// The same space with an axis of GPU pools, one of batching windows and one of eviction
+    /// policies (each left out when given no values).
     pub fn with_serving(
         mut self,
         pools: &[Option<crate::ledger::Capacity>],
         batching: &[Option<f64>],
+        evictions: &[crate::ledger::Eviction],
     ) -> Space {
         if !pools.is_empty() {
             self.axes
@@ -109,6 +115,10 @@ impl Space {
         if !batching.is_empty() {
             self.axes
                 .push(batching.iter().map(|&w| Knob::Batching(w)).collect());
+        }
+        if !evictions.is_empty() {
+            self.axes
+                .push(evictions.iter().map(|&e| Knob::Eviction(e)).collect());
         }
         self
     }
@@ -349,6 +359,31 @@ fn own_rate(scenario: &Scenario, files: &dyn FileSource) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_eviction_axis_sets_the_pools_policy() {
+        use crate::ledger::Eviction;
+        let space = Space::new(&[1], &["affinity".into()]).with_serving(
+            &[Some(crate::ledger::Capacity::Tenants(4))],
+            &[],
+            &[Eviction::Lfu, Eviction::Belady],
+        );
+        let points = space.points();
+        assert_eq!(points.len(), 2);
+        let k = &points[1][3];
+        assert_eq!(
+            (k.axis(), k.value().as_str(), k.cost()),
+            ("eviction", "belady", None)
+        );
+        let mut s = crate::scenario::Scenario::from_ron(
+            r#"Scenario(name: "e", profile: "p.ron", model: "m", instances: 1,
+               workload: Generate(requests: 1, arrivals: Poisson(rate_rps: 1.0), tenants: 1))"#,
+            "e.ron",
+        )
+        .unwrap();
+        k.apply(&mut s);
+        assert_eq!(s.eviction, Eviction::Belady);
+    }
 
     #[test]
     fn the_space_is_a_product_in_axis_order() {

@@ -150,6 +150,10 @@ pub struct Sweep {
     pub eviction: Vec<Eviction>,
     /// Batching (`None`: one request a dispatch).
     pub batching: Vec<Option<Batching>>,
+    /// Tenants as full fine-tunes (`None`) or parameter-efficient deltas over the model
+    /// (`Some`); a parameter-efficient variant keeps its deltas in its `delta_pool`, so the
+    /// whole-weights `gpu_pool` (and its eviction) does not apply to it.
+    pub pet: Vec<Option<crate::engine::PetServing>>,
     /// Offered loads in requests per second (generated workloads only).
     pub offered_rps: Vec<f64>,
     /// Tenant counts (generated workloads only).
@@ -218,10 +222,10 @@ impl Scenario {
                 ));
             }
         }
-        if self.host_cache.is_some() && self.gpu_pool.is_none() {
+        if self.host_cache.is_some() && self.gpu_pool.is_none() && self.pet.is_none() {
             return Err(Error::invalid(
                 field("host_cache"),
-                "a bounded host cache needs a gpu_pool",
+                "a bounded host cache needs a gpu_pool (or parameter-efficient tenants)",
             ));
         }
         if let Some(r) = self.rate_rps.filter(|r| !(r.is_finite() && *r > 0.0)) {

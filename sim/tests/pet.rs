@@ -168,3 +168,26 @@ fn pet_runs_are_deterministic_and_refusals_name_the_figure() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bounded_host_cache_holds_deltas_or_needs_a_weight_pool() {
+    use ptm_sim::scenario::Scenario;
+    let text = |serving: &str| {
+        format!(
+            r#"Scenario(name: "h", profile: "p.ron", model: "bert-base", instances: 2, {serving}
+               host_cache: Some(Tenants(50)),
+               workload: Generate(requests: 10, arrivals: Poisson(rate_rps: 1.0), tenants: 100))"#
+        )
+    };
+    // Deltas in host memory for 50 of the 100 tenants: accepted, like a pool of full weights.
+    assert!(Scenario::from_ron(&text("pet: Some((kind: Lora(rank: 8))),"), "h.ron").is_ok());
+    assert!(Scenario::from_ron(&text("gpu_pool: Some(Tenants(10)),"), "h.ron").is_ok());
+    // FastPTM's model keeps every tenant in host memory: a bound there is refused.
+    let err = Scenario::from_ron(&text(""), "h.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("host_cache") && err.contains("needs a gpu_pool"),
+        "{err}"
+    );
+}

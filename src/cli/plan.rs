@@ -34,6 +34,10 @@ pub struct PlanArgs {
     /// dispatch).
     #[arg(long, value_delimiter = ',', value_parser = parse_wait)]
     pub max_waits: Vec<Option<f64>>,
+    /// Eviction policies to search (comma separated): lru, lfu, gdsf, belady (the offline
+    /// optimum, for reference); they differ only with a pool smaller than the tenants.
+    #[arg(long, value_delimiter = ',', value_parser = super::scenario_flags::parse_eviction)]
+    pub evictions: Vec<ptm_sim::ledger::Eviction>,
     /// Where to write plan.json, capacity.csv and the figure (default: results/<scenario>-plan).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -144,8 +148,11 @@ pub fn execute(args: PlanArgs) -> anyhow::Result<()> {
     let s = &loaded.scenario;
     let options = args.search.options();
     let pools: Vec<_> = args.gpu_pools.iter().map(|p| p.0).collect();
-    let space =
-        Space::new(&args.instance_counts.0, &s.policies).with_serving(&pools, &args.max_waits);
+    let space = Space::new(&args.instance_counts.0, &s.policies).with_serving(
+        &pools,
+        &args.max_waits,
+        &args.evictions,
+    );
     let p = plan::plan(s, loaded.files.as_ref(), &space, &options, &args.rates)?;
     let out = args
         .out
@@ -156,17 +163,18 @@ pub fn execute(args: PlanArgs) -> anyhow::Result<()> {
     let path = out.join("plan.json");
     std::fs::write(&path, &json).with_context(|| format!("cannot write {}", path.display()))?;
     let mut csv = String::from(
-        "instances,policy,pool,batching,capacity_rps,slo_attainment,bound_rps,refused\n",
+        "instances,policy,pool,batching,eviction,capacity_rps,slo_attainment,bound_rps,refused\n",
     );
     for r in &p.rows {
         let c = r.capacity.as_ref();
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             r.get("instances").unwrap_or(""),
             r.get("policy").unwrap_or(""),
             r.get("pool").unwrap_or(""),
             r.get("batching").unwrap_or(""),
+            r.get("eviction").unwrap_or(""),
             r.capacity_rps().map_or(String::new(), |v| v.to_string()),
             c.and_then(|c| c.slo_attainment)
                 .map_or(String::new(), |v| v.to_string()),

@@ -9,7 +9,7 @@
 //!
 //! Inputs are read once: each distinct profile and workload is loaded before the parallel part.
 
-use crate::engine::{Batching, LoadingMode, Setup};
+use crate::engine::{Batching, LoadingMode, PetServing, Setup};
 use crate::error::Result;
 use crate::ledger::{Capacity, Eviction};
 use crate::metrics::Report;
@@ -49,6 +49,9 @@ pub struct CellKey {
     /// Cross-request batching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<Batching>,
+    /// Parameter-efficient tenants (absent: full fine-tunes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pet: Option<PetServing>,
     /// Offered load, requests per second (generated workloads; swept or the generator's own).
     pub offered_rps: Option<f64>,
     /// Tenants (generated workloads).
@@ -80,6 +83,9 @@ impl CellKey {
         }
         if let Some(b) = self.batching {
             s += &format!(" batch-wait={}ms", b.max_wait_ms);
+        }
+        if let Some(p) = self.pet {
+            s += &format!(" pet={}", p.kind.key());
         }
         if let Some(r) = self.offered_rps {
             s += &format!(" rate={r}");
@@ -182,14 +188,23 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     } else {
         sweep.batching.clone()
     };
-    // The serving variants: with no pool, the eviction policy means nothing.
-    let mut servings: Vec<(Option<Capacity>, Option<Eviction>, Option<Batching>)> = Vec::new();
-    for &pool in &pools {
-        for &e in &evictions {
-            for &b in &batchings {
-                let v = (pool, pool.map(|_| e), b);
-                if !servings.contains(&v) {
-                    servings.push(v);
+    let pets = if sweep.pet.is_empty() {
+        vec![scenario.pet]
+    } else {
+        sweep.pet.clone()
+    };
+    // The serving variants: with no pool, the eviction policy means nothing; parameter-
+    // efficient tenants keep their deltas in their own pool, not in the whole-weights one.
+    let mut servings: Vec<Serving4> = Vec::new();
+    for &pet in &pets {
+        for &pool in &pools {
+            for &e in &evictions {
+                for &b in &batchings {
+                    let pool = if pet.is_some() { None } else { pool };
+                    let v = (pool, pool.map(|_| e), b, pet);
+                    if !servings.contains(&v) {
+                        servings.push(v);
+                    }
                 }
             }
         }
@@ -224,7 +239,7 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     for (label, spec) in &workloads {
         for profile in &profiles {
             for &m in &instances {
-                for (&loading, &(gpu_pool, eviction, batching)) in loadings
+                for (&loading, &(gpu_pool, eviction, batching, pet)) in loadings
                     .iter()
                     .flat_map(|l| servings.iter().map(move |v| (l, v)))
                 {
@@ -269,6 +284,7 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
                                                 gpu_pool,
                                                 eviction,
                                                 batching,
+                                                pet,
                                                 offered_rps: offered,
                                                 tenants: tn,
                                                 popularity: pp,
@@ -289,6 +305,14 @@ pub fn cells(scenario: &Scenario) -> Vec<Cell> {
     }
     out
 }
+
+/// One serving variant of the grid: GPU pool, its eviction, batching, PET tenants.
+type Serving4 = (
+    Option<Capacity>,
+    Option<Eviction>,
+    Option<Batching>,
+    Option<PetServing>,
+);
 
 /// Identifies a built workload: its spec, and the seed for generated ones.
 type WorkloadId = (String, Option<u64>);
@@ -373,6 +397,7 @@ pub fn run(
             serving.gpu_pool = c.key.gpu_pool;
             serving.eviction = c.key.eviction.unwrap_or_default();
             serving.batching = c.key.batching;
+            serving.pet = c.key.pet;
             let setup = Setup::new(profile, name, w, serving)?;
             let report = scenario.run_cell(&setup, &c.key.policy, c.key.seed)?;
             done();
@@ -407,5 +432,28 @@ mod tests {
         );
         assert_eq!(k.tenants, Some(3));
         assert!(cells.iter().enumerate().all(|(i, c)| c.key.index == i));
+    }
+
+    #[test]
+    fn a_pet_axis_sets_full_fine_tunes_against_deltas_without_the_weight_pool() {
+        let s = Scenario::from_ron(
+            r#"Scenario(name: "g", profile: "p.ron", model: "m", instances: 2,
+               workload: Generate(requests: 10, arrivals: Poisson(rate_rps: 1.0), tenants: 3),
+               policies: ["pets"], seeds: [1],
+               sweep: Some((gpu_pool: [Some(Auto)], eviction: [Lru, Lfu],
+                            pet: [None, Some((kind: Lora(rank: 8)))])))"#,
+            "g.ron",
+        )
+        .unwrap();
+        let keys: Vec<String> = cells(&s).iter().map(|c| c.key.config()).collect();
+        // Full fine-tunes in the pool under each eviction policy; the deltas once, no pool.
+        assert_eq!(
+            keys,
+            [
+                "base p.ron m=2 split pool=auto lru rate=1 tenants=3 uniform",
+                "base p.ron m=2 split pool=auto lfu rate=1 tenants=3 uniform",
+                "base p.ron m=2 split pet=lora-r8 rate=1 tenants=3 uniform",
+            ]
+        );
     }
 }

@@ -14,7 +14,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// One row per cell, in cell order.
 pub fn summary_csv(cells: &[CellReport]) -> String {
     let mut out = String::from(
-        "index,workload,profile,instances,loading,offered_rps,tenants,popularity,policy,seed,\
+        "index,workload,profile,instances,loading,pet,gpu_pool,eviction,batching_wait_ms,offered_rps,tenants,popularity,policy,seed,\
          requests,completed,throughput_rps,makespan_s,switches,cold_loads,preloaded,overtimes,slo_attainment,\
          latency_mean_ms,latency_p50_ms,latency_p95_ms,latency_p99_ms,latency_max_ms,\
          wait_mean_ms,wait_p50_ms,wait_p95_ms,wait_p99_ms,wait_max_ms,gpu_busy_frac\n",
@@ -53,14 +53,20 @@ pub fn summary_csv(cells: &[CellReport]) -> String {
     out
 }
 
-/// workload,profile,instances,loading,offered_rps,tenants,popularity,policy
+/// workload,profile,instances,loading,pet,gpu_pool,eviction,batching_wait_ms,offered_rps,
+/// tenants,popularity,policy (a serving field is empty where the cell has none: full
+/// fine-tunes, no pool, no batching).
 fn config_columns(k: &CellKey) -> String {
     format!(
-        "{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{}",
         csv_field(&k.workload),
         csv_field(&k.profile),
         k.instances,
         k.loading.name(),
+        opt(k.pet.map(|p| p.kind.key())),
+        opt(k.gpu_pool.map(super::capacity_name)),
+        opt(k.eviction.map(|e| e.name())),
+        opt(k.batching.map(|b| b.max_wait_ms)),
         opt(k.offered_rps),
         opt(k.tenants),
         opt(k.popularity.as_ref().map(popularity_name)),
@@ -108,7 +114,7 @@ pub fn seeds_csv(cells: &[CellReport]) -> String {
         ("gpu_busy_frac", |c| c.report.gpu_busy_frac),
     ];
     let mut out = String::from(
-        "workload,profile,instances,loading,offered_rps,tenants,popularity,policy,seeds",
+        "workload,profile,instances,loading,pet,gpu_pool,eviction,batching_wait_ms,offered_rps,tenants,popularity,policy,seeds",
     );
     for (name, _) in &metrics {
         let _ = write!(out, ",{name},{name}_ci95");

@@ -364,3 +364,31 @@ fn pool_loads_and_prefetches_share_the_copy_engine() {
     });
     assert_eq!(here, again);
 }
+
+/// The two optional figures round-trip through a profile's text; a profile without them (every
+/// shipped one) writes neither, so it reads and writes as before.
+#[test]
+fn the_optional_figures_round_trip_and_old_profiles_write_neither() {
+    let shipped = include_str!("../../scenarios/profiles/h200.ron");
+    let old = Profile::from_ron(shipped, "h200.ron").unwrap();
+    let text = ron::ser::to_string_pretty(&old, Default::default()).unwrap();
+    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
+    assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), old);
+    let mut new = old.clone();
+    for m in new.models.values_mut() {
+        if let Some(h) = &mut m.host {
+            h.handoff_busy_ms = Some(Dist::LogNormal {
+                median: 0.05,
+                sigma: 0.4,
+            });
+        }
+        if let Some(c) = &mut m.contention {
+            c.copy_during_forward_large = Some((c.sm_tokens * 64, 1.1));
+        }
+    }
+    let text = ron::ser::to_string_pretty(&new, Default::default()).unwrap();
+    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_large"));
+    let again = Profile::from_ron(&text, "new.ron").unwrap();
+    assert_eq!(again, new);
+    assert_ne!(again, old);
+}

@@ -13,9 +13,12 @@
 //!   1 of the last (median over rounds of first/last below `(1 + 1/k)/2`): one at a time, not
 //!   shared.
 //! - **Across resources**: a forward request timed on one slot while another switches back to
-//!   back, over it alone; a switch timed while another slot runs forward requests, over alone.
+//!   back, over it alone; a switch timed while another slot runs forward requests back to back,
+//!   over alone — with requests of the stretch shape and, when the plan has a larger shape,
+//!   again with requests of it (how much a copy slows depends on the passes beside it).
 //! - **Host overhead**: a job handed to a parked worker thread and reported back (median
-//!   round trip); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
+//!   round trip), and the same back to back (each job sent the instant the previous report
+//!   arrives: a dispatch to an instance that just finished); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
 //!   them, less the hand-off and the passes as the profile's forward table has them: the rest
 //!   is the staging of one request and, per further pass, the slope.
 
@@ -173,9 +176,22 @@ pub fn measure(
     };
     let forward_during_copy = during(path, forward, PathOp::Switch, &forward_alone)?;
     let copy_during_forward = during(path, PathOp::Switch, forward, &switch_alone)?;
-    step("forwards during switches, switches during forwards");
+    let copy_during_forward_large = match shapes(plan).get(1) {
+        Some(&(b, s)) => {
+            let large = PathOp::Forward {
+                batch: b,
+                seq_len: s,
+                passes: PASSES_LARGE,
+            };
+            let f = during(path, PathOp::Switch, large, &switch_alone)?;
+            Some((b.saturating_mul(s), f))
+        }
+        None => None,
+    };
+    step("forwards during switches, switches during small and large forwards");
     let reps = plan.repeats.max(2);
     let handoff: Vec<f64> = path.handoffs(reps * 4)?.iter().map(ms).collect();
+    let handoff_busy: Vec<f64> = path.handoffs_busy(reps * 4)?.iter().map(ms).collect();
     let handoff_median = stats::median(&handoff);
     let pass_ms = forward_ms(batch, seq_len);
     let one: Vec<f64> = path
@@ -192,7 +208,7 @@ pub fn measure(
     let per_pass = ((stats::median(&many) - handoff_median - PASSES_MANY as f64 * pass_ms)
         - stats::median(&one))
         / extra;
-    step("host overhead: hand-offs, requests of 1 and 16 passes");
+    step("host overhead: hand-offs parked and back to back, requests of 1 and 16 passes");
     Ok(Figures {
         contention: Contention {
             sm,
@@ -202,17 +218,23 @@ pub fn measure(
             host,
             forward_during_copy,
             copy_during_forward,
+            copy_during_forward_large,
         },
         host: HostOverhead {
             handoff_ms: stats::fit(&handoff),
+            handoff_busy_ms: Some(stats::fit(&handoff_busy)),
             staging_ms: stats::fit(&one),
             staging_per_pass_ms: per_pass.max(0.0),
             method: format!(
-                "hand-off: {} round trips of a job to a parked worker thread; staging: {reps} \
-                 requests of 1 and of {PASSES_MANY} passes of batch {batch} × {seq_len} tokens \
+                "hand-off: {n} round trips of a job to a worker thread parked {park} ms before \
+                 each; busy hand-off: {n} round trips back to back (each job sent the instant \
+                 the previous report arrived, as live dispatches to an instance that just \
+                 reported; no work between, so the coordinating thread is barely parked too); \
+                 staging: {reps} requests of 1 and of {PASSES_MANY} passes of batch {batch} × {seq_len} tokens \
                  through a worker (hand-off to report), less the median hand-off and the forward \
                  table's {pass_ms:.4} ms per pass, clipped at 0",
-                reps * 4
+                n = reps * 4,
+                park = crate::slot_path::PARK.as_secs_f64() * 1e3,
             ),
         },
     })

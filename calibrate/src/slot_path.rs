@@ -11,6 +11,10 @@
 //! - [`LivePath::during`]: an operation timed on slot 0 while slot 1 runs another back to back;
 //! - [`LivePath::handoffs`]: a job handed to a worker thread blocked on its channel and the
 //!   report back, with no work (the coordinator's hand-off and the worker's report);
+//! - [`LivePath::handoffs_busy`]: the same back to back, as live dispatches to an instance the
+//!   instant it reports (`live/src/coordinator.rs`: the worker sends its report and waits on its
+//!   channel again, the coordinating thread receives the report and sends the next job at
+//!   once) — neither thread parked for long;
 //! - [`LivePath::requests`]: requests through a worker thread as `SlotExecutor::infer` runs
 //!   them: random token rows, a batch per pass, `forward_many`, one output vector per row, the
 //!   report back — timed from the hand-off to the report's arrival.
@@ -36,7 +40,7 @@ pub const ROTATION: usize = 12;
 
 /// Pause between two timed hand-offs, so the worker is parked on its channel again as a live
 /// instance waiting for work is.
-const PARK: Duration = Duration::from_millis(1);
+pub const PARK: Duration = Duration::from_millis(1);
 
 /// What a live instance does that calibration times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,9 @@ pub trait LivePath {
     fn during(&mut self, op: PathOp, background: PathOp, n: usize) -> Result<Vec<Duration>>;
     /// `n` hand-offs to a parked worker thread and reports back, no work.
     fn handoffs(&mut self, n: usize) -> Result<Vec<Duration>>;
+    /// `n` hand-offs back to back, each sent the instant the previous report arrives, and
+    /// their reports, no work.
+    fn handoffs_busy(&mut self, n: usize) -> Result<Vec<Duration>>;
     /// `n` requests of `passes` passes of `batch` × `seq_len` through a worker thread, from the
     /// hand-off to the report's arrival.
     fn requests(
@@ -337,31 +344,11 @@ impl LivePath for SlotPath {
     }
 
     fn handoffs(&mut self, n: usize) -> Result<Vec<Duration>> {
-        let (job_tx, job_rx) = mpsc::channel::<usize>();
-        let (done_tx, done_rx) = mpsc::channel::<usize>();
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                while let Ok(job) = job_rx.recv() {
-                    if done_tx.send(job).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n {
-                std::thread::sleep(PARK);
-                let t = Instant::now();
-                job_tx
-                    .send(i)
-                    .map_err(|_| Error::Invalid("the worker thread stopped".into()))?;
-                done_rx
-                    .recv()
-                    .map_err(|_| Error::Invalid("the worker thread stopped".into()))?;
-                out.push(t.elapsed());
-            }
-            drop(job_tx);
-            Ok(out)
-        })
+        round_trips(n, Some(PARK))
+    }
+
+    fn handoffs_busy(&mut self, n: usize) -> Result<Vec<Duration>> {
+        round_trips(n, None)
     }
 
     fn requests(
@@ -432,6 +419,40 @@ impl LivePath for SlotPath {
         self.token_state = self.token_state.wrapping_add(1);
         out
     }
+}
+
+/// `n` jobs handed to a worker thread over a channel and reported back over another, as the
+/// live coordinator and an instance's worker do, timed from the send to the report's arrival;
+/// with `pause`, the coordinating thread sleeps that long before each (the worker parks on its
+/// channel meanwhile), without, each job goes out the instant the previous report arrives.
+fn round_trips(n: usize, pause: Option<Duration>) -> Result<Vec<Duration>> {
+    let (job_tx, job_rx) = mpsc::channel::<usize>();
+    let (done_tx, done_rx) = mpsc::channel::<usize>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Ok(job) = job_rx.recv() {
+                if done_tx.send(job).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if let Some(p) = pause {
+                std::thread::sleep(p);
+            }
+            let t = Instant::now();
+            job_tx
+                .send(i)
+                .map_err(|_| Error::Invalid("the worker thread stopped".into()))?;
+            done_rx
+                .recv()
+                .map_err(|_| Error::Invalid("the worker thread stopped".into()))?;
+            out.push(t.elapsed());
+        }
+        drop(job_tx);
+        Ok(out)
+    })
 }
 
 /// Live paths made on demand, one per profile model, from the zoos a target measures.

@@ -30,6 +30,7 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     assert_eq!(path.during(forward, PathOp::Switch, 4).unwrap().len(), 4);
     assert_eq!(path.during(PathOp::Switch, forward, 3).unwrap().len(), 3);
     assert_eq!(path.handoffs(5).unwrap().len(), 5);
+    assert_eq!(path.handoffs_busy(5).unwrap().len(), 5);
     // Requests check their outputs (one per row) inside.
     assert_eq!(path.requests(2, 16, 4, 3).unwrap().len(), 3);
 
@@ -50,4 +51,13 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     assert_eq!(f.contention.sm_large.as_ref().map(|l| l.0), Some(4 * 32));
     f.host.validate("cpu.host").unwrap();
     assert!(f.host.handoff_ms.mean() > 0.0);
+    assert!(f
+        .host
+        .handoff_busy_ms
+        .as_ref()
+        .is_some_and(|d| d.mean() > 0.0));
+    assert_eq!(
+        f.contention.copy_during_forward_large.map(|l| l.0),
+        Some(4 * 32)
+    );
 }

@@ -18,6 +18,12 @@
 #
 #   d  (a second machine, after fixes found by a–c) the shipped profile again with passes of 16
 #      and 32 rows too, the tiers cell and two Azure cells.
+#   f  (about 4 minutes) part d's calibration with this build, which also measures the busy
+#      hand-off (`host.handoff_busy_ms`: jobs sent the instant the previous report arrives) and
+#      the copy factor beside the large passes (`contention.copy_during_forward_large`); the
+#      tiers-live and the two Azure cells live against it (`--live --compare`), then
+#      `ptm fidelity-table`. The JSONs come back gzipped (`gunzip -k` them for `ptm run …
+#      --resimulate FILE`, e.g. to re-simulate the same live runs without the new figures).
 #
 # Usage (repository root on the GPU machine): runtime/bench/device-round2.sh PART BIN_DIR
 # BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
@@ -25,7 +31,7 @@
 # Outputs under $OUT (summary.txt first); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b or c}
+PART=${1:?part a, b, c, d or f}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -108,7 +114,30 @@ d)
   for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
   cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
   ;;
-*) echo "part a, b, c or d" >&2; exit 2 ;;
+f)
+  # Part d's plan with this build's two extra figures; the cells as part d ran them.
+  zoo12
+  mkdir -p .device/prof
+  t0=$SECONDS
+  timeout 150 "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 \
+    --batches 1,2,4,8,16,32 --seq-lens 32,64,128,256,512 --max-instances 8 --repeats 20 \
+    --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
+  note "calibrate: rc $? in $((SECONDS - t0)) s"
+  cp "$PROF" "$O/h200.ron"
+  grep -E "handoff_ms|handoff_busy_ms|copy_during_forward" -A3 "$PROF" | cut -c1-120 | tee -a "$S"
+  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  for c in 1:150 4:600; do
+    timeout 45 "$B/ptm" run runtime/bench/issue16/azure-code.ron --instances ${c%%:*} --rate ${c##*:} \
+      "${L[@]}" > "$O/azure-m${c%%:*}.json" 2> "$O/azure-m${c%%:*}.err"
+    note "azure-m${c%%:*}: rc $?"
+  done
+  for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
+  cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
+  gzip -9 "$O"/*.json
+  ;;
+*) echo "part a, b, c, d or f" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

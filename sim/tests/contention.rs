@@ -25,6 +25,7 @@ fn shared_profile(sm: Vec<f64>) -> Profile {
         host: Sharing::Shared(vec![1.0, 1.5]),
         forward_during_copy: 1.0,
         copy_during_forward: 1.0,
+        copy_during_forward_large: None,
     });
     p
 }
@@ -162,6 +163,7 @@ fn host_overhead_is_paid_once_per_dispatch() {
     let mut profile = shared_profile(vec![1.0, 2.0]);
     profile.models.get_mut("bert-base").unwrap().host = Some(HostOverhead {
         handoff_ms: Dist::Constant(0.1),
+        handoff_busy_ms: None,
         staging_ms: Dist::Constant(0.2),
         staging_per_pass_ms: 0.05,
         method: "test".into(),
@@ -189,6 +191,33 @@ fn host_overhead_is_paid_once_per_dispatch() {
     assert_eq!(setup.estimates.service_ns(0), 12_400_000);
 }
 
+/// A dispatch to an instance the instant its batch ended pays the busy hand-off; one to an
+/// instance idle for a while, the parked one. One empty instance, 1 s cold loads, 4 ms
+/// forwards, hand-off 0.1 ms parked and 0.03 ms busy, staging 0.2 ms: request 0 (at 0) ends at
+/// 0.1 + 1000 + 0.2 + 4 = 1004.3 ms; request 1 (arrived at 1 ms, waiting) starts when it ends
+/// and ends 0.03 + 0.2 + 4 ms later, at 1008.53 ms; request 2 (at 2 s, the instance idle since 1008.53 ms) ends
+/// at 2000 + 0.1 + 0.2 + 4 = 2004.3 ms. Without the busy figure request 1 pays 0.1 ms too.
+#[test]
+fn a_dispatch_at_a_batch_end_pays_the_busy_hand_off() {
+    let w = requests(&[(0, 1, 0), (0, 1, 1), (0, 1, 2000)], 1);
+    for (busy, second) in [(Some(0.03), 1_008_530_000), (None, 1_008_600_000)] {
+        let mut profile = shared_profile(vec![1.0, 2.0]);
+        profile.models.get_mut("bert-base").unwrap().host = Some(HostOverhead {
+            handoff_ms: Dist::Constant(0.1),
+            handoff_busy_ms: busy.map(Dist::Constant),
+            staging_ms: Dist::Constant(0.2),
+            staging_per_pass_ms: 0.0,
+            method: "test".into(),
+        });
+        let (run, _) = simulate(&profile, &w, 1, "affinity", Preload::FastPtm);
+        assert_eq!(
+            run.end_ns,
+            vec![1_004_300_000, second, 2_004_300_000],
+            "{busy:?}"
+        );
+    }
+}
+
 fn noisy(contention: bool) -> Profile {
     let mut p = shared_profile(vec![1.0, 1.4, 1.9, 2.3]);
     let m = p.models.get_mut("bert-base").unwrap();
@@ -207,6 +236,7 @@ fn noisy(contention: bool) -> Profile {
             median: 0.05,
             sigma: 0.3,
         },
+        handoff_busy_ms: None,
         staging_ms: Dist::Normal {
             mean: 0.2,
             std: 0.02,
@@ -333,4 +363,32 @@ fn pool_loads_and_prefetches_share_the_copy_engine() {
         h.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(here, again);
+}
+
+/// The two optional figures round-trip through a profile's text; a profile without them (every
+/// shipped one) writes neither, so it reads and writes as before.
+#[test]
+fn the_optional_figures_round_trip_and_old_profiles_write_neither() {
+    let shipped = include_str!("../../scenarios/profiles/h200.ron");
+    let old = Profile::from_ron(shipped, "h200.ron").unwrap();
+    let text = ron::ser::to_string_pretty(&old, Default::default()).unwrap();
+    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
+    assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), old);
+    let mut new = old.clone();
+    for m in new.models.values_mut() {
+        if let Some(h) = &mut m.host {
+            h.handoff_busy_ms = Some(Dist::LogNormal {
+                median: 0.05,
+                sigma: 0.4,
+            });
+        }
+        if let Some(c) = &mut m.contention {
+            c.copy_during_forward_large = Some((c.sm_tokens * 64, 1.1));
+        }
+    }
+    let text = ron::ser::to_string_pretty(&new, Default::default()).unwrap();
+    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_large"));
+    let again = Profile::from_ron(&text, "new.ron").unwrap();
+    assert_eq!(again, new);
+    assert_ne!(again, old);
 }

@@ -20,7 +20,10 @@
 //!
 //! Measured host work (the hand-off of a dispatch to its worker and back, the worker's staging
 //! around a request's passes) is added unshared before the phase's work: the hand-off to a
-//! dispatch's first phase, the staging to its inference.
+//! dispatch's first phase, the staging to its inference. A dispatch to an instance whose batch
+//! ended at this very instant (its worker just reported and barely parked) pays the profile's
+//! busy hand-off when it has one ([`crate::profile::HostOverhead::handoff`]); any other — an
+//! instance idle for a while, a prefetch — pays the hand-off to a parked worker.
 //!
 //! Invariants, checked as it runs: a dispatch names an idle instance and a waiting request; no
 //! request runs twice; when the run ends every request has completed exactly once. A scheduler
@@ -274,7 +277,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                 self.prefetches_done += 1;
                 let ms = cost.map_or(0.0, |c| c.ms.sample(&mut rng));
                 let model = self.setup.model_index(tenant);
-                let fixed_ns = self.host_ns(model, key, |h| &h.handoff_ms);
+                let fixed_ns = self.host_ns(model, key, |h| h.handoff(false));
                 let work = match self.shares {
                     None => Work {
                         fixed_ns: fixed_ns + ms_to_ns(ms),
@@ -300,8 +303,10 @@ impl<'s, 'a> Engine<'s, 'a> {
         for start in starts.drain(..) {
             let i = start.instance as usize;
             let model = self.setup.model_index(start.tenant);
-            // The dispatch's hand-off to its worker and the report back: its first phase's.
-            let handoff_ns = self.host_ns(model, (start.request as u64) << 1, |h| &h.handoff_ms);
+            // The dispatch's hand-off to its worker and the report back: its first phase's; to
+            // a worker that reported its previous batch this instant, the busy figure.
+            let hot = self.ledger.ended_ns(i) == Some(self.now_ns);
+            let handoff_ns = self.host_ns(model, (start.request as u64) << 1, |h| h.handoff(hot));
             match self.setup.load_cost(start.load, start.from, start.tenant) {
                 Some(cost) => {
                     let mut rng = keyed(

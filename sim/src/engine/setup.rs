@@ -745,7 +745,7 @@ fn check_horizon(
         m.contention.as_ref().map(|c| {
             let cross = match r {
                 Resource::Sm => c.forward_during_copy,
-                Resource::Link => c.copy_during_forward,
+                Resource::Link => c.max_copy_factor(),
                 Resource::Host => 1.0,
             };
             c.sharing(r).max_per_phase() * cross.max(1.0)
@@ -761,7 +761,9 @@ fn check_horizon(
                 LoadingMode::Split => &m.switch.split,
                 LoadingMode::Full => &m.switch.full,
             };
-            let host_ms = m.host.as_ref().map_or(0.0, |h| h.handoff_ms.max_ms());
+            let host_ms = m.host.as_ref().map_or(0.0, |h| {
+                h.handoff(true).max_ms().max(h.handoff(false).max_ms())
+            });
             host_ms
                 + longest(m, &m.cold_load, Resource::Host)
                     .max(longest(m, switch, Resource::Link))

@@ -9,7 +9,10 @@
 //! ignored. Rates: with `n` phases on a shared resource each progresses at
 //! `1 / (factor(curve, n) × cross)`; on a FIFO resource only the earliest started progresses, at
 //! `1 / cross`; `cross` is the measured slowdown of a forward pass while a copy is in flight or
-//! of a copy while a forward pass runs (else 1).
+//! of a copy while a forward pass runs (else 1). A copy's factor depends on the total tokens of
+//! the passes on the SMs when the profile measured it with large passes too
+//! ([`Contention::copy_factor`]): then every join or leave on the SMs re-times the copies, not
+//! only the SMs turning busy or idle.
 //!
 //! Everything is deterministic: members are kept in the order they joined, due phases are
 //! returned in job order, and the same sequence of joins gives the same floating-point
@@ -46,6 +49,8 @@ struct Member {
     model: usize,
     /// Weight of the large passes' sharing on the SMs (0 elsewhere).
     weight: f64,
+    /// Tokens of its passes (0 for copies and reads).
+    tokens: u32,
 }
 
 /// One resource's phases, in the order they joined.
@@ -62,6 +67,8 @@ struct Lane {
 pub struct Shares {
     lanes: [Lane; 3],
     models: Vec<Contention>,
+    /// Whether a copy's factor depends on the passes' size (some model measured it).
+    sized_copies: bool,
     due: Vec<Job>,
 }
 
@@ -70,6 +77,7 @@ impl Shares {
     pub fn new(models: Vec<Contention>) -> Self {
         Shares {
             lanes: Default::default(),
+            sized_copies: models.iter().any(|c| c.copy_during_forward_large.is_some()),
             models,
             due: Vec::new(),
         }
@@ -87,7 +95,7 @@ impl Shares {
         let c = &self.models[m.model];
         let cross = match resource {
             Resource::Sm if self.count(Resource::Link) > 0 => c.forward_during_copy,
-            Resource::Link if self.count(Resource::Sm) > 0 => c.copy_during_forward,
+            Resource::Link if self.count(Resource::Sm) > 0 => c.copy_factor(self.sm_tokens()),
             _ => 1.0,
         };
         let n = lane.members.len();
@@ -105,6 +113,15 @@ impl Shares {
             _ => small,
         };
         rate / cross
+    }
+
+    /// Total tokens of the passes on the SMs now.
+    fn sm_tokens(&self) -> u64 {
+        self.lanes[Resource::Sm.index()]
+            .members
+            .iter()
+            .map(|m| m.tokens as u64)
+            .sum()
     }
 
     /// Settles every phase's progress up to `now_ns` at the rates of the current state.
@@ -141,7 +158,8 @@ impl Shares {
     }
 
     /// Re-times after `resource` changed at `now_ns`: it, and the resource whose cross factor
-    /// depends on whether it is empty when that changed.
+    /// depends on whether it is empty when that changed (or, with copies' factors by pass
+    /// size, on the passes on the SMs whenever they change).
     fn changed(&mut self, now_ns: Nanos, resource: Resource, was_empty: bool, queue: &mut Queue) {
         self.reschedule(now_ns, resource, queue);
         let other = match resource {
@@ -150,7 +168,8 @@ impl Shares {
             Resource::Host => None,
         };
         if let Some(o) = other {
-            if was_empty != (self.count(resource) == 0) && self.count(o) > 0 {
+            let sized = self.sized_copies && resource == Resource::Sm;
+            if (sized || was_empty != (self.count(resource) == 0)) && self.count(o) > 0 {
                 self.reschedule(now_ns, o, queue);
             }
         }
@@ -179,6 +198,7 @@ impl Shares {
             left_ns: work.ns as f64,
             model,
             weight,
+            tokens: work.tokens,
         });
         self.changed(now_ns, resource, was_empty, queue);
     }
@@ -238,6 +258,7 @@ mod tests {
             host: Sharing::Shared(vec![1.0, 2.0]),
             forward_during_copy: 1.0,
             copy_during_forward: 1.0,
+            copy_during_forward_large: None,
         }
     }
 
@@ -380,6 +401,59 @@ mod tests {
         assert_eq!(
             drain(&mut s, &mut q),
             vec![(Job::Instance(1), 8_000), (Job::Instance(0), 9_300)]
+        );
+    }
+
+    #[test]
+    fn copies_are_re_timed_as_the_passes_beside_them_change_size() {
+        // A copy slows 2× beside passes of 128 tokens, not at all beside 2,048 or more (the
+        // SMs do not slow passes here). Copy of 4,000 from 0; pass A (128 tokens, 2,000) from
+        // 0; pass B (2,048 tokens, 6,000) from 1,000. 0–1,000: copy at ½ (500 done); then
+        // 2,176 tokens and from 2,000 on 2,048 (factor 1): the last 3,500 end at 4,500, B at
+        // 7,000. Without re-timing on B's join the copy would end when it was due at ½: 8,000.
+        let c = Contention {
+            copy_during_forward: 2.0,
+            copy_during_forward_large: Some((2048, 1.0)),
+            ..contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo)
+        };
+        let mut s = Shares::new(vec![c]);
+        let mut q = Queue::default();
+        let work = |ns, tokens| Work { ns, tokens };
+        s.join(
+            0,
+            Resource::Link,
+            Job::Prefetch(7),
+            0,
+            Work::plain(4_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            work(2_000, 128),
+            &mut q,
+        );
+        assert!(
+            q.next_time().is_some_and(|t| t >= 2_000),
+            "nothing ends before B"
+        );
+        s.join(
+            1_000,
+            Resource::Sm,
+            Job::Instance(1),
+            0,
+            work(6_000, 2048),
+            &mut q,
+        );
+        assert_eq!(
+            drain(&mut s, &mut q),
+            vec![
+                (Job::Instance(0), 2_000),
+                (Job::Prefetch(7), 4_500),
+                (Job::Instance(1), 7_000),
+            ]
         );
     }
 

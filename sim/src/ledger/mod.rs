@@ -122,6 +122,8 @@ pub struct Ledger {
     batches: Vec<Vec<RequestId>>,
     /// Per instance: the delta loads of its mixed batch (parameter-efficient tenants).
     pet_loads: Vec<Vec<PetLoad>>,
+    /// Per instance: when its last batch ended (completed or failed), if one has.
+    ended_ns: Vec<Option<Nanos>>,
     state: Vec<State>,
     first_id: RequestId,
     residency: Residency,
@@ -176,6 +178,7 @@ impl Ledger {
             phases: vec![None; residency.len()],
             batches: vec![Vec::new(); residency.len()],
             pet_loads: vec![Vec::new(); residency.len()],
+            ended_ns: vec![None; residency.len()],
             state: vec![State::NotArrived; requests],
             first_id: 0,
             residency: Residency::fastptm(),
@@ -275,6 +278,14 @@ impl Ledger {
     pub fn serving(&self, i: usize) -> Option<(RequestId, Load)> {
         let p = self.phases.get(i)?.as_ref()?;
         Some((self.batches[i][0], p.load))
+    }
+
+    /// When instance `i`'s last batch ended (completed or failed; `None` before its first
+    /// ends). A dispatch still sees its previous batch's end: a backend tells a dispatch to an
+    /// instance whose worker reported the same instant (`Some(now)`, the worker barely parked)
+    /// from one to an instance idle for a while.
+    pub fn ended_ns(&self, i: usize) -> Option<Nanos> {
+        self.ended_ns.get(i).copied().flatten()
     }
 
     /// Whether instance `i` is loading weights.
@@ -606,6 +617,7 @@ impl Ledger {
             self.state[r] = State::Done;
         }
         self.completed += n;
+        self.ended_ns[i] = Some(now_ns);
         self.views[i].busy = false;
         self.set_busy(now_ns, self.busy - 1);
         self.batches[i][0]

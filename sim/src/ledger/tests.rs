@@ -37,14 +37,20 @@ fn a_dispatch_classifies_counts_and_estimates_its_load() {
     assert_eq!(l.run().tenant_loads, vec![1, 0, 0]);
     assert!(l.loading(0) && !l.loading(1));
     assert_eq!(l.load_done(7, 0).unwrap(), 0);
+    assert_eq!((l.ended_ns(0), l.ended_ns(1)), (None, None));
     assert_eq!(l.complete(9, 0).unwrap(), 0);
     assert_eq!(l.complete(9, 1).unwrap(), 1);
+    assert_eq!((l.ended_ns(0), l.ended_ns(1)), (Some(9), Some(9)));
     starts.clear();
     l.dispatch(10, &[d(1, 2)], &reqs, &est, &mut starts)
         .unwrap();
     assert_eq!(starts[0].load, Load::Switch);
+    // A dispatch keeps the previous batch's end; a load's end is not a batch's.
+    assert_eq!(l.ended_ns(1), Some(9));
     l.load_done(11, 1).unwrap();
+    assert_eq!(l.ended_ns(1), Some(9));
     l.complete(12, 1).unwrap();
+    assert_eq!((l.ended_ns(1), l.ended_ns(5)), (Some(12), None));
     let run = l.finish(12).unwrap();
     assert_eq!(run.load, vec![Load::Cold, Load::None, Load::Switch]);
     assert_eq!(run.served_by, vec![0, 1, 1]);

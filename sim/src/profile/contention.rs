@@ -24,11 +24,19 @@
 //!
 //! Across resources only what was measured acts: a forward pass slows by
 //! `forward_during_copy` while a copy is in flight, a copy by `copy_during_forward` while a
-//! forward runs. Host work (cold loads) is not known to slow the others, nor they it.
+//! forward runs. Host work (cold loads) is not known to slow the others, nor they it. How much
+//! a copy slows depends on the forwards beside it: `copy_during_forward` was measured with
+//! passes of `sm_tokens` tokens running back to back; when `copy_during_forward_large` gives the
+//! factor measured with larger passes too, a copy's factor is interpolated like the SMs' sharing
+//! — linear in log(tokens), clamped outside — at the *total* tokens of the passes on the SMs
+//! ([`Contention::copy_factor`]).
 //!
 //! [`HostOverhead`]: what a dispatch costs besides its load and its passes on the executor path
 //! live uses — the hand-off of a job to an instance's worker thread and the report back, and the
-//! worker's own host work around a request's passes (building inputs, gathering outputs).
+//! worker's own host work around a request's passes (building inputs, gathering outputs). A
+//! hand-off to a worker parked for a while (`handoff_ms`) costs a thread's wake-up; one to a
+//! worker that reported its previous phase the same instant (`handoff_busy_ms`, when measured)
+//! finds it hardly parked and is cheaper.
 
 use super::{validate_stretch, Dist};
 use crate::error::{Error, Result};
@@ -134,6 +142,11 @@ pub struct Contention {
     /// Factor of a copy while a forward pass runs (measured: switches while another instance
     /// runs passes, over switches alone).
     pub copy_during_forward: f64,
+    /// The same factor measured while the other instance runs larger passes, and their tokens
+    /// (rows × sequence length), when measured. Without it every copy beside a forward slows
+    /// by `copy_during_forward`, whatever the forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_during_forward_large: Option<(u32, f64)>,
 }
 
 impl Contention {
@@ -151,12 +164,37 @@ impl Contention {
     /// log(tokens) between.
     pub fn sm_weight(&self, tokens: u32) -> f64 {
         match &self.sm_large {
-            Some((large, _)) if *large > self.sm_tokens && tokens > self.sm_tokens => {
-                let span = (*large as f64 / self.sm_tokens.max(1) as f64).ln();
-                ((tokens as f64 / self.sm_tokens.max(1) as f64).ln() / span).clamp(0.0, 1.0)
-            }
-            _ => 0.0,
+            Some((large, _)) => log_weight(tokens as u64, self.sm_tokens, *large),
+            None => 0.0,
         }
+    }
+
+    /// The factor of a copy while passes of `tokens` tokens in total run on the SMs (≥ 1; the
+    /// caller applies no factor when none runs): `copy_during_forward` without
+    /// `copy_during_forward_large`; with it, the two measured factors interpolated linearly in
+    /// log(tokens) between `sm_tokens` and the large passes' tokens, clamped outside.
+    ///
+    /// Total tokens, not the largest pass's: the factor measures how busy the device is beside
+    /// the copy (one other instance running passes back to back), and concurrent passes add up
+    /// — the SMs' curve shows `k` small passes overlapping, so `k` of them occupy the device
+    /// more than one, up to the large pass's saturation where the clamp holds. With one pass
+    /// in flight, as measured, total and largest agree.
+    pub fn copy_factor(&self, tokens: u64) -> f64 {
+        match self.copy_during_forward_large {
+            Some((large, factor)) if large > self.sm_tokens => {
+                let w = log_weight(tokens, self.sm_tokens, large);
+                self.copy_during_forward + w * (factor - self.copy_during_forward)
+            }
+            _ => self.copy_during_forward,
+        }
+    }
+
+    /// The largest factor a copy can see beside forwards (bounds a run's end).
+    pub fn max_copy_factor(&self) -> f64 {
+        self.copy_during_forward_large
+            .map_or(self.copy_during_forward, |(_, f)| {
+                f.max(self.copy_during_forward)
+            })
     }
 
     /// Refuses empty shared curves, factors outside (0, [`MAX_STRETCH`]] and a large pass size
@@ -188,10 +226,24 @@ impl Contention {
             };
             self.sharing(r).validate(&format!("{field}.{name}"))?;
         }
+        if let Some((tokens, _)) = self.copy_during_forward_large {
+            if tokens <= self.sm_tokens {
+                return Err(Error::invalid(
+                    format!("{field}.copy_during_forward_large"),
+                    format!(
+                        "{tokens} tokens: expected larger passes than sm_tokens ({})",
+                        self.sm_tokens
+                    ),
+                ));
+            }
+        }
+        let large = self.copy_during_forward_large.map(|(_, f)| f);
         for (name, f) in [
-            ("forward_during_copy", self.forward_during_copy),
-            ("copy_during_forward", self.copy_during_forward),
+            ("forward_during_copy", Some(self.forward_during_copy)),
+            ("copy_during_forward", Some(self.copy_during_forward)),
+            ("copy_during_forward_large", large),
         ] {
+            let Some(f) = f else { continue };
             if !(f > 0.0 && f <= MAX_STRETCH) {
                 return Err(Error::invalid(
                     format!("{field}.{name}"),
@@ -203,14 +255,30 @@ impl Contention {
     }
 }
 
+/// The weight of the `large` end for `tokens`: 0 at or below `small`, 1 at or above `large`,
+/// linear in log(tokens) between (0 when `large` is not above `small`).
+fn log_weight(tokens: u64, small: u32, large: u32) -> f64 {
+    if large <= small || tokens <= small as u64 {
+        return 0.0;
+    }
+    let small = small.max(1) as f64;
+    let span = (large as f64 / small).ln();
+    ((tokens as f64 / small).ln() / span).clamp(0.0, 1.0)
+}
+
 /// The host's work of one dispatch besides its load and its forward passes (see the module
 /// doc), milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostOverhead {
     /// A job handed to an instance's worker thread and its report back (paid once per
-    /// dispatch, by its first phase).
+    /// dispatch, by its first phase), the worker parked on its channel for a while.
     pub handoff_ms: Dist,
+    /// The same for a dispatch to an instance the instant its previous phase ended (its worker
+    /// reported and waits on its channel again, barely parked), when measured; without it
+    /// such a dispatch pays `handoff_ms` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_busy_ms: Option<Dist>,
     /// The worker's host work around a request's passes that a forward-pass figure does not
     /// time (inputs built and staged, outputs gathered), for a request of one pass.
     pub staging_ms: Dist,
@@ -222,7 +290,17 @@ pub struct HostOverhead {
 }
 
 impl HostOverhead {
-    /// Mean host work of a dispatch whose inference runs `passes` passes, milliseconds.
+    /// The hand-off figure of a dispatch: `handoff_busy_ms` (when measured) to an instance
+    /// whose previous phase ended the same instant (`busy`), `handoff_ms` otherwise.
+    pub fn handoff(&self, busy: bool) -> &Dist {
+        match &self.handoff_busy_ms {
+            Some(d) if busy => d,
+            _ => &self.handoff_ms,
+        }
+    }
+
+    /// Mean host work of a dispatch whose inference runs `passes` passes (a hand-off to a
+    /// parked worker), milliseconds.
     pub fn mean_ms(&self, passes: u32) -> f64 {
         self.handoff_ms.mean()
             + self.staging_ms.mean()
@@ -232,6 +310,9 @@ impl HostOverhead {
     /// Refuses bad distributions and a negative or oversized per-pass figure.
     pub fn validate(&self, field: &str) -> Result<()> {
         self.handoff_ms.validate(&format!("{field}.handoff_ms"))?;
+        if let Some(d) = &self.handoff_busy_ms {
+            d.validate(&format!("{field}.handoff_busy_ms"))?;
+        }
         self.staging_ms.validate(&format!("{field}.staging_ms"))?;
         let p = self.staging_per_pass_ms;
         if !(p.is_finite() && (0.0..=crate::limits::MAX_COST_MS).contains(&p)) {
@@ -270,6 +351,7 @@ mod tests {
             host: Sharing::Shared(vec![]),
             forward_during_copy: 1.05,
             copy_during_forward: 1.1,
+            copy_during_forward_large: None,
         };
         let e = c.validate("m.contention").unwrap_err().to_string();
         assert!(e.contains("m.contention.host"), "{e}");
@@ -297,6 +379,7 @@ mod tests {
         assert_eq!(c.sm_weight(1 << 20), 1.0);
         let h = HostOverhead {
             handoff_ms: Dist::Constant(0.05),
+            handoff_busy_ms: None,
             staging_ms: Dist::Constant(0.1),
             staging_per_pass_ms: -1.0,
             method: String::new(),
@@ -311,5 +394,71 @@ mod tests {
             ..h
         };
         assert!((h.mean_ms(16) - (0.15 + 0.3)).abs() < 1e-12);
+        // Without a busy figure every dispatch pays the parked one.
+        assert_eq!(h.handoff(true), &Dist::Constant(0.05));
+        let h = HostOverhead {
+            handoff_busy_ms: Some(Dist::Constant(0.01)),
+            ..h
+        };
+        assert_eq!(h.handoff(true), &Dist::Constant(0.01));
+        assert_eq!(h.handoff(false), &Dist::Constant(0.05));
+        let bad = HostOverhead {
+            handoff_busy_ms: Some(Dist::Constant(-1.0)),
+            ..h
+        };
+        let e = bad.validate("m.host").unwrap_err().to_string();
+        assert!(e.contains("handoff_busy_ms"), "{e}");
+    }
+
+    fn sized(large: Option<(u32, f64)>) -> Contention {
+        Contention {
+            sm: Sharing::Shared(vec![1.0, 1.4]),
+            sm_tokens: 128,
+            sm_large: None,
+            link: Sharing::Fifo,
+            host: Sharing::Fifo,
+            forward_during_copy: 1.0,
+            copy_during_forward: 1.35,
+            copy_during_forward_large: large,
+        }
+    }
+
+    #[test]
+    fn copy_factor_interpolates_in_log_tokens_between_the_measured_ends() {
+        // Without the large figure: the small one at every size.
+        let c = sized(None);
+        for t in [0, 1, 128, 2048, 1 << 30] {
+            assert_eq!(c.copy_factor(t), 1.35);
+        }
+        assert_eq!(c.max_copy_factor(), 1.35);
+        // Measured 1.35 at 128 tokens and 1.05 at 2,048: the ends hold (clamped outside),
+        // 512 tokens is halfway in log(tokens), and the factor moves one way in between.
+        let c = sized(Some((2048, 1.05)));
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.copy_factor(1), 1.35);
+        assert_eq!(c.copy_factor(128), 1.35);
+        assert!((c.copy_factor(2048) - 1.05).abs() < 1e-12);
+        assert!((c.copy_factor(1 << 20) - 1.05).abs() < 1e-12);
+        assert!((c.copy_factor(512) - 1.20).abs() < 1e-12);
+        let mut last = f64::INFINITY;
+        for t in (128..=2048).step_by(64) {
+            let f = c.copy_factor(t);
+            assert!(f <= last && (1.05..=1.35).contains(&f), "{t}: {f}");
+            last = f;
+        }
+        assert_eq!(c.max_copy_factor(), 1.35);
+        // A larger factor with larger passes: increasing, and the bound is the large one.
+        let c = sized(Some((2048, 1.8)));
+        assert!(c.copy_factor(300) > 1.35 && c.copy_factor(300) < 1.8);
+        assert_eq!(c.max_copy_factor(), 1.8);
+        // Refused: large passes not larger than the small ones, a factor out of range.
+        let e = sized(Some((128, 1.1)))
+            .validate("m.contention")
+            .unwrap_err();
+        assert!(e.to_string().contains("copy_during_forward_large"), "{e}");
+        let e = sized(Some((4096, 0.0)))
+            .validate("m.contention")
+            .unwrap_err();
+        assert!(e.to_string().contains("copy_during_forward_large"), "{e}");
     }
 }

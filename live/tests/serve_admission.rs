@@ -134,11 +134,12 @@ fn admission_uses_measured_service_and_metrics_report_the_late_fraction() {
         "16 clients, requests of 20 ms in 150 ms on one instance"
     );
     // With the profile's 0.01 ms every client's request would be admitted behind the other
-    // 15 (≈ 320 ms of work) and nearly all would be late; on measured times a request is
-    // admitted only when its estimate fits, so only those admitted at the boundary can be
-    // late, by jitter (the HTTP path and a loaded CI machine are not in the estimate).
+    // 15 (≈ 320 ms of work) and nearly all would be late; on measured times (and the margin
+    // that answers later than their estimates teach: the HTTP path, a loaded CI machine) a
+    // request is admitted only when it fits, so only a few admitted at the boundary can be
+    // late, by jitter. (Without the margin a loaded 2-core CI machine saw 14 of 39 late.)
     assert!(
-        (late as f64) < 0.5 * admitted as f64,
+        (late as f64) < 0.25 * admitted as f64,
         "{late} of {admitted} admitted were late"
     );
     let text = agent

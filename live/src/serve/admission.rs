@@ -8,6 +8,13 @@
 //! how far measured times have been from the profile's so far. [`Admission`] keeps the
 //! estimates of the requests admitted and not yet answered (the live queue, at most `--queue`
 //! plus one per instance) and what each instance holds and since when it has been busy.
+//!
+//! What the instances' times leave out (hand-offs, the coordinator, the HTTP path, a loaded
+//! machine) is learnt from the answers: each answered request's response time against the
+//! estimate it was admitted on gives an error; its moving average (if positive) plus its mean
+//! absolute deviation is added to every estimate ([`Correction`], as TCP's retransmission
+//! timer adds four deviations to its smoothed round trip), so requests admitted near their
+//! deadline are not late by what the estimates systematically miss.
 
 use super::timed::{lock, Measured, Shared};
 use ptm_sim::time::Nanos;
@@ -114,13 +121,52 @@ pub trait Priors {
     fn load_ns(&self, from: Option<TenantId>, tenant: TenantId) -> Nanos;
 }
 
-/// An admitted request not yet answered: what its estimate is recomputed from.
+/// An admitted request not yet answered: what its estimate is recomputed from, and when it
+/// was admitted on which estimate.
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
     tenant: TenantId,
     samples: u32,
     seq_len: u32,
     load_ns: Nanos,
+    admitted_ns: Nanos,
+    estimated_ns: Nanos,
+}
+
+/// How far answered requests' response times have been from the estimates they were admitted
+/// on: moving averages of the error (response − estimate) and of its absolute deviation.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Correction {
+    /// Mean error, nanoseconds (positive: the estimates were short).
+    pub error_ns: f64,
+    /// Mean absolute deviation of the error from that mean, nanoseconds.
+    pub deviation_ns: f64,
+    /// Answers observed.
+    pub answers: u64,
+}
+
+impl Correction {
+    /// Takes in one answer that took `response_ns` where `estimated_ns` was expected.
+    pub fn observe(&mut self, response_ns: Nanos, estimated_ns: Nanos) {
+        let e = response_ns as f64 - estimated_ns as f64;
+        if self.answers == 0 {
+            self.error_ns = e;
+            self.deviation_ns = e.abs() / 2.0;
+        } else {
+            self.deviation_ns += EWMA_ALPHA * ((e - self.error_ns).abs() - self.deviation_ns);
+            self.error_ns += EWMA_ALPHA * (e - self.error_ns);
+        }
+        self.answers += 1;
+    }
+
+    /// What to add to an estimate: the mean error if the estimates were short, plus one mean
+    /// deviation (0 before any answer).
+    pub fn margin_ns(&self) -> Nanos {
+        if self.answers == 0 {
+            return 0;
+        }
+        (self.error_ns.max(0.0) + self.deviation_ns).max(0.0) as Nanos
+    }
 }
 
 /// The live queue: the requests admitted and not yet answered, and the measured service
@@ -130,6 +176,7 @@ pub struct Admission<'p> {
     priors: &'p dyn Priors,
     model: ServiceModel,
     outstanding: BTreeMap<RequestId, Outstanding>,
+    correction: Correction,
 }
 
 /// A request's estimated wait and service.
@@ -141,6 +188,8 @@ pub struct Estimate {
     pub inference_ns: Nanos,
     /// Its own load (0 if an instance holds its tenant).
     pub load_ns: Nanos,
+    /// What recent answers say the estimates miss ([`Correction::margin_ns`]).
+    pub margin_ns: Nanos,
     /// Nothing has been measured yet and every instance has work: the wait is unknown.
     pub unknown_wait: bool,
     /// Its inference estimate is the profile's (its shape not measured yet).
@@ -158,7 +207,9 @@ impl Estimate {
         if self.unknown_wait {
             return Nanos::MAX;
         }
-        self.wait_ns.saturating_add(self.service_ns())
+        self.wait_ns
+            .saturating_add(self.service_ns())
+            .saturating_add(self.margin_ns)
     }
 
     /// Why a request with `deadline_ns` is refused.
@@ -172,14 +223,16 @@ impl Estimate {
         }
         format!(
             "cannot meet deadline_ms {deadline_ms}: estimated {:.1} ms of admitted work ahead \
-             plus {:.1} ms of its own ({})",
+             plus {:.1} ms of its own ({}) plus {:.1} ms that recent answers took beyond their \
+             estimates",
             self.wait_ns as f64 / 1e6,
             self.service_ns() as f64 / 1e6,
             if self.from_profile {
                 "the profile's estimate, this shape not measured yet"
             } else {
                 "measured service times"
-            }
+            },
+            self.margin_ns as f64 / 1e6,
         )
     }
 }
@@ -191,6 +244,7 @@ impl<'p> Admission<'p> {
             priors,
             model: ServiceModel::default(),
             outstanding: BTreeMap::new(),
+            correction: Correction::default(),
         }
     }
 
@@ -280,19 +334,21 @@ impl<'p> Admission<'p> {
             wait_ns: ahead.saturating_sub(elapsed) / instances as Nanos,
             inference_ns: infer,
             load_ns: load,
+            margin_ns: self.correction.margin_ns(),
             unknown_wait: self.model.is_empty() && self.outstanding.len() >= instances,
             from_profile: !self.model.has_inference(model, samples, seq_len),
         }
     }
 
-    /// Records admitted request `id` (of `tenant`, `samples` × `seq_len`) with its estimate.
+    /// Records admitted request `id` (of `tenant`, `samples` × `seq_len`), admitted at `now_ns`
+    /// on `estimate`.
     pub fn admit(
         &mut self,
         id: RequestId,
         tenant: TenantId,
-        samples: u32,
-        seq_len: u32,
+        (samples, seq_len): (u32, u32),
         estimate: &Estimate,
+        now_ns: Nanos,
     ) {
         self.outstanding.insert(
             id,
@@ -301,13 +357,26 @@ impl<'p> Admission<'p> {
                 samples,
                 seq_len,
                 load_ns: estimate.load_ns,
+                admitted_ns: now_ns,
+                estimated_ns: estimate.finish_ns(),
             },
         );
     }
 
-    /// Forgets request `id` (answered).
-    pub fn done(&mut self, id: RequestId) {
-        self.outstanding.remove(&id);
+    /// Forgets request `id`, answered at `now_ns`; its response time against its estimate
+    /// feeds the [`Correction`].
+    pub fn done(&mut self, id: RequestId, now_ns: Nanos) {
+        if let Some(o) = self.outstanding.remove(&id) {
+            if o.estimated_ns != Nanos::MAX {
+                self.correction
+                    .observe(now_ns.saturating_sub(o.admitted_ns), o.estimated_ns);
+            }
+        }
+    }
+
+    /// How far answers have been from their estimates.
+    pub fn correction(&self) -> Correction {
+        self.correction
     }
 
     /// Requests admitted and not yet answered.
@@ -378,10 +447,10 @@ mod tests {
         lock(&live).held[1] = Some(0);
         let e = a.estimate(&live, 0, 2, 8);
         assert_eq!(e.service_ns(), 2_000_000);
-        a.admit(1, 0, 30, 8, &e);
+        a.admit(1, 0, (30, 8), &e, 0);
         // Nothing measured yet: one request per instance, then the wait is unknown.
         assert!(!a.estimate(&live, 0, 2, 8).unknown_wait);
-        a.admit(2, 0, 10, 8, &e);
+        a.admit(2, 0, (10, 8), &e, 0);
         let e = a.estimate(&live, 0, 2, 8);
         assert!(e.unknown_wait);
         assert_eq!(e.finish_ns(), Nanos::MAX);
@@ -402,15 +471,47 @@ mod tests {
         // Unmeasured shapes: the profile's 30 and 10 ms, doubled (measured 2× the profile).
         assert_eq!(e.wait_ns, (60_000_000 + 20_000_000) / 2);
         assert_eq!(a.outstanding(), 2);
-        a.done(1);
-        a.done(1);
+        a.done(1, 2_000_000);
+        a.done(1, 2_000_000);
         assert_eq!(a.estimate(&live, 0, 2, 8).wait_ns, 10_000_000);
-        a.done(2);
+        a.done(2, 2_000_000);
         assert_eq!(a.outstanding(), 0);
         assert_eq!(a.estimate(&live, 0, 2, 8).finish_ns(), 4_000_000);
         assert!(a
             .estimate(&live, 0, 2, 8)
             .refusal(1)
             .contains("measured service"));
+    }
+
+    #[test]
+    fn answers_later_than_their_estimates_widen_the_next_estimates() {
+        let live = shared(1);
+        lock(&live).held[0] = Some(0);
+        let mut a = Admission::new(&Flat);
+        let e = a.estimate(&live, 0, 1, 8);
+        assert_eq!((e.finish_ns(), e.margin_ns), (1_000_000, 0));
+        // Every answer comes 5 ms after its 1 ms estimate (what the instance's own times
+        // leave out): the margin converges on the 5 ms.
+        for id in 0..40 {
+            let e = a.estimate(&live, 0, 1, 8);
+            a.admit(id, 0, (1, 8), &e, 100 * id as u64);
+            a.done(id, 100 * id as u64 + e.finish_ns() + 5_000_000);
+        }
+        let c = a.correction();
+        assert_eq!(c.answers, 40);
+        assert!((c.error_ns - 5e6).abs() < 1e3, "{c:?}");
+        let e = a.estimate(&live, 0, 1, 8);
+        assert!((5_000_000..5_010_000).contains(&e.margin_ns), "{e:?}");
+        assert_eq!(e.finish_ns(), 1_000_000 + e.margin_ns);
+        assert!(e.refusal(1).contains("beyond their estimates"));
+        // Answers earlier than estimated never shorten an estimate below the measured times.
+        let mut early = Admission::new(&Flat);
+        for id in 0..40 {
+            let e = early.estimate(&live, 0, 1, 8);
+            early.admit(id, 0, (1, 8), &e, 0);
+            early.done(id, 500_000);
+        }
+        let e = early.estimate(&live, 0, 1, 8);
+        assert!(e.margin_ns < 100_000 && e.finish_ns() >= 1_000_000, "{e:?}");
     }
 }

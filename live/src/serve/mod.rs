@@ -368,8 +368,9 @@ fn coordinate(
                     request.arrival_ns = core.now();
                     let (tenant, samples, seq_len) =
                         (request.tenant, request.samples, request.seq_len);
+                    let now_ns = core.now();
                     let id = core.arrive(request, Some(rows), Some(reply))?;
-                    admission.admit(id, tenant, samples, seq_len, &estimate);
+                    admission.admit(id, tenant, (samples, seq_len), &estimate, now_ns);
                     metrics.accepted.fetch_add(1, Relaxed);
                     changed = true;
                 }
@@ -377,8 +378,9 @@ fn coordinate(
                 worker => {
                     if let Msg::Done { instance, .. } = &worker {
                         // Every request of the batch is answered now.
+                        let now_ns = core.now();
                         for &id in core.ledger().batch(*instance) {
-                            admission.done(id);
+                            admission.done(id, now_ns);
                         }
                     }
                     changed |= core.worker(worker)?;

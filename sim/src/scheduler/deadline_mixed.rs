@@ -4,7 +4,7 @@
 //! executor, in index order:
 //! 1. **Lost requests step aside**: a request that cannot finish by its deadline even if it
 //!    ran alone now (its delta's load and its pass) waits in a late queue, served only when no
-//!    request that can still make it waits.
+//!    request that can still make it waits — then oldest first, in full batches.
 //! 2. **The batch**: the most urgent requests, whatever their tenants, up to the row limit —
 //!    but the batch stops growing where its estimated pass (backbone, a segment per distinct
 //!    tenant, delta loads) would make its most urgent request late.
@@ -80,6 +80,39 @@ impl DeadlineMixed {
         )
     }
 
+    /// With nothing that can still make its deadline waiting: the oldest late requests to
+    /// executor `e`, batched like the others (mixing tenants when deltas allow, else of the
+    /// oldest's tenant) up to the row limit, so that a backlog drains at full passes.
+    fn dispatch_late(&mut self, e: u32, view: &View<'_>, out: &mut Decision) {
+        let Some(first) = self.late.pop_front() else {
+            return;
+        };
+        out.push(Dispatch {
+            instance: e,
+            request: first,
+        });
+        let Some(limits) = view.batching else {
+            return;
+        };
+        let tenant = view.request(first).tenant;
+        let mixed = view.residency.pet();
+        let mut rows = view.request(first).samples as u64;
+        let mut k = 0;
+        while k < self.late.len() && rows < limits.max_rows as u64 {
+            let r = view.request(self.late[k]);
+            if (!mixed && r.tenant != tenant) || rows + r.samples as u64 > limits.max_rows as u64 {
+                k += 1;
+                continue;
+            }
+            rows += r.samples as u64;
+            let request = self.late.remove(k).expect("k < len");
+            out.push(Dispatch {
+                instance: e,
+                request,
+            });
+        }
+    }
+
     /// Moves requests that cannot make their deadline even alone to the late queue.
     fn set_aside_lost(&mut self, e: u32, view: &View<'_>) {
         while let Some(&(due, id)) = self.waiting.first() {
@@ -106,12 +139,7 @@ impl Scheduler for DeadlineMixed {
         for e in view.idle().collect::<Vec<_>>() {
             self.set_aside_lost(e, view);
             let Some(&(due, first)) = self.waiting.first() else {
-                if let Some(request) = self.late.pop_front() {
-                    out.push(Dispatch {
-                        instance: e,
-                        request,
-                    });
-                }
+                self.dispatch_late(e, view, out);
                 continue;
             };
             let tenant = view.request(first).tenant;
@@ -179,5 +207,38 @@ mod tests {
             vec![d(0, 0)],
             "served once nothing that can make it waits"
         );
+    }
+
+    #[test]
+    fn late_requests_drain_in_full_batches_of_one_tenant_without_deltas() {
+        use crate::ledger::Residency;
+        // Four requests (16 rows each) lost by 3.5 s; batches of up to 32 rows.
+        let reqs = requests(&[0, 1, 0, 0]);
+        let inst = instances(&[None], &[false]);
+        let est = estimates(reqs.len());
+        let residency = Residency::fastptm();
+        let view = View {
+            now_ns: 3_500_000_000,
+            instances: &inst,
+            requests: &reqs,
+            first_id: 0,
+            estimates: &est,
+            residency: &residency,
+            batching: Some(crate::scheduler::BatchLimits {
+                max_rows: 32,
+                max_wait_ns: 1_000_000,
+            }),
+        };
+        let mut s = DeadlineMixed::new();
+        for id in 0..4 {
+            s.on_arrival(id, &view);
+        }
+        let mut out = Decision::default();
+        s.decide(&view, &mut out);
+        // The oldest (tenant 0) with the next of its tenant, skipping tenant 1's: 32 rows.
+        assert_eq!(out.dispatches, vec![d(0, 0), d(0, 2)]);
+        let mut out = Decision::default();
+        s.decide(&view, &mut out);
+        assert_eq!(out.dispatches, vec![d(0, 1)]);
     }
 }

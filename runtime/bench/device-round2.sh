@@ -40,6 +40,21 @@ SECONDS=0
 note() { echo "[$(printf %3d "$SECONDS") s] $*" | tee -a "$S"; }
 Z12=/tmp/z12-bert-base-fp16
 PROF=.device/prof/h200.ron
+# The tiers cell and the Azure cells (1 and 4 executors) live and simulated against $PROF, and
+# their fidelity tables (parts d and f).
+fidelity_cells() {
+  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  for c in 1:150 4:600; do
+    timeout 45 "$B/ptm" run runtime/bench/issue16/azure-code.ron --instances ${c%%:*} --rate ${c##*:} \
+      "${L[@]}" > "$O/azure-m${c%%:*}.json" 2> "$O/azure-m${c%%:*}.err"
+    note "azure-m${c%%:*}: rc $?"
+  done
+  for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
+  cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
+}
+
 zoo12() {
   [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
 }
@@ -103,16 +118,7 @@ d)
     --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
   note "calibrate: rc $? in $((SECONDS - t0)) s"
   cp "$PROF" "$O/h200.ron"
-  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
-  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
-  note "tiers-live: rc $?"
-  for c in 1:150 4:600; do
-    timeout 45 "$B/ptm" run runtime/bench/issue16/azure-code.ron --instances ${c%%:*} --rate ${c##*:} \
-      "${L[@]}" > "$O/azure-m${c%%:*}.json" 2> "$O/azure-m${c%%:*}.err"
-    note "azure-m${c%%:*}: rc $?"
-  done
-  for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
-  cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
+  fidelity_cells
   ;;
 f)
   # Part d's plan with this build's two extra figures; the cells as part d ran them.
@@ -125,16 +131,7 @@ f)
   note "calibrate: rc $? in $((SECONDS - t0)) s"
   cp "$PROF" "$O/h200.ron"
   grep -E "handoff_ms|handoff_busy_ms|copy_during_forward" -A3 "$PROF" | cut -c1-120 | tee -a "$S"
-  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
-  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
-  note "tiers-live: rc $?"
-  for c in 1:150 4:600; do
-    timeout 45 "$B/ptm" run runtime/bench/issue16/azure-code.ron --instances ${c%%:*} --rate ${c##*:} \
-      "${L[@]}" > "$O/azure-m${c%%:*}.json" 2> "$O/azure-m${c%%:*}.err"
-    note "azure-m${c%%:*}: rc $?"
-  done
-  for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
-  cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
+  fidelity_cells
   gzip -9 "$O"/*.json
   ;;
 *) echo "part a, b, c, d or f" >&2; exit 2 ;;

@@ -23,6 +23,8 @@ fn bad_deadlines_and_timeouts_are_refused_at_start_up() {
         ("--deadline-ms", "1e300", "at most 86400000"),
         ("--header-timeout-ms", "0", "--header-timeout-ms"),
         ("--body-timeout-ms", "0", "--body-timeout-ms"),
+        ("--gpu-sync", "block", "only a cuda device"),
+        ("--gpu-sync", "busy", "expected auto, spin, yield or block"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_ptm"))
             .args(["serve", "--zoo", "/nonexistent", "--listen", "127.0.0.1:0"])

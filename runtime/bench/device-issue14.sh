@@ -41,7 +41,8 @@
 # Knobs: ONLY_SERVE=1 (only (d) on 12 tenants, with the profile PROFILE_FILE if given and the zoo
 # Z12 if it exists; what runtime/bench/device-round2.sh c runs), BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
-# deadline-batch on 12 tenants), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
+# deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
+# WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
 # script's logic on the CPU takes DEVICE=cpu ARCH=tiny DTYPE=fp32 and small counts).
 set -u
 B=$(cd "${1:-.device/i14}" && pwd)
@@ -66,7 +67,7 @@ trap pack EXIT
 note "machine: $(sed -n 2p "$W/machine.txt"); $(nproc) cores; $(free -g | awk '/Mem:/ {print $2 " GiB RAM"}'); $(df -h /tmp | awk 'NR==2 {print $4 " free on /tmp"}')"
 
 if [ -n "${Z12:-}" ] && [ -f "$Z12/zoo.ron" ]; then mkdir -p "$Z"; ln -sfn "$Z12" "$Z/z12"; fi
-if [ -n "${ONLY_SERVE:-}" ]; then SKIP_TESTS=1 SKIP_LIVE=1 SKIP_200=1; fi
+if [ -n "${ONLY_SERVE:-}" ]; then SKIP_TESTS=1 SKIP_LIVE=1; [ -n "${WITH_200:-}" ] || SKIP_200=1; fi
 # The 12-tenant zoo, made while the tests run.
 [ -f "$Z/z12/zoo.ron" ] || "$B/ptm" zoo make --arch "$ARCH" --tenants 12 --dtype "$DT" --out "$Z/z12" > "$W/zoo12.txt" 2>&1 &
 ZOO_PID=$!
@@ -150,6 +151,10 @@ TODAY=(--instances 3 --forward-batch 8)
 NEW=(--instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity)
 serve_run today-12 "$Z/z12" "${TODAY[@]}"
 serve_run new-12 "$Z/z12" "${NEW[@]}"
+if [ -n "${SYNC_AB:-}" ]; then
+  # The same configuration with executor threads sleeping on the GPU instead of spinning.
+  serve_run new-12-block "$Z/z12" "${NEW[@]}" --gpu-sync block
+fi
 if [ -n "${SECOND_POLICY:-}" ] && [ "$(left)" -gt 260 ]; then
   serve_run new-12-deadline "$Z/z12" --instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 \
     --policy deadline-batch

@@ -24,6 +24,9 @@
 #      tiers-live and the two Azure cells live against it (`--live --compare`), then
 #      `ptm fidelity-table`. The JSONs come back gzipped (`gunzip -k` them for `ptm run …
 #      --resimulate FILE`, e.g. to re-simulate the same live runs without the new figures).
+#   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
+#      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
+#      200-tenant zoo (today's configuration against the new one).
 #
 # Usage (repository root on the GPU machine): runtime/bench/device-round2.sh PART BIN_DIR
 # BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
@@ -134,7 +137,17 @@ f)
   fidelity_cells
   gzip -9 "$O"/*.json
   ;;
-*) echo "part a, b, c, d or f" >&2; exit 2 ;;
+h)
+  # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
+  # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
+  zoo12
+  P=(); [ -f "$PROF" ] && P=(PROFILE_FILE="$PROF")
+  env "${P[@]}" ONLY_SERVE=1 WITH_200=1 SYNC_AB=1 ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) \
+    OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "issue 14 serving (gpu-sync A/B, 200 tenants):"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
+*) echo "part a, b, c, d, f, g or h" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

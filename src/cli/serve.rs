@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// `Authorization: Bearer <token>`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// How executor threads wait for the GPU: auto (the driver's default: spin while there
+    /// are cores to spare), spin, yield, or block (sleep; frees the core for HTTP and
+    /// tokenization). cuda devices only.
+    #[arg(long, default_value = "auto")]
+    pub gpu_sync: ptm_runtime::gpu::HostSync,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
     /// the zoo on the device at start-up). One of another model architecture, device or
     /// dtype than the zoo is refused.
@@ -119,6 +124,7 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
             grace: Duration::from_millis(args.grace_ms),
         },
         token,
+        gpu_sync: args.gpu_sync,
     };
     // Refuse bad flags before reading a profile or calibrating.
     options.validate()?;

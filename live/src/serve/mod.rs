@@ -87,6 +87,8 @@ pub struct ServeOptions {
     /// Use a profile of another model, device or dtype all the same (warned about instead of
     /// refused).
     pub allow_profile_mismatch: bool,
+    /// How executor threads wait for the GPU (`--gpu-sync`; `auto`: the driver's default).
+    pub gpu_sync: ptm_runtime::gpu::HostSync,
 }
 
 impl ServeOptions {
@@ -106,6 +108,12 @@ impl ServeOptions {
             "--deadline-ms {}: expected a positive number of milliseconds, at most {MAX_DEADLINE_MS} \
              (a day); 0 would refuse every request that gives no deadline_ms",
             self.deadline_ms
+        );
+        anyhow::ensure!(
+            self.gpu_sync == ptm_runtime::gpu::HostSync::Auto
+                || matches!(self.device, Device::Cuda(_)),
+            "--gpu-sync {}: only a cuda device has a wait to choose",
+            self.gpu_sync
         );
         for (flag, d) in [
             ("--header-timeout-ms", self.http.header_timeout),
@@ -160,6 +168,10 @@ pub fn serve(o: ServeOptions) -> anyhow::Result<Arc<Metrics>> {
 /// Runs the server with `hooks` until told to stop; returns the counters.
 pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metrics>> {
     o.validate()?;
+    if let Device::Cuda(ordinal) = o.device {
+        // Before anything (the profile check, the slots) opens the GPU's context.
+        ptm_runtime::gpu::set_host_sync(ordinal, o.gpu_sync)?;
+    }
     let (tenants, pet) = zoo_tenants(&o.zoo)?;
     let (profile, profile_name, model) = match o.profile.take() {
         Some(p) => {

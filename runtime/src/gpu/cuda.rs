@@ -109,6 +109,41 @@ pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
     CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))
 }
 
+/// Sets how threads wait for GPU `ordinal` ([`super::HostSync`]): its primary context's
+/// scheduling flag. Call it before anything opens the context (the flag of a context already
+/// in use may not change); `auto` leaves the driver's default untouched.
+pub fn set_host_sync(ordinal: usize, mode: super::HostSync) -> Result<()> {
+    if mode == super::HostSync::Auto {
+        return Ok(());
+    }
+    // SAFETY: only probes whether the library can be opened.
+    if !unsafe { drv_sys::is_culib_present() } {
+        return Err(no_gpu(
+            ordinal,
+            "the NVIDIA driver library (libcuda) was not found",
+        ));
+    }
+    // Initialises the driver (cuInit) and checks the ordinal.
+    let count = CudaContext::device_count()
+        .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(no_gpu(
+            ordinal,
+            format!("this machine has {count} CUDA device(s)"),
+        ));
+    }
+    let mut dev: drv_sys::CUdevice = 0;
+    // SAFETY: `dev` is a valid out-pointer; the driver is initialised above.
+    let r = unsafe { drv_sys::cuDeviceGet(&mut dev, ordinal as std::ffi::c_int) };
+    cu(r.result(), "cuDeviceGet")?;
+    // SAFETY: `dev` came from cuDeviceGet; the flag is one of the CU_CTX_SCHED_* values.
+    let r = unsafe { drv_sys::cuDevicePrimaryCtxSetFlags_v2(dev, mode.ctx_flag()) };
+    cu(
+        r.result(),
+        &format!("cuDevicePrimaryCtxSetFlags ({mode}: set it before the GPU is first used)"),
+    )
+}
+
 /// The name of GPU `ordinal`, as the driver reports it (e.g. `NVIDIA H200`).
 pub fn device_name(ordinal: usize) -> Result<String> {
     let ctx = open_context(ordinal)?;

@@ -38,11 +38,13 @@ pub mod kernels;
 mod options;
 pub mod pet_plan;
 pub mod pet_sites;
+mod sync;
 pub mod timing;
 pub mod weights;
 pub mod workspace;
 
 pub use options::KernelOptions;
+pub use sync::HostSync;
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -67,7 +69,7 @@ pub mod slots;
 #[cfg(feature = "cuda")]
 mod timed;
 #[cfg(feature = "cuda")]
-pub use cuda::{device_name, PinnedBuf};
+pub use cuda::{device_name, set_host_sync, PinnedBuf};
 #[cfg(feature = "cuda")]
 pub use model::GpuModel;
 #[cfg(feature = "cuda")]
@@ -76,7 +78,7 @@ pub use pet_slot::GpuPetSlot;
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::{device_name, pool, slots, GpuModel, GpuPetSlot, PinnedBuf};
+pub use stub::{device_name, pool, set_host_sync, slots, GpuModel, GpuPetSlot, PinnedBuf};
 
 /// The bucket a batch of `batch` rows and `seq` columns runs in: rows up to a power of two,
 /// columns up to a power of two of at least 16, at most `max_seq`.

@@ -25,6 +25,16 @@ pub fn device_name(ordinal: usize) -> Result<String> {
     Err(no_cuda(ordinal))
 }
 
+/// How threads wait for GPU `ordinal`: `auto` is accepted (nothing to set), any other mode
+/// needs the GPU backend.
+pub fn set_host_sync(ordinal: usize, mode: super::HostSync) -> Result<()> {
+    if mode == super::HostSync::Auto {
+        Ok(())
+    } else {
+        Err(no_cuda(ordinal))
+    }
+}
+
 /// Pinned host memory: cannot be allocated in this build.
 pub enum PinnedBuf {}
 

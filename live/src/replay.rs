@@ -317,12 +317,12 @@ mod tests {
 
     #[test]
     fn live_and_simulated_dispatch_the_same_sequence_through_the_ledger() {
-        // Constant costs, equal in the profile and the executors: 60 ms cold load, 40 ms
-        // switch, 16 × 4 ms inference; arrivals 90 ms apart, so that every event is at least
-        // 20 ms from any other and the wall clock's jitter (even on a loaded machine) cannot
-        // reorder them.
-        let profile = constant_profile(60.0, 40.0, 4.0);
-        let w = workload(9, 90.0);
+        // Constant costs, equal in the profile and the executors: 120 ms cold load, 80 ms
+        // switch, 16 × 8 ms inference; arrivals 180 ms apart, so that every event is at least
+        // 40 ms from any other and the wall clock's jitter cannot reorder them (at half these
+        // figures a loaded 2-core machine once overslept a 20 ms margin).
+        let profile = constant_profile(120.0, 80.0, 8.0);
+        let w = workload(9, 180.0);
         let serving = Serving {
             instances: 2,
             loading: LoadingMode::Split,
@@ -341,7 +341,7 @@ mod tests {
             let live = replay(
                 &setup,
                 s.as_mut(),
-                sleepers(2, 60, 40, 64),
+                sleepers(2, 120, 80, 128),
                 None,
                 Preload::Policy,
             )

@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// The kernel choices of a GPU model. Each one changes which kernels run, not what they
-/// compute (the GPU-vs-CPU tests hold every position to the same bounds).
+/// compute (the GPU-vs-CPU tests hold every position to the same bounds). A new option is added
+/// so that off selects the kernels that ran before it: `ptm profile check` reads an option a
+/// profile does not record as off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KernelOptions {
     /// Fused tensor-core attention (`attention*_d*` in `kernels.cu`) where the dtype (fp16,
@@ -27,8 +29,8 @@ pub struct KernelOptions {
     /// A PET slot's LoRA deltas through the row-tiled kernels (`pet_tiled_kernels.cu`: the
     /// tenant's A or the tile's shrink output staged in shared memory once per tile of up to 16
     /// rows of a segment, a block-wide scan of the segments); off: the warp kernels (one warp
-    /// per row and rank entry or per row, each re-reading the tenant's matrices). Both sum the
-    /// same products in the same order. Off by default: the tiled kernels have not yet run on
+    /// per row and rank entry or per row, each re-reading the tenant's matrices). The tiled
+    /// kernels sum the same products in the same order. Off by default: the tiled kernels have not yet run on
     /// a GPU. Plain (non-PET) models run no LoRA kernel either way.
     pub pet_tiled: bool,
 }

@@ -1,7 +1,11 @@
 //! The segmented kernels of parameter-efficient tenants on the GPU (`pet_kernels.cu`): LoRA
 //! shrink and expand, per-segment biases (BitFit), the bottleneck adapter and the heads' dense
 //! layers, compiled by NVRTC for one dtype and launched on a caller's stream with device
-//! pointers.
+//! pointers. LoRA runs either the warp kernels of `pet_kernels.cu` (a warp per row and rank
+//! entry, or per row and site) or the row-tiled ones of `pet_tiled_kernels.cu` (the tenant's A
+//! or the tile's shrink output staged in shared memory once per tile of rows, a block-scan
+//! segment prefix) — [`LoraKernels`], chosen by [`super::KernelOptions::pet_tiled`]; the tiled
+//! ones are written to compute the same bits (`tests/pet_tiled_gpu.rs` checks it on a GPU).
 //!
 //! The tables the kernels read are device data laid out by this module: `seg_start`
 //! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
@@ -89,8 +93,8 @@ pub const NAMES: [&str; 14] = [
     "pet_lora_expand_tiled_t",
 ];
 
-/// Which LoRA kernels a [`PetKernels`] launches (the same arguments, the same results bit for
-/// bit; see `pet_tiled_kernels.cu`).
+/// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
+/// same products in the same order, see `pet_tiled_kernels.cu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoraKernels {
     /// One warp per (row, site, rank entry) for the shrink and per (row, site) for the expand,

@@ -69,6 +69,22 @@ fn inferred(value: String, how: Provenance) -> String {
     }
 }
 
+/// A GPU profile's kernel options with every option of `run` it does not record added as off:
+/// options are added off, meaning the kernels that ran before them (`KernelOptions`), so a
+/// build without one ran what "off" selects. A CPU profile (none recorded) stays empty.
+fn recorded_options(
+    recorded: &BTreeMap<String, bool>,
+    run: &ptm_sim::profile::RuntimeBuild,
+) -> BTreeMap<String, bool> {
+    let mut o = recorded.clone();
+    if !o.is_empty() {
+        for k in run.kernel_options.keys() {
+            o.entry(k.clone()).or_insert(false);
+        }
+    }
+    o
+}
+
 fn options_text(o: &BTreeMap<String, bool>) -> String {
     if o.is_empty() {
         return "none (cpu)".into();
@@ -206,7 +222,7 @@ impl Check {
         ));
         rows.push(row(
             "kernel options".into(),
-            build.map(|b| options_text(&b.kernel_options)),
+            build.map(|b| options_text(&recorded_options(&b.kernel_options, &run.build))),
             Some(options_text(&run.build.kernel_options)),
             false,
         ));
@@ -341,6 +357,24 @@ mod tests {
         for field in ["driver", "kernel options", "device kind"] {
             assert!(!warnings.iter().any(|w| w.contains(field)), "{warnings:?}");
         }
+    }
+
+    #[test]
+    fn an_option_the_profile_does_not_record_is_read_as_off() {
+        // h200.ron predates `pet_tiled`: the default run (off) matches, a run with it on warns.
+        let mut run = gpu_run("NVIDIA H200", Arch::BertBase, DType::Fp16);
+        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &run).unwrap();
+        assert!(c.table().contains("pet_tiled=off"), "{}", c.table());
+        run.build = this_build(Some(KernelOptions {
+            pet_tiled: true,
+            ..KernelOptions::default()
+        }));
+        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &run).unwrap();
+        let warnings = c.enforce(false).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("kernel options")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

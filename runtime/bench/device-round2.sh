@@ -24,17 +24,25 @@
 #      tiers-live and the two Azure cells live against it (`--live --compare`), then
 #      `ptm fidelity-table`. The JSONs come back gzipped (`gunzip -k` them for `ptm run …
 #      --resimulate FILE`, e.g. to re-simulate the same live runs without the new figures).
+#   g  (about 3 minutes) the row-tiled LoRA kernels (`KernelOptions::pet_tiled`, issue 15's
+#      open performance item) before their default is flipped: `pet_tiled_gpu` (tiled against
+#      warp kernels bit for bit, and against the CPU twins), `pet_gpu` (every mixed-batch row
+#      against the tenant alone, bit for bit, and against the CPU, with both kernel choices;
+#      graphs and pipelined loads with both), then `ptm bench pet` on 10,000 BERT-base fp16
+#      LoRA tenants (rank 8, query/value), 32 rows × 128 tokens, warp kernels then
+#      `--pet-tiled`. BIN_DIR also needs `pet_tiled_gpu-*`.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
 #
 # Usage (repository root on the GPU machine): runtime/bench/device-round2.sh PART BIN_DIR
 # BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
-# `switching_gpu-*`, `gpu_equals_cpu-*` (`cargo test --release -p ptm-runtime --no-run`).
+# `pet_tiled_gpu-*`, `switching_gpu-*`, `gpu_equals_cpu-*` (`cargo test --release -p
+# ptm-runtime --no-run`).
 # Outputs under $OUT (summary.txt first); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d or f}
+PART=${1:?part a, b, c, d, f or g}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -136,6 +144,28 @@ f)
   grep -E "handoff_ms|handoff_busy_ms|copy_during_forward" -A3 "$PROF" | cut -c1-120 | tee -a "$S"
   fidelity_cells
   gzip -9 "$O"/*.json
+  ;;
+g)
+  # The 10,000-tenant zoo (6 GB, about a minute on the CPU) is written while the tests run.
+  PZ=/tmp/i15/pz10k
+  ( [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
+      --targets query,value --tenants 10000 --dtype fp16 --threads 8 --out "$PZ" > "$O/zoo_10k.txt" 2>&1 ) &
+  ZOO=$!
+  for t in pet_tiled_gpu:40 pet_gpu:110; do
+    name=${t%%:*}; limit=${t##*:}
+    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
+    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
+    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
+    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
+  done
+  grep -hE "worst row vs CPU alone" "$O/test_pet_gpu.txt" | cut -c1-140 >> "$S"
+  wait $ZOO; note "zoo: $(tail -1 "$O/zoo_10k.txt" 2>/dev/null)"
+  for v in warp:"" tiled:--pet-tiled; do
+    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --batch 32 --seq 128 --mixed 32 --iters 50 \
+      --misses 32 --threads 16 ${v#*:} > "$O/bench_pet_${v%%:*}.txt" 2>&1
+    note "bench pet (${v%%:*}): rc $?"
+    grep -E "^kernel options|^\| (plain|PET slot)" "$O/bench_pet_${v%%:*}.txt" | tee -a "$S"
+  done
   ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU

@@ -15,6 +15,10 @@
 //!    waits) equals the same pass with every tenant resident, bit for bit; graphs replayed for
 //!    other mixes of tenants equal eager launches bit for bit, one graph per signature.
 //!
+//! Parts 2 and 3 run with both LoRA kernel choices (`KernelOptions::pet_tiled` off and on),
+//! and the mixed passes of the two are bit-equal; `tests/pet_tiled_gpu.rs` compares the two
+//! kernel sets directly on awkward shapes.
+//!
 //! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
 // The kernel launches take raw device pointers (unsafe functions).
 #![allow(unsafe_code)]
@@ -22,7 +26,8 @@
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use ptm_runtime::bert::LayerLinear;
 use ptm_runtime::gpu::pet::{
-    AdapterSegDev, DevMat, DevSegments, Input, LinearSegDev, LoraSegDev, Output, PetKernels, Sites,
+    AdapterSegDev, DevMat, DevSegments, Input, LinearSegDev, LoraKernels, LoraSegDev, Output,
+    PetKernels, Sites,
 };
 use ptm_runtime::pet::tenant::AdapterAct;
 use ptm_runtime::pet::twin::{self, AdapterSeg, LinearSeg, LoraSeg, Out, Segments};
@@ -107,7 +112,8 @@ fn pet_kernels_equal_their_cpu_twins() {
     let ctx = CudaContext::new(0).expect("GPU 0");
     let stream = ctx.new_stream().expect("stream");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
-        let k = PetKernels::new(&stream, dtype).expect("kernels compile and load");
+        let k =
+            PetKernels::new(&stream, dtype, LoraKernels::Warp).expect("kernels compile and load");
         let tol_t = if dtype == DType::Bf16 { 1.6e-2 } else { 2e-3 };
         let mut d = Dev {
             stream: stream.clone(),
@@ -567,10 +573,18 @@ fn check_row(task: Task, dtype: DType, deep: bool, got: &[f32], want: &[f32], wh
 }
 
 /// Each row of mixed GPU batches against its tenant alone on the CPU reference, and bit for
-/// bit against the same tenant alone on the GPU (same bucket).
-fn check_mixed(arch: Arch, name: &str, spec: &PetSpec, dtypes: &[DType], options: KernelOptions) {
+/// bit against the same tenant alone on the GPU (same bucket). Returns the mixed passes'
+/// outputs, one list per dtype.
+fn check_mixed(
+    arch: Arch,
+    name: &str,
+    spec: &PetSpec,
+    dtypes: &[DType],
+    options: KernelOptions,
+) -> Vec<Vec<HeadOutput>> {
     let (d, z) = zoo(arch, spec, 6);
     let deep = arch != Arch::Tiny;
+    let mut mixed = Vec::new();
     for &dtype in dtypes {
         let reference = {
             let b = Backbone::load(&d.path().join(&z.backbone), dtype).unwrap();
@@ -620,10 +634,42 @@ fn check_mixed(arch: Arch, name: &str, spec: &PetSpec, dtypes: &[DType], options
                 if pt == t {
                     assert_eq!(
                         alone.outputs[r], m.outputs[r],
-                        "{arch} {name} {dtype}: row {r} of tenant {t} differs from the mixed pass"
+                        "{arch} {name} {dtype} ({options}): row {r} of tenant {t} differs from the mixed pass"
                     );
                 }
             }
+        }
+        mixed.push(m.outputs);
+    }
+    mixed
+}
+
+/// `check_mixed` with the warp and the row-tiled LoRA kernels (`pet_tiled` off, then on) and
+/// otherwise `options`; the two mixed passes are bit-equal (the tiled kernels sum the same
+/// products in the same order).
+fn check_mixed_both(
+    arch: Arch,
+    name: &str,
+    spec: &PetSpec,
+    dtypes: &[DType],
+    options: KernelOptions,
+) {
+    let warp = KernelOptions {
+        pet_tiled: false,
+        ..options
+    };
+    let tiled = KernelOptions {
+        pet_tiled: true,
+        ..options
+    };
+    let a = check_mixed(arch, name, spec, dtypes, warp);
+    let b = check_mixed(arch, name, spec, dtypes, tiled);
+    for ((dtype, a), b) in dtypes.iter().zip(&a).zip(&b) {
+        for (r, (p, q)) in a.iter().zip(b).enumerate() {
+            assert_eq!(
+                p, q,
+                "{arch} {name} {dtype}: row {r} of the mixed pass differs between the warp and the tiled LoRA kernels"
+            );
         }
     }
 }
@@ -635,7 +681,7 @@ fn mixed_gpu_batches_equal_each_tenant_alone() {
     }
     let all = [DType::Fp32, DType::Fp16, DType::Bf16];
     for (name, spec) in specs() {
-        check_mixed(Arch::Tiny, name, &spec, &all, KernelOptions::default());
+        check_mixed_both(Arch::Tiny, name, &spec, &all, KernelOptions::default());
     }
     // Adapters where the GEMMs would add the residual in place: those sites opt out.
     let other = KernelOptions {
@@ -648,7 +694,7 @@ fn mixed_gpu_batches_equal_each_tenant_alone() {
     }
     // Real widths, fused attention: BERT-base LoRA on query and value, and Houlsby adapters.
     let lora = specs().remove(0);
-    check_mixed(
+    check_mixed_both(
         Arch::BertBase,
         lora.0,
         &lora.1,
@@ -670,13 +716,24 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
     if !enabled("pipelined_loads_and_replayed_graphs_equal_resident_eager_passes") {
         return;
     }
+    for pet_tiled in [false, true] {
+        check_pipelined(KernelOptions {
+            pet_tiled,
+            ..KernelOptions::default()
+        });
+    }
+}
+
+/// Part 3 with `options`.
+fn check_pipelined(options: KernelOptions) {
     let (_, spec) = specs().remove(0);
     let (d, z) = zoo(Arch::Tiny, &spec, 9);
     let dtype = DType::Fp16;
     let backbone = d.path().join(&z.backbone);
     let cfg = Backbone::load(&backbone, dtype).unwrap().config().clone();
     // Three pool slots, every tenant in the host tier.
-    let config = PetSlotConfig::for_zoo(&z, &cfg, dtype, (3, 9), (8, 64));
+    let mut config = PetSlotConfig::for_zoo(&z, &cfg, dtype, (3, 9), (8, 64));
+    config.options = options;
     let mut s = PetSlot::new(&backbone, dtype, Device::Cuda(0), config).unwrap();
     for t in &z.tenants {
         s.register(&d.path().join(&t.name)).unwrap();
@@ -691,7 +748,10 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
         assert!(!miss.loads.is_empty() && miss.loads.iter().all(|l| l.from == Tier::Host));
         let hit = s.forward_mixed(&batch, &tenants).unwrap();
         assert!(hit.loads.is_empty());
-        assert_eq!(miss.outputs, hit.outputs, "mix {mix:?}: pipelined loads");
+        assert_eq!(
+            miss.outputs, hit.outputs,
+            "{options} mix {mix:?}: pipelined loads"
+        );
         // Eager launches of the same pass.
         if let PetSlot::Gpu(g) = &mut s {
             g.set_use_graphs(false);
@@ -700,7 +760,10 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
         if let PetSlot::Gpu(g) = &mut s {
             g.set_use_graphs(true);
         }
-        assert_eq!(eager.outputs, hit.outputs, "mix {mix:?}: graph vs eager");
+        assert_eq!(
+            eager.outputs, hit.outputs,
+            "{options} mix {mix:?}: graph vs eager"
+        );
     }
     // One graph per signature: resident passes, and passes after loads (with waits).
     if let PetSlot::Gpu(g) = &s {

@@ -63,6 +63,7 @@ impl InferArgs {
             single_pass_attention: d.single_pass_attention && !self.no_single_pass_attention,
             cublaslt: d.cublaslt && !self.no_cublaslt,
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
+            pet_tiled: d.pet_tiled,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! loaded into the adapter pool in one process, memory per tenant (GPU and host); (b) a batch
 //! of distinct tenants against the same batch through the plain backbone (throughput ratio),
 //! with one tenant's batch between them; (c) passes with tenants missing from the pool, their
-//! loads pipelined under the backbone or made first, against resident passes.
+//! loads pipelined under the backbone or made first, against resident passes. `--pet-tiled`
+//! runs the row-tiled LoRA kernels (run it with and without for an A/B).
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -59,6 +60,20 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
+    /// A/B: the row-tiled LoRA kernels (`pet_tiled`) instead of the warp kernels.
+    #[arg(long)]
+    pub pet_tiled: bool,
+}
+
+impl PetArgs {
+    /// The kernel options the flags choose (none given: the default every other command runs).
+    fn kernel_options(&self) -> KernelOptions {
+        let d = KernelOptions::default();
+        KernelOptions {
+            pet_tiled: d.pet_tiled || self.pet_tiled,
+            ..d
+        }
+    }
 }
 
 fn ms(t: &Timing) -> (f64, f64) {
@@ -89,7 +104,10 @@ pub fn run(a: PetArgs) -> anyhow::Result<()> {
     let backbone = a.zoo.join(&zoo.backbone);
     let cfg = encoder_config(&Config::from_file(&backbone.join("config.json"))?)?;
     let slots = (a.gpu_slots.unwrap_or(n), a.host_slots.unwrap_or(n));
-    let config = PetSlotConfig::for_zoo(&zoo, &cfg, dtype, slots, (a.batch, a.seq));
+    let options = a.kernel_options();
+    println!("kernel options: {options}");
+    let mut config = PetSlotConfig::for_zoo(&zoo, &cfg, dtype, slots, (a.batch, a.seq));
+    config.options = options;
     let pid = std::process::id();
     let rss0 = rss_kib(pid).unwrap_or(0);
     let mut slot = PetSlot::new(&backbone, dtype, Device::Cuda(ordinal), config)?;
@@ -148,7 +166,6 @@ pub fn run(a: PetArgs) -> anyhow::Result<()> {
     let picks: Vec<PetId> = (0..a.mixed).map(|i| ids[i * in_pool / a.mixed]).collect();
     let mixed: Vec<PetId> = (0..a.batch).map(|r| picks[r % a.mixed]).collect();
     let one = vec![picks[0]; a.batch];
-    let options = KernelOptions::default();
     let backbone_ref = slot.backbone();
     let mut plain = GpuModel::new(
         &backbone_ref.weights,
@@ -219,4 +236,34 @@ pub fn run(a: PetArgs) -> anyhow::Result<()> {
             "kernel_options": options.to_string()})
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PetArgs,
+    }
+
+    fn options(flags: &[&str]) -> KernelOptions {
+        let argv = ["pet", "--zoo", "z"]
+            .into_iter()
+            .chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.kernel_options()
+    }
+
+    #[test]
+    fn no_flag_is_the_default_and_pet_tiled_flips_one_option() {
+        let d = KernelOptions::default();
+        assert_eq!(options(&[]), d);
+        let o = options(&["--pet-tiled"]);
+        assert!(o.pet_tiled);
+        for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
+            assert_eq!(*on != default, *name == "pet_tiled", "{name}");
+        }
+    }
 }

@@ -174,6 +174,32 @@ mod tests {
         assert!(Kernel::BiasActV.exists_for(DType::Fp32));
     }
 
+    /// With `PTM_TEST_NVRTC=1` and libnvrtc on `LD_LIBRARY_PATH` (no GPU needed), `kernels.cu`
+    /// compiles for every dtype on Hopper (the options `cuda.rs` uses) and every kernel that
+    /// exists for the dtype is an entry of the PTX.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if std::env::var("PTM_TEST_NVRTC").as_deref() != Ok("1") {
+            eprintln!("SKIPPED: set PTM_TEST_NVRTC=1 with libnvrtc on LD_LIBRARY_PATH");
+            return;
+        }
+        for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
+            let opts = cudarc::nvrtc::CompileOptions {
+                options: vec!["--gpu-architecture=compute_90".into()],
+                ..Default::default()
+            };
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(dtype), opts)
+                .unwrap_or_else(|e| panic!("{dtype}: {e:?}"));
+            let text = ptx.to_src();
+            for (i, n) in NAMES.iter().enumerate() {
+                let exists = i < FIRST_HALF_ONLY || dtype != DType::Fp32;
+                let entry = format!(".entry {n}(");
+                assert_eq!(text.contains(&entry), exists, "{dtype}: {n}");
+            }
+        }
+    }
+
     #[test]
     fn single_pass_attention_needs_the_keys_to_fit_one_stage() {
         assert_eq!(

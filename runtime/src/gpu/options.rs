@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// The kernel choices of a GPU model. Each one changes which kernels run, not what they
-/// compute (the GPU-vs-CPU tests hold every position to the same bounds).
+/// compute (the GPU-vs-CPU tests hold every position to the same bounds). A new option is added
+/// so that off selects the kernels that ran before it: `ptm profile check` reads an option a
+/// profile does not record as off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KernelOptions {
     /// Fused tensor-core attention (`attention*_d*` in `kernels.cu`) where the dtype (fp16,
@@ -24,6 +26,13 @@ pub struct KernelOptions {
     /// separate f32 tensor and the layer-norm kernel adds the residual. Off by default: on the
     /// H200 it made BERT-base batch 32 slower (BENCHMARKS.md).
     pub residual_epilogue: bool,
+    /// A PET slot's LoRA deltas through the row-tiled kernels (`pet_tiled_kernels.cu`: the
+    /// tenant's A or the tile's shrink output staged in shared memory once per tile of up to 16
+    /// rows of a segment, a block-wide scan of the segments); off: the warp kernels (one warp
+    /// per row and rank entry or per row, each re-reading the tenant's matrices). The tiled
+    /// kernels sum the same products in the same order. Off by default: the tiled kernels have not yet run on
+    /// a GPU. Plain (non-PET) models run no LoRA kernel either way.
+    pub pet_tiled: bool,
 }
 
 impl Default for KernelOptions {
@@ -33,6 +42,7 @@ impl Default for KernelOptions {
             single_pass_attention: true,
             cublaslt: true,
             residual_epilogue: false,
+            pet_tiled: false,
         }
     }
 }
@@ -40,12 +50,13 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 4] {
+    pub fn fields(&self) -> [(&'static str, bool); 5] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
             ("cublaslt", self.cublaslt),
             ("residual_epilogue", self.residual_epilogue),
+            ("pet_tiled", self.pet_tiled),
         ]
     }
 }
@@ -69,10 +80,11 @@ mod tests {
         let d = KernelOptions::default();
         assert_eq!(
             d.to_string(),
-            "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off"
+            "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
+             pet_tiled=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 4);
+        assert_eq!(names.len(), 5);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

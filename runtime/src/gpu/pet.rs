@@ -1,7 +1,11 @@
 //! The segmented kernels of parameter-efficient tenants on the GPU (`pet_kernels.cu`): LoRA
 //! shrink and expand, per-segment biases (BitFit), the bottleneck adapter and the heads' dense
 //! layers, compiled by NVRTC for one dtype and launched on a caller's stream with device
-//! pointers.
+//! pointers. LoRA runs either the warp kernels of `pet_kernels.cu` (a warp per row and rank
+//! entry, or per row and site) or the row-tiled ones of `pet_tiled_kernels.cu` (the tenant's A
+//! or the tile's shrink output staged in shared memory once per tile of rows, a block-scan
+//! segment prefix) — [`LoraKernels`], chosen by [`super::KernelOptions::pet_tiled`]; the tiled
+//! ones are written to compute the same bits (`tests/pet_tiled_gpu.rs` checks it on a GPU).
 //!
 //! The tables the kernels read are device data laid out by this module: `seg_start`
 //! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
@@ -28,6 +32,9 @@ use std::sync::Arc;
 
 /// The kernel source.
 const SOURCE: &str = include_str!("pet_kernels.cu");
+
+/// The row-tiled LoRA kernels, appended to [`SOURCE`] (they use its types and helpers).
+const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
 
 /// The most segments one launch may describe (`PET_MAX_SEG`).
 pub const MAX_SEGMENTS: usize = crate::pet::twin::MAX_SEGMENTS;
@@ -60,10 +67,16 @@ pub enum PetKernel {
     LinearF32 = 9,
     /// `pet_linear_t`.
     LinearT = 10,
+    /// `pet_lora_shrink_tiled`.
+    LoraShrinkTiled = 11,
+    /// `pet_lora_expand_tiled_f32`.
+    LoraExpandTiledF32 = 12,
+    /// `pet_lora_expand_tiled_t`.
+    LoraExpandTiledT = 13,
 }
 
-/// Kernel names in `pet_kernels.cu`.
-pub const NAMES: [&str; 11] = [
+/// Kernel names in `pet_kernels.cu` and `pet_tiled_kernels.cu`.
+pub const NAMES: [&str; 14] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -75,7 +88,33 @@ pub const NAMES: [&str; 11] = [
     "pet_adapter_down_f32",
     "pet_linear_f32",
     "pet_linear_t",
+    "pet_lora_shrink_tiled",
+    "pet_lora_expand_tiled_f32",
+    "pet_lora_expand_tiled_t",
 ];
+
+/// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
+/// same products in the same order, see `pet_tiled_kernels.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraKernels {
+    /// One warp per (row, site, rank entry) for the shrink and per (row, site) for the expand,
+    /// each re-reading the tenant's matrices; thread 0 of each block walks the segments.
+    Warp,
+    /// Items of up to 16 rows of one segment: the tenant's A (shrink) or the tile's t (expand)
+    /// staged in shared memory once per item; a block-wide scan of the segments.
+    Tiled,
+}
+
+impl LoraKernels {
+    /// The kernels `options` select.
+    pub fn from_options(options: super::KernelOptions) -> Self {
+        if options.pet_tiled {
+            LoraKernels::Tiled
+        } else {
+            LoraKernels::Warp
+        }
+    }
+}
 
 /// A device matrix: its address and leading dimension (elements between rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +185,7 @@ pub fn source(dtype: DType) -> String {
         DType::Fp16 => "F16",
         DType::Bf16 => "BF16",
     };
-    format!("#define DTYPE {d}\n{SOURCE}")
+    format!("#define DTYPE {d}\n{SOURCE}\n{TILED_SOURCE}")
 }
 
 /// Compiles the kernels for `dtype` and compute capability `arch` (major, minor) with NVRTC.
@@ -189,6 +228,8 @@ pub struct PetKernels {
     _module: Arc<CudaModule>,
     /// The dtype the kernels are built for.
     pub dtype: DType,
+    /// The LoRA kernels launched.
+    pub lora: LoraKernels,
     /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
     /// multiprocessors.
     pub grid: u32,
@@ -199,8 +240,9 @@ pub struct PetKernels {
 unsafe impl Send for PetKernels {}
 
 impl PetKernels {
-    /// Compiles the kernels for `dtype` in `stream`'s context; launches go on `stream`.
-    pub fn new(stream: &Arc<CudaStream>, dtype: DType) -> Result<Self> {
+    /// Compiles the kernels for `dtype` in `stream`'s context; launches go on `stream`, LoRA
+    /// through `lora`'s kernels.
+    pub fn new(stream: &Arc<CudaStream>, dtype: DType, lora: LoraKernels) -> Result<Self> {
         let ctx = stream.context();
         let arch = cu(ctx.compute_capability(), "compute capability")?;
         let sms = cu(
@@ -220,6 +262,7 @@ impl PetKernels {
             functions,
             _module: module,
             dtype,
+            lora,
             grid: (2 * sms.max(1)) as u32,
         })
     }
@@ -289,6 +332,10 @@ impl PetKernels {
         in_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
+        let k = match self.lora {
+            LoraKernels::Warp => PetKernel::LoraShrink,
+            LoraKernels::Tiled => PetKernel::LoraShrinkTiled,
+        };
         let args = [
             Arg::P(x.ptr),
             Arg::L(x.ld),
@@ -301,8 +348,8 @@ impl PetKernels {
             Arg::I(sites.t_cols),
             Arg::I(in_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink`.
-        unsafe { self.launch(PetKernel::LoraShrink, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink*`.
+        unsafe { self.launch(k, &args) }
     }
 
     /// `y_k += scale · t_k·B_kᵀ` per segment and site, onto an f32 or model-dtype `y` (site k's
@@ -322,9 +369,11 @@ impl PetKernels {
         out_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
-        let k = match out {
-            Output::F32 => PetKernel::LoraExpandF32,
-            Output::Model => PetKernel::LoraExpandT,
+        let k = match (self.lora, out) {
+            (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
+            (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
+            (LoraKernels::Tiled, Output::F32) => PetKernel::LoraExpandTiledF32,
+            (LoraKernels::Tiled, Output::Model) => PetKernel::LoraExpandTiledT,
         };
         let args = [
             Arg::P(t.ptr),
@@ -339,7 +388,7 @@ impl PetKernels {
             Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*`.
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp or tiled).
         unsafe { self.launch(k, &args) }
     }
 
@@ -532,7 +581,8 @@ mod tests {
     }
 
     /// With `PTM_TEST_NVRTC=1` and libnvrtc on `LD_LIBRARY_PATH` (no GPU needed), the kernels
-    /// compile for every dtype on Hopper and every kernel is in the PTX.
+    /// (warp and row-tiled) compile for every dtype on Hopper and every kernel is an entry of
+    /// the PTX.
     #[test]
     fn kernels_compile_with_nvrtc() {
         if std::env::var("PTM_TEST_NVRTC").as_deref() != Ok("1") {
@@ -543,7 +593,8 @@ mod tests {
             let ptx = compile_ptx(dtype, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
             for n in NAMES {
-                assert!(text.contains(n), "{dtype}: {n} missing from the PTX");
+                let entry = format!(".entry {n}(");
+                assert!(text.contains(&entry), "{dtype}: {n} missing from the PTX");
             }
         }
     }

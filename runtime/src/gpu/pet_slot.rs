@@ -14,7 +14,7 @@
 //! Use through [`crate::pet::PetSlot`] (the same API as the CPU twin).
 
 use super::cuda::{cu, DevBuf};
-use super::pet::PetKernels;
+use super::pet::{LoraKernels, PetKernels};
 use super::pet_plan::{PetPlan, PlanSegment, PlanShape, SiteKey, SiteTable};
 use super::pet_steps::{PetBuffers, PetPass};
 use super::pet_store::GpuStore;
@@ -82,7 +82,11 @@ impl GpuPetSlot {
         model.reserve(config.max_batch, config.max_seq)?;
         let (bb, sb) = bucket(config.max_batch, config.max_seq, cfg.max_tokens());
         let ctx = model.gpu.ctx.clone();
-        let kernels = PetKernels::new(model.stream(), dtype)?;
+        let kernels = PetKernels::new(
+            model.stream(),
+            dtype,
+            LoraKernels::from_options(config.options),
+        )?;
         let mut buffers = buffer_bytes(&config, h, e, bb, sb)
             .iter()
             .map(|&b| DevBuf::new(&ctx, b))

@@ -1,0 +1,259 @@
+#![cfg(feature = "cuda")]
+//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) against the
+//! warp kernels they replace, on a GPU: bit for bit (shrink output `t`, expand onto f32 and onto
+//! the model dtype), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
+//! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
+//! (1, 5, 23, 37 rows), empty ones and ones without a pair at some site; ranks above the 8 rows
+//! a warp takes at once and above the 32 entries the expand stages at once (40); A rows that
+//! do not fit shared memory together (chunks), an input too wide for shared memory at all
+//! (A read from global memory); an input width that is not a multiple of a 16-byte vector
+//! (the scalar dot order); an output wider than one item's column span (1,100 > 1,024); every
+//! dtype.
+//!
+//! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
+// The kernel launches take raw device pointers (unsafe functions).
+#![allow(unsafe_code)]
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+use ptm_runtime::gpu::pet::{
+    DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
+};
+use ptm_runtime::pet::twin::{self, LoraSeg, Out, Segments};
+use ptm_runtime::DType;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+/// Device buffers kept alive for the test, addressed by `u64`.
+struct Dev {
+    stream: Arc<CudaStream>,
+    bufs: Vec<CudaSlice<u8>>,
+}
+
+impl Dev {
+    fn up(&mut self, bytes: Vec<u8>) -> u64 {
+        let s = self.stream.clone_htod(&bytes).expect("upload");
+        let p = s.device_ptr(&self.stream).0;
+        self.bufs.push(s);
+        p
+    }
+    fn vals(&mut self, dtype: DType, v: &[f32]) -> u64 {
+        let mut b = Vec::new();
+        dtype.encode_f32(v, &mut b);
+        self.up(b)
+    }
+    fn down(&self, p: u64, dtype: DType, n: usize) -> Vec<f32> {
+        let s = self
+            .bufs
+            .iter()
+            .find(|s| s.device_ptr(&self.stream).0 == p)
+            .expect("a buffer of ours");
+        let bytes = self.stream.clone_dtoh(s).expect("download");
+        dtype.decode_f32(&bytes[..n * dtype.size_bytes()])
+    }
+}
+
+fn rnd(r: &mut rand_pcg::Pcg64Mcg, n: usize, scale: f32, dtype: DType) -> Vec<f32> {
+    let mut b = Vec::new();
+    let v: Vec<f32> = (0..n)
+        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect();
+    dtype.encode_f32(&v, &mut b);
+    dtype.decode_f32(&b)
+}
+
+/// Largest |got − want| over the largest |want|.
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let m = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let e = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |e, (p, q)| e.max((p - q).abs()))
+        / m;
+    assert!(e <= tol, "{what}: {e} > {tol}");
+}
+
+/// Bit-equal f32 slices (NaN-free: compared as bits).
+fn bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let bad = got
+        .iter()
+        .zip(want)
+        .position(|(p, q)| p.to_bits() != q.to_bits());
+    assert!(bad.is_none(), "{what}: first difference at {bad:?}");
+}
+
+/// One case: `rows` per segment, ranks per (segment, site) over three sites, `din` input and
+/// `dout` output columns.
+fn case(
+    (stream, k): (&Arc<CudaStream>, &[PetKernels; 2]),
+    dtype: DType,
+    rows: &[usize],
+    ranks: &[[usize; 3]],
+    din: usize,
+    dout: usize,
+) {
+    let mut d = Dev {
+        stream: stream.clone(),
+        bufs: vec![],
+    };
+    let mut r = rand_pcg::Pcg64Mcg::seed_from_u64((din * 31 + dout) as u64);
+    let seg = Segments::new(rows, 1).unwrap();
+    let n = *seg.seg_start.last().unwrap() as usize;
+    let dseg = DevSegments {
+        seg_start: d.up(seg.to_bytes()),
+        nseg: seg.len() as i32,
+    };
+    let x = rnd(&mut r, n * din, 1.0, dtype);
+    let y0 = rnd(&mut r, 3 * n * dout, 1.0, dtype);
+    let flat: Vec<usize> = ranks.iter().flatten().copied().collect();
+    let w: Vec<(Vec<f32>, Vec<f32>)> = flat
+        .iter()
+        .map(|&q| {
+            (
+                rnd(&mut r, q * din, 0.2, dtype),
+                rnd(&mut r, dout * q, 0.2, dtype),
+            )
+        })
+        .collect();
+    let table: Vec<LoraSegDev> = flat
+        .iter()
+        .zip(&w)
+        .map(|(&q, (a, b))| {
+            if q == 0 {
+                LoraSegDev::default()
+            } else {
+                LoraSegDev {
+                    a: d.vals(dtype, a),
+                    b: d.vals(dtype, b),
+                    rank: q as i32,
+                    scale: 1.5,
+                }
+            }
+        })
+        .collect();
+    let host: Vec<Option<LoraSeg>> = flat
+        .iter()
+        .zip(&w)
+        .map(|(&q, (a, b))| {
+            (q > 0).then_some(LoraSeg {
+                a,
+                b,
+                rank: q,
+                scale: 1.5,
+            })
+        })
+        .collect();
+    let t_cols = flat.iter().copied().max().unwrap_or(1).max(1);
+    let ld_t = 3 * t_cols;
+    let dsites = Sites {
+        count: 3,
+        t_cols: t_cols as i32,
+        y_stride: (n * dout) as i64,
+    };
+    let hsites = twin::Sites {
+        count: 3,
+        t_cols,
+        y_stride: n * dout,
+    };
+    let dtab = d.up(LoraSegDev::to_bytes(&table));
+    let dx = d.vals(dtype, &x);
+    let xm = DevMat {
+        ptr: dx,
+        ld: din as i64,
+    };
+    let what = format!("{dtype} rows {rows:?} ranks {ranks:?} in {din} out {dout}");
+    // Per kernel set: t, y (f32), y (model dtype).
+    let mut got = Vec::new();
+    for ks in k {
+        let dt = d.vals(dtype, &vec![0.0; n * ld_t]);
+        let dy32 = d.vals(DType::Fp32, &y0);
+        let dyt = d.vals(dtype, &y0);
+        let tm = DevMat {
+            ptr: dt,
+            ld: ld_t as i64,
+        };
+        // SAFETY: every address is a live buffer of the sizes the tables and dimensions imply.
+        unsafe {
+            ks.lora_shrink(xm, dseg, dtab, dsites, tm, din as i32)
+                .unwrap();
+            for (out, p) in [(Output::F32, dy32), (Output::Model, dyt)] {
+                let y = DevMat {
+                    ptr: p,
+                    ld: dout as i64,
+                };
+                ks.lora_expand(out, tm, dseg, dtab, dsites, y, dout as i32)
+                    .unwrap();
+            }
+        }
+        stream.synchronize().expect("kernels run");
+        got.push((
+            d.down(dt, dtype, n * ld_t),
+            d.down(dy32, DType::Fp32, 3 * n * dout),
+            d.down(dyt, dtype, 3 * n * dout),
+        ));
+    }
+    let (warp, tiled) = (&got[0], &got[1]);
+    bits(&tiled.0, &warp.0, &format!("{what}: shrink, tiled vs warp"));
+    bits(
+        &tiled.1,
+        &warp.1,
+        &format!("{what}: expand f32, tiled vs warp"),
+    );
+    bits(
+        &tiled.2,
+        &warp.2,
+        &format!("{what}: expand {dtype}, tiled vs warp"),
+    );
+    // Against the twins (the kernels' specification).
+    let tol_t = if dtype == DType::Bf16 { 1.6e-2 } else { 2e-3 };
+    let mut tt = vec![0f32; n * ld_t];
+    twin::lora_shrink(dtype, &x, din, &seg, &host, hsites, &mut tt, ld_t, din);
+    close(&tiled.0, &tt, tol_t, &format!("{what}: shrink vs twin"));
+    for (out, y, tol) in [(Out::F32, &tiled.1, 1e-4), (Out::Model, &tiled.2, tol_t)] {
+        let mut want = y0.clone();
+        twin::lora_expand(
+            dtype, out, &tiled.0, ld_t, &seg, &host, hsites, &mut want, dout, dout,
+        );
+        close(y, &want, tol, &format!("{what}: expand {out:?} vs twin"));
+    }
+}
+
+#[test]
+fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
+    if std::env::var("PTM_TEST_CUDA").as_deref() != Ok("1") {
+        println!("SKIPPED tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit: set PTM_TEST_CUDA=1 on a machine with an NVIDIA GPU");
+        return;
+    }
+    let ctx = CudaContext::new(0).expect("GPU 0");
+    let stream = ctx.new_stream().expect("stream");
+    for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
+        let k = [LoraKernels::Warp, LoraKernels::Tiled]
+            .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
+        let rows = [5, 0, 37, 1, 16, 23];
+        let ranks = [
+            [8, 0, 8],
+            [4, 4, 4],
+            [0, 0, 0],
+            [40, 3, 0],
+            [1, 9, 17],
+            [8, 8, 8],
+        ];
+        // BERT-like widths (A staged in one chunk, or several when wide).
+        case((&stream, &k), dtype, &rows, &ranks, 768, 768);
+        case((&stream, &k), dtype, &rows, &ranks, 3072, 1100);
+        // Not a multiple of a 16-byte vector in fp16/bf16 (fp32: 100 is): scalar dot orders.
+        case((&stream, &k), dtype, &rows, &ranks, 100, 52);
+        // Too wide for shared memory: A read from global memory.
+        case(
+            (&stream, &k),
+            dtype,
+            &[3, 18],
+            &[[2, 0, 5], [8, 1, 0]],
+            16_400,
+            64,
+        );
+        // One segment over many tiles, one site.
+        let one = [[8, 0, 0]];
+        case((&stream, &k), dtype, &[130], &one, 256, 256);
+    }
+}

@@ -33,6 +33,7 @@
 mod queue;
 mod setup;
 pub mod share;
+mod tiers;
 
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
 pub use queue::{Event, Job, Queue};

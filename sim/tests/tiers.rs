@@ -232,3 +232,52 @@ fn a_pool_that_does_not_fit_is_refused_with_the_numbers() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pool_load_waits_for_the_promotion_it_reads() {
+    // Two requests of one tenant, 1 ms apart, two empty executors, a pool: the first loads the
+    // tenant from the host (10 ms), which promotes it into the pool (a 2.5 ms copy once the
+    // load has landed); the second is booked a pool load at 1 ms but can only read the pool
+    // copy from 12.5 ms on — as the runtime orders it (the slot's fence) — not at once.
+    let mut p = Profile::example();
+    let m = p.models.get_mut("bert-base").unwrap();
+    m.switch.split = ptm_sim::profile::Cost::flat(Dist::Constant(10.0));
+    m.cold_load = ptm_sim::profile::Cost::flat(Dist::Constant(10.0));
+    m.pool_switch = Some(ptm_sim::profile::Cost::flat(Dist::Constant(2.5)));
+    m.forward.points.truncate(1);
+    m.forward.points[0].ms = Dist::Constant(5.0);
+    m.forward.stretch = vec![1.0];
+    m.request_overhead_ms = Dist::Constant(0.0);
+    let spec = WorkloadSpec::Generate {
+        requests: 2,
+        arrivals: Arrivals::Fixed { gap_ms: 1.0 },
+        tenants: 1,
+        popularity: Popularity::Uniform,
+    };
+    let defaults = RequestDefaults {
+        samples: 1,
+        ..RequestDefaults::default()
+    };
+    let w = workload::build(&spec, &defaults, "bert-base", 1, &NoFiles).unwrap();
+    let setup = Setup::new(&p, "example", &w, serving(2, Some(2), Eviction::Lru, false)).unwrap();
+    let shape = Shape {
+        instances: 2,
+        tenants: 1,
+    };
+    let mut s = scheduler::by_name("fcfs", &PolicyOptions::default(), shape).unwrap();
+    let options = RunOptions {
+        preload: Preload::Empty,
+        timeline: false,
+    };
+    let run = engine::simulate(&setup, s.as_mut(), 1, options).unwrap();
+    assert_eq!(run.load, vec![Load::Switch, Load::Pool]);
+    assert_ne!(run.served_by[0], run.served_by[1]);
+    let a0 = w.requests[0].arrival_ns;
+    let a1 = w.requests[1].arrival_ns;
+    assert_eq!(a1 - a0, 1_000_000);
+    // The first: its 10 ms load, then its 5 ms pass.
+    assert_eq!(run.end_ns[0] - a0, 15_000_000);
+    // The second: waits for the promotion (10 + 2.5 ms after the first started), then its own
+    // 2.5 ms pool copy and its 5 ms pass.
+    assert_eq!(run.end_ns[1] - a0, 20_000_000);
+}

@@ -30,6 +30,7 @@
 //! that leaves requests waiting with idle instances and nothing left to happen is reported as
 //! stalled rather than looping forever.
 
+mod promotion;
 mod queue;
 mod setup;
 pub mod share;
@@ -89,6 +90,8 @@ struct Engine<'s, 'a> {
     pending_prefetches: Vec<(TenantId, Resource, usize, SharedWork)>,
     /// Jobs a completion on a resource ended (reused).
     done: Vec<Job>,
+    /// Promotions into the GPU pool in flight and the pool loads waiting for them.
+    promotions: promotion::Promotions,
 }
 
 /// What a job does once started: unshared host work, then (by resource) work on a resource.
@@ -136,6 +139,7 @@ impl<'s, 'a> Engine<'s, 'a> {
             pending: vec![None; m],
             pending_prefetches: Vec::new(),
             done: Vec::new(),
+            promotions: promotion::Promotions::new(tenants, m),
         })
     }
 
@@ -205,6 +209,11 @@ impl<'s, 'a> Engine<'s, 'a> {
                         }
                         changed = true;
                     }
+                    Event::Promoted(tenant) => {
+                        for (i, work) in self.promotions.landed(tenant) {
+                            self.start(Job::Instance(i), work);
+                        }
+                    }
                     Event::Tick => ticked = true,
                 }
             }
@@ -256,6 +265,10 @@ impl<'s, 'a> Engine<'s, 'a> {
                 self.ledger.check_stall(now, !nothing_else)?;
             }
         }
+        debug_assert!(
+            !self.promotions.any_waiting(),
+            "a pool load still waits for a promotion at the end"
+        );
         self.ledger.finish(self.now_ns)
     }
 
@@ -301,7 +314,9 @@ impl<'s, 'a> Engine<'s, 'a> {
             &mut starts,
         )?;
         let busy = self.ledger.busy();
+        let pet = self.ledger.residency().pet();
         for start in starts.drain(..) {
+            self.promotions.started(&start, pet);
             let i = start.instance as usize;
             let model = self.setup.model_index(start.tenant);
             // The dispatch's hand-off to its worker and the report back: its first phase's; to
@@ -339,7 +354,16 @@ impl<'s, 'a> Engine<'s, 'a> {
                             }
                         }
                     };
-                    self.start(Job::Instance(i as u32), work);
+                    let work = if start.load == Load::Pool {
+                        // A pool copy still being promoted is read once it has landed.
+                        self.promotions
+                            .pool_load(self.now_ns, start.tenant, i as u32, work)
+                    } else {
+                        Some(work)
+                    };
+                    if let Some(work) = work {
+                        self.start(Job::Instance(i as u32), work);
+                    }
                 }
                 None => self.start_inference(i, handoff_ns),
             }
@@ -466,6 +490,16 @@ impl<'s, 'a> Engine<'s, 'a> {
     fn phase_done(&mut self, i: usize) -> Result<bool> {
         if self.ledger.loading(i) {
             self.ledger.load_done(self.now_ns, i)?;
+            let setup = self.setup;
+            let landing = self.promotions.load_ended(self.now_ns, i as u32, |t| {
+                // The arena → pool slot copy: a pool load's figure alone, as its mean.
+                setup
+                    .load_cost(Load::Pool, None, t)
+                    .map_or(0, |c| ms_to_ns(c.ms.mean()))
+            });
+            if let Some((tenant, at_ns)) = landing {
+                self.queue.push(at_ns, Event::Promoted(tenant));
+            }
             self.start_inference(i, 0);
             return Ok(false);
         }

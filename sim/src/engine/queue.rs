@@ -1,7 +1,7 @@
 //! The event queue: a binary heap ordered by (time, class, sequence number).
 //!
 //! Within one instant, the ends of instances' phases come first (a phase's unshared part, or a
-//! completion on a shared resource), then prefetches landing, then wake-ups a scheduler asked
+//! completion on a shared resource), then prefetches and promotions landing, then wake-ups a scheduler asked
 //! for, then the scheduler's tick; events of one class come in the order they were scheduled
 //! (FIFO). Arrivals are not queued here: they come from the sorted workload and precede every
 //! queued event of the same instant. A completion on a resource carries the resource's
@@ -31,6 +31,8 @@ pub enum Event {
     Step(Job),
     /// The next completion on a resource, valid while the resource's generation is `.1`.
     Share(Resource, u32),
+    /// A tenant's copy into the GPU pool (its promotion) lands.
+    Promoted(TenantId),
     /// The time a scheduler asked to decide again at (a batching window closes).
     Wake,
     /// The scheduler's periodic tick.
@@ -41,7 +43,7 @@ impl Event {
     fn class(self) -> u8 {
         match self {
             Event::Step(Job::Instance(_)) | Event::Share(..) => 0,
-            Event::Step(Job::Prefetch(_)) => 1,
+            Event::Step(Job::Prefetch(_)) | Event::Promoted(_) => 1,
             Event::Wake => 2,
             Event::Tick => 3,
         }

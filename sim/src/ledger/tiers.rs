@@ -185,7 +185,10 @@ impl TierCache {
     }
 
     /// Puts `tenant` into a slot, evicting the first unpinned member by key when full; returns
-    /// the slot and the evicted tenant, or `None` when every member is pinned.
+    /// the slot and the evicted tenant, or `None` when every member is pinned. A tenant already
+    /// in (a prefetch still landing, when an executor loads it from the host meanwhile) is
+    /// touched: its key must follow its uses (Belady's next use above all: a key left at the
+    /// request just served would keep the tenant forever).
     pub(crate) fn insert(
         &mut self,
         tenant: TenantId,
@@ -194,6 +197,7 @@ impl TierCache {
     ) -> Option<(u32, Option<TenantId>)> {
         let t = tenant as usize;
         if let Some(slot) = self.slot_of[t] {
+            self.touch(tenant, now_ns, next_use_ns);
             return Some((slot, None));
         }
         let mut evicted = None;
@@ -348,6 +352,17 @@ mod tests {
         next.dispatched(3);
         assert_eq!(next.next_ns(3), 20);
         assert_eq!(next.next_ns(2), Nanos::MAX);
+    }
+
+    #[test]
+    fn inserting_a_member_again_updates_its_key() {
+        // Tenant 0 came in for a request due at 5 (a prefetch), then was loaded from the host
+        // for it meanwhile: its next use is now 900, so it goes before tenant 1 (needed at 50).
+        let mut c = cache(2, Eviction::Belady);
+        c.insert(0, 1, 5);
+        c.insert(1, 2, 50);
+        assert_eq!(c.insert(0, 3, 900), Some((0, None)));
+        assert_eq!(c.insert(2, 4, 60).unwrap().1, Some(0));
     }
 
     #[test]

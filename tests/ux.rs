@@ -149,6 +149,21 @@ fn plan_answers_which_policy_and_how_many_instances() {
 }
 
 #[test]
+fn plan_searches_eviction_only_with_a_pool_to_evict_from() {
+    // FastPTM's model has no GPU pool: an eviction axis there would be rows of one value.
+    let err = fails(&["plan", "fastptm/overall", "--evictions", "lru,belady"]);
+    assert!(
+        err.contains("--evictions: no GPU pool to evict from") && err.contains("--gpu-pools"),
+        "{err}"
+    );
+    let err = fails(&["plan", "fastptm/overall", "--evictions", "lru,mru"]);
+    assert!(
+        err.contains("mru") && err.contains("lru, lfu, gdsf, belady"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_prints_the_mean_over_seeds_and_the_offered_load() {
     let out = ok(&[
         "run", "--policy", "OMLS", "--policy", "Affinity", "--seed", "1", "--seed", "2",

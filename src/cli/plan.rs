@@ -148,6 +148,16 @@ pub fn execute(args: PlanArgs) -> anyhow::Result<()> {
     let s = &loaded.scenario;
     let options = args.search.options();
     let pools: Vec<_> = args.gpu_pools.iter().map(|p| p.0).collect();
+    let any_pool = if pools.is_empty() {
+        s.gpu_pool.is_some()
+    } else {
+        pools.iter().any(Option::is_some)
+    };
+    anyhow::ensure!(
+        args.evictions.is_empty() || any_pool,
+        "--evictions: no GPU pool to evict from; give --gpu-pools with a pool smaller than the \
+         tenants (e.g. --gpu-pools 100), or a scenario with a gpu_pool"
+    );
     let space = Space::new(&args.instance_counts.0, &s.policies).with_serving(
         &pools,
         &args.max_waits,

@@ -25,10 +25,13 @@
 //! [`compact`](Ledger::compact) to forget the finished prefix, so its memory is bounded by the
 //! requests in flight; ids keep increasing (wrapping after 2³² requests).
 
+mod pet;
+mod preload;
 mod residency;
 mod tiers;
 
 pub use crate::record::{InstanceStats, Load, Run, Span, SpanKind};
+pub use preload::{initial_residency, Preload};
 pub use residency::Residency;
 pub use tiers::{Capacity, Eviction, Tiers};
 
@@ -36,7 +39,6 @@ use crate::error::{Error, Result};
 use crate::estimates::Estimates;
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
-use serde::{Deserialize, Serialize};
 
 /// Start `request` on `instance` (which must be idle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,79 +443,6 @@ impl Ledger {
         });
     }
 
-    /// Books the mixed batch `s` of parameter-efficient tenants: for each distinct tenant, the
-    /// load of its delta into the GPU's delta pool (none when it is there) — held there until
-    /// the pass ends, since the pass reads it; the executor keeps its backbone. Delta loads are
-    /// part of the pass (pipelined under the backbone's compute), not a phase of their own.
-    fn start_pet(
-        &mut self,
-        now_ns: Nanos,
-        s: &mut Start,
-        requests: &[Request],
-        estimates: &Estimates,
-    ) {
-        let i = s.instance as usize;
-        let batch = std::mem::take(&mut self.batches[i]);
-        let mut loads = std::mem::take(&mut self.pet_loads[i]);
-        loads.clear();
-        for &id in &batch {
-            let tenant = requests[id.wrapping_sub(self.first_id) as usize].tenant;
-            if loads.iter().any(|l| l.tenant == tenant) {
-                continue;
-            }
-            let n = batch
-                .iter()
-                .filter(|&&x| requests[x.wrapping_sub(self.first_id) as usize].tenant == tenant)
-                .count() as u32;
-            let load = self.residency.load_needed(None, tenant);
-            let (slot, evicted) = self.residency.start(now_ns, tenant, load, n);
-            self.residency.hold(tenant, true);
-            self.count_load(i, tenant, load);
-            loads.push(PetLoad {
-                tenant,
-                load,
-                slot,
-                evicted,
-            });
-        }
-        s.requests = batch.len() as u32;
-        s.load = loads.iter().map(|l| l.load).max().unwrap_or(Load::None);
-        let (rows, seq) = shape(&batch, requests, self.first_id);
-        let (mut host, mut file) = (0, 0);
-        for l in &loads {
-            host += u32::from(l.load == Load::Switch);
-            file += u32::from(l.load == Load::Cold);
-        }
-        let estimate_ns =
-            estimates.pet_batch_ns(s.tenant, rows, seq, loads.len() as u32, host, file);
-        let view = &mut self.views[i];
-        view.resident = None;
-        view.free_at_est_ns = now_ns + estimate_ns;
-        self.batches[i] = batch;
-        let load_of = |t: TenantId| {
-            loads
-                .iter()
-                .find(|l| l.tenant == t)
-                .map_or(Load::None, |l| l.load)
-        };
-        let per_request: Vec<Load> = self.batches[i]
-            .iter()
-            .map(|&id| load_of(requests[id.wrapping_sub(self.first_id) as usize].tenant))
-            .collect();
-        let mut k = 0;
-        self.record_batch(now_ns, i, |_| {
-            k += 1;
-            per_request[k - 1]
-        });
-        self.pet_loads[i] = loads;
-        self.phases[i] = Some(Phase {
-            kind: SpanKind::Inference,
-            start_ns: now_ns,
-            load: s.load,
-            tenant: s.tenant,
-        });
-    }
-
     /// Counts one load of `tenant` on instance `i`.
     fn count_load(&mut self, i: usize, tenant: TenantId, load: Load) {
         let stats = &mut self.run.instances[i];
@@ -711,54 +640,12 @@ impl Ledger {
     }
 }
 
-/// What the instances hold before time 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Preload {
-    /// Whatever the policy asks for (OMLS: FastPTM's start; the others: nothing).
-    #[default]
-    Policy,
-    /// Nothing: every instance's first load is a cold load.
-    Empty,
-    /// FastPTM's start for every policy: instance 0 empty, instance i ≥ 1 holding tenant i.
-    FastPtm,
-}
-
 /// The rows and the longest sequence of `batch` (ids from `first_id` on in `requests`).
 fn shape(batch: &[RequestId], requests: &[Request], first_id: RequestId) -> (u32, u32) {
     let r = |id: RequestId| &requests[id.wrapping_sub(first_id) as usize];
     let rows = batch.iter().map(|&id| r(id).samples).sum();
     let seq = batch.iter().map(|&id| r(id).seq_len).max().unwrap_or(1);
     (rows, seq)
-}
-
-/// What each of `instances` instances holds before time 0 under `preload` (one entry per
-/// instance; `policy_preload` is what the policy asks for); refuses a policy's preload that
-/// names a missing instance or tenant.
-pub fn initial_residency(
-    preload: Preload,
-    policy: &str,
-    policy_preload: Vec<Option<TenantId>>,
-    instances: usize,
-    tenants: usize,
-) -> Result<Vec<Option<TenantId>>> {
-    let mut held: Vec<Option<TenantId>> = match preload {
-        Preload::Policy => policy_preload,
-        Preload::Empty => Vec::new(),
-        Preload::FastPtm => (0..instances)
-            .map(|i| (i >= 1 && i < tenants).then_some(i as TenantId))
-            .collect(),
-    };
-    if held.len() > instances || held.iter().flatten().any(|&t| t as usize >= tenants) {
-        return Err(Error::Scheduler {
-            policy: policy.into(),
-            now_ns: 0,
-            message: format!(
-                "preload {held:?} does not fit {instances} instances and {tenants} tenants"
-            ),
-        });
-    }
-    held.resize(instances, None);
-    Ok(held)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 // The kernel launches take raw device pointers (unsafe functions).
 #![allow(unsafe_code)]
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::CudaContext;
 use ptm_runtime::bert::LayerLinear;
 use ptm_runtime::gpu::pet::{
     AdapterSegDev, DevMat, DevSegments, Input, LinearSegDev, LoraKernels, LoraSegDev, Output,
@@ -39,70 +39,12 @@ use ptm_runtime::zoo::Arch;
 use ptm_runtime::{Batch, DType, Device, HeadOutput, KernelOptions, Task};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-use std::sync::Arc;
 
-fn enabled(test: &str) -> bool {
-    let on = std::env::var("PTM_TEST_CUDA").is_ok_and(|v| v == "1");
-    if !on {
-        println!("SKIPPED {test}: set PTM_TEST_CUDA=1 on a machine with an NVIDIA GPU");
-    }
-    on
-}
+mod common;
+mod pet_common;
 
-fn rnd(r: &mut rand_pcg::Pcg64Mcg, n: usize, scale: f32, dtype: DType) -> Vec<f32> {
-    let mut b = Vec::new();
-    let v: Vec<f32> = (0..n)
-        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
-        .collect();
-    dtype.encode_f32(&v, &mut b);
-    dtype.decode_f32(&b)
-}
-
-/// Device buffers kept alive for the test, addressed by `u64`.
-struct Dev {
-    stream: Arc<CudaStream>,
-    bufs: Vec<CudaSlice<u8>>,
-}
-
-impl Dev {
-    fn up(&mut self, bytes: Vec<u8>) -> u64 {
-        let s = self.stream.clone_htod(&bytes).expect("upload");
-        let p = s.device_ptr(&self.stream).0;
-        self.bufs.push(s);
-        p
-    }
-    fn vals(&mut self, dtype: DType, v: &[f32]) -> u64 {
-        let mut b = Vec::new();
-        dtype.encode_f32(v, &mut b);
-        self.up(b)
-    }
-    fn down(&self, p: u64, dtype: DType, n: usize) -> Vec<f32> {
-        let s = self
-            .bufs
-            .iter()
-            .find(|s| s.device_ptr(&self.stream).0 == p)
-            .expect("a buffer of ours");
-        let bytes = self.stream.clone_dtoh(s).expect("download");
-        dtype.decode_f32(&bytes[..n * dtype.size_bytes()])
-    }
-}
-
-/// ‖a − b‖ / ‖b‖.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    let m = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let e = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |e, (p, q)| e.max((p - q).abs()))
-        / m;
-    assert!(e <= tol, "{what}: {e} > {tol}");
-}
+use common::rel_err;
+use pet_common::{close, enabled, rnd, Dev};
 
 #[test]
 fn pet_kernels_equal_their_cpu_twins() {

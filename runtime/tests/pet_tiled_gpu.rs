@@ -14,63 +14,18 @@
 // The kernel launches take raw device pointers (unsafe functions).
 #![allow(unsafe_code)]
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaContext, CudaStream};
 use ptm_runtime::gpu::pet::{
     DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
 };
 use ptm_runtime::pet::twin::{self, LoraSeg, Out, Segments};
 use ptm_runtime::DType;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::sync::Arc;
 
-/// Device buffers kept alive for the test, addressed by `u64`.
-struct Dev {
-    stream: Arc<CudaStream>,
-    bufs: Vec<CudaSlice<u8>>,
-}
+mod pet_common;
 
-impl Dev {
-    fn up(&mut self, bytes: Vec<u8>) -> u64 {
-        let s = self.stream.clone_htod(&bytes).expect("upload");
-        let p = s.device_ptr(&self.stream).0;
-        self.bufs.push(s);
-        p
-    }
-    fn vals(&mut self, dtype: DType, v: &[f32]) -> u64 {
-        let mut b = Vec::new();
-        dtype.encode_f32(v, &mut b);
-        self.up(b)
-    }
-    fn down(&self, p: u64, dtype: DType, n: usize) -> Vec<f32> {
-        let s = self
-            .bufs
-            .iter()
-            .find(|s| s.device_ptr(&self.stream).0 == p)
-            .expect("a buffer of ours");
-        let bytes = self.stream.clone_dtoh(s).expect("download");
-        dtype.decode_f32(&bytes[..n * dtype.size_bytes()])
-    }
-}
-
-fn rnd(r: &mut rand_pcg::Pcg64Mcg, n: usize, scale: f32, dtype: DType) -> Vec<f32> {
-    let mut b = Vec::new();
-    let v: Vec<f32> = (0..n)
-        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
-        .collect();
-    dtype.encode_f32(&v, &mut b);
-    dtype.decode_f32(&b)
-}
-
-/// Largest |got − want| over the largest |want|.
-fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    let m = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let e = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |e, (p, q)| e.max((p - q).abs()))
-        / m;
-    assert!(e <= tol, "{what}: {e} > {tol}");
-}
+use pet_common::{close, enabled, rnd, Dev};
 
 /// Bit-equal f32 slices (NaN-free: compared as bits).
 fn bits(got: &[f32], want: &[f32], what: &str) {
@@ -220,8 +175,7 @@ fn case(
 
 #[test]
 fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
-    if std::env::var("PTM_TEST_CUDA").as_deref() != Ok("1") {
-        println!("SKIPPED tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit: set PTM_TEST_CUDA=1 on a machine with an NVIDIA GPU");
+    if !enabled("tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit") {
         return;
     }
     let ctx = CudaContext::new(0).expect("GPU 0");

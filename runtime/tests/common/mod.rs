@@ -1,4 +1,7 @@
-//! Helpers shared by the runtime's numeric tests (`gpu_equals_cpu`, `half_error_budget`).
+//! Helpers shared by the runtime's numeric tests (`gpu_equals_cpu`, `half_error_budget`,
+//! `pet_gpu`).
+// Each test binary uses its own subset.
+#![allow(dead_code)]
 
 use ptm_runtime::{Batch, Config};
 use rand::{Rng, SeedableRng};

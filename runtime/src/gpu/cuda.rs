@@ -88,9 +88,9 @@ unsafe impl Send for PinnedBuf {}
 // SAFETY: shared access only reads the bytes.
 unsafe impl Sync for PinnedBuf {}
 
-/// GPU `ordinal`'s primary context, with a clear error where the driver or the device is
-/// missing.
-pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+/// Checks that the driver loads and starts (`cuInit`) and that GPU `ordinal` exists, with a
+/// clear error otherwise.
+fn driver_has(ordinal: usize) -> Result<()> {
     // SAFETY: only probes whether the library can be opened.
     if !unsafe { drv_sys::is_culib_present() } {
         return Err(no_gpu(
@@ -106,6 +106,13 @@ pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
             format!("this machine has {count} CUDA device(s)"),
         ));
     }
+    Ok(())
+}
+
+/// GPU `ordinal`'s primary context, with a clear error where the driver or the device is
+/// missing.
+pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    driver_has(ordinal)?;
     CudaContext::new(ordinal).map_err(|e| no_gpu(ordinal, format!("{e:?}")))
 }
 
@@ -116,22 +123,7 @@ pub fn set_host_sync(ordinal: usize, mode: super::HostSync) -> Result<()> {
     if mode == super::HostSync::Auto {
         return Ok(());
     }
-    // SAFETY: only probes whether the library can be opened.
-    if !unsafe { drv_sys::is_culib_present() } {
-        return Err(no_gpu(
-            ordinal,
-            "the NVIDIA driver library (libcuda) was not found",
-        ));
-    }
-    // Initialises the driver (cuInit) and checks the ordinal.
-    let count = CudaContext::device_count()
-        .map_err(|e| no_gpu(ordinal, format!("the CUDA driver failed to start: {e:?}")))?;
-    if ordinal >= count.max(0) as usize {
-        return Err(no_gpu(
-            ordinal,
-            format!("this machine has {count} CUDA device(s)"),
-        ));
-    }
+    driver_has(ordinal)?;
     let mut dev: drv_sys::CUdevice = 0;
     // SAFETY: `dev` is a valid out-pointer; the driver is initialised above.
     let r = unsafe { drv_sys::cuDeviceGet(&mut dev, ordinal as std::ffi::c_int) };

@@ -113,19 +113,28 @@ impl Kernel {
 /// The source NVRTC compiles for models of `dtype`: the storage type, whether attention scores
 /// stay in it, the tensor-core switches and the activation codes, then `kernels.cu`.
 pub fn source(dtype: DType) -> String {
-    let d = match dtype {
-        DType::Fp32 => "F32",
-        DType::Fp16 => "F16",
-        DType::Bf16 => "BF16",
-    };
     let scores_in_t = i32::from(dtype == DType::Fp16);
     let half = i32::from(dtype != DType::Fp32);
     let bf16 = i32::from(dtype == DType::Bf16);
     format!(
-        "#define DTYPE {d}\n#define SCORES_IN_T {scores_in_t}\n#define HALF_MMA {half}\n\
-         #define IS_BF16 {bf16}\n{}{KERNELS}",
+        "{}#define SCORES_IN_T {scores_in_t}\n#define HALF_MMA {half}\n#define IS_BF16 {bf16}\n\
+         {DTYPE_CUH}{}{KERNELS}",
+        dtype_define(dtype),
         Activation::cuda_definitions()
     )
+}
+
+/// The storage types F32/F16/BF16 and `D`, `T` that every NVRTC source of the backend
+/// (`kernels.cu`, `pet_kernels.cu`) is compiled with (`dtype.cuh`), after [`dtype_define`].
+pub const DTYPE_CUH: &str = include_str!("dtype.cuh");
+
+/// `#define DTYPE <F32|F16|BF16>` for `dtype`: the first line of every NVRTC source.
+pub fn dtype_define(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Fp32 => "#define DTYPE F32\n",
+        DType::Fp16 => "#define DTYPE F16\n",
+        DType::Bf16 => "#define DTYPE BF16\n",
+    }
 }
 
 #[cfg(test)]

@@ -178,14 +178,13 @@ impl Sites {
     }
 }
 
-/// The source for `dtype` (the dtype `#define` prepended).
+/// The source for `dtype` (the dtype's `#define` and storage types prepended).
 pub fn source(dtype: DType) -> String {
-    let d = match dtype {
-        DType::Fp32 => "F32",
-        DType::Fp16 => "F16",
-        DType::Bf16 => "BF16",
-    };
-    format!("#define DTYPE {d}\n{SOURCE}\n{TILED_SOURCE}")
+    format!(
+        "{}{}{SOURCE}\n{TILED_SOURCE}",
+        super::kernels::dtype_define(dtype),
+        super::kernels::DTYPE_CUH
+    )
 }
 
 /// Compiles the kernels for `dtype` and compute capability `arch` (major, minor) with NVRTC.

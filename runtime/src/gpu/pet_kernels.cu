@@ -25,30 +25,7 @@
 //   adapter up   out = (skip [+ res]) + (d·Wuᵀ + bu) · scaling   (f32)
 //   linear       y = x·Wᵀ + b                          (heads: f32, or rounded to T)
 
-struct F32 {
-  typedef float S;
-  static __device__ __forceinline__ float ld(S v) { return v; }
-  static __device__ __forceinline__ S st(float f) { return f; }
-};
-struct F16 {
-  typedef unsigned short S;
-  static __device__ __forceinline__ float ld(S v) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f;
-  }
-  static __device__ __forceinline__ S st(float f) {
-    S v; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
-  }
-};
-struct BF16 {
-  typedef unsigned short S;
-  static __device__ __forceinline__ float ld(S v) { return __uint_as_float(((unsigned)v) << 16); }
-  static __device__ __forceinline__ S st(float f) {
-    S v; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(v) : "f"(f)); return v;
-  }
-};
-
-typedef DTYPE D;
-typedef D::S T;
+// The storage types F32/F16/BF16, D and T come from dtype.cuh, prepended.
 
 // The most segments one launch may describe.
 #define PET_MAX_SEG 1024

@@ -29,6 +29,19 @@ pub enum Arg {
     F(f32),
 }
 
+/// The parameter array of a launch: a pointer to each of `vals` (which must outlive the
+/// launch call).
+pub(super) fn params(vals: &mut [Arg]) -> Vec<*mut c_void> {
+    vals.iter_mut()
+        .map(|a| match a {
+            Arg::P(v) => v as *mut u64 as *mut c_void,
+            Arg::I(v) => v as *mut i32 as *mut c_void,
+            Arg::L(v) => v as *mut i64 as *mut c_void,
+            Arg::F(v) => v as *mut f32 as *mut c_void,
+        })
+        .collect()
+}
+
 /// Maps a driver error, naming the operation.
 pub fn cu<T>(r: std::result::Result<T, drv::DriverError>, what: &str) -> Result<T> {
     r.map_err(|e| Error::Cuda(format!("{what}: {e:?}")))
@@ -321,15 +334,7 @@ impl Gpu {
         args: &[Arg],
     ) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
-        let mut params: Vec<*mut c_void> = vals
-            .iter_mut()
-            .map(|a| match a {
-                Arg::P(v) => v as *mut u64 as *mut c_void,
-                Arg::I(v) => v as *mut i32 as *mut c_void,
-                Arg::L(v) => v as *mut i64 as *mut c_void,
-                Arg::F(v) => v as *mut f32 as *mut c_void,
-            })
-            .collect();
+        let mut params = params(&mut vals);
         let f = self.kernels[k as usize].ok_or_else(|| {
             Error::Cuda(format!(
                 "kernel {} is not built for {}",

@@ -23,11 +23,11 @@
 // Raw device pointers and kernel launches are FFI: unsafe is needed here only.
 #![allow(unsafe_code)]
 
+use super::cuda::{cu, params, Arg};
 pub use super::pet_sites::{AdapterSegDev, LinearSegDev, LoraSegDev};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaModule, CudaStream};
-use std::ffi::c_void;
 use std::sync::Arc;
 
 /// The kernel source.
@@ -207,19 +207,6 @@ pub fn compile_ptx(dtype: DType, arch: (i32, i32)) -> Result<cudarc::nvrtc::Ptx>
     })
 }
 
-/// Maps a driver error, naming the operation.
-fn cu<T>(r: std::result::Result<T, drv::DriverError>, what: &str) -> Result<T> {
-    r.map_err(|e| Error::Cuda(format!("{what}: {e:?}")))
-}
-
-/// An argument of a launch.
-#[derive(Debug, Clone, Copy)]
-enum Arg {
-    P(u64),
-    I(i32),
-    L(i64),
-}
-
 /// The PET kernels compiled for one dtype in one stream's context.
 pub struct PetKernels {
     stream: Arc<CudaStream>,
@@ -273,14 +260,7 @@ impl PetKernels {
     /// its tables and dimensions imply.
     unsafe fn launch(&self, k: PetKernel, args: &[Arg]) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
-        let mut params: Vec<*mut c_void> = vals
-            .iter_mut()
-            .map(|a| match a {
-                Arg::P(v) => v as *mut u64 as *mut c_void,
-                Arg::I(v) => v as *mut i32 as *mut c_void,
-                Arg::L(v) => v as *mut i64 as *mut c_void,
-            })
-            .collect();
+        let mut params = params(&mut vals);
         self.stream
             .context()
             .bind_to_thread()

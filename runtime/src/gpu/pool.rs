@@ -24,6 +24,15 @@ use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaEvent, Cuda
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Which way a copy between a pool slot and an arena goes (the arena's device address).
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// Slot → arena (a load from the pool).
+    Out(u64),
+    /// Arena → slot (a promotion).
+    In(u64),
+}
+
 /// One pool slot.
 struct PoolSlot {
     buf: DevBuf,
@@ -170,21 +179,7 @@ impl GpuPool {
                 info.name
             )));
         }
-        let done = fence_event(&self.ctx)?;
-        let (stream, ctx) = (self.stream.clone(), self.ctx.clone());
-        let s = self.slot_mut(slot)?;
-        cu(ctx.bind_to_thread(), "bind context")?;
-        if let Some(f) = &s.fence {
-            cu(stream.wait(f), "cuStreamWaitEvent")?;
-        }
-        // SAFETY: both ranges are `bytes` long (checked above and by the caller) and live
-        // device allocations; the fences order this read after the slot's last write.
-        cu(
-            unsafe { drv::memcpy_dtod_async(dst, s.buf.ptr, bytes, stream.cu_stream()) },
-            "cuMemcpyDtoDAsync (pool → arena)",
-        )?;
-        cu(done.record(&stream), "cuEventRecord")?;
-        s.fence = Some(done.clone());
+        let done = self.fenced_copy(slot, Direction::Out(dst), bytes)?;
         Ok((info, done))
     }
 
@@ -200,6 +195,14 @@ impl GpuPool {
         bytes: usize,
     ) -> Result<Arc<CudaEvent>> {
         self.check_bytes(bytes, "promoting into the pool")?;
+        let done = self.fenced_copy(slot, Direction::In(src), bytes)?;
+        self.slot_mut(slot)?.tenant = Some(info.clone());
+        Ok(done)
+    }
+
+    /// Enqueues a device-to-device copy of `bytes` between `slot` and an arena on the pool
+    /// stream, after the slot's fence, and makes its completion the slot's new fence.
+    fn fenced_copy(&mut self, slot: u32, dir: Direction, bytes: usize) -> Result<Arc<CudaEvent>> {
         let done = fence_event(&self.ctx)?;
         let (stream, ctx) = (self.stream.clone(), self.ctx.clone());
         let s = self.slot_mut(slot)?;
@@ -207,14 +210,18 @@ impl GpuPool {
         if let Some(f) = &s.fence {
             cu(stream.wait(f), "cuStreamWaitEvent")?;
         }
-        // SAFETY: as in `copy_out`, the other way round.
+        let (dst, src, what) = match dir {
+            Direction::Out(arena) => (arena, s.buf.ptr, "cuMemcpyDtoDAsync (pool → arena)"),
+            Direction::In(arena) => (s.buf.ptr, arena, "cuMemcpyDtoDAsync (arena → pool)"),
+        };
+        // SAFETY: both ranges are `bytes` long (checked by the callers) and live device
+        // allocations; the fences order this copy after the slot's last use.
         cu(
-            unsafe { drv::memcpy_dtod_async(s.buf.ptr, src, bytes, stream.cu_stream()) },
-            "cuMemcpyDtoDAsync (arena → pool)",
+            unsafe { drv::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) },
+            what,
         )?;
         cu(done.record(&stream), "cuEventRecord")?;
         s.fence = Some(done.clone());
-        s.tenant = Some(info.clone());
         Ok(done)
     }
 

@@ -42,7 +42,9 @@
 # Z12 if it exists; what runtime/bench/device-round2.sh c runs), BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
 # deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
-# WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
+# WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
+# ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), ONLY_PET=1 with PET_ZOO (only
+# `ptm serve` over that PET zoo, Zipf(1.0) unless ZIPF says otherwise), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
 # script's logic on the CPU takes DEVICE=cpu ARCH=tiny DTYPE=fp32 and small counts).
 set -u
 B=$(cd "${1:-.device/i14}" && pwd)
@@ -134,13 +136,13 @@ serve_run() {
   fi
   note "$name: listening after $((SECONDS - t0)) s ($*); GPU memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)"
   timeout 120 "$B/ptm" bench load --url "http://127.0.0.1:$PORT" --processes 8 --concurrency 128 \
-    --requests "${WARM:-4000}" > "$log.warm.txt" 2>&1
+    --requests "${WARM:-4000}" --zipf "${ZIPF:-1.1}" > "$log.warm.txt" 2>&1
   for c in 32 128; do
     local sw0 pl0 ba0 ev0 cpu0 cpu1
     sw0=$(metric switches); pl0=$(metric pool_loads); ba0=$(metric batches)
     ev0=$(metric pool_evictions); cpu0=$(cpu_s $pid)
     timeout 120 "$B/ptm" bench load --url "http://127.0.0.1:$PORT" --processes 8 \
-      --concurrency $c --requests "${REQS:-16000}" > "$log.c$c.txt" 2>&1
+      --concurrency $c --requests "${REQS:-16000}" --zipf "${ZIPF:-1.1}" > "$log.c$c.txt" 2>&1
     cpu1=$(cpu_s $pid)
     note "$name c=$c: $(sed -n 2p "$log.c$c.txt" | cut -c1-230)"
     note "$name c=$c: statuses $(awk -F'|' '/^\| [0-9]/ {gsub(/ /, ""); printf "%s×%s ", $3, $2}' "$log.c$c.txt"); host→GPU switches +$(( $(metric switches) - sw0 )), pool loads +$(( $(metric pool_loads) - pl0 )), pool evictions +$(( $(metric pool_evictions) - ev0 )), batches +$(( $(metric batches) - ba0 )); server CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}') s"
@@ -149,6 +151,14 @@ serve_run() {
 }
 TODAY=(--instances 3 --forward-batch 8)
 NEW=(--instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity)
+if [ -n "${ONLY_PET:-}" ]; then
+  # Issue 15: the PET zoo PET_ZOO (10,000 LoRA tenants) under the same client, Zipf(1.0):
+  # executors of the device share its PET slot, mixed batches of up to 32 rows.
+  ZIPF=${ZIPF:-1.0}
+  serve_run pet "${PET_ZOO:?}" --instances 2 --gpu-pool auto --max-batch 32 --max-wait-ms 1 \
+    --policy deadline-mixed
+  note "done"; echo "== summary"; cat "$S"; exit 0
+fi
 serve_run today-12 "$Z/z12" "${TODAY[@]}"
 serve_run new-12 "$Z/z12" "${NEW[@]}"
 if [ -n "${SYNC_AB:-}" ]; then
@@ -179,6 +189,11 @@ if [ -z "${SKIP_200:-}" ] && [ "$(left)" -gt 90 ]; then
   note "zoo of $N tenants (hard links to the 12): $(tail -1 "$W/zoo$N.txt")"
   serve_run today-$N "$Z/z$N" "${TODAY[@]}"
   [ "$(left)" -gt 40 ] && serve_run new-$N "$Z/z$N" "${NEW[@]}"
+  if [ -n "${ZIPF1_200:-}" ] && [ "$(left)" -gt 40 ]; then
+    # Issue 15's comparison (a): full fine-tunes with the GPU tier under the client the PET zoo
+    # was served with (Zipf(1.0)).
+    ZIPF=1.0 serve_run new-$N-zipf1 "$Z/z$N" "${NEW[@]}"
+  fi
 else
   note "200 tenants: skipped ($(left) s left)"
 fi

@@ -29,8 +29,16 @@
 #      warp kernels bit for bit, and against the CPU twins), `pet_gpu` (every mixed-batch row
 #      against the tenant alone, bit for bit, and against the CPU, with both kernel choices;
 #      graphs and pipelined loads with both), then `ptm bench pet` on 10,000 BERT-base fp16
-#      LoRA tenants (rank 8, query/value), 32 rows × 128 tokens, warp kernels then
-#      `--pet-tiled`. BIN_DIR also needs `pet_tiled_gpu-*`.
+#      LoRA tenants (rank 8, query/value), 32 rows × 128 tokens, `--pet-kernels warp` then
+#      `tiled`. BIN_DIR also needs `pet_tiled_gpu-*`.
+#   j  (about 8 minutes, after g flipped `pet_tiled` on) the shipped profile of this build:
+#      part f's calibration plus `--pet-zoo` (LoRA r8 costs), `ptm profile check` of it, the
+#      tiers-live and Azure cells live against it; then issue 15's PET measurements —
+#      `ptm bench pet --profile` (device time per step: plain backbone, one tenant, 32),
+#      the PET cell runtime/bench/pet-live.ron live against the profile, `ptm serve` over the
+#      10,000 LoRA tenants under `ptm bench load` (Zipf(1.0), 8 processes, 32 and 128
+#      clients), and HF peft serving 100 of them one request at a time (the peer, requests of
+#      4 texts of 16 tokens, about the load client's texts).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -42,7 +50,7 @@
 # Outputs under $OUT (summary.txt first); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f or g}
+PART=${1:?part a, b, c, d, f, g, h or j}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -160,19 +168,55 @@ g)
   done
   grep -hE "worst row vs CPU alone" "$O/test_pet_gpu.txt" | cut -c1-140 >> "$S"
   wait $ZOO; note "zoo: $(tail -1 "$O/zoo_10k.txt" 2>/dev/null)"
-  for v in warp:"" tiled:--pet-tiled; do
+  for v in warp:"--pet-kernels warp" tiled:"--pet-kernels tiled"; do
     timeout 60 "$B/ptm" bench pet --zoo "$PZ" --batch 32 --seq 128 --mixed 32 --iters 50 \
       --misses 32 --threads 16 ${v#*:} > "$O/bench_pet_${v%%:*}.txt" 2>&1
     note "bench pet (${v%%:*}): rc $?"
     grep -E "^kernel options|^\| (plain|PET slot)" "$O/bench_pet_${v%%:*}.txt" | tee -a "$S"
   done
   ;;
+j)
+  PZ=/tmp/i15/pz10k
+  zoo12
+  "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value --tenants 32 \
+    --dtype fp16 --out /tmp/pz32 > /dev/null
+  [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
+    --targets query,value --tenants 10000 --dtype fp16 --threads 16 --out "$PZ" > "$O/zoo_10k.txt" 2>&1
+  note "zoos made"
+  mkdir -p .device/prof
+  t0=$SECONDS
+  timeout 170 "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 --pet-zoo /tmp/pz32 \
+    --batches 1,2,4,8,16,32 --seq-lens 32,64,128,256,512 --max-instances 8 --repeats 20 \
+    --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
+  note "calibrate: rc $? in $((SECONDS - t0)) s"
+  cp "$PROF" "$O/h200.ron"
+  "$B/ptm" profile check "$PROF" --zoo "$Z12" --device cuda:0 > "$O/profile_check.txt" 2>&1
+  note "profile check: rc $?"; tail -4 "$O/profile_check.txt" | tee -a "$S"
+  fidelity_cells
+  timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
+    --iters 50 --misses 32 --threads 16 --profile > "$O/bench_pet_profile.txt" 2>&1
+  note "bench pet --profile: rc $?"
+  grep -E "^\| (plain|PET slot|step|total)" "$O/bench_pet_profile.txt" | tee -a "$S"
+  timeout 90 "$B/ptm" run runtime/bench/pet-live.ron --profile "$PROF" --model bert-base-fp16 \
+    --live --compare --zoo "$PZ" --device cuda:0 --dtype fp16 --json > "$O/pet-live.json" 2> "$O/pet-live.err"
+  note "pet-live: rc $?"
+  "$B/ptm" fidelity-table "$O/pet-live.json" --min-requests 1000 --out "$O/pet-live.md" > /dev/null
+  grep -E "^\| pet" "$O/pet-live.md" | cut -c1-200 | tee -a "$S"
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=$((570 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "PET serving:"
+  cat "$O/i14/summary.txt" >> "$S"
+  timeout $((585 - SECONDS)) python3 runtime/bench/peft_serve_baseline.py --zoo "$PZ" --adapters 100 \
+    --requests 400 --texts 4 --seq 16 --dtype fp16 2>&1 | grep -v -i warn > "$O/peft_serve.txt"
+  note "peft serve: $(tail -1 "$O/peft_serve.txt" | cut -c1-250)"
+  gzip -9 "$O"/*.json
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
   zoo12
   P=(); [ -f "$PROF" ] && P=(PROFILE_FILE="$PROF")
-  env "${P[@]}" ONLY_SERVE=1 WITH_200=1 SYNC_AB=1 ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) \
+  env "${P[@]}" ONLY_SERVE=1 WITH_200=1 SYNC_AB=1 ZIPF1_200=1 ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) \
     OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"

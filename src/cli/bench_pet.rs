@@ -2,8 +2,8 @@
 //! loaded into the adapter pool in one process, memory per tenant (GPU and host); (b) a batch
 //! of distinct tenants against the same batch through the plain backbone (throughput ratio),
 //! with one tenant's batch between them; (c) passes with tenants missing from the pool, their
-//! loads pipelined under the backbone or made first, against resident passes. `--pet-tiled`
-//! runs the row-tiled LoRA kernels (run it with and without for an A/B).
+//! loads pipelined under the backbone or made first, against resident passes. `--pet-kernels
+//! warp|tiled` chooses the LoRA kernels (an A/B), `--profile` adds device time per step.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -60,9 +60,23 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// A/B: the row-tiled LoRA kernels (`pet_tiled`) instead of the warp kernels.
+    /// A/B of the LoRA kernels: `tiled` (row tiles, the default every other command runs) or
+    /// `warp` (one warp per row, the kernels before them).
+    #[arg(long, value_enum)]
+    pub pet_kernels: Option<PetKernelChoice>,
+    /// Also one eager pass of each batch with a CUDA event after every step: device ms per
+    /// step (summed over layers) of the plain backbone, one tenant and the mixed batch.
     #[arg(long)]
-    pub pet_tiled: bool,
+    pub profile: bool,
+}
+
+/// `--pet-kernels`: which segmented LoRA kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PetKernelChoice {
+    /// The row-tiled kernels (`KernelOptions::pet_tiled` on).
+    Tiled,
+    /// The warp kernels (`KernelOptions::pet_tiled` off).
+    Warp,
 }
 
 impl PetArgs {
@@ -70,9 +84,48 @@ impl PetArgs {
     fn kernel_options(&self) -> KernelOptions {
         let d = KernelOptions::default();
         KernelOptions {
-            pet_tiled: d.pet_tiled || self.pet_tiled,
+            pet_tiled: match self.pet_kernels {
+                None => d.pet_tiled,
+                Some(c) => c == PetKernelChoice::Tiled,
+            },
             ..d
         }
+    }
+}
+
+/// Prints the step profiles side by side: one row per step name, in order of first appearance
+/// over the columns, `-` where a column has no such step.
+fn print_steps(columns: &[(&str, Vec<(&'static str, f64)>)]) {
+    let mut names: Vec<&'static str> = Vec::new();
+    for (_, steps) in columns {
+        for (n, _) in steps {
+            if !names.contains(n) {
+                names.push(n);
+            }
+        }
+    }
+    let heads: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    println!();
+    println!(
+        "| step (device ms, summed over layers; one eager pass) | {} |",
+        heads.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(columns.len()));
+    let cell = |steps: &[(&'static str, f64)], n: &str| {
+        steps
+            .iter()
+            .find(|(m, _)| *m == n)
+            .map_or("-".to_string(), |(_, v)| format!("{v:.3}"))
+    };
+    for n in names.iter().chain(std::iter::once(&"total")) {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, steps)| match *n {
+                "total" => format!("{:.3}", steps.iter().map(|s| s.1).sum::<f64>()),
+                _ => cell(steps, n),
+            })
+            .collect();
+        println!("| {n} | {} |", cells.join(" | "));
     }
 }
 
@@ -174,9 +227,28 @@ pub fn run(a: PetArgs) -> anyhow::Result<()> {
         options,
     )?;
     let p = plain.time_forward(&batch, a.warmup, a.iters)?;
+    let plain_steps = if a.profile {
+        plain.profile(&batch)?
+    } else {
+        Vec::new()
+    };
     drop(plain);
     let single = time_resident(&mut slot, &batch, &one, a.warmup, a.iters)?;
     let mix = time_resident(&mut slot, &batch, &mixed, a.warmup, a.iters)?;
+    if a.profile {
+        slot.set_profile_steps(true)?;
+        slot.forward_mixed(&batch, &one)?;
+        let one_steps = slot.last_steps().to_vec();
+        slot.forward_mixed(&batch, &mixed)?;
+        let mixed_steps = slot.last_steps().to_vec();
+        slot.set_profile_steps(false)?;
+        let mixed_head = format!("PET slot, {} tenants", a.mixed);
+        print_steps(&[
+            ("plain backbone", plain_steps),
+            ("PET slot, 1 tenant", one_steps),
+            (&mixed_head, mixed_steps),
+        ]);
+    }
     let ((pd, pc), (sd, sc), (md, mc)) = (ms(&p), ms(&single), ms(&mix));
     println!();
     println!(
@@ -257,13 +329,17 @@ mod tests {
     }
 
     #[test]
-    fn no_flag_is_the_default_and_pet_tiled_flips_one_option() {
+    fn no_flag_is_the_default_and_pet_kernels_sets_one_option() {
         let d = KernelOptions::default();
         assert_eq!(options(&[]), d);
-        let o = options(&["--pet-tiled"]);
-        assert!(o.pet_tiled);
-        for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
-            assert_eq!(*on != default, *name == "pet_tiled", "{name}");
+        for (flag, tiled) in [("tiled", true), ("warp", false)] {
+            let o = options(&["--pet-kernels", flag]);
+            assert_eq!(o.pet_tiled, tiled);
+            for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
+                if *name != "pet_tiled" {
+                    assert_eq!(*on, default, "{name}");
+                }
+            }
         }
     }
 }

@@ -50,13 +50,8 @@ pub(super) struct Pass<'a> {
 }
 
 impl GpuModel {
-    /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace;
-    /// `mark(step)` is called after each step.
-    pub(super) fn enqueue_marked(&self, bb: usize, sb: usize, mark: Mark<'_>) -> Result<()> {
-        self.enqueue_pass(bb, sb, None, mark)
-    }
-
-    /// [`GpuModel::enqueue_marked`], with the tenants' deltas of `pet` where it is given.
+    /// Enqueues the forward pass of bucket `(bb, sb)` on inputs already in the workspace, with
+    /// the tenants' deltas of `pet` where it is given; `mark(step)` is called after each step.
     pub(super) fn enqueue_pass(
         &self,
         bb: usize,
@@ -106,6 +101,14 @@ impl GpuModel {
 impl Pass<'_> {
     pub(super) fn mark(&mut self, step: &'static str) -> Result<()> {
         (self.mark)(step)
+    }
+
+    /// The step name of a sublayer's end (a PET pass adds the tenants' deltas there).
+    fn sublayer_end_step(&self) -> &'static str {
+        match self.pet {
+            Some(_) => "PET: bias + residual + layer norm (+ deltas)",
+            None => "bias + residual + layer norm",
+        }
     }
 
     /// Word + position + token-type embeddings and their layer norm: `x` (model dtype) and
@@ -185,6 +188,7 @@ impl Pass<'_> {
         }
         if let Some(p) = self.pet {
             self.pet_qkv(p, i, l)?;
+            self.mark("PET: Q/K/V deltas")?;
         }
         match self.m.attention_kernel_for(self.sb) {
             Some(k) => self.fused_attention(k)?,
@@ -207,7 +211,7 @@ impl Pass<'_> {
             }
             None => self.layer_norm(y, l.attn_out, res, l.attn_norm, out)?,
         }
-        self.mark("bias + residual + layer norm")
+        self.mark(self.sublayer_end_step())
     }
 
     /// The fused tensor-core attention kernel `k`: one block of 4 warps per 64 query rows of
@@ -323,6 +327,7 @@ impl Pass<'_> {
         self.mark("FFN up GEMM (+ bias)")?;
         if let Some(p) = self.pet {
             self.pet_up(p, i, l)?;
+            self.mark("PET: FFN-up deltas")?;
         }
         let act = self.m.cfg.activation()?;
         let b = if biased { 0 } else { l.ffn_up.b };
@@ -343,14 +348,15 @@ impl Pass<'_> {
             }
             None => self.layer_norm(y, l.ffn_down, res, l.ffn_norm, out)?,
         }
-        self.mark("bias + residual + layer norm")
+        self.mark(self.sublayer_end_step())
     }
 
     /// The task's head on `x`: pooler (first token, dense, tanh) and classifier; a classifier
     /// on every token; or masked mean pooling + L2 normalisation. Logits and embeddings are f32.
     fn head(&mut self) -> Result<()> {
         if let Some(p) = self.pet {
-            return self.pet_head(p);
+            self.pet_head(p)?;
+            return self.mark("PET: segmented head");
         }
         let (ws, g, m) = (self.ws, self.g, self.m);
         let (bb, h, e) = (self.bb, self.h, self.e);

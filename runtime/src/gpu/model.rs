@@ -272,7 +272,7 @@ impl GpuModel {
             .ok_or_else(|| Error::Cuda(format!("no attention pointer arrays for bucket {bb}×{sb}")))
     }
 
-    fn ensure_pointer_arrays(&mut self, bb: usize, sb: usize) -> Result<()> {
+    pub(super) fn ensure_pointer_arrays(&mut self, bb: usize, sb: usize) -> Result<()> {
         if self.ptrs.contains_key(&(bb, sb)) {
             return Ok(());
         }

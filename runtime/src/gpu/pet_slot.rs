@@ -55,6 +55,10 @@ pub struct GpuPetSlot {
     timing: PassTiming,
     /// The largest bucket the buffers hold.
     max_bucket: (usize, usize),
+    /// Whether passes run eagerly with an event after every step (`ptm bench pet --profile`).
+    profile_steps: bool,
+    /// The last profiled pass's device milliseconds per step, summed over layers.
+    last_steps: Vec<(&'static str, f64)>,
 }
 
 /// The mixed pass's buffers' sizes for a bucket of `bb × sb`.
@@ -148,6 +152,8 @@ impl GpuPetSlot {
             ordinal,
             timing,
             max_bucket: (bb, sb),
+            profile_steps: false,
+            last_steps: Vec::new(),
         })
     }
 
@@ -171,6 +177,17 @@ impl GpuPetSlot {
     /// Turns CUDA-graph capture and replay on (default) or off (eager launches).
     pub fn set_use_graphs(&mut self, on: bool) {
         self.model.set_use_graphs(on);
+    }
+
+    /// Turns the step profile on (passes run eagerly, an event after every step) or off.
+    pub fn set_profile_steps(&mut self, on: bool) {
+        self.profile_steps = on;
+    }
+
+    /// The last profiled pass's device milliseconds per step (summed over layers, in order of
+    /// first appearance); empty before one ran.
+    pub fn last_steps(&self) -> &[(&'static str, f64)] {
+        &self.last_steps
     }
 
     /// CUDA graphs captured so far (one per bucket and signature).
@@ -314,7 +331,11 @@ impl Backend for GpuPetSlot {
             self.timing.start.record(self.model.stream()),
             "cuEventRecord",
         )?;
-        self.model.run_bucket_with(bb, sb, Some((&pass, id)))?;
+        if self.profile_steps {
+            self.last_steps = self.model.profile_pass(bb, sb, Some(&pass))?;
+        } else {
+            self.model.run_bucket_with(bb, sb, Some((&pass, id)))?;
+        }
         cu(self.timing.end.record(self.model.stream()), "cuEventRecord")?;
         self.timing.recorded = true;
         let out = self.outputs(batch, segments, sb, &plan)?;

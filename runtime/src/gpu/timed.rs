@@ -4,6 +4,7 @@
 
 use super::cuda::cu;
 use super::model::{pad_inputs, GpuModel};
+use super::pet_steps::PetPass;
 use super::{bucket, timing::Timing};
 use crate::error::Result;
 use crate::tokenize::Batch;
@@ -51,13 +52,29 @@ impl GpuModel {
     pub fn profile(&mut self, batch: &Batch) -> Result<Vec<(&'static str, f64)>> {
         self.forward(batch)?;
         let (bb, sb) = bucket(batch.batch, batch.seq, self.cfg.max_tokens());
+        self.profile_pass(bb, sb, None)
+    }
+
+    /// One eager pass of bucket `(bb, sb)` on the inputs in the workspace (with the tenants'
+    /// deltas of `pet`), a CUDA event after every step: device milliseconds per step name,
+    /// summed over layers, in order of first appearance. What [`GpuModel::profile`] and a PET
+    /// slot's step profile (`ptm bench pet --profile`) report.
+    pub(super) fn profile_pass(
+        &mut self,
+        bb: usize,
+        sb: usize,
+        pet: Option<&PetPass<'_>>,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        cu(self.gpu.ctx.bind_to_thread(), "bind context")?;
+        self.ensure_workspace(bb, sb)?;
+        self.ensure_pointer_arrays(bb, sb)?;
         let ctx = self.gpu.ctx.clone();
         let stream = self.gpu.stream.clone();
         let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = cu(ctx.new_event(flags), "cuEventCreate")?;
         cu(start.record(&stream), "cuEventRecord")?;
         let mut marks = Vec::new();
-        self.enqueue_marked(bb, sb, &mut |name| {
+        self.enqueue_pass(bb, sb, pet, &mut |name| {
             let ev = cu(ctx.new_event(flags), "cuEventCreate")?;
             cu(ev.record(&stream), "cuEventRecord")?;
             marks.push((name, ev));

@@ -508,6 +508,30 @@ impl PetSlot {
         }
     }
 
+    /// Turns a GPU slot's step profile on or off: passes run eagerly with a CUDA event after
+    /// every step, read by [`PetSlot::last_steps`] (`ptm bench pet --profile`). An error on the
+    /// CPU twin, which has no device times.
+    pub fn set_profile_steps(&mut self, on: bool) -> Result<()> {
+        match self {
+            PetSlot::Cpu(_) => Err(Error::Input(
+                "a step profile is measured on a GPU, not the CPU twin".into(),
+            )),
+            PetSlot::Gpu(g) => {
+                g.set_profile_steps(on);
+                Ok(())
+            }
+        }
+    }
+
+    /// The last profiled pass's device milliseconds per step (summed over layers, in order of
+    /// first appearance); empty on the CPU or before a profiled pass.
+    pub fn last_steps(&self) -> &[(&'static str, f64)] {
+        match self {
+            PetSlot::Cpu(_) => &[],
+            PetSlot::Gpu(g) => g.last_steps(),
+        }
+    }
+
     /// Its memory.
     pub fn memory(&self) -> PetMemory {
         let b = self.backend();

@@ -39,6 +39,9 @@
 #      10,000 LoRA tenants under `ptm bench load` (Zipf(1.0), 8 processes, 32 and 128
 #      clients), and HF peft serving 100 of them one request at a time (the peer, requests of
 #      4 texts of 16 tokens, about the load client's texts).
+#   k  (about 7 minutes) after the tiled expand kernels read their outputs up front: their GPU
+#      tests, `ptm bench pet --profile`, then part j's calibration, profile check, tiers/Azure
+#      cells and PET cell again (the build identity changed).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -47,10 +50,10 @@
 # BIN_DIR holds a stripped release `ptm` and the stripped test binaries `tiers-*`, `pet_gpu-*`,
 # `pet_tiled_gpu-*`, `switching_gpu-*`, `gpu_equals_cpu-*` (`cargo test --release -p
 # ptm-runtime --no-run`).
-# Outputs under $OUT (summary.txt first); parts b and c reuse /tmp's zoos when the machine is
+# Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h or j}
+PART=${1:?part a, b, c, d, f, g, h, j or k}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -73,6 +76,56 @@ fidelity_cells() {
   for f in "$O"/*.json; do [ -s "$f" ] && "$B/ptm" fidelity-table "$f" --min-requests 1000 --out "${f%.json}.md" > /dev/null; done
   cat "$O"/*.md | grep -E "^\\| (tiers|azure)" | cut -c1-200 | tee -a "$S"
 }
+
+PZ=/tmp/i15/pz10k
+# The PET zoos of parts j and k: 32 LoRA tenants for calibration, 10,000 for the rest.
+pet_zoos() {
+  "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value --tenants 32 \
+    --dtype fp16 --out /tmp/pz32 > /dev/null
+  [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
+    --targets query,value --tenants 10000 --dtype fp16 --threads 16 --out "$PZ" > "$O/zoo_10k.txt" 2>&1
+  note "PET zoos made"
+}
+
+# The shipped profile: batches 1–32 × 32–512 tokens over 1–8 executors through the live path,
+# LoRA r8 costs, and `ptm profile check` of it against this build, GPU and zoo.
+calibrate_shipped() {
+  zoo12
+  mkdir -p .device/prof
+  local t0=$SECONDS
+  timeout 170 "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 --pet-zoo /tmp/pz32 \
+    --batches 1,2,4,8,16,32 --seq-lens 32,64,128,256,512 --max-instances 8 --repeats 20 \
+    --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
+  note "calibrate: rc $? in $((SECONDS - t0)) s"
+  cp "$PROF" "$O/h200.ron"
+  "$B/ptm" profile check "$PROF" --zoo "$Z12" --device cuda:0 > "$O/profile_check.txt" 2>&1
+  note "profile check: rc $?"; tail -4 "$O/profile_check.txt" | tee -a "$S"
+}
+
+# `ptm bench pet --profile` on 1,000 of the 10,000 LoRA tenants: device time per step.
+pet_profile() {
+  timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
+    --iters 50 --misses 32 --threads 16 --profile > "$O/bench_pet_profile.txt" 2>&1
+  note "bench pet --profile: rc $?"
+  grep -E "^\| " "$O/bench_pet_profile.txt" | grep -vE "^\|---|register|load |GPU|host|RSS" | tee -a "$S"
+}
+
+# The PET cell (runtime/bench/pet-live.ron) live against the profile.
+pet_live_cell() {
+  timeout 90 "$B/ptm" run runtime/bench/pet-live.ron --profile "$PROF" --model bert-base-fp16 \
+    --live --compare --zoo "$PZ" --device cuda:0 --dtype fp16 --json > "$O/pet-live.json" 2> "$O/pet-live.err"
+  note "pet-live: rc $?"
+  "$B/ptm" fidelity-table "$O/pet-live.json" --min-requests 1000 --out "$O/pet-live.md" > /dev/null
+  grep -E "^\| pet" "$O/pet-live.md" | cut -c1-200 | tee -a "$S"
+}
+
+# At most 8 files come back from $OUT: everything but the summary goes into one archive.
+pack_out() {
+  ( cd "$O" && find . -type f ! -name summary.txt ! -name all.tgz | sort > /tmp/pack.list \
+    && tar czf all.tgz -T /tmp/pack.list && xargs rm -f < /tmp/pack.list
+    find . -mindepth 1 -type d -empty -delete ) 2> /dev/null
+}
+trap pack_out EXIT
 
 zoo12() {
   [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
@@ -151,7 +204,6 @@ f)
   cp "$PROF" "$O/h200.ron"
   grep -E "handoff_ms|handoff_busy_ms|copy_during_forward" -A3 "$PROF" | cut -c1-120 | tee -a "$S"
   fidelity_cells
-  gzip -9 "$O"/*.json
   ;;
 g)
   # The 10,000-tenant zoo (6 GB, about a minute on the CPU) is written while the tests run.
@@ -176,32 +228,11 @@ g)
   done
   ;;
 j)
-  PZ=/tmp/i15/pz10k
-  zoo12
-  "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value --tenants 32 \
-    --dtype fp16 --out /tmp/pz32 > /dev/null
-  [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
-    --targets query,value --tenants 10000 --dtype fp16 --threads 16 --out "$PZ" > "$O/zoo_10k.txt" 2>&1
-  note "zoos made"
-  mkdir -p .device/prof
-  t0=$SECONDS
-  timeout 170 "$B/ptm" calibrate --device cuda:0 --zoo "$Z12" --dtype fp16 --pet-zoo /tmp/pz32 \
-    --batches 1,2,4,8,16,32 --seq-lens 32,64,128,256,512 --max-instances 8 --repeats 20 \
-    --slow-repeats 3 --slow-max-instances 2 --out "$PROF" 2> "$O/calibrate.err"
-  note "calibrate: rc $? in $((SECONDS - t0)) s"
-  cp "$PROF" "$O/h200.ron"
-  "$B/ptm" profile check "$PROF" --zoo "$Z12" --device cuda:0 > "$O/profile_check.txt" 2>&1
-  note "profile check: rc $?"; tail -4 "$O/profile_check.txt" | tee -a "$S"
+  pet_zoos
+  calibrate_shipped
   fidelity_cells
-  timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
-    --iters 50 --misses 32 --threads 16 --profile > "$O/bench_pet_profile.txt" 2>&1
-  note "bench pet --profile: rc $?"
-  grep -E "^\| (plain|PET slot|step|total)" "$O/bench_pet_profile.txt" | tee -a "$S"
-  timeout 90 "$B/ptm" run runtime/bench/pet-live.ron --profile "$PROF" --model bert-base-fp16 \
-    --live --compare --zoo "$PZ" --device cuda:0 --dtype fp16 --json > "$O/pet-live.json" 2> "$O/pet-live.err"
-  note "pet-live: rc $?"
-  "$B/ptm" fidelity-table "$O/pet-live.json" --min-requests 1000 --out "$O/pet-live.md" > /dev/null
-  grep -E "^\| pet" "$O/pet-live.md" | cut -c1-200 | tee -a "$S"
+  pet_profile
+  pet_live_cell
   env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
     BUDGET=$((570 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
   note "PET serving:"
@@ -209,7 +240,26 @@ j)
   timeout $((585 - SECONDS)) python3 runtime/bench/peft_serve_baseline.py --zoo "$PZ" --adapters 100 \
     --requests 400 --texts 4 --seq 16 --dtype fp16 2>&1 | grep -v -i warn > "$O/peft_serve.txt"
   note "peft serve: $(tail -1 "$O/peft_serve.txt" | cut -c1-250)"
-  gzip -9 "$O"/*.json
+  ;;
+k)
+  # After the expand kernels' loads were hoisted: their GPU tests first (nothing else runs if
+  # they fail), the step profile, then part j's calibration, profile check and live cells again
+  # (the runtime's build identity changed with the kernels).
+  pet_zoos &
+  ZOOS_PID=$!
+  for t in pet_tiled_gpu:40 pet_gpu:110; do
+    name=${t%%:*}; limit=${t##*:}
+    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
+    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
+    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
+    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
+  done
+  wait $ZOOS_PID
+  if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
+  pet_profile
+  calibrate_shipped
+  fidelity_cells
+  pet_live_cell
   ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU

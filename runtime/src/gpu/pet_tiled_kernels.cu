@@ -206,6 +206,7 @@ extern "C" __global__ void pet_lora_shrink_tiled(const T* x, long ld_x, const in
 // `lora_expand` by tiles: an item is (segment, tile of PET_TILE rows, site with a pair, span of
 // blockDim.x × PET_EXP_CPT output columns); the block stages the tile's t rows PET_QC rank
 // entries at a time, each thread accumulates its columns for every row of the tile.
+// `store(p, old, v)` writes output `p`, whose value was `old`, plus `v`.
 template <typename Out, typename Store>
 __device__ void lora_expand_tiled(const T* t, long ld_t, int t_site_cols, const int* seg_start,
                                   const LoraSeg* segs, int nseg, int nsite, Out* y, long ld_y,
@@ -237,6 +238,19 @@ __device__ void lora_expand_tiled(const T* t, long ld_t, int t_site_cols, const 
     LoraSeg g = segs[s * nsite + k];
     int row0 = seg_start[s] + tile * PET_TILE;
     int nrows = min(PET_TILE, seg_start[s + 1] - row0);
+    // The outputs this thread adds to, read up front: a read-add-write per output in turn would
+    // make every load wait for the store before it (the compiler cannot tell the rows' outputs
+    // apart), a chain of PET_EXP_CPT × PET_TILE round trips to memory per item. Each output
+    // belongs to exactly one item, so reading it early reads the same value.
+    Out old[PET_EXP_CPT][PET_TILE];
+#pragma unroll
+    for (int i = 0; i < PET_EXP_CPT; ++i) {
+      int c = c0 + i * (int)blockDim.x + (int)threadIdx.x;
+      const Out* yc = y + k * y_site_stride + (long)row0 * ld_y + c;
+#pragma unroll
+      for (int rr = 0; rr < PET_TILE; ++rr)
+        if (c < out_dim && rr < nrows) old[i][rr] = yc[rr * ld_y];
+    }
     float acc[PET_EXP_CPT][PET_TILE];
 #pragma unroll
     for (int i = 0; i < PET_EXP_CPT; ++i)
@@ -284,7 +298,7 @@ __device__ void lora_expand_tiled(const T* t, long ld_t, int t_site_cols, const 
       Out* yc = y + k * y_site_stride + (long)row0 * ld_y + c;
 #pragma unroll
       for (int rr = 0; rr < PET_TILE; ++rr)
-        if (rr < nrows) store(yc + rr * ld_y, acc[i][rr] * g.scale);
+        if (rr < nrows) store(yc + rr * ld_y, old[i][rr], acc[i][rr] * g.scale);
     }
   }
 }
@@ -295,7 +309,7 @@ extern "C" __global__ void pet_lora_expand_tiled_f32(const T* t, long ld_t, int 
                                                      int nseg, int nsite, float* y, long ld_y,
                                                      long y_site_stride, int out_dim) {
   lora_expand_tiled(t, ld_t, t_site_cols, seg_start, segs, nseg, nsite, y, ld_y, y_site_stride,
-                    out_dim, [](float* p, float v) { *p += v; });
+                    out_dim, [](float* p, float o, float v) { *p = o + v; });
 }
 
 // `pet_lora_expand_t` by tiles (same arguments).
@@ -304,5 +318,5 @@ extern "C" __global__ void pet_lora_expand_tiled_t(const T* t, long ld_t, int t_
                                                    int nseg, int nsite, T* y, long ld_y,
                                                    long y_site_stride, int out_dim) {
   lora_expand_tiled(t, ld_t, t_site_cols, seg_start, segs, nseg, nsite, y, ld_y, y_site_stride,
-                    out_dim, [](T* p, float v) { *p = D::st(D::ld(*p) + v); });
+                    out_dim, [](T* p, T o, float v) { *p = D::st(D::ld(o) + v); });
 }

@@ -361,15 +361,26 @@ mod tests {
 
     #[test]
     fn an_option_the_profile_does_not_record_is_read_as_off() {
-        // h200.ron predates `pet_tiled`: the default run (off) matches, a run with it on warns.
+        // h200.ron as a profile written before `pet_tiled` existed (the line removed): a run
+        // with it off matches, the default run (on) warns.
+        let text = include_str!("../../scenarios/profiles/h200.ron");
+        let line = "                \"pet_tiled\": true,\n";
+        assert!(text.contains(line), "h200.ron records pet_tiled");
+        let old = Profile::from_ron(&text.replace(line, ""), "old.ron").unwrap();
         let mut run = gpu_run("NVIDIA H200", Arch::BertBase, DType::Fp16);
-        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &run).unwrap();
-        assert!(c.table().contains("pet_tiled=off"), "{}", c.table());
         run.build = this_build(Some(KernelOptions {
-            pet_tiled: true,
+            pet_tiled: false,
             ..KernelOptions::default()
         }));
-        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &run).unwrap();
+        let c = Check::new(&old, "old.ron", Some("bert-base-fp16"), &run).unwrap();
+        assert!(c.table().contains("pet_tiled=off"), "{}", c.table());
+        let warnings = c.enforce(false).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("kernel options")),
+            "{warnings:?}"
+        );
+        run.build = this_build(Some(KernelOptions::default()));
+        let c = Check::new(&old, "old.ron", Some("bert-base-fp16"), &run).unwrap();
         let warnings = c.enforce(false).unwrap();
         assert!(
             warnings.iter().any(|w| w.contains("kernel options")),

@@ -84,6 +84,24 @@ fn ten_thousand_pet_tenants_run_through_every_policy() {
 }
 
 #[test]
+fn a_delta_load_is_part_of_the_pass_not_a_weight_switch() {
+    // One request of a tenant whose delta is in host memory: its pass (4 rows, 4.77 ms on the
+    // backbone, 3 % more and a 15 µs segment) with the 20 µs delta copy pipelined under it —
+    // not the backbone's 100 ms weight switch before it, which the executor never makes.
+    let w = generated(1, 10.0, 1);
+    for policy in ["fcfs", "pets", "deadline-mixed"] {
+        let (run, r) = run(&w, serving(true, 10, true), policy);
+        assert_eq!(r.switches, 1, "{policy}: one delta load from the host");
+        let latency_ms = (run.end_ns[0] - w.requests[0].arrival_ns) as f64 / 1e6;
+        let pass_ms = (4.0 + 3.0 / 31.0 * 8.0) * 1.03 + 0.015;
+        assert!(
+            (latency_ms - pass_ms).abs() < 1e-3,
+            "{policy}: {latency_ms} ms, the pass alone takes {pass_ms}"
+        );
+    }
+}
+
+#[test]
 fn mixed_batches_share_a_pass_within_the_row_limit() {
     let w = generated(4_000, 2_000.0, 500);
     for policy in ["pets", "deadline-mixed"] {

@@ -323,7 +323,13 @@ impl<'s, 'a> Engine<'s, 'a> {
             // a worker that reported its previous batch this instant, the busy figure.
             let hot = self.ledger.ended_ns(i) == Some(self.now_ns);
             let handoff_ns = self.host_ns(model, (start.request as u64) << 1, |h| h.handoff(hot));
-            match self.setup.load_cost(start.load, start.from, start.tenant) {
+            // A mixed pass of parameter-efficient tenants has no load phase: its delta loads
+            // are part of the pass (`start_inference`), the backbone stays.
+            let cost = match pet {
+                true => None,
+                false => self.setup.load_cost(start.load, start.from, start.tenant),
+            };
+            match cost {
                 Some(cost) => {
                     let mut rng = keyed(
                         self.seed,

@@ -241,26 +241,35 @@ impl<'a> Core<'a> {
             let (job_tx, job_rx) = mpsc::channel::<Job>();
             jobs.push(job_tx);
             let tx = tx.clone();
-            scope.spawn(move || worker(instance, exec, &job_rx, tx));
+            // Named, so that a profile of the server tells executors from the rest.
+            std::thread::Builder::new()
+                .name(format!("ptm-exec-{instance}"))
+                .spawn_scoped(scope, move || worker(instance, exec, &job_rx, tx))
+                .map_err(|e| Error::io(format!("starting instance {instance}'s worker"), e))?;
         }
-        let prefetches = prefetcher.map(|mut p| {
-            let (ptx, prx) = mpsc::channel::<PrefetchJob>();
-            let tx = tx.clone();
-            scope.spawn(move || {
-                while let Ok((tenant, slot, after, fills)) = prx.recv() {
-                    if let Some(a) = after {
-                        a.wait();
-                    }
-                    let filled = OpenOnDrop(Some(fills));
-                    let result = p.prefetch(tenant, slot);
-                    drop(filled);
-                    if tx.send(Msg::Prefetched { tenant, result }).is_err() {
-                        break;
-                    }
-                }
-            });
-            ptx
-        });
+        let prefetches = prefetcher
+            .map(|mut p| {
+                let (ptx, prx) = mpsc::channel::<PrefetchJob>();
+                let tx = tx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("ptm-prefetch".into())
+                    .spawn_scoped(scope, move || {
+                        while let Ok((tenant, slot, after, fills)) = prx.recv() {
+                            if let Some(a) = after {
+                                a.wait();
+                            }
+                            let filled = OpenOnDrop(Some(fills));
+                            let result = p.prefetch(tenant, slot);
+                            drop(filled);
+                            if tx.send(Msg::Prefetched { tenant, result }).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                spawned.map(|_| ptx)
+            })
+            .transpose()
+            .map_err(|e| Error::io("starting the prefetch worker", e))?;
         // Ticks fall on multiples of the period, as the simulator's do.
         let next_tick = scheduler
             .tick_ns()

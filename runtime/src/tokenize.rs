@@ -59,7 +59,9 @@ impl Batch {
 
     /// The real token ids of row `b`.
     pub fn row_ids(&self, b: usize) -> &[u32] {
-        &self.ids[b * self.seq..b * self.seq + self.lengths()[b]]
+        let row = b * self.seq..(b + 1) * self.seq;
+        let len = self.mask[row.clone()].iter().filter(|&&m| m != 0).count();
+        &self.ids[row.start..row.start + len]
     }
 
     /// Checks the ids against the model's tables and the length against its positions.
@@ -156,11 +158,8 @@ impl TextEncoder {
     }
 
     /// Tokenizes `texts` (special tokens added) into a batch padded to the longest.
-    pub fn encode(&self, texts: &[String]) -> Result<Batch> {
-        let enc = self
-            .tok
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch> {
+        let enc = self.encodings(texts)?;
         let rows: Vec<Vec<u32>> = enc.iter().map(|e| e.get_ids().to_vec()).collect();
         let mut b = Batch::from_rows(&rows, self.pad_id, None)?;
         for (r, e) in enc.iter().enumerate() {
@@ -169,6 +168,36 @@ impl TextEncoder {
             }
         }
         Ok(b)
+    }
+
+    /// The token ids of each of `texts` (special tokens added), unpadded: what
+    /// [`encode`](Self::encode)'s rows hold, without the padded batch.
+    /// Refused as `encode` refuses it: no texts, or no token in any.
+    pub fn encode_rows<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let rows: Vec<Vec<u32>> = self
+            .encodings(texts)?
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect();
+        if rows.iter().all(Vec::is_empty) {
+            return Err(Error::Input("empty batch".into()));
+        }
+        Ok(rows)
+    }
+
+    /// One text after another on the calling thread: what the tokenizer's `encode_batch` does
+    /// without padding, but without handing a few short texts to a rayon pool (whose wake-ups
+    /// and spinning threads cost more than the tokenizing, on a server tokenizing each request
+    /// on its own).
+    fn encodings<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<tokenizers::Encoding>> {
+        texts
+            .iter()
+            .map(|t| {
+                self.tok
+                    .encode(t.as_ref(), true)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))
+            })
+            .collect()
     }
 
     /// The underlying tokenizer.
@@ -187,7 +216,39 @@ mod tests {
         assert_eq!(b.ids, vec![5, 6, 7, 0, 8, 0, 0, 0]);
         assert_eq!(b.lengths(), vec![3, 1]);
         assert_eq!(b.row_ids(1), &[8]);
+        assert_eq!(b.row_ids(0), &[5, 6, 7]);
         assert!(Batch::from_rows(&[vec![1, 2, 3]], 0, Some(2)).is_err());
         assert!(Batch::from_rows(&[], 0, None).is_err());
+    }
+
+    #[test]
+    fn encodes_as_the_tokenizers_batch_does() {
+        use crate::zoo::{make_zoo, model_dir, Arch};
+        let tmp = tempfile::tempdir().unwrap();
+        let zoo = make_zoo(Arch::Tiny, 1, tmp.path(), crate::DType::Fp32, 3).unwrap();
+        let d = model_dir(tmp.path(), &zoo.models[0].name);
+        let cfg = Config::from_file(&d.join("config.json")).unwrap();
+        let enc = TextEncoder::from_file(&d.join("tokenizer.json"), &cfg).unwrap();
+        let texts = [
+            "the quick brown fox",
+            "",
+            "Ünïcode and   spaces, punctuation!",
+            &"word ".repeat(200),
+        ];
+        let theirs = enc.tokenizer().encode_batch(texts.to_vec(), true).unwrap();
+        let rows = enc.encode_rows(&texts).unwrap();
+        assert_eq!(rows.len(), texts.len());
+        for (row, e) in rows.iter().zip(&theirs) {
+            assert_eq!(row.as_slice(), e.get_ids());
+        }
+        assert!(enc.encode_rows::<&str>(&[]).is_err() && enc.encode::<&str>(&[]).is_err());
+        // Truncated to the model's positions.
+        assert_eq!(rows[3].len(), cfg.max_tokens());
+        let b = enc.encode(&texts).unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            assert_eq!(b.row_ids(r), row.as_slice());
+            let types = &b.type_ids[r * b.seq..r * b.seq + row.len()];
+            assert_eq!(types, theirs[r].get_type_ids());
+        }
     }
 }

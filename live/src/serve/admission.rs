@@ -128,6 +128,10 @@ struct Outstanding {
     tenant: TenantId,
     samples: u32,
     seq_len: u32,
+    /// Its tenant's model index and the profile's inference estimate: fixed for the request,
+    /// so each arrival's estimate only looks up the measured times.
+    model: usize,
+    prior_ns: Nanos,
     load_ns: Nanos,
     admitted_ns: Nanos,
     estimated_ns: Nanos,
@@ -281,7 +285,6 @@ impl<'p> Admission<'p> {
         samples: u32,
         seq_len: u32,
     ) -> Estimate {
-        let live = lock(live);
         let model = self.priors.model_of(tenant);
         let infer = self.model.inference_ns(
             model,
@@ -289,6 +292,9 @@ impl<'p> Admission<'p> {
             seq_len,
             self.priors.inference_ns(tenant, samples, seq_len),
         );
+        // The instances' state is read under the lock their executors take around every load
+        // and pass; the queue's work is summed after it is released.
+        let live = lock(live);
         let instances = live.held.len().max(1);
         // It runs on weights already there if an instance holds its tenant and either nothing
         // queues ahead of it or everything ahead is of its tenant too; else (the instances
@@ -321,13 +327,14 @@ impl<'p> Admission<'p> {
             .flatten()
             .map(|t| now.duration_since(*t).as_nanos() as Nanos)
             .sum();
+        drop(live);
         let ahead: Nanos = self
             .outstanding
             .values()
             .map(|o| {
-                let prior = self.priors.inference_ns(o.tenant, o.samples, o.seq_len);
-                let m = self.priors.model_of(o.tenant);
-                self.model.inference_ns(m, o.samples, o.seq_len, prior) + o.load_ns
+                self.model
+                    .inference_ns(o.model, o.samples, o.seq_len, o.prior_ns)
+                    + o.load_ns
             })
             .sum();
         Estimate {
@@ -356,6 +363,8 @@ impl<'p> Admission<'p> {
                 tenant,
                 samples,
                 seq_len,
+                model: self.priors.model_of(tenant),
+                prior_ns: self.priors.inference_ns(tenant, samples, seq_len),
                 load_ns: estimate.load_ns,
                 admitted_ns: now_ns,
                 estimated_ns: estimate.finish_ns(),
@@ -513,5 +522,38 @@ mod tests {
         }
         let e = early.estimate(&live, 0, 1, 8);
         assert!(e.margin_ns < 100_000 && e.finish_ns() >= 1_000_000, "{e:?}");
+    }
+
+    /// Flat priors that count how often the profile is asked.
+    struct Counting(std::cell::Cell<u64>);
+    impl Priors for Counting {
+        fn model_of(&self, t: TenantId) -> usize {
+            Flat.model_of(t)
+        }
+        fn inference_ns(&self, t: TenantId, samples: u32, seq_len: u32) -> Nanos {
+            self.0.set(self.0.get() + 1);
+            Flat.inference_ns(t, samples, seq_len)
+        }
+        fn load_ns(&self, from: Option<TenantId>, t: TenantId) -> Nanos {
+            Flat.load_ns(from, t)
+        }
+    }
+
+    #[test]
+    fn an_estimate_asks_the_profile_once_however_long_the_queue() {
+        let live = shared(2);
+        let priors = Counting(std::cell::Cell::new(0));
+        let mut a = Admission::new(&priors);
+        for id in 0..100 {
+            let e = a.estimate(&live, 0, 1 + id % 4, 8);
+            a.admit(id as RequestId, 0, (1 + id % 4, 8), &e, 0);
+        }
+        let before = priors.0.get();
+        let e = a.estimate(&live, 0, 2, 8);
+        assert_eq!(priors.0.get() - before, 1);
+        // The same wait as summing the profile's estimates of the queue (1 ms a sample).
+        let samples: u64 = (0..100u64).map(|id| 1 + id % 4).sum();
+        let loads = 5_000_000 * 100; // nothing held: each was admitted with a cold load
+        assert_eq!(e.wait_ns, (samples * 1_000_000 + loads) / 2);
     }
 }

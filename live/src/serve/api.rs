@@ -8,7 +8,7 @@
 
 use ptm_runtime::tokenize::TextEncoder;
 use ptm_runtime::{Config, Task};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 /// A tenant as the server knows it.
@@ -58,6 +58,50 @@ pub struct InferRequest {
     pub rows: Vec<Vec<u32>>,
     /// Deadline after arrival, milliseconds.
     pub deadline_ms: f64,
+}
+
+/// A `/v1/infer` answer, written straight from the outputs (no intermediate JSON tree). Its
+/// keys are in alphabetical order, as the `serde_json` map it was first built as wrote them,
+/// and its values are written as that map wrote them: `values` as 64-bit floats (`null` for
+/// a non-finite one).
+#[derive(Debug, Serialize)]
+pub struct InferAnswer<'a> {
+    /// Whether its instance loaded cold first.
+    pub cold_load: bool,
+    /// Its deadline, ms.
+    pub deadline_ms: f64,
+    /// The instance that ran it.
+    pub instance: usize,
+    /// The tenant's label names.
+    pub labels: &'a [String],
+    /// Arrival to completion, ms.
+    pub latency_ms: f64,
+    /// One per text.
+    pub outputs: Vec<RowAnswer<'a>>,
+    /// Whether its instance switched first.
+    pub switched: bool,
+    /// The tenant's head.
+    pub task: Task,
+    /// The tenant's name.
+    pub tenant: &'a str,
+    /// Arrival to start, ms.
+    pub wait_ms: f64,
+}
+
+/// One text's answer: its token ids and the head's output.
+#[derive(Debug, Serialize)]
+pub struct RowAnswer<'a> {
+    /// Shape of `values`.
+    pub shape: &'a [usize],
+    /// The text's token ids.
+    pub token_ids: &'a [u32],
+    /// The output, row-major.
+    #[serde(serialize_with = "f32s_as_f64s")]
+    pub values: &'a [f32],
+}
+
+fn f32s_as_f64s<S: Serializer>(values: &&[f32], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(|&v| f64::from(v)))
 }
 
 /// Most texts in one request.
@@ -171,15 +215,11 @@ pub fn parse_infer(
                         field: Some("texts".into()),
                     });
                 }
-                texts.push(text.to_string());
+                texts.push(text);
             }
-            let batch = info
-                .encoder
-                .encode(&texts)
-                .map_err(|e| ApiError::bad("texts", format!("cannot tokenize: {e}")))?;
-            (0..batch.batch)
-                .map(|b| batch.row_ids(b).to_vec())
-                .collect()
+            info.encoder
+                .encode_rows(&texts)
+                .map_err(|e| ApiError::bad("texts", format!("cannot tokenize: {e}")))?
         }
         (None, Some(ids)) => {
             let max = info.cfg.max_tokens();
@@ -230,4 +270,65 @@ pub fn parse_infer(
         rows,
         deadline_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_is_written_as_its_json_tree_was() {
+        let labels = vec!["NEG".to_string(), "POS".to_string()];
+        let ids = [vec![101u32, 7, 102], vec![101, 102]];
+        let shapes = [vec![2usize], vec![3, 2]];
+        let values = [
+            vec![0.1f32, -3.5e-8],
+            vec![
+                f32::NAN,
+                f32::INFINITY,
+                1.0,
+                f32::MIN_POSITIVE / 4.0,
+                f32::MAX,
+                -0.0,
+            ],
+        ];
+        let answer = InferAnswer {
+            cold_load: false,
+            deadline_ms: 3000.0,
+            instance: 3,
+            labels: &labels,
+            latency_ms: 12.345678,
+            outputs: (0..2)
+                .map(|i| RowAnswer {
+                    shape: &shapes[i],
+                    token_ids: &ids[i],
+                    values: &values[i],
+                })
+                .collect(),
+            switched: true,
+            task: Task::TokenClassification,
+            tenant: "bert-base-t001",
+            wait_ms: 0.1 + 0.2,
+        };
+        let outputs: Vec<_> = (0..2)
+            .map(|i| json!({"token_ids": ids[i], "shape": shapes[i], "values": values[i]}))
+            .collect();
+        let tree = json!({
+            "tenant": "bert-base-t001",
+            "task": Task::TokenClassification,
+            "labels": labels,
+            "instance": 3usize,
+            "switched": true,
+            "cold_load": false,
+            "wait_ms": 0.1 + 0.2,
+            "latency_ms": 12.345678,
+            "deadline_ms": 3000.0,
+            "outputs": outputs,
+        });
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            serde_json::to_string(&tree).unwrap()
+        );
+    }
 }

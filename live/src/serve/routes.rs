@@ -5,7 +5,7 @@
 //! the blocking pool (never on the two async threads), sent to the coordinator and answered
 //! with its outcome.
 
-use super::api::{body_limit_bytes, parse_infer, ApiError, TenantInfo};
+use super::api::{body_limit_bytes, parse_infer, ApiError, InferAnswer, RowAnswer, TenantInfo};
 use super::guard::Guard;
 use super::http::HttpOptions;
 use super::metrics::{route_of, Metrics};
@@ -258,7 +258,7 @@ async fn infer(State(state): State<Arc<AppState>>, req: Request) -> Response {
         )
     })
     .await;
-    let request = match parsed {
+    let mut request = match parsed {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return api_error(e),
         Err(e) => {
@@ -270,10 +270,12 @@ async fn infer(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let rows = Arc::new(request.rows.clone());
+    let arrival = to_request(&request);
+    // The token ids go to the coordinator and come back in the answer: shared, not copied.
+    let rows = Arc::new(std::mem::take(&mut request.rows));
     let msg = Msg::Arrive {
-        request: to_request(&request),
-        rows,
+        request: arrival,
+        rows: rows.clone(),
         reply,
     };
     let mut abandon = state.abandon.subscribe();
@@ -302,24 +304,26 @@ async fn infer(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let tenant = &state.tenants[request.tenant as usize];
     let deadline_ns = ptm_sim::time::ms_to_ns(request.deadline_ms);
     state.metrics.completed(served.latency_ns, deadline_ns);
-    let outputs: Vec<_> = request
-        .rows
-        .iter()
-        .zip(&served.outputs)
-        .map(|(ids, out)| json!({"token_ids": ids, "shape": out.shape, "values": out.values}))
-        .collect();
-    Json(json!({
-        "tenant": tenant.name,
-        "task": tenant.task,
-        "labels": tenant.labels,
-        "instance": served.instance,
-        "switched": served.switched,
-        "cold_load": served.cold_load,
-        "wait_ms": served.wait_ns as f64 / 1e6,
-        "latency_ms": served.latency_ns as f64 / 1e6,
-        "deadline_ms": request.deadline_ms,
-        "outputs": outputs,
-    }))
+    Json(InferAnswer {
+        cold_load: served.cold_load,
+        deadline_ms: request.deadline_ms,
+        instance: served.instance,
+        labels: &tenant.labels,
+        latency_ms: served.latency_ns as f64 / 1e6,
+        outputs: rows
+            .iter()
+            .zip(&served.outputs)
+            .map(|(ids, out)| RowAnswer {
+                shape: &out.shape,
+                token_ids: ids,
+                values: &out.values,
+            })
+            .collect(),
+        switched: served.switched,
+        task: tenant.task,
+        tenant: &tenant.name,
+        wait_ms: served.wait_ns as f64 / 1e6,
+    })
     .into_response()
 }
 

@@ -6,9 +6,12 @@
 //! run (on the CPU its twin, on a GPU the GPU slot):
 //!
 //! - **overhead, segment**: mixed passes of `rows` rows over 1, `rows/4` and `rows` distinct
-//!   tenants (every delta in the GPU pool) against the backbone's plain pass of the same rows;
-//!   a least-squares line through (tenants, time) gives the time a segment adds, its intercept
-//!   against the plain pass the delta kernels' fixed fraction;
+//!   tenants (every delta in the GPU pool) against the backbone's plain pass of the same rows,
+//!   at the plan's largest shape and at 4 rows of its shortest sequences; a least-squares line
+//!   through (tenants, time) gives the time a segment adds (large shape); the two intercepts
+//!   against the plain passes split into the delta kernels' fraction of the backbone's pass
+//!   (`overhead`) and a fixed time per pass (`overhead_ms`: the plan, its tables, the outputs
+//!   per segment), which dominates small passes;
 //! - **loads**: a delta into the GPU pool from the host tier, and from its file (out of both
 //!   tiers first); `delta_bytes` is its packed block's size; a GPU slot's misses are copied
 //!   under the pass (pipelined), the CPU twin's are not.
@@ -21,6 +24,31 @@ use ptm_runtime::{Batch, DType, Device, Model};
 use ptm_sim::profile::{Cost, PetCosts, PetKind};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Rows of the small shape (the plan's shortest sequences) that splits a mixed pass's extra
+/// time into a fraction of the backbone's pass and a fixed time per pass.
+const SMALL_ROWS: usize = 4;
+
+/// Splits the intercepts `(plain pass, mixed pass at one tenant less a segment)` of a small and
+/// a large shape into the delta kernels' fraction of the backbone's pass and a fixed time per
+/// pass (host work: the plan, its tables, the outputs per segment): `icpt = base × (1 + f) + c`
+/// at both shapes, `f` and `c` clamped at 0 (the other then refitted to the large shape).
+pub fn split_overhead((base_s, icpt_s): (f64, f64), (base_l, icpt_l): (f64, f64)) -> (f64, f64) {
+    let db = base_l - base_s;
+    if db <= 1e-9 {
+        return ((icpt_l / base_l - 1.0).clamp(0.0, 100.0), 0.0);
+    }
+    let f = (icpt_l - icpt_s) / db - 1.0;
+    if f < 0.0 {
+        return (0.0, (icpt_l - base_l).max(0.0));
+    }
+    let f = f.min(100.0);
+    let c = icpt_l - base_l * (1.0 + f);
+    if c < 0.0 {
+        return ((icpt_l / base_l - 1.0).clamp(0.0, 100.0), 0.0);
+    }
+    (f, c)
+}
 
 /// The profile key of the zoo's tenants (`lora-r8`, `houlsby-f16`, …) and the kind.
 pub fn kind_of(zoo: &PetZoo) -> PetKind {
@@ -82,45 +110,58 @@ pub fn calibrate_pet(
         .collect();
     let ids = slot.register_all(&dirs, 4)?;
     let mut plain = Model::load(&backbone_dir, device, dtype)?;
-    let mut state = 17u64;
-    let rows = random_rows(&cfg, used as u32, seq, &mut state);
-    let batch = Batch::from_rows(&rows, cfg.pad_token_id, None)?;
     let repeats = plan.repeats.max(3);
-    let measure = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        let mut v = Vec::with_capacity(repeats);
-        for k in 0..plan.warmup + repeats {
-            let (d, _) = time(&mut *f)?;
-            if k >= plan.warmup {
-                v.push(d);
+    let mut state = 17u64;
+    // A shape's plain pass, and the least-squares line through (distinct tenants, mixed pass)
+    // over 1, rows/4 and all rows' tenants (every delta in the GPU pool): its slope and its
+    // intercept.
+    let mut shape = |rows: usize, seq: u32| -> Result<(f64, f64, f64)> {
+        let tokens = random_rows(&cfg, rows as u32, seq, &mut state);
+        let batch = Batch::from_rows(&tokens, cfg.pad_token_id, None)?;
+        let measure = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+            let mut v = Vec::with_capacity(repeats);
+            for k in 0..plan.warmup + repeats {
+                let (d, _) = time(&mut *f)?;
+                if k >= plan.warmup {
+                    v.push(d);
+                }
             }
-        }
-        Ok(median_ms(v))
-    };
-    // The backbone's plain pass of the same rows.
-    let base_ms = measure(&mut || {
-        plain.forward(&batch)?;
-        Ok(())
-    })?;
-    // Mixed passes over 1, rows/4 and rows distinct tenants (every delta in the GPU pool).
-    let mut points: Vec<(f64, f64)> = Vec::new();
-    for k in [1, (used / 4).max(2), used] {
-        let tenants: Vec<_> = (0..used).map(|r| ids[r * k / used]).collect();
-        let ms = measure(&mut || {
-            slot.forward_mixed(&batch, &tenants)?;
+            Ok(median_ms(v))
+        };
+        let base_ms = measure(&mut || {
+            plain.forward(&batch)?;
             Ok(())
         })?;
-        points.push((k as f64, ms));
-    }
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), p| (a + p.0, b + p.1));
-    let (mx, my) = (sx / n, sy / n);
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let segment_ms = (sxy / sxx).max(0.0);
-    let intercept = (my - segment_ms * mx).max(0.0);
-    let overhead = (intercept / base_ms - 1.0).clamp(0.0, 100.0);
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        for k in [1, (rows / 4).max(2), rows] {
+            let tenants: Vec<_> = (0..rows).map(|r| ids[r * k / rows]).collect();
+            let ms = measure(&mut || {
+                slot.forward_mixed(&batch, &tenants)?;
+                Ok(())
+            })?;
+            points.push((k as f64, ms));
+        }
+        let n = points.len() as f64;
+        let (sx, sy) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), p| (a + p.0, b + p.1));
+        let (mx, my) = (sx / n, sy / n);
+        let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let slope = (sxy / sxx).max(0.0);
+        Ok((base_ms, (my - slope * mx).max(0.0), slope))
+    };
+    // The large shape gives the segment's time; with the small one too, the intercepts of
+    // both split into a fraction of the backbone's pass and a fixed time per pass.
+    let (base_l, icpt_l, segment_ms) = shape(used, seq)?;
+    let small_seq = plan.seq_lens.iter().copied().min().unwrap_or(seq);
+    let small_rows = SMALL_ROWS.min(used);
+    let (overhead, overhead_ms) = if small_rows < used || small_seq < seq {
+        let (base_s, icpt_s, _) = shape(small_rows, small_seq)?;
+        split_overhead((base_s, icpt_s), (base_l, icpt_l))
+    } else {
+        ((icpt_l / base_l - 1.0).clamp(0.0, 100.0), 0.0)
+    };
     // Loads of one delta into the GPU pool: from the host tier, and from its file (out of
     // both tiers first).
     let t = ids[0];
@@ -154,6 +195,7 @@ pub fn calibrate_pet(
         kind_of(&zoo),
         PetCosts {
             overhead,
+            overhead_ms,
             segment_ms: ptm_sim::profile::Dist::Constant(segment_ms),
             delta_bytes,
             load_host: cost(&host),
@@ -162,4 +204,33 @@ pub fn calibrate_pet(
             pipelined: device != Device::Cpu,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_overhead;
+
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn two_shapes_split_into_a_fraction_and_a_fixed_time() {
+        // icpt = base × 1.1 + 0.3 at both shapes.
+        let (f, c) = split_overhead((0.5, 0.5 * 1.1 + 0.3), (2.0, 2.0 * 1.1 + 0.3));
+        assert!(near(f, 0.1) && near(c, 0.3), "{f} {c}");
+    }
+
+    #[test]
+    fn a_negative_part_is_clamped_and_the_other_fits_the_large_shape() {
+        // The small shape costs more than the line allows: no fraction, all fixed.
+        let (f, c) = split_overhead((0.5, 1.2), (2.0, 2.4));
+        assert!(near(f, 0.0) && near(c, 0.4), "{f} {c}");
+        // A fixed part below 0: all fraction.
+        let (f, c) = split_overhead((0.5, 0.5), (2.0, 2.6));
+        assert!(near(f, 0.3) && near(c, 0.0), "{f} {c}");
+        // One shape only (the same base twice): all fraction.
+        let (f, c) = split_overhead((2.0, 2.2), (2.0, 2.2));
+        assert!(near(f, 0.1) && near(c, 0.0), "{f} {c}");
+    }
 }

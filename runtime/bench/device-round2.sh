@@ -42,6 +42,9 @@
 #   k  (about 7 minutes) after the tiled expand kernels read their outputs up front: their GPU
 #      tests, `ptm bench pet --profile`, then part j's calibration, profile check, tiers/Azure
 #      cells and PET cell again (the build identity changed).
+#   m  (about 9 minutes) after the serve path's CPU cuts and the PET fixed time per pass: the
+#      shipped profile again, serving (h's runs, deadline-batch, 200 tenants at Zipf(1.0) too,
+#      the 10,000 PET tenants), then the PET, tiers and Azure cells in the time left.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -53,7 +56,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j or k}
+PART=${1:?part a, b, c, d, f, g, h, j, k or m}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -260,6 +263,27 @@ k)
   calibrate_shipped
   fidelity_cells
   pet_live_cell
+  ;;
+m)
+  # After the serve path's CPU cuts (tokenization without rayon, admission estimates once per
+  # request, answers written directly — the runtime's build identity changed with the
+  # tokenizer) and PET costs with a fixed time per pass: the shipped profile again, then
+  # serving (part h's runs, deadline-batch too, the 200-tenant zoo at Zipf(1.0) for issue 15's
+  # comparison, the 10,000 PET tenants), then the live cells in what time is left.
+  pet_zoos
+  calibrate_shipped
+  grep -E "overhead|segment_ms" -m3 "$PROF" | tee -a "$S"
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 WITH_200=1 SYNC_AB=1 SECOND_POLICY=1 ZIPF1_200=1 \
+    ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((470 - SECONDS)) OUT="$O/i14" \
+    bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "serving (12 tenants A/B, 200 tenants):"
+  cat "$O/i14/summary.txt" >> "$S"
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
+  note "PET serving:"
+  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  [ $SECONDS -lt 500 ] && pet_live_cell
+  [ $SECONDS -lt 440 ] && fidelity_cells
   ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU

@@ -24,6 +24,7 @@ pub(crate) struct EstimateParts {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct PetEstimates {
     pub(crate) overhead: f64,
+    pub(crate) overhead_ns: Nanos,
     pub(crate) segment_ns: Nanos,
     pub(crate) load_host_ns: Nanos,
     pub(crate) load_file_ns: Nanos,
@@ -245,6 +246,7 @@ impl Estimates {
         match self.pet.get(self.model_of(tenant)).copied().flatten() {
             Some(p) => {
                 let pass = (backbone as f64 * (1.0 + p.overhead)).round() as Nanos
+                    + p.overhead_ns
                     + segments as Nanos * p.segment_ns;
                 pass + p.exposed_ns(pass, host, file)
             }

@@ -287,6 +287,7 @@ impl<'a> Setup<'a> {
                     let p = m.pet.get(&serving.pet?.kind.key())?;
                     Some(PetEstimates {
                         overhead: p.overhead,
+                        overhead_ns: ms_to_ns(p.overhead_ms),
                         segment_ns: ms_to_ns(p.segment_ms.mean()),
                         load_host_ns: ms_to_ns(p.load_host.ms.mean()),
                         load_file_ns: ms_to_ns(p.load_file.ms.mean()),
@@ -480,8 +481,8 @@ impl<'a> Setup<'a> {
 
     /// The inference, milliseconds alone, of a mixed pass of parameter-efficient tenants of
     /// `batch` whose backbone pass alone takes `backbone_ms` and whose deltas needed `loads`:
-    /// the backbone stretched by the delta kernels' overhead, plus a segment per distinct
-    /// tenant, plus what the delta loads add (only what exceeds the pass when pipelined).
+    /// the backbone stretched by the delta kernels' overhead, plus the fixed time per pass and
+    /// a segment per distinct tenant, plus what the delta loads add (only what exceeds the pass when pipelined).
     pub(crate) fn pet_inference_ms(
         &self,
         backbone_ms: f64,
@@ -494,7 +495,7 @@ impl<'a> Setup<'a> {
         let Some(p) = self.serving.pet.and_then(|s| model.pet.get(&s.kind.key())) else {
             return backbone_ms;
         };
-        let mut ms = backbone_ms * (1.0 + p.overhead);
+        let mut ms = backbone_ms * (1.0 + p.overhead) + p.overhead_ms;
         for _ in loads {
             ms += p.segment_ms.sample(rng);
         }

@@ -34,6 +34,13 @@ pub enum PetKind {
     Bitfit,
 }
 
+/// The most fixed time a profile may say a mixed pass adds, milliseconds.
+pub const MAX_OVERHEAD_MS: f64 = 1000.0;
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 impl PetKind {
     /// `lora-r8`, `houlsby-f16`, `pfeiffer-f16`, `bitfit`.
     pub fn key(self) -> String {
@@ -53,6 +60,10 @@ pub struct PetCosts {
     /// Fraction a mixed pass adds to the backbone's pass of the same shape, whatever the
     /// tenants (the delta kernels' fixed part).
     pub overhead: f64,
+    /// Time a mixed pass adds whatever its size and tenants, milliseconds (host work: the plan,
+    /// its tables, the outputs per segment). 0 where not measured (profiles before it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overhead_ms: f64,
     /// Time a pass adds per distinct tenant in its batch, milliseconds.
     pub segment_ms: Dist,
     /// Bytes of one tenant's delta (a slot of the GPU delta pool).
@@ -76,6 +87,15 @@ impl PetCosts {
                 format!("expected a fraction from 0 to 100, got {}", self.overhead),
             ));
         }
+        if !(self.overhead_ms.is_finite() && (0.0..=MAX_OVERHEAD_MS).contains(&self.overhead_ms)) {
+            return Err(Error::invalid(
+                format!("{field}.overhead_ms"),
+                format!(
+                    "expected milliseconds from 0 to {MAX_OVERHEAD_MS}, got {}",
+                    self.overhead_ms
+                ),
+            ));
+        }
         self.segment_ms.validate(&format!("{field}.segment_ms"))?;
         if self.delta_bytes == 0 {
             return Err(Error::invalid(
@@ -92,11 +112,44 @@ impl PetCosts {
     pub fn example() -> Self {
         PetCosts {
             overhead: 0.03,
+            overhead_ms: 0.0,
             segment_ms: Dist::Constant(0.015),
             delta_bytes: 600_000,
             load_host: Cost::flat(Dist::Constant(0.02)),
             load_file: Cost::flat(Dist::Constant(2.0)),
             pipelined: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_time_outside_its_range_is_refused_naming_the_field() {
+        for bad in [-0.1, f64::NAN, MAX_OVERHEAD_MS * 2.0] {
+            let p = PetCosts {
+                overhead_ms: bad,
+                ..PetCosts::example()
+            };
+            let e = p.validate("models.m.pet.lora-r8").unwrap_err().to_string();
+            assert!(e.contains("models.m.pet.lora-r8.overhead_ms"), "{e}");
+        }
+        assert!(PetCosts::example().validate("p").is_ok());
+    }
+
+    #[test]
+    fn a_profile_without_the_fixed_time_reads_it_as_zero_and_writes_it_only_when_set() {
+        let text = ron::to_string(&PetCosts::example()).unwrap();
+        assert!(!text.contains("overhead_ms"), "{text}");
+        let back: PetCosts = ron::from_str(&text).unwrap();
+        assert_eq!(back.overhead_ms, 0.0);
+        let set = PetCosts {
+            overhead_ms: 0.2,
+            ..PetCosts::example()
+        };
+        let text = ron::to_string(&set).unwrap();
+        assert_eq!(ron::from_str::<PetCosts>(&text).unwrap(), set);
     }
 }

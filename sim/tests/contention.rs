@@ -365,12 +365,29 @@ fn pool_loads_and_prefetches_share_the_copy_engine() {
     assert_eq!(here, again);
 }
 
-/// The two optional figures round-trip through a profile's text; a profile without them (every
-/// shipped one) writes neither, so it reads and writes as before.
+/// The two optional figures round-trip through a profile's text; a profile without them (the
+/// shipped H200 one with both taken out, as profiles measured before them read) writes neither,
+/// so it reads and writes as before; the shipped H200 profile, measured with both, keeps both.
 #[test]
 fn the_optional_figures_round_trip_and_old_profiles_write_neither() {
     let shipped = include_str!("../../scenarios/profiles/h200.ron");
-    let old = Profile::from_ron(shipped, "h200.ron").unwrap();
+    let measured = Profile::from_ron(shipped, "h200.ron").unwrap();
+    let text = ron::ser::to_string_pretty(&measured, Default::default()).unwrap();
+    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_large"));
+    assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), measured);
+    let h100 = include_str!("../../scenarios/profiles/h100.ron");
+    let h100 = Profile::from_ron(h100, "h100.ron").unwrap();
+    let text = ron::ser::to_string_pretty(&h100, Default::default()).unwrap();
+    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
+    let mut old = measured.clone();
+    for m in old.models.values_mut() {
+        if let Some(h) = &mut m.host {
+            h.handoff_busy_ms = None;
+        }
+        if let Some(c) = &mut m.contention {
+            c.copy_during_forward_large = None;
+        }
+    }
     let text = ron::ser::to_string_pretty(&old, Default::default()).unwrap();
     assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
     assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), old);

@@ -102,7 +102,8 @@ impl Fleet {
     }
 
     /// `instances` executors running passes of `forward_batch` rows (seeded per instance);
-    /// GPU slots capture their graphs for the pass shapes `warm` now.
+    /// GPU slots (and a GPU PET slot, once for its executors) capture their graphs for the
+    /// pass shapes `warm` now.
     pub fn executors(
         &self,
         instances: usize,
@@ -110,6 +111,9 @@ impl Fleet {
         seed: u64,
         warm: &[(usize, usize)],
     ) -> anyhow::Result<Vec<Box<dyn Executor>>> {
+        if let Fleet::Pet(t) = self {
+            t.warm_up(warm, seed)?;
+        }
         (0..instances)
             .map(|i| {
                 let seed = seed ^ (i as u64 + 1);

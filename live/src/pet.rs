@@ -102,6 +102,70 @@ impl PetTenants {
         }))
     }
 
+    /// Prepares every pass shape `(rows, seq)` of `shapes` before the clock starts: on a GPU,
+    /// passes whose CUDA graphs the replay would otherwise capture on first use (a capture
+    /// takes a hundred milliseconds or more, which a request would wait for). A graph belongs
+    /// to a bucket and a signature — the sites and heads its tenants use, and whether the pass
+    /// follows delta loads — so for one tenant of each kind of head (task, labels) among the
+    /// first tenants, and for every combination of up to four such kinds, each shape runs once
+    /// right after the deltas' loads and once with them resident. The deltas then leave the
+    /// GPU pool again (the ledger starts with it empty). Nothing to do on the CPU twin.
+    pub fn warm_up(&self, shapes: &[(usize, usize)], seed: u64) -> Result<()> {
+        if self.lock()?.device() == Device::Cpu || shapes.is_empty() {
+            return Ok(());
+        }
+        self.warm_passes(shapes, seed).map(|_| ())
+    }
+
+    /// [`PetTenants::warm_up`]'s passes on any device; returns how many ran.
+    fn warm_passes(&self, shapes: &[(usize, usize)], seed: u64) -> Result<usize> {
+        let mut slot = self.lock()?;
+        let mut passes = 0;
+        let mut kinds: Vec<((Task, usize), PetId)> = Vec::new();
+        for &id in self.ids.iter().take(WARM_SCAN) {
+            let l = slot.layout(id)?;
+            let kind = (l.task(), l.labels());
+            if !kinds.iter().any(|(k, _)| *k == kind) {
+                kinds.push((kind, id));
+            }
+        }
+        let reps: Vec<PetId> = kinds.iter().map(|(_, id)| *id).collect();
+        let mut groups: Vec<Vec<PetId>> = Vec::new();
+        if reps.len() <= WARM_COMBINED_KINDS {
+            for mask in 1u32..(1 << reps.len()) {
+                groups.push(
+                    (0..reps.len())
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| reps[i])
+                        .collect(),
+                );
+            }
+        } else {
+            groups.extend(reps.iter().map(|&id| vec![id]));
+            groups.push(reps.clone());
+        }
+        let mut state = seed | 1;
+        for &(rows, seq) in shapes {
+            let seq = seq.clamp(1, self.max_seq) as u32;
+            let tokens = random_rows(&self.cfg, rows as u32, seq, &mut state);
+            let batch = Batch::from_rows(&tokens, self.cfg.pad_token_id, None)?;
+            for group in groups.iter().filter(|g| g.len() <= rows) {
+                let tenants: Vec<PetId> = (0..rows).map(|r| group[r % group.len()]).collect();
+                for &id in group {
+                    slot.evict(id, Tier::Gpu)?;
+                }
+                slot.forward_mixed(&batch, &tenants)?;
+                slot.forward_mixed(&batch, &tenants)?;
+                passes += 2;
+            }
+        }
+        for &id in &reps {
+            slot.evict(id, Tier::Gpu)?;
+        }
+        slot.wait_loads()?;
+        Ok(passes)
+    }
+
     /// The slot's id of workload tenant `tenant`.
     fn id(&self, tenant: TenantId) -> Result<PetId> {
         if tenant as usize >= self.tenants {
@@ -124,6 +188,13 @@ impl PetTenants {
         Ok(())
     }
 }
+
+/// Tenants scanned for kinds of heads by [`PetTenants::warm_up`].
+const WARM_SCAN: usize = 256;
+
+/// The most kinds of heads whose every combination [`PetTenants::warm_up`] runs (above it,
+/// each kind alone and all together).
+const WARM_COMBINED_KINDS: usize = 4;
 
 /// One executor: passes over the shared PET slot.
 pub struct PetExecutor {
@@ -231,6 +302,41 @@ mod tests {
             seq_len: 12,
             arrival_ns: 0,
             deadline_ns: 0,
+        }
+    }
+
+    #[test]
+    fn the_warm_up_runs_every_kind_and_leaves_the_gpu_pool_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = PetSpec::Bitfit;
+        make_pet_zoo(Arch::Tiny, &spec, 6, tmp.path(), DType::Fp32, 5, 1).unwrap();
+        let shared = PetTenants::read(tmp.path(), 6, DType::Fp32, Device::Cpu, (8, 32), 6).unwrap();
+        // The CPU twin has no graphs to capture.
+        shared.warm_up(&[(4, 16)], 1).unwrap();
+        let kinds = {
+            let slot = shared.lock().unwrap();
+            let mut k: Vec<(Task, usize)> = Vec::new();
+            for &id in &shared.ids {
+                let l = slot.layout(id).unwrap();
+                if !k.contains(&(l.task(), l.labels())) {
+                    k.push((l.task(), l.labels()));
+                }
+            }
+            k.len()
+        };
+        assert!(kinds >= 2, "the zoo's tenants have several kinds of heads");
+        // Every combination of up to four kinds (else each alone and all together) that fits
+        // the rows, twice (after loads, resident), per shape; a shape of 1 row takes the kinds
+        // one at a time.
+        let groups_of_8 = match kinds {
+            k if k <= WARM_COMBINED_KINDS => (1usize << k) - 1,
+            k => k + usize::from(k <= 8),
+        };
+        let passes = shared.warm_passes(&[(8, 16), (1, 8)], 3).unwrap();
+        assert_eq!(passes, 2 * (groups_of_8 + kinds));
+        let slot = shared.lock().unwrap();
+        for &id in &shared.ids {
+            assert_ne!(slot.tier(id), Tier::Gpu, "{id:?} left in the GPU pool");
         }
     }
 

@@ -45,6 +45,8 @@
 #   m  (about 9 minutes) after the serve path's CPU cuts and the PET fixed time per pass: the
 #      shipped profile again, serving (h's runs, deadline-batch, 200 tenants at Zipf(1.0) too,
 #      the 10,000 PET tenants), then the PET, tiers and Azure cells in the time left.
+#   p  (about 5 minutes; not run yet) pinned staging of each model's transfers before its
+#      default flips: gpu_equals_cpu with it, `ptm bench infer` A/B, the 12-tenant serving A/B.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -56,7 +58,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k or m}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m or p}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -285,6 +287,28 @@ m)
   [ $SECONDS -lt 500 ] && pet_live_cell
   [ $SECONDS -lt 440 ] && fidelity_cells
   ;;
+p)
+  # Pinned staging (`KernelOptions::pinned_staging`, off by default) before its default flips:
+  # `gpu_equals_cpu` (staged passes bit-equal to pageable ones, every model and dtype), `ptm
+  # bench infer` with and without it, and the 12-tenant serving A/B (part m's configuration,
+  # with and without `--pinned-staging`, 32 and 128 clients) in the same call. BIN_DIR also
+  # needs `gpu_equals_cpu-*`. Uses the shipped profile.
+  zoo12
+  PTM_TEST_CUDA=1 timeout 120 "$B"/gpu_equals_cpu-* --test-threads 1 --nocapture > "$O/test_gpu_equals_cpu.txt" 2>&1
+  echo "rc=$?" >> "$O/test_gpu_equals_cpu.txt"
+  note "test gpu_equals_cpu: $(grep -E '^test result' "$O/test_gpu_equals_cpu.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_gpu_equals_cpu.txt")"
+  grep -E "FAILED|panicked" "$O/test_gpu_equals_cpu.txt" | head -5 | tee -a "$S"
+  for v in pageable:"" pinned:--pinned-staging; do
+    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
+      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
+    note "bench infer (${v%%:*}): rc $?"
+    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
+  done
+  env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 STAGING_AB=1 ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "serving A/B (pinned staging):"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -295,7 +319,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g or h" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m or p" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -20,7 +20,8 @@
 #      and 32 rows too, the tiers cell and two Azure cells.
 #   f  (about 4 minutes) part d's calibration with this build, which also measures the busy
 #      hand-off (`host.handoff_busy_ms`: jobs sent the instant the previous report arrives) and
-#      the copy factor beside the large passes (`contention.copy_during_forward_large`); the
+#      the copy factor beside the large passes (`contention.copy_during_forward_large`, now
+#      `copy_during_forward_sizes`); the
 #      tiers-live and the two Azure cells live against it (`--live --compare`), then
 #      `ptm fidelity-table`. The JSONs come back gzipped (`gunzip -k` them for `ptm run …
 #      --resimulate FILE`, e.g. to re-simulate the same live runs without the new figures).

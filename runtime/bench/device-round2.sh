@@ -133,6 +133,19 @@ pack_out() {
 }
 trap pack_out EXIT
 
+# Runs the GPU test binaries NAME:LIMIT_S … of BIN_DIR one after another, each under its time
+# limit; its log in $OUT/test_NAME.txt, its result line and any failure in the summary.
+gpu_tests() {
+  local t name limit
+  for t in "$@"; do
+    name=${t%%:*}; limit=${t##*:}
+    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
+    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
+    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
+    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
+  done
+}
+
 zoo12() {
   [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
 }
@@ -144,13 +157,7 @@ a)
   ( zoo12; "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value \
       --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null ) &
   ZOOS=$!
-  for t in tiers:150 pet_gpu:150 switching_gpu:40 gpu_equals_cpu:80; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests tiers:150 pet_gpu:150 switching_gpu:40 gpu_equals_cpu:80
   wait $ZOOS; note "zoos made"
   timeout 70 "$B/ptm" bench switch --zoo "$Z12" --device cuda:0 --iters 30 --baseline-iters 3 \
     --cold-iters 10 > "$O/bench_switch.txt" 2>&1
@@ -217,13 +224,7 @@ g)
   ( [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
       --targets query,value --tenants 10000 --dtype fp16 --threads 8 --out "$PZ" > "$O/zoo_10k.txt" 2>&1 ) &
   ZOO=$!
-  for t in pet_tiled_gpu:40 pet_gpu:110; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests pet_tiled_gpu:40 pet_gpu:110
   grep -hE "worst row vs CPU alone" "$O/test_pet_gpu.txt" | cut -c1-140 >> "$S"
   wait $ZOO; note "zoo: $(tail -1 "$O/zoo_10k.txt" 2>/dev/null)"
   for v in warp:"--pet-kernels warp" tiled:"--pet-kernels tiled"; do
@@ -253,13 +254,7 @@ k)
   # (the runtime's build identity changed with the kernels).
   pet_zoos &
   ZOOS_PID=$!
-  for t in pet_tiled_gpu:40 pet_gpu:110; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests pet_tiled_gpu:40 pet_gpu:110
   wait $ZOOS_PID
   if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
   pet_profile
@@ -295,10 +290,7 @@ p)
   # with and without `--pinned-staging`, 32 and 128 clients) in the same call. BIN_DIR also
   # needs `gpu_equals_cpu-*`. Uses the shipped profile.
   zoo12
-  PTM_TEST_CUDA=1 timeout 120 "$B"/gpu_equals_cpu-* --test-threads 1 --nocapture > "$O/test_gpu_equals_cpu.txt" 2>&1
-  echo "rc=$?" >> "$O/test_gpu_equals_cpu.txt"
-  note "test gpu_equals_cpu: $(grep -E '^test result' "$O/test_gpu_equals_cpu.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_gpu_equals_cpu.txt")"
-  grep -E "FAILED|panicked" "$O/test_gpu_equals_cpu.txt" | head -5 | tee -a "$S"
+  gpu_tests gpu_equals_cpu:120
   for v in pageable:"" pinned:--pinned-staging; do
     timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
       --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1

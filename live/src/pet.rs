@@ -307,21 +307,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_warm_up_runs_every_kind_and_leaves_the_gpu_pool_empty() {
+    /// A tiny BitFit zoo of `n` tenants on the CPU (passes of up to 8 rows of 32 tokens, a
+    /// delta pool of `n`), and the folder it lives in.
+    fn bitfit_tenants(n: usize) -> (tempfile::TempDir, Arc<PetTenants>) {
         let tmp = tempfile::tempdir().unwrap();
-        let spec = PetSpec::Bitfit;
-        make_pet_zoo(Arch::Tiny, &spec, 6, tmp.path(), DType::Fp32, 5, 1).unwrap();
+        make_pet_zoo(
+            Arch::Tiny,
+            &PetSpec::Bitfit,
+            n,
+            tmp.path(),
+            DType::Fp32,
+            5,
+            1,
+        )
+        .unwrap();
         let shared = PetTenants::read(
             tmp.path(),
-            6,
+            n,
             DType::Fp32,
             Device::Cpu,
             (8, 32),
-            6,
+            n,
             KernelOptions::default(),
         )
         .unwrap();
+        (tmp, shared)
+    }
+
+    #[test]
+    fn the_warm_up_runs_every_kind_and_leaves_the_gpu_pool_empty() {
+        let (_zoo, shared) = bitfit_tenants(6);
         // The CPU twin has no graphs to capture.
         shared.warm_up(&[(4, 16)], 1).unwrap();
         let kinds = {
@@ -354,19 +369,7 @@ mod tests {
     /// A mixed batch's rows equal each tenant run alone over the same rows.
     #[test]
     fn mixed_batches_equal_each_tenant_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let spec = PetSpec::Bitfit;
-        make_pet_zoo(Arch::Tiny, &spec, 3, tmp.path(), DType::Fp32, 5, 1).unwrap();
-        let shared = PetTenants::read(
-            tmp.path(),
-            3,
-            DType::Fp32,
-            Device::Cpu,
-            (8, 32),
-            3,
-            KernelOptions::default(),
-        )
-        .unwrap();
+        let (_zoo, shared) = bitfit_tenants(3);
         let mut exec = PetExecutor::new(shared.clone(), 8, 1);
         let rows_a: Vec<Vec<u32>> = vec![vec![2, 40, 41, 3], vec![2, 50, 51, 52, 53, 3]];
         let rows_b: Vec<Vec<u32>> = vec![vec![2, 7, 3]];

@@ -48,6 +48,9 @@
 #      the 10,000 PET tenants), then the PET, tiers and Azure cells in the time left.
 #   p  (about 5 minutes; not run yet) pinned staging of each model's transfers before its
 #      default flips: gpu_equals_cpu with it, `ptm bench infer` A/B, the 12-tenant serving A/B.
+#   q  (about 7 minutes) the fused LoRA kernels before their default flips (GPU tests, `ptm
+#      bench pet --profile` tiled against fused, an nsys kernel summary where nsys exists), and
+#      part p's pinned-staging A/B.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -59,7 +62,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m or p}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p or q}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -302,6 +305,45 @@ p)
   note "serving A/B (pinned staging):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
+q)
+  # The fused LoRA kernels (`KernelOptions::pet_fused`, off by default) and pinned staging
+  # (part p's A/B) before either default flips: the PET kernels' GPU tests (fused against warp
+  # and tiled bit for bit, every mixed row against its tenant alone with each kernel choice)
+  # and `gpu_equals_cpu` (staged passes), `ptm bench pet --profile` with the tiled and the fused
+  # kernels, `ptm bench infer` with and without pinned staging, the 12-tenant serving A/B.
+  pet_zoos &
+  ZOOS_PID=$!
+  zoo12
+  gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
+  wait $ZOOS_PID
+  for k in tiled fused; do
+    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
+      --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
+    note "bench pet --pet-kernels $k: rc $?"
+    grep -E "^\| (PET|plain|total|head)" "$O/bench_pet_$k.txt" | tee -a "$S"
+  done
+  if command -v nsys > /dev/null || [ -x /usr/local/cuda/bin/nsys ]; then
+    NSYS=$(command -v nsys || echo /usr/local/cuda/bin/nsys)
+    timeout 90 "$NSYS" profile -o /tmp/petq --force-overwrite true "$B/ptm" bench pet --zoo "$PZ" \
+      --tenants 1000 --batch 32 --seq 128 --mixed 32 --iters 20 --misses 0 --threads 16 \
+      --pet-kernels fused > /dev/null 2>&1
+    timeout 60 "$NSYS" stats --report cuda_gpu_kern_sum /tmp/petq.nsys-rep > "$O/nsys_kern.txt" 2>&1
+    note "nsys: rc $?"; grep -E "pet_|Time" "$O/nsys_kern.txt" | cut -c1-160 | head -12 | tee -a "$S"
+  else
+    note "no nsys on this machine ($(ls /usr/local/cuda/bin 2> /dev/null | tr '\n' ' ' | cut -c1-200))"
+  fi
+  for v in pageable:"" pinned:--pinned-staging; do
+    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
+      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
+    note "bench infer (${v%%:*}): rc $?"
+    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
+  done
+  env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 STAGING_AB=1 ZOOS=/tmp/c14 \
+    Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
+    > "$O/issue14.txt" 2>&1
+  note "serving A/B (pinned staging):"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -312,7 +354,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m or p" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p or q" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -15,9 +15,9 @@
 //!    waits) equals the same pass with every tenant resident, bit for bit; graphs replayed for
 //!    other mixes of tenants equal eager launches bit for bit, one graph per signature.
 //!
-//! Parts 2 and 3 run with both LoRA kernel choices (`KernelOptions::pet_tiled` off and on),
-//! and the mixed passes of the two are bit-equal; `tests/pet_tiled_gpu.rs` compares the two
-//! kernel sets directly on awkward shapes.
+//! Parts 2 and 3 run with the three LoRA kernel choices (`KernelOptions::pet_tiled` off and
+//! on, `pet_fused` on), and their mixed passes are bit-equal; `tests/pet_tiled_gpu.rs` compares
+//! the kernel sets directly on awkward shapes.
 //!
 //! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
 // The kernel launches take raw device pointers (unsafe functions).
@@ -562,9 +562,9 @@ fn check_mixed(
     mixed
 }
 
-/// `check_mixed` with the warp and the row-tiled LoRA kernels (`pet_tiled` off, then on) and
-/// otherwise `options`; the two mixed passes are bit-equal (the tiled kernels sum the same
-/// products in the same order).
+/// `check_mixed` with the warp, the row-tiled and the fused LoRA kernels (`pet_tiled` off, then
+/// on; then `pet_fused` on) and otherwise `options`; the three mixed passes are bit-equal (the
+/// tiled and fused kernels sum the same products in the same order).
 fn check_mixed_both(
     arch: Arch,
     name: &str,
@@ -572,22 +572,21 @@ fn check_mixed_both(
     dtypes: &[DType],
     options: KernelOptions,
 ) {
-    let warp = KernelOptions {
-        pet_tiled: false,
+    let with = |pet_tiled, pet_fused| KernelOptions {
+        pet_tiled,
+        pet_fused,
         ..options
     };
-    let tiled = KernelOptions {
-        pet_tiled: true,
-        ..options
-    };
-    let a = check_mixed(arch, name, spec, dtypes, warp);
-    let b = check_mixed(arch, name, spec, dtypes, tiled);
-    for ((dtype, a), b) in dtypes.iter().zip(&a).zip(&b) {
-        for (r, (p, q)) in a.iter().zip(b).enumerate() {
-            assert_eq!(
-                p, q,
-                "{arch} {name} {dtype}: row {r} of the mixed pass differs between the warp and the tiled LoRA kernels"
-            );
+    let a = check_mixed(arch, name, spec, dtypes, with(false, false));
+    for (kernels, o) in [("tiled", with(true, false)), ("fused", with(true, true))] {
+        let b = check_mixed(arch, name, spec, dtypes, o);
+        for ((dtype, a), b) in dtypes.iter().zip(&a).zip(&b) {
+            for (r, (p, q)) in a.iter().zip(b).enumerate() {
+                assert_eq!(
+                    p, q,
+                    "{arch} {name} {dtype}: row {r} of the mixed pass differs between the warp and the {kernels} LoRA kernels"
+                );
+            }
         }
     }
 }
@@ -634,9 +633,10 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
     if !enabled("pipelined_loads_and_replayed_graphs_equal_resident_eager_passes") {
         return;
     }
-    for pet_tiled in [false, true] {
+    for (pet_tiled, pet_fused) in [(false, false), (true, false), (true, true)] {
         check_pipelined(KernelOptions {
             pet_tiled,
+            pet_fused,
             ..KernelOptions::default()
         });
     }

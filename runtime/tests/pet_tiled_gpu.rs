@@ -1,7 +1,8 @@
 #![cfg(feature = "cuda")]
-//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) against the
-//! warp kernels they replace, on a GPU: bit for bit (shrink output `t`, expand onto f32 and onto
-//! the model dtype), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
+//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) and the fused
+//! ones (`pet_fused_kernels.cu`, `pet_fused`) against the warp kernels they replace, on a GPU:
+//! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused kernels'
+//! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
 //! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
 //! (1, 5, 23, 37 rows), empty ones and ones without a pair at some site; ranks above the 8 rows
 //! a warp takes at once and above the 32 entries the expand stages at once (40); A rows that
@@ -40,7 +41,7 @@ fn bits(got: &[f32], want: &[f32], what: &str) {
 /// One case: `rows` per segment, ranks per (segment, site) over three sites, `din` input and
 /// `dout` output columns.
 fn case(
-    (stream, k): (&Arc<CudaStream>, &[PetKernels; 2]),
+    (stream, k): (&Arc<CudaStream>, &[PetKernels; 3]),
     dtype: DType,
     rows: &[usize],
     ranks: &[[usize; 3]],
@@ -90,9 +91,11 @@ fn case(
         ld: din as i64,
     };
     let what = format!("{dtype} rows {rows:?} ranks {ranks:?} in {din} out {dout}");
-    // Per kernel set: t, y (f32), y (model dtype).
+    // Per kernel set: t, y (f32), y (model dtype); the fused set through `lora` (one launch
+    // where the ranks fit, leaving t as it was; shrink and expand otherwise).
     let mut got = Vec::new();
     for ks in k {
+        let fused = ks.lora == LoraKernels::Fused;
         let dt = d.vals(dtype, &vec![0.0; n * ld_t]);
         let dy32 = d.vals(DType::Fp32, &y0);
         let dyt = d.vals(dtype, &y0);
@@ -102,15 +105,22 @@ fn case(
         };
         // SAFETY: every address is a live buffer of the sizes the tables and dimensions imply.
         unsafe {
-            ks.lora_shrink(xm, dseg, dtab, dsites, tm, din as i32)
-                .unwrap();
+            if !fused {
+                ks.lora_shrink(xm, dseg, dtab, dsites, tm, din as i32)
+                    .unwrap();
+            }
             for (out, p) in [(Output::F32, dy32), (Output::Model, dyt)] {
                 let y = DevMat {
                     ptr: p,
                     ld: dout as i64,
                 };
-                ks.lora_expand(out, tm, dseg, dtab, dsites, y, dout as i32)
-                    .unwrap();
+                if fused {
+                    ks.lora(out, xm, din as i32, dseg, dtab, dsites, tm, y, dout as i32)
+                        .unwrap();
+                } else {
+                    ks.lora_expand(out, tm, dseg, dtab, dsites, y, dout as i32)
+                        .unwrap();
+                }
             }
         }
         stream.synchronize().expect("kernels run");
@@ -120,7 +130,17 @@ fn case(
             d.down(dyt, dtype, 3 * n * dout),
         ));
     }
-    let (warp, tiled) = (&got[0], &got[1]);
+    let (warp, tiled, fused) = (&got[0], &got[1], &got[2]);
+    bits(
+        &fused.1,
+        &warp.1,
+        &format!("{what}: expand f32, fused vs warp"),
+    );
+    bits(
+        &fused.2,
+        &warp.2,
+        &format!("{what}: expand {dtype}, fused vs warp"),
+    );
     bits(&tiled.0, &warp.0, &format!("{what}: shrink, tiled vs warp"));
     bits(
         &tiled.1,
@@ -154,7 +174,7 @@ fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
     let ctx = CudaContext::new(0).expect("GPU 0");
     let stream = ctx.new_stream().expect("stream");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
-        let k = [LoraKernels::Warp, LoraKernels::Tiled]
+        let k = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
             .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
         let rows = [5, 0, 37, 1, 16, 23];
         let ranks = [
@@ -165,9 +185,28 @@ fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
             [1, 9, 17],
             [8, 8, 8],
         ];
-        // BERT-like widths (A staged in one chunk, or several when wide).
-        case((&stream, &k), dtype, &rows, &ranks, 768, 768);
-        case((&stream, &k), dtype, &rows, &ranks, 3072, 1100);
+        // BERT-like widths (A staged in one chunk, or several when wide). Ranks up to 40 are
+        // beyond what a fused item stages over three sites (the fused set runs the tiled
+        // kernels); up to 32 the fused kernel runs, partial rank chunks (3, 9, 17) included.
+        let fitting = [
+            [8, 0, 8],
+            [4, 4, 4],
+            [0, 0, 0],
+            [32, 3, 0],
+            [1, 9, 17],
+            [8, 8, 8],
+        ];
+        let sites = |r: &[[usize; 3]]| Sites {
+            count: 3,
+            t_cols: r.iter().flatten().copied().max().unwrap_or(1) as i32,
+            y_stride: 0,
+        };
+        assert!(!PetKernels::fits_fused(sites(&ranks)));
+        assert!(PetKernels::fits_fused(sites(&fitting)));
+        for r in [&ranks, &fitting] {
+            case((&stream, &k), dtype, &rows, r, 768, 768);
+            case((&stream, &k), dtype, &rows, r, 3072, 1100);
+        }
         // Not a multiple of a 16-byte vector in fp16/bf16 (fp32: 100 is): scalar dot orders.
         case((&stream, &k), dtype, &rows, &ranks, 100, 52);
         // Too wide for shared memory: A read from global memory.

@@ -67,6 +67,7 @@ impl InferArgs {
             cublaslt: d.cublaslt && !self.no_cublaslt,
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
             pet_tiled: d.pet_tiled,
+            pet_fused: d.pet_fused,
             pinned_staging: d.pinned_staging || self.pinned_staging,
         }
     }

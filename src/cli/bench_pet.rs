@@ -60,8 +60,8 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// A/B of the LoRA kernels: `tiled` (row tiles, the default every other command runs) or
-    /// `warp` (one warp per row, the kernels before them).
+    /// A/B of the LoRA kernels: `fused` (shrink and expand in one launch), `tiled` (row tiles)
+    /// or `warp` (one warp per row); none given: the default every other command runs.
     #[arg(long, value_enum)]
     pub pet_kernels: Option<PetKernelChoice>,
     /// Also one eager pass of each batch with a CUDA event after every step: device ms per
@@ -73,9 +73,11 @@ pub struct PetArgs {
 /// `--pet-kernels`: which segmented LoRA kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PetKernelChoice {
-    /// The row-tiled kernels (`KernelOptions::pet_tiled` on).
+    /// The fused kernels (`KernelOptions::pet_fused` on, `pet_tiled` on for what they leave).
+    Fused,
+    /// The row-tiled kernels (`pet_fused` off, `pet_tiled` on).
     Tiled,
-    /// The warp kernels (`KernelOptions::pet_tiled` off).
+    /// The warp kernels (`pet_fused` and `pet_tiled` off).
     Warp,
 }
 
@@ -83,11 +85,15 @@ impl PetArgs {
     /// The kernel options the flags choose (none given: the default every other command runs).
     fn kernel_options(&self) -> KernelOptions {
         let d = KernelOptions::default();
+        let (pet_fused, pet_tiled) = match self.pet_kernels {
+            None => (d.pet_fused, d.pet_tiled),
+            Some(PetKernelChoice::Fused) => (true, true),
+            Some(PetKernelChoice::Tiled) => (false, true),
+            Some(PetKernelChoice::Warp) => (false, false),
+        };
         KernelOptions {
-            pet_tiled: match self.pet_kernels {
-                None => d.pet_tiled,
-                Some(c) => c == PetKernelChoice::Tiled,
-            },
+            pet_fused,
+            pet_tiled,
             ..d
         }
     }
@@ -332,11 +338,15 @@ mod tests {
     fn no_flag_is_the_default_and_pet_kernels_sets_one_option() {
         let d = KernelOptions::default();
         assert_eq!(options(&[]), d);
-        for (flag, tiled) in [("tiled", true), ("warp", false)] {
+        for (flag, fused, tiled) in [
+            ("fused", true, true),
+            ("tiled", false, true),
+            ("warp", false, false),
+        ] {
             let o = options(&["--pet-kernels", flag]);
-            assert_eq!(o.pet_tiled, tiled);
+            assert_eq!((o.pet_fused, o.pet_tiled), (fused, tiled), "{flag}");
             for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
-                if *name != "pet_tiled" {
+                if *name != "pet_tiled" && *name != "pet_fused" {
                     assert_eq!(*on, default, "{name}");
                 }
             }

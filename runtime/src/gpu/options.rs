@@ -36,6 +36,14 @@ pub struct KernelOptions {
     /// 32 distinct BERT-base fp16 LoRA tenants took 2.765 ms against 4.032 with the warp
     /// kernels (BENCHMARKS.md). Plain (non-PET) models run no LoRA kernel either way.
     pub pet_tiled: bool,
+    /// A PET slot's LoRA deltas through the fused kernels (`pet_fused_kernels.cu`: one launch
+    /// per shrink and expand, items of up to 8 rows of a segment computing their shrink output
+    /// in shared memory and adding the expand at once) wherever the ranks fit
+    /// (`PetKernels::fits_fused`: sites × rank padded to 4 ≤ 96, e.g. rank ≤ 32 over Q, K and
+    /// V), the kernels `pet_tiled` selects elsewhere. The same products summed in the same
+    /// order (bit-equal outputs, `tests/pet_tiled_gpu.rs`). Off by default until measured on a
+    /// GPU (`runtime/bench/device-round2.sh q`).
+    pub pet_fused: bool,
     /// A model's transfers (a pass's inputs up, its outputs down, a PET pass's tables) go
     /// through pinned host memory of its own, copied into and out of on the host: the driver
     /// then copies asynchronously, where from or to pageable memory it stages every copy itself,
@@ -53,6 +61,7 @@ impl Default for KernelOptions {
             cublaslt: true,
             residual_epilogue: false,
             pet_tiled: true,
+            pet_fused: false,
             pinned_staging: false,
         }
     }
@@ -61,13 +70,14 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 6] {
+    pub fn fields(&self) -> [(&'static str, bool); 7] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
             ("cublaslt", self.cublaslt),
             ("residual_epilogue", self.residual_epilogue),
             ("pet_tiled", self.pet_tiled),
+            ("pet_fused", self.pet_fused),
             ("pinned_staging", self.pinned_staging),
         ]
     }
@@ -93,10 +103,10 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
-             pet_tiled=on pinned_staging=off"
+             pet_tiled=on pet_fused=off pinned_staging=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

@@ -4,8 +4,10 @@
 //! pointers. LoRA runs either the warp kernels of `pet_kernels.cu` (a warp per row and rank
 //! entry, or per row and site) or the row-tiled ones of `pet_tiled_kernels.cu` (the tenant's A
 //! or the tile's shrink output staged in shared memory once per tile of rows, a block-scan
-//! segment prefix) — [`LoraKernels`], chosen by [`super::KernelOptions::pet_tiled`]; the tiled
-//! ones are written to compute the same bits (`tests/pet_tiled_gpu.rs` checks it on a GPU).
+//! segment prefix), or the fused ones of `pet_fused_kernels.cu` (shrink and expand in one
+//! launch, `t` kept in shared memory) — [`LoraKernels`], chosen by
+//! [`super::KernelOptions::pet_fused`] and [`super::KernelOptions::pet_tiled`]; the tiled and
+//! fused ones are written to compute the same bits (`tests/pet_tiled_gpu.rs` checks it on a GPU).
 //!
 //! The tables the kernels read are device data laid out by this module: `seg_start`
 //! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
@@ -35,6 +37,13 @@ const SOURCE: &str = include_str!("pet_kernels.cu");
 
 /// The row-tiled LoRA kernels, appended to [`SOURCE`] (they use its types and helpers).
 const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
+
+/// The fused LoRA kernels, appended after [`TILED_SOURCE`] (they use its block scan).
+const FUSED_SOURCE: &str = include_str!("pet_fused_kernels.cu");
+
+/// The most `t` columns a fused LoRA item stages per row (`PET_FT_RMAX`): every site's rank
+/// padded to 4, over the launch's sites.
+pub const FUSED_RANK_COLS: usize = 96;
 
 /// The most segments one launch may describe (`PET_MAX_SEG`).
 pub const MAX_SEGMENTS: usize = crate::pet::twin::MAX_SEGMENTS;
@@ -73,10 +82,14 @@ pub enum PetKernel {
     LoraExpandTiledF32 = 12,
     /// `pet_lora_expand_tiled_t`.
     LoraExpandTiledT = 13,
+    /// `pet_lora_fused_f32`.
+    LoraFusedF32 = 14,
+    /// `pet_lora_fused_t`.
+    LoraFusedT = 15,
 }
 
-/// Kernel names in `pet_kernels.cu` and `pet_tiled_kernels.cu`.
-pub const NAMES: [&str; 14] = [
+/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu` and `pet_fused_kernels.cu`.
+pub const NAMES: [&str; 16] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -91,6 +104,8 @@ pub const NAMES: [&str; 14] = [
     "pet_lora_shrink_tiled",
     "pet_lora_expand_tiled_f32",
     "pet_lora_expand_tiled_t",
+    "pet_lora_fused_f32",
+    "pet_lora_fused_t",
 ];
 
 /// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
@@ -103,12 +118,18 @@ pub enum LoraKernels {
     /// Items of up to 16 rows of one segment: the tenant's A (shrink) or the tile's t (expand)
     /// staged in shared memory once per item; a block-wide scan of the segments.
     Tiled,
+    /// One launch per shrink-and-expand: items of up to 8 rows of one segment compute their
+    /// `t` in shared memory and add the expand at once (`pet_fused_kernels.cu`), where the
+    /// ranks fit ([`PetKernels::fits_fused`]); the tiled kernels elsewhere.
+    Fused,
 }
 
 impl LoraKernels {
-    /// The kernels `options` select.
+    /// The kernels `options` select (`pet_fused` before `pet_tiled`).
     pub fn from_options(options: super::KernelOptions) -> Self {
-        if options.pet_tiled {
+        if options.pet_fused {
+            LoraKernels::Fused
+        } else if options.pet_tiled {
             LoraKernels::Tiled
         } else {
             LoraKernels::Warp
@@ -181,7 +202,7 @@ impl Sites {
 /// The source for `dtype` (the dtype's `#define` and storage types prepended).
 pub fn source(dtype: DType) -> String {
     format!(
-        "{}{}{SOURCE}\n{TILED_SOURCE}",
+        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}",
         super::kernels::dtype_define(dtype),
         super::kernels::DTYPE_CUH
     )
@@ -313,7 +334,7 @@ impl PetKernels {
         Self::check(seg, sites.count)?;
         let k = match self.lora {
             LoraKernels::Warp => PetKernel::LoraShrink,
-            LoraKernels::Tiled => PetKernel::LoraShrinkTiled,
+            LoraKernels::Tiled | LoraKernels::Fused => PetKernel::LoraShrinkTiled,
         };
         let args = [
             Arg::P(x.ptr),
@@ -351,8 +372,8 @@ impl PetKernels {
         let k = match (self.lora, out) {
             (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
             (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
-            (LoraKernels::Tiled, Output::F32) => PetKernel::LoraExpandTiledF32,
-            (LoraKernels::Tiled, Output::Model) => PetKernel::LoraExpandTiledT,
+            (LoraKernels::Tiled | LoraKernels::Fused, Output::F32) => PetKernel::LoraExpandTiledF32,
+            (LoraKernels::Tiled | LoraKernels::Fused, Output::Model) => PetKernel::LoraExpandTiledT,
         };
         let args = [
             Arg::P(t.ptr),
@@ -368,6 +389,61 @@ impl PetKernels {
             Arg::I(out_dim),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp or tiled).
+        unsafe { self.launch(k, &args) }
+    }
+
+    /// Whether a fused launch covers `sites`: each site's rank (at most `t_cols`) padded to 4,
+    /// over the sites, fits the `t` a fused item stages ([`FUSED_RANK_COLS`]).
+    pub fn fits_fused(sites: Sites) -> bool {
+        let padded = (i64::from(sites.t_cols.max(0)) + 3) / 4 * 4;
+        i64::from(sites.count) * padded <= FUSED_RANK_COLS as i64
+    }
+
+    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one fused launch where
+    /// [`LoraKernels::Fused`] is chosen and [`PetKernels::fits_fused`], else the shrink into
+    /// `t` and the expand (the same bits either way; `t` is left as it was by a fused launch).
+    ///
+    /// # Safety
+    /// As [`PetKernels::lora_shrink`] and [`PetKernels::lora_expand`] together.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn lora(
+        &self,
+        out: Output,
+        x: DevMat,
+        in_dim: i32,
+        seg: DevSegments,
+        segs: u64,
+        sites: Sites,
+        t: DevMat,
+        y: DevMat,
+        out_dim: i32,
+    ) -> Result<()> {
+        if self.lora != LoraKernels::Fused || !Self::fits_fused(sites) {
+            // SAFETY: the caller's guarantee.
+            unsafe {
+                self.lora_shrink(x, seg, segs, sites, t, in_dim)?;
+                return self.lora_expand(out, t, seg, segs, sites, y, out_dim);
+            }
+        }
+        Self::check(seg, sites.count)?;
+        let k = match out {
+            Output::F32 => PetKernel::LoraFusedF32,
+            Output::Model => PetKernel::LoraFusedT,
+        };
+        let args = [
+            Arg::P(x.ptr),
+            Arg::L(x.ld),
+            Arg::P(seg.seg_start),
+            Arg::P(segs),
+            Arg::I(seg.nseg),
+            Arg::I(sites.count),
+            Arg::I(in_dim),
+            Arg::P(y.ptr),
+            Arg::L(y.ld),
+            Arg::L(sites.y_stride),
+            Arg::I(out_dim),
+        ];
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_fused_*`.
         unsafe { self.launch(k, &args) }
     }
 
@@ -557,10 +633,13 @@ mod tests {
             assert!(src.contains(&format!("void {n}(")), "{n}");
         }
         assert!(src.contains(&format!("#define PET_MAX_SEG {MAX_SEGMENTS}")));
+        assert!(src.contains(&format!("#define PET_FT_RMAX {FUSED_RANK_COLS}")));
+        assert!(src.contains(&format!("#define PET_FSITES {MAX_SITES}")));
+        assert!(src.contains(&format!("__launch_bounds__({THREADS}, 2)")));
     }
 
     /// With `PTM_TEST_NVRTC=1` and libnvrtc on `LD_LIBRARY_PATH` (no GPU needed), the kernels
-    /// (warp and row-tiled) compile for every dtype on Hopper and every kernel is an entry of
+    /// (warp, row-tiled and fused) compile for every dtype on Hopper and every kernel is an entry of
     /// the PTX.
     #[test]
     fn kernels_compile_with_nvrtc() {

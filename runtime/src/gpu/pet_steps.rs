@@ -167,8 +167,17 @@ impl Pass<'_> {
         // SAFETY: the tables were built for this bucket from blocks resident in the pool; x, t
         // and y are workspace buffers sized for the slot's largest bucket.
         unsafe {
-            k.lora_shrink(x, seg, table, sites, p.t(), in_dim as i32)?;
-            k.lora_expand(out, p.t(), seg, table, sites, y, out_dim as i32)
+            k.lora(
+                out,
+                x,
+                in_dim as i32,
+                seg,
+                table,
+                sites,
+                p.t(),
+                y,
+                out_dim as i32,
+            )
         }
     }
 

@@ -45,7 +45,8 @@
 # WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
 # ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), SKIP_TODAY=1 (not the
 # first round's configuration), STAGING_AB=1 (also the
-# new configuration with --pinned-staging), ONLY_PET=1 with PET_ZOO (only
+# new configuration with --pageable-staging; before pinned staging became the default, parts p
+# and q of device-round2.sh ran it as --pinned-staging), ONLY_PET=1 with PET_ZOO (only
 # `ptm serve` over that PET zoo, Zipf(1.0) unless ZIPF says otherwise), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
 # script's logic on the CPU takes DEVICE=cpu ARCH=tiny DTYPE=fp32 and small counts).
 set -u
@@ -169,7 +170,7 @@ if [ -n "${SYNC_AB:-}" ]; then
 fi
 if [ -n "${STAGING_AB:-}" ]; then
   # The same configuration with each executor's inputs and outputs through pinned memory.
-  serve_run new-12-pinned "$Z/z12" "${NEW[@]}" --pinned-staging
+  serve_run new-12-pageable "$Z/z12" "${NEW[@]}" --pageable-staging
 fi
 if [ -n "${SECOND_POLICY:-}" ] && [ "$(left)" -gt 260 ]; then
   serve_run new-12-deadline "$Z/z12" --instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 \

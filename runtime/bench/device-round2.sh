@@ -51,6 +51,9 @@
 #   q  (about 7 minutes) the fused LoRA kernels before their default flips (GPU tests, `ptm
 #      bench pet --profile` tiled against fused, an nsys kernel summary where nsys exists), and
 #      part p's pinned-staging A/B.
+#   r  (about 8 minutes) after the fused kernels' rank-8 expand and the defaults' flip
+#      (`pet_fused`, `pinned_staging` on): GPU tests, bench pet tiled/fused, the shipped profile,
+#      PET serving and cell, 12-tenant serving.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -62,7 +65,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p or q}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q or r}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -294,7 +297,7 @@ p)
   # needs `gpu_equals_cpu-*`. Uses the shipped profile.
   zoo12
   gpu_tests gpu_equals_cpu:120
-  for v in pageable:"" pinned:--pinned-staging; do
+  for v in pageable:--pageable-staging pinned:""; do
     timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
       --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
     note "bench infer (${v%%:*}): rc $?"
@@ -332,7 +335,7 @@ q)
   else
     note "no nsys on this machine ($(ls /usr/local/cuda/bin 2> /dev/null | tr '\n' ' ' | cut -c1-200))"
   fi
-  for v in pageable:"" pinned:--pinned-staging; do
+  for v in pageable:--pageable-staging pinned:""; do
     timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
       --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
     note "bench infer (${v%%:*}): rc $?"
@@ -342,6 +345,36 @@ q)
     Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
     > "$O/issue14.txt" 2>&1
   note "serving A/B (pinned staging):"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
+r)
+  # After the fused LoRA kernels' rank-8 expand took its columns three at a time and the
+  # defaults flipped (`pet_fused` and `pinned_staging` on): the GPU tests again (nothing else
+  # runs if they fail), `ptm bench pet --profile` tiled against fused, the shipped profile
+  # (calibration and `ptm profile check`), PET serving and the PET cell, then the 12-tenant
+  # serving (tier-affinity and deadline-batch, pinned staging now the default) in the time left.
+  pet_zoos &
+  ZOOS_PID=$!
+  zoo12
+  gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
+  wait $ZOOS_PID
+  if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
+  for k in tiled fused; do
+    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
+      --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
+    note "bench pet --pet-kernels $k: rc $?"
+    grep -E "^\| (PET|plain|total|head)" "$O/bench_pet_$k.txt" | tee -a "$S"
+  done
+  calibrate_shipped
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
+  note "PET serving:"
+  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_live_cell
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 SKIP_TODAY=1 SECOND_POLICY=1 ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
+    > "$O/issue14.txt" 2>&1
+  note "serving (12 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
 h)
@@ -354,7 +387,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p or q" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q or r" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

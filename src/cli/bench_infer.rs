@@ -52,9 +52,10 @@ pub struct InferArgs {
     /// A/B: the attention-output and FFN-down GEMMs add the residual in place (β = 1).
     #[arg(long)]
     pub residual_epilogue: bool,
-    /// A/B: inputs and outputs through pinned host memory of the model's own.
+    /// A/B: inputs and outputs through pageable memory (the driver stages each copy itself)
+    /// instead of pinned host memory of the model's own.
     #[arg(long)]
-    pub pinned_staging: bool,
+    pub pageable_staging: bool,
 }
 
 impl InferArgs {
@@ -68,7 +69,7 @@ impl InferArgs {
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
             pet_tiled: d.pet_tiled,
             pet_fused: d.pet_fused,
-            pinned_staging: d.pinned_staging || self.pinned_staging,
+            pinned_staging: d.pinned_staging && !self.pageable_staging,
         }
     }
 }
@@ -202,7 +203,7 @@ mod tests {
             ("--no-single-pass-attention", "single_pass_attention"),
             ("--no-cublaslt", "cublaslt"),
             ("--residual-epilogue", "residual_epilogue"),
-            ("--pinned-staging", "pinned_staging"),
+            ("--pageable-staging", "pinned_staging"),
         ];
         for (flag, field) in flipped {
             let o = options(&[flag]);

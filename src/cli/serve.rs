@@ -72,10 +72,11 @@ pub struct ServeArgs {
     /// tokenization). cuda devices only.
     #[arg(long, default_value = "auto")]
     pub gpu_sync: ptm_runtime::gpu::HostSync,
-    /// A/B: executors' inputs and outputs through pinned host memory of their own instead of
-    /// pageable memory (`KernelOptions::pinned_staging`; cuda devices only).
+    /// A/B: executors' inputs and outputs through pageable memory (the driver stages each copy
+    /// itself, synchronously) instead of pinned host memory of their own
+    /// (`KernelOptions::pinned_staging` off; cuda devices only).
     #[arg(long)]
-    pub pinned_staging: bool,
+    pub pageable_staging: bool,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
     /// the zoo on the device at start-up). One of another model architecture, device or
     /// dtype than the zoo is refused.
@@ -130,7 +131,7 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         token,
         gpu_sync: args.gpu_sync,
         kernel_options: ptm_runtime::KernelOptions {
-            pinned_staging: args.pinned_staging,
+            pinned_staging: !args.pageable_staging,
             ..Default::default()
         },
     };

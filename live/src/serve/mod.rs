@@ -89,7 +89,7 @@ pub struct ServeOptions {
     pub allow_profile_mismatch: bool,
     /// How executor threads wait for the GPU (`--gpu-sync`; `auto`: the driver's default).
     pub gpu_sync: ptm_runtime::gpu::HostSync,
-    /// The runtime's kernel options (the default but for A/B runs: `--pinned-staging`).
+    /// The runtime's kernel options (the default but for A/B runs: `--pageable-staging`).
     pub kernel_options: ptm_runtime::KernelOptions,
 }
 

@@ -194,7 +194,7 @@ if [ -z "${SKIP_200:-}" ] && [ "$(left)" -gt 90 ]; then
   [ "$(left)" -lt 150 ] && N=100
   python3 runtime/bench/link_zoo.py "$Z/z12" "$Z/z$N" "$N" >> "$W/zoo$N.txt" 2>&1
   note "zoo of $N tenants (hard links to the 12): $(tail -1 "$W/zoo$N.txt")"
-  serve_run today-$N "$Z/z$N" "${TODAY[@]}"
+  [ -z "${SKIP_TODAY:-}" ] && serve_run today-$N "$Z/z$N" "${TODAY[@]}"
   [ "$(left)" -gt 40 ] && serve_run new-$N "$Z/z$N" "${NEW[@]}"
   if [ -n "${ZIPF1_200:-}" ] && [ "$(left)" -gt 40 ]; then
     # Issue 15's comparison (a): full fine-tunes with the GPU tier under the client the PET zoo

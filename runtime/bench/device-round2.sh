@@ -54,6 +54,8 @@
 #   r  (about 8 minutes) after the fused kernels' rank-8 expand and the defaults' flip
 #      (`pet_fused`, `pinned_staging` on): GPU tests, bench pet tiled/fused, the shipped profile,
 #      PET serving and cell, 12-tenant serving.
+#   s  (about 9 minutes) the final build of the day (part q's fused kernel, defaults on): the
+#      shipped profile, step profile, PET serving and cell, 12- and 200-tenant serving, cells.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -65,7 +67,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q or r}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r or s}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -377,6 +379,26 @@ r)
   note "serving (12 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
+s)
+  # The build after part r with the fused kernels' one-column expand back (part q's kernel, its
+  # GPU tests passed there and in r with every default): the shipped profile, the step profile,
+  # PET serving and the PET cell, 12-tenant serving (tier-affinity, deadline-batch), the
+  # 200-tenant zoo, then the tiers and Azure cells in the time left.
+  pet_zoos
+  calibrate_shipped
+  pet_profile
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
+  note "PET serving:"
+  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_live_cell
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 SKIP_TODAY=1 SECOND_POLICY=1 WITH_200=1 ZIPF1_200=1 \
+    ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
+    > "$O/issue14.txt" 2>&1
+  note "serving (12 and 200 tenants):"
+  cat "$O/i14/summary.txt" >> "$S"
+  [ $SECONDS -lt 430 ] && fidelity_cells
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -387,7 +409,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q or r" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r or s" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

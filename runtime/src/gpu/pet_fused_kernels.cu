@@ -6,10 +6,12 @@
 // registers, spilling: one block per multiprocessor). Here one launch does both: a work item
 // is a tile of up to PET_FT rows of one segment; the block computes the tile's `t` over every
 // site into shared memory (the tenant's A rows staged there as the tiled shrink stages them),
-// then adds every site's expand onto its outputs: each thread takes output columns over the
-// tile's rows, PET_FU columns at once where every pair has rank 8 (their old values and B rows
-// loaded before any store: one trip to memory for them all), one at a time otherwise. `t`
-// never leaves the multiprocessor.
+// then adds every site's expand onto its outputs, each thread one output column at a time
+// with its PET_FT old values and B row loaded before any store (one trip to memory per column,
+// not one per load). `t` never leaves the multiprocessor. (Tried on the H200, part r of
+// device-round2.sh: three columns per thread at once, all loaded before any store, made the
+// Q/K/V step slower — 0.645 ms against this kernel's 0.554 for 32 tenants × 128 tokens; the
+// unrolled loads spill at 128 registers.)
 //
 // Each output is computed exactly as the warp and tiled kernels compute it (tests/
 // pet_tiled_gpu.rs checks it bit for bit on a GPU):
@@ -33,8 +35,6 @@
 // A rows a warp dots one x row against at once (the tiled shrink's 8 would make this kernel
 // spill: its expand keeps a tile's outputs in registers).
 #define PET_FJG 4
-// Columns a thread of the rank-8 expand takes at once.
-#define PET_FU 3
 // The most sites of a launch (`MAX_SITES` in pet.rs).
 #define PET_FSITES 3
 
@@ -72,7 +72,6 @@ __device__ void lora_fused(const T* x, long ld_x, const int* seg_start, const Lo
   __shared__ int site_off[PET_FSITES];    // their first column of ts
   __shared__ int act[PET_FSITES];         // the sites with a pair, in order
   __shared__ int nact;
-  __shared__ bool rank8;                  // every pair of rank 8, B 16-byte aligned
   T* as = reinterpret_cast<T*>(a_smem);
   int fit = (PET_FA_BYTES / (int)sizeof(T)) / in_dim;
   bool staged = fit > 0;
@@ -103,12 +102,8 @@ __device__ void lora_fused(const T* x, long ld_x, const int* seg_start, const Lo
         off += (g.rank + 3) & ~3;
         if (g.rank > 0) act[na++] = k;
       }
-      if (off > PET_FT_RMAX) __trap();  // the host's check (`fits_fused`) was bypassed
+      if (off > PET_FT_RMAX) __trap();  // the host's check (`lora_fits_fused`) was bypassed
       nact = na;
-      bool r8 = true;
-      for (int i = 0; i < na; ++i)
-        r8 = r8 && site[act[i]].rank == 8 && (reinterpret_cast<size_t>(site[act[i]].b) & 15) == 0;
-      rank8 = r8;
     }
     __syncthreads();
     int r = 0;
@@ -187,53 +182,8 @@ __device__ void lora_fused(const T* x, long ld_x, const int* seg_start, const Lo
       }
       __syncthreads();  // ts is whole (or the next chunk may restage A)
     }
-    // Expand: outputs e = (i-th site with a pair, column c) over the tile's rows.
+    // Expand: outputs e = (i-th site with a pair, column c), one per thread at a time.
     int tot = nact * out_dim;
-    if (rank8) {
-      // Every pair of rank 8 with aligned B rows: PET_FU columns per thread at once, all their
-      // old values and B rows loaded before the first store (one trip to memory for them all).
-      for (int e0 = threadIdx.x; e0 < tot; e0 += PET_FU * bd) {
-        Out old[PET_FU][PET_FT];
-        float b[PET_FU][8];
-        int kk[PET_FU];
-        Out* yc[PET_FU];
-#pragma unroll
-        for (int u = 0; u < PET_FU; ++u) {
-          int e = e0 + u * bd;
-          int k = e < tot ? act[e / out_dim] : act[0], c = e < tot ? e % out_dim : 0;
-          kk[u] = k;
-          yc[u] = y + k * y_site_stride + (long)row0 * ld_y + c;
-          if (e < tot) {
-            fused_load_b(site[k].b + (long)c * 8, b[u]);
-#pragma unroll
-            for (int rr = 0; rr < PET_FT; ++rr)
-              if (rr < nrows) old[u][rr] = yc[u][rr * ld_y];
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < PET_FU; ++u) {
-          if (e0 + u * bd >= tot) continue;
-          const float* tq = &ts[0][site_off[kk[u]]];
-          float scale = site[kk[u]].scale;
-#pragma unroll
-          for (int rr = 0; rr < PET_FT; ++rr) {
-            const float4* p = reinterpret_cast<const float4*>(tq + rr * (PET_FT_RMAX + 4));
-            float4 lo = p[0], hi = p[1];
-            float acc = 0.f;
-            acc += lo.x * b[u][0];
-            acc += lo.y * b[u][1];
-            acc += lo.z * b[u][2];
-            acc += lo.w * b[u][3];
-            acc += hi.x * b[u][4];
-            acc += hi.y * b[u][5];
-            acc += hi.z * b[u][6];
-            acc += hi.w * b[u][7];
-            if (rr < nrows) store(yc[u] + rr * ld_y, old[u][rr], acc * scale);
-          }
-        }
-      }
-      continue;
-    }
     for (int e = threadIdx.x; e < tot; e += bd) {
       int k = act[e / out_dim], c = e % out_dim;
       LoraSeg g = site[k];

@@ -1,7 +1,9 @@
 //! The runtime's build identity: a 64-bit FNV-1a hash of the runtime crate's sources —
-//! `Cargo.toml`, this file and every file under `src/` (the GPU kernels included), in sorted
-//! path order, each as its path relative to the crate, a zero byte, its length and its bytes —
-//! exported to the crate as `PTM_RUNTIME_BUILD` (16 hex digits). Deterministic: the same
+//! `Cargo.toml`, this file and every file under `src/` (the GPU kernels included) but
+//! `src/gpu/stub.rs`, in sorted path order, each as its path relative to the crate, a zero
+//! byte, its length and its bytes — exported to the crate as `PTM_RUNTIME_BUILD` (16 hex
+//! digits). The stub (the GPU API of a build without the CUDA backend, every call an error)
+//! measures nothing: no profile depends on it, so it is not part of the identity. Deterministic: the same
 //! sources give the same identity on any machine, with or without git, whatever the build
 //! profile or target; any change to the runtime's code changes it. Dependencies' versions are
 //! not part of it (they are pinned by `Cargo.lock`).
@@ -27,6 +29,7 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
     let mut files = vec![root.join("Cargo.toml"), root.join("build.rs")];
     files_under(&root.join("src"), &mut files);
+    files.retain(|p| !p.ends_with("src/gpu/stub.rs"));
     let mut named: Vec<(String, PathBuf)> = files
         .into_iter()
         .map(|p| {

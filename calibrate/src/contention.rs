@@ -14,8 +14,10 @@
 //!   shared.
 //! - **Across resources**: a forward request timed on one slot while another switches back to
 //!   back, over it alone; a switch timed while another slot runs forward requests back to back,
-//!   over alone — with requests of the stretch shape and, when the plan has a larger shape,
-//!   again with requests of it (how much a copy slows depends on the passes beside it).
+//!   over alone — with requests of the stretch shape and then of each larger size of
+//!   [`copy_shapes`]: the plan's batches at the stretch shape's length, at least twice the
+//!   tokens of the size before, and its largest batch at its largest length (how much a copy
+//!   slows depends on the passes beside it, and serving runs passes of every size between).
 //! - **Host overhead**: a job handed to a parked worker thread and reported back (median
 //!   round trip), and the same back to back (each job sent the instant the previous report
 //!   arrives: a dispatch to an instance that just finished); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
@@ -37,6 +39,39 @@ pub const PASSES: u32 = 5;
 pub const PASSES_MANY: u32 = 16;
 /// Passes of the forward requests of the largest shape.
 pub const PASSES_LARGE: u32 = 2;
+
+/// The larger pass shapes `(rows, tokens, passes a request)` switches are timed beside, after
+/// the stretch shape: the plan's batches at the stretch shape's length whose tokens are at
+/// least twice the size before (requests of [`PASSES`] passes), then its largest batch at its
+/// largest length when larger still (requests of [`PASSES_LARGE`] passes); at most
+/// `MAX_COPY_SIZES`.
+pub fn copy_shapes(plan: &Plan) -> Vec<(u32, u32, u32)> {
+    let (b0, s0) = plan.stretch_shape();
+    let mut last = b0.saturating_mul(s0) as u64;
+    let mut out = Vec::new();
+    let mut batches = plan.batches.clone();
+    batches.sort_unstable();
+    for b in batches {
+        let tokens = b.saturating_mul(s0) as u64;
+        if tokens >= 2 * last {
+            out.push((b, s0, PASSES));
+            last = tokens;
+        }
+    }
+    if let Some(&(b, s)) = shapes(plan).get(1) {
+        if b.saturating_mul(s) as u64 > last {
+            out.push((b, s, PASSES_LARGE));
+        }
+    }
+    let max = ptm_sim::profile::MAX_COPY_SIZES;
+    if out.len() > max {
+        // Keep the largest, and the smallest sizes before it.
+        let largest = out[out.len() - 1];
+        out.truncate(max - 1);
+        out.push(largest);
+    }
+    out
+}
 
 /// The pass shapes (rows, tokens) the live path times: the plan's stretch shape and, when it is
 /// larger, its largest batch at its largest length.
@@ -176,18 +211,18 @@ pub fn measure(
     };
     let forward_during_copy = during(path, forward, PathOp::Switch, &forward_alone)?;
     let copy_during_forward = during(path, PathOp::Switch, forward, &switch_alone)?;
-    let copy_during_forward_large = match shapes(plan).get(1) {
-        Some(&(b, s)) => {
-            let large = PathOp::Forward {
+    let copy_during_forward_sizes = copy_shapes(plan)
+        .into_iter()
+        .map(|(b, s, passes)| {
+            let beside = PathOp::Forward {
                 batch: b,
                 seq_len: s,
-                passes: PASSES_LARGE,
+                passes,
             };
-            let f = during(path, PathOp::Switch, large, &switch_alone)?;
-            Some((b.saturating_mul(s), f))
-        }
-        None => None,
-    };
+            let f = during(path, PathOp::Switch, beside, &switch_alone)?;
+            Ok((b.saturating_mul(s), f))
+        })
+        .collect::<Result<Vec<_>>>()?;
     step("forwards during switches, switches during small and large forwards");
     let reps = plan.repeats.max(2);
     let handoff: Vec<f64> = path.handoffs(reps * 4)?.iter().map(ms).collect();
@@ -218,7 +253,7 @@ pub fn measure(
             host,
             forward_during_copy,
             copy_during_forward,
-            copy_during_forward_large,
+            copy_during_forward_sizes,
         },
         host: HostOverhead {
             handoff_ms: stats::fit(&handoff),
@@ -238,4 +273,52 @@ pub fn measure(
             ),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_are_timed_beside_each_doubling_of_the_plan_s_pass_sizes() {
+        // The H200 plan: batches 1–32, lengths 32–512; stretch shape 1 × 128.
+        let plan = Plan {
+            batches: vec![1, 2, 4, 8, 16, 32],
+            seq_lens: vec![32, 64, 128, 256, 512],
+            ..Plan::full()
+        };
+        assert_eq!(
+            copy_shapes(&plan),
+            vec![
+                (2, 128, PASSES),
+                (4, 128, PASSES),
+                (8, 128, PASSES),
+                (16, 128, PASSES),
+                (32, 128, PASSES),
+                (32, 512, PASSES_LARGE),
+            ]
+        );
+        // Batches closer than a doubling are skipped; one shape only: nothing beside.
+        let plan = Plan {
+            batches: vec![4, 3, 1, 5, 9],
+            seq_lens: vec![128],
+            ..Plan::full()
+        };
+        assert_eq!(copy_shapes(&plan), vec![(3, 128, PASSES), (9, 128, PASSES)]);
+        let plan = Plan {
+            batches: vec![1],
+            seq_lens: vec![128],
+            ..Plan::full()
+        };
+        assert!(copy_shapes(&plan).is_empty());
+        // Many batches: at most MAX_COPY_SIZES sizes, the largest kept.
+        let plan = Plan {
+            batches: (0..24).map(|i| 1u32 << i).collect(),
+            seq_lens: vec![1, 2], // the stretch length is 2, the largest shape too
+            ..Plan::full()
+        };
+        let sizes = copy_shapes(&plan);
+        assert_eq!(sizes.len(), ptm_sim::profile::MAX_COPY_SIZES);
+        assert_eq!(sizes.last(), Some(&(1 << 23, 2, PASSES)));
+    }
 }

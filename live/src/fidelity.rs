@@ -113,6 +113,7 @@ pub fn run_cells(
                 instances: s.instances,
                 pet: s.pet.is_some(),
                 delta_slots: setup.tiers.pool_tenants.unwrap_or(1),
+                options: ptm_runtime::KernelOptions::default(),
             },
         )?;
         fleet.check_fit(s.instances)?;

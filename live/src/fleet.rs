@@ -34,6 +34,8 @@ pub struct FleetShape {
     pub pet: bool,
     /// Slots of the GPU delta pool (parameter-efficient tenants).
     pub delta_slots: usize,
+    /// The runtime's kernel options (`KernelOptions::default()` but for A/B runs).
+    pub options: ptm_runtime::KernelOptions,
 }
 
 impl Fleet {
@@ -70,6 +72,7 @@ impl Fleet {
                 device,
                 (shape.max_rows, shape.max_seq),
                 shape.delta_slots,
+                shape.options,
             )?)
         } else {
             Fleet::Slots(Tenants::read(
@@ -81,6 +84,7 @@ impl Fleet {
                 shape.max_seq,
                 shape.pool,
                 shape.instances,
+                shape.options,
             )?)
         })
     }

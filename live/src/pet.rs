@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, Item, Prefetcher, RowOutput, Source};
 use ptm_runtime::pet::{PetId, PetSlot, PetSlotConfig, PetZoo, Tier};
 use ptm_runtime::tokenize::random_rows;
-use ptm_runtime::{Batch, Config, DType, Device, Task};
+use ptm_runtime::{Batch, Config, DType, Device, KernelOptions, Task};
 use ptm_sim::workload::TenantId;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +67,7 @@ impl PetTenants {
         device: Device,
         (max_rows, max_seq): (usize, usize),
         delta_slots: usize,
+        options: KernelOptions,
     ) -> Result<Arc<PetTenants>> {
         let zoo = PetZoo::read(dir)?;
         if zoo.tenants.is_empty() || tenants == 0 {
@@ -79,13 +80,14 @@ impl PetTenants {
         let cfg = Config::from_file(&backbone.join("config.json"))?;
         let used = tenants.min(zoo.tenants.len());
         let max_seq = max_seq.clamp(1, cfg.max_tokens());
-        let config = PetSlotConfig::for_zoo(
+        let mut config = PetSlotConfig::for_zoo(
             &zoo,
             &cfg,
             dtype,
             (delta_slots.max(1), used),
             (max_rows.max(1), max_seq),
         );
+        config.options = options;
         let mut slot = PetSlot::new(&backbone, dtype, device, config)?;
         let dirs: Vec<_> = zoo.tenants[..used]
             .iter()
@@ -305,12 +307,36 @@ mod tests {
         }
     }
 
+    /// A tiny BitFit zoo of `n` tenants on the CPU (passes of up to 8 rows of 32 tokens, a
+    /// delta pool of `n`), and the folder it lives in.
+    fn bitfit_tenants(n: usize) -> (tempfile::TempDir, Arc<PetTenants>) {
+        let tmp = tempfile::tempdir().unwrap();
+        make_pet_zoo(
+            Arch::Tiny,
+            &PetSpec::Bitfit,
+            n,
+            tmp.path(),
+            DType::Fp32,
+            5,
+            1,
+        )
+        .unwrap();
+        let shared = PetTenants::read(
+            tmp.path(),
+            n,
+            DType::Fp32,
+            Device::Cpu,
+            (8, 32),
+            n,
+            KernelOptions::default(),
+        )
+        .unwrap();
+        (tmp, shared)
+    }
+
     #[test]
     fn the_warm_up_runs_every_kind_and_leaves_the_gpu_pool_empty() {
-        let tmp = tempfile::tempdir().unwrap();
-        let spec = PetSpec::Bitfit;
-        make_pet_zoo(Arch::Tiny, &spec, 6, tmp.path(), DType::Fp32, 5, 1).unwrap();
-        let shared = PetTenants::read(tmp.path(), 6, DType::Fp32, Device::Cpu, (8, 32), 6).unwrap();
+        let (_zoo, shared) = bitfit_tenants(6);
         // The CPU twin has no graphs to capture.
         shared.warm_up(&[(4, 16)], 1).unwrap();
         let kinds = {
@@ -343,10 +369,7 @@ mod tests {
     /// A mixed batch's rows equal each tenant run alone over the same rows.
     #[test]
     fn mixed_batches_equal_each_tenant_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let spec = PetSpec::Bitfit;
-        make_pet_zoo(Arch::Tiny, &spec, 3, tmp.path(), DType::Fp32, 5, 1).unwrap();
-        let shared = PetTenants::read(tmp.path(), 3, DType::Fp32, Device::Cpu, (8, 32), 3).unwrap();
+        let (_zoo, shared) = bitfit_tenants(3);
         let mut exec = PetExecutor::new(shared.clone(), 8, 1);
         let rows_a: Vec<Vec<u32>> = vec![vec![2, 40, 41, 3], vec![2, 50, 51, 52, 53, 3]];
         let rows_b: Vec<Vec<u32>> = vec![vec![2, 7, 3]];

@@ -68,6 +68,7 @@ impl Tenants {
         max_seq: usize,
         pool: Option<Capacity>,
         instances: usize,
+        options: KernelOptions,
     ) -> anyhow::Result<Arc<Tenants>> {
         let zoo = Zoo::read(dir)?;
         anyhow::ensure!(
@@ -95,13 +96,7 @@ impl Tenants {
             .max(1);
         let arch = ArchLayout::new(&models[0].cfg, max_labels, dtype)?;
         let max_seq = max_seq.clamp(1, models[0].cfg.max_tokens());
-        let mut host = SlotHost::new(
-            device,
-            arch,
-            used,
-            Eviction::Refuse,
-            KernelOptions::default(),
-        )?;
+        let mut host = SlotHost::new(device, arch, used, Eviction::Refuse, options)?;
         if let Some(capacity) = pool {
             let size = match capacity {
                 Capacity::Tenants(n) => PoolSize::Tenants(n as usize),
@@ -351,8 +346,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let zoo = make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 7).unwrap();
         // Four workload tenants on three models: tenant 3 is model 0.
-        let shared =
-            Tenants::read(tmp.path(), 4, DType::Fp32, Device::Cpu, 2, 32, None, 1).unwrap();
+        let shared = Tenants::read(
+            tmp.path(),
+            4,
+            DType::Fp32,
+            Device::Cpu,
+            2,
+            32,
+            None,
+            1,
+            KernelOptions::default(),
+        )
+        .unwrap();
         shared.check_fit(2).unwrap();
         let mut exec = SlotExecutor::new(shared, 2, 1, &[(2, 12)]).unwrap();
         let rows: Vec<Vec<u32>> = vec![vec![2, 40, 41, 42, 3], vec![2, 50, 3], vec![2, 9, 3]];
@@ -400,6 +405,7 @@ mod tests {
             32,
             Some(Capacity::Tenants(2)),
             2,
+            KernelOptions::default(),
         )
         .unwrap();
         let mut a = SlotExecutor::new(shared.clone(), 4, 1, &[]).unwrap();

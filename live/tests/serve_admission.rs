@@ -48,6 +48,7 @@ fn admission_uses_measured_service_and_metrics_report_the_late_fraction() {
     m.forward.points[0].ms = Dist::Constant(0.01);
     let options = ServeOptions {
         gpu_sync: Default::default(),
+        kernel_options: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         zoo: dir.path().to_path_buf(),
         device: Device::Cpu,

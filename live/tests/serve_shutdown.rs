@@ -45,6 +45,7 @@ fn requests_still_waiting_when_the_grace_period_ends_are_refused() {
     let grace = Duration::from_millis(300);
     let options = ServeOptions {
         gpu_sync: Default::default(),
+        kernel_options: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         zoo: dir.path().to_path_buf(),
         device: Device::Cpu,

@@ -43,7 +43,8 @@
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
 # deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
 # WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
-# ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), ONLY_PET=1 with PET_ZOO (only
+# ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), STAGING_AB=1 (also the
+# new configuration with --pinned-staging), ONLY_PET=1 with PET_ZOO (only
 # `ptm serve` over that PET zoo, Zipf(1.0) unless ZIPF says otherwise), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
 # script's logic on the CPU takes DEVICE=cpu ARCH=tiny DTYPE=fp32 and small counts).
 set -u
@@ -164,6 +165,10 @@ serve_run new-12 "$Z/z12" "${NEW[@]}"
 if [ -n "${SYNC_AB:-}" ]; then
   # The same configuration with executor threads sleeping on the GPU instead of spinning.
   serve_run new-12-block "$Z/z12" "${NEW[@]}" --gpu-sync block
+fi
+if [ -n "${STAGING_AB:-}" ]; then
+  # The same configuration with each executor's inputs and outputs through pinned memory.
+  serve_run new-12-pinned "$Z/z12" "${NEW[@]}" --pinned-staging
 fi
 if [ -n "${SECOND_POLICY:-}" ] && [ "$(left)" -gt 260 ]; then
   serve_run new-12-deadline "$Z/z12" --instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 \

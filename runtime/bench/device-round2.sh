@@ -20,7 +20,8 @@
 #      and 32 rows too, the tiers cell and two Azure cells.
 #   f  (about 4 minutes) part d's calibration with this build, which also measures the busy
 #      hand-off (`host.handoff_busy_ms`: jobs sent the instant the previous report arrives) and
-#      the copy factor beside the large passes (`contention.copy_during_forward_large`); the
+#      the copy factor beside the large passes (`contention.copy_during_forward_large`, now
+#      `copy_during_forward_sizes`); the
 #      tiers-live and the two Azure cells live against it (`--live --compare`), then
 #      `ptm fidelity-table`. The JSONs come back gzipped (`gunzip -k` them for `ptm run …
 #      --resimulate FILE`, e.g. to re-simulate the same live runs without the new figures).
@@ -45,6 +46,8 @@
 #   m  (about 9 minutes) after the serve path's CPU cuts and the PET fixed time per pass: the
 #      shipped profile again, serving (h's runs, deadline-batch, 200 tenants at Zipf(1.0) too,
 #      the 10,000 PET tenants), then the PET, tiers and Azure cells in the time left.
+#   p  (about 5 minutes; not run yet) pinned staging of each model's transfers before its
+#      default flips: gpu_equals_cpu with it, `ptm bench infer` A/B, the 12-tenant serving A/B.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -56,7 +59,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k or m}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m or p}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -130,6 +133,19 @@ pack_out() {
 }
 trap pack_out EXIT
 
+# Runs the GPU test binaries NAME:LIMIT_S … of BIN_DIR one after another, each under its time
+# limit; its log in $OUT/test_NAME.txt, its result line and any failure in the summary.
+gpu_tests() {
+  local t name limit
+  for t in "$@"; do
+    name=${t%%:*}; limit=${t##*:}
+    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
+    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
+    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
+    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
+  done
+}
+
 zoo12() {
   [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
 }
@@ -141,13 +157,7 @@ a)
   ( zoo12; "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value \
       --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null ) &
   ZOOS=$!
-  for t in tiers:150 pet_gpu:150 switching_gpu:40 gpu_equals_cpu:80; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests tiers:150 pet_gpu:150 switching_gpu:40 gpu_equals_cpu:80
   wait $ZOOS; note "zoos made"
   timeout 70 "$B/ptm" bench switch --zoo "$Z12" --device cuda:0 --iters 30 --baseline-iters 3 \
     --cold-iters 10 > "$O/bench_switch.txt" 2>&1
@@ -214,13 +224,7 @@ g)
   ( [ -f "$PZ/pet.ron" ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
       --targets query,value --tenants 10000 --dtype fp16 --threads 8 --out "$PZ" > "$O/zoo_10k.txt" 2>&1 ) &
   ZOO=$!
-  for t in pet_tiled_gpu:40 pet_gpu:110; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests pet_tiled_gpu:40 pet_gpu:110
   grep -hE "worst row vs CPU alone" "$O/test_pet_gpu.txt" | cut -c1-140 >> "$S"
   wait $ZOO; note "zoo: $(tail -1 "$O/zoo_10k.txt" 2>/dev/null)"
   for v in warp:"--pet-kernels warp" tiled:"--pet-kernels tiled"; do
@@ -250,13 +254,7 @@ k)
   # (the runtime's build identity changed with the kernels).
   pet_zoos &
   ZOOS_PID=$!
-  for t in pet_tiled_gpu:40 pet_gpu:110; do
-    name=${t%%:*}; limit=${t##*:}
-    PTM_TEST_CUDA=1 timeout "$limit" "$B"/$name-* --test-threads 1 --nocapture > "$O/test_$name.txt" 2>&1
-    echo "rc=$? (limit $limit s)" >> "$O/test_$name.txt"
-    note "test $name: $(grep -E '^test result' "$O/test_$name.txt" | tail -1 | cut -c1-90) $(tail -1 "$O/test_$name.txt")"
-    grep -E "FAILED|panicked" "$O/test_$name.txt" | head -5 | tee -a "$S"
-  done
+  gpu_tests pet_tiled_gpu:40 pet_gpu:110
   wait $ZOOS_PID
   if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
   pet_profile
@@ -285,6 +283,25 @@ m)
   [ $SECONDS -lt 500 ] && pet_live_cell
   [ $SECONDS -lt 440 ] && fidelity_cells
   ;;
+p)
+  # Pinned staging (`KernelOptions::pinned_staging`, off by default) before its default flips:
+  # `gpu_equals_cpu` (staged passes bit-equal to pageable ones, every model and dtype), `ptm
+  # bench infer` with and without it, and the 12-tenant serving A/B (part m's configuration,
+  # with and without `--pinned-staging`, 32 and 128 clients) in the same call. BIN_DIR also
+  # needs `gpu_equals_cpu-*`. Uses the shipped profile.
+  zoo12
+  gpu_tests gpu_equals_cpu:120
+  for v in pageable:"" pinned:--pinned-staging; do
+    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
+      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
+    note "bench infer (${v%%:*}): rc $?"
+    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
+  done
+  env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 STAGING_AB=1 ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "serving A/B (pinned staging):"
+  cat "$O/i14/summary.txt" >> "$S"
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -295,7 +312,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g or h" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m or p" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -109,6 +109,12 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             ..defaults
         };
         let mut other = GpuModel::new(&w, cfg, 0, other_options).expect("gpu");
+        // The transfers through pinned staging memory: the same bytes, so the same bits.
+        let staged_options = KernelOptions {
+            pinned_staging: true,
+            ..defaults
+        };
+        let mut staged = GpuModel::new(&w, cfg, 0, staged_options).expect("gpu");
         let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
         let deep = cfg.num_hidden_layers > 2;
         let tol = same_dtype_tol(dtype, deep);
@@ -171,6 +177,11 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             );
             line += &format!("; two-pass, residual epilogue GPU vs CPU {wp:.2e}");
             println!("{line}");
+            let st = staged.forward(&b).expect("pinned-staging forward");
+            assert_eq!(
+                st.values, g.values,
+                "{what}: pinned staging changed the outputs"
+            );
             // Replaying the captured graph on the same inputs gives the same bits.
             if let Engine::Cuda(m) = &mut gpu {
                 let again = m.forward(&b).expect("replay");

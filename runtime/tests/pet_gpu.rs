@@ -30,7 +30,7 @@ use ptm_runtime::gpu::pet::{
     PetKernels, Sites,
 };
 use ptm_runtime::pet::tenant::AdapterAct;
-use ptm_runtime::pet::twin::{self, AdapterSeg, LinearSeg, LoraSeg, Out, Segments};
+use ptm_runtime::pet::twin::{self, AdapterSeg, LinearSeg, Out, Segments};
 use ptm_runtime::pet::zoo::Placement;
 use ptm_runtime::pet::{
     make_pet_zoo, Backbone, PetId, PetSet, PetSlot, PetSlotConfig, PetSpec, PetZoo, Tier,
@@ -44,7 +44,7 @@ mod common;
 mod pet_common;
 
 use common::rel_err;
-use pet_common::{close, enabled, rnd, Dev};
+use pet_common::{close, enabled, lora_tables, rnd, Dev};
 
 #[test]
 fn pet_kernels_equal_their_cpu_twins() {
@@ -84,31 +84,7 @@ fn pet_kernels_equal_their_cpu_twins() {
             })
             .collect();
         let flat: Vec<usize> = ranks.iter().flatten().copied().collect();
-        let mut table = Vec::new();
-        for (&q, (a, b)) in flat.iter().zip(&w) {
-            table.push(if q == 0 {
-                LoraSegDev::default()
-            } else {
-                LoraSegDev {
-                    a: d.vals(dtype, a),
-                    b: d.vals(dtype, b),
-                    rank: q as i32,
-                    scale: 2.0,
-                }
-            });
-        }
-        let segs_host: Vec<Option<LoraSeg>> = flat
-            .iter()
-            .zip(&w)
-            .map(|(&q, (a, b))| {
-                (q > 0).then_some(LoraSeg {
-                    a,
-                    b,
-                    rank: q,
-                    scale: 2.0,
-                })
-            })
-            .collect();
+        let (table, segs_host) = lora_tables(&mut d, dtype, &flat, &w, 2.0);
         let (t_cols, ld_t) = (8usize, 24usize);
         let dsites = Sites {
             count: 3,

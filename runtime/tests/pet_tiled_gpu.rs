@@ -18,14 +18,14 @@ use cudarc::driver::{CudaContext, CudaStream};
 use ptm_runtime::gpu::pet::{
     DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
 };
-use ptm_runtime::pet::twin::{self, LoraSeg, Out, Segments};
+use ptm_runtime::pet::twin::{self, Out, Segments};
 use ptm_runtime::DType;
 use rand::SeedableRng;
 use std::sync::Arc;
 
 mod pet_common;
 
-use pet_common::{close, enabled, rnd, Dev};
+use pet_common::{close, enabled, lora_tables, rnd, Dev};
 
 /// Bit-equal f32 slices (NaN-free: compared as bits).
 fn bits(got: &[f32], want: &[f32], what: &str) {
@@ -70,34 +70,7 @@ fn case(
             )
         })
         .collect();
-    let table: Vec<LoraSegDev> = flat
-        .iter()
-        .zip(&w)
-        .map(|(&q, (a, b))| {
-            if q == 0 {
-                LoraSegDev::default()
-            } else {
-                LoraSegDev {
-                    a: d.vals(dtype, a),
-                    b: d.vals(dtype, b),
-                    rank: q as i32,
-                    scale: 1.5,
-                }
-            }
-        })
-        .collect();
-    let host: Vec<Option<LoraSeg>> = flat
-        .iter()
-        .zip(&w)
-        .map(|(&q, (a, b))| {
-            (q > 0).then_some(LoraSeg {
-                a,
-                b,
-                rank: q,
-                scale: 1.5,
-            })
-        })
-        .collect();
+    let (table, host) = lora_tables(&mut d, dtype, &flat, &w, 1.5);
     let t_cols = flat.iter().copied().max().unwrap_or(1).max(1);
     let ld_t = 3 * t_cols;
     let dsites = Sites {

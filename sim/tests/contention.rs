@@ -25,7 +25,7 @@ fn shared_profile(sm: Vec<f64>) -> Profile {
         host: Sharing::Shared(vec![1.0, 1.5]),
         forward_during_copy: 1.0,
         copy_during_forward: 1.0,
-        copy_during_forward_large: None,
+        copy_during_forward_sizes: Vec::new(),
     });
     p
 }
@@ -373,23 +373,23 @@ fn the_optional_figures_round_trip_and_old_profiles_write_neither() {
     let shipped = include_str!("../../scenarios/profiles/h200.ron");
     let measured = Profile::from_ron(shipped, "h200.ron").unwrap();
     let text = ron::ser::to_string_pretty(&measured, Default::default()).unwrap();
-    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_large"));
+    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_sizes"));
     assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), measured);
     let h100 = include_str!("../../scenarios/profiles/h100.ron");
     let h100 = Profile::from_ron(h100, "h100.ron").unwrap();
     let text = ron::ser::to_string_pretty(&h100, Default::default()).unwrap();
-    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
+    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_sizes"));
     let mut old = measured.clone();
     for m in old.models.values_mut() {
         if let Some(h) = &mut m.host {
             h.handoff_busy_ms = None;
         }
         if let Some(c) = &mut m.contention {
-            c.copy_during_forward_large = None;
+            c.copy_during_forward_sizes.clear();
         }
     }
     let text = ron::ser::to_string_pretty(&old, Default::default()).unwrap();
-    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_large"));
+    assert!(!text.contains("handoff_busy_ms") && !text.contains("copy_during_forward_sizes"));
     assert_eq!(Profile::from_ron(&text, "again.ron").unwrap(), old);
     let mut new = old.clone();
     for m in new.models.values_mut() {
@@ -400,11 +400,11 @@ fn the_optional_figures_round_trip_and_old_profiles_write_neither() {
             });
         }
         if let Some(c) = &mut m.contention {
-            c.copy_during_forward_large = Some((c.sm_tokens * 64, 1.1));
+            c.copy_during_forward_sizes = vec![(c.sm_tokens * 8, 1.2), (c.sm_tokens * 64, 1.1)];
         }
     }
     let text = ron::ser::to_string_pretty(&new, Default::default()).unwrap();
-    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_large"));
+    assert!(text.contains("handoff_busy_ms") && text.contains("copy_during_forward_sizes"));
     let again = Profile::from_ron(&text, "new.ron").unwrap();
     assert_eq!(again, new);
     assert_ne!(again, old);

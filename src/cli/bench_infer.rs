@@ -52,6 +52,9 @@ pub struct InferArgs {
     /// A/B: the attention-output and FFN-down GEMMs add the residual in place (β = 1).
     #[arg(long)]
     pub residual_epilogue: bool,
+    /// A/B: inputs and outputs through pinned host memory of the model's own.
+    #[arg(long)]
+    pub pinned_staging: bool,
 }
 
 impl InferArgs {
@@ -64,6 +67,7 @@ impl InferArgs {
             cublaslt: d.cublaslt && !self.no_cublaslt,
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
             pet_tiled: d.pet_tiled,
+            pinned_staging: d.pinned_staging || self.pinned_staging,
         }
     }
 }
@@ -197,6 +201,7 @@ mod tests {
             ("--no-single-pass-attention", "single_pass_attention"),
             ("--no-cublaslt", "cublaslt"),
             ("--residual-epilogue", "residual_epilogue"),
+            ("--pinned-staging", "pinned_staging"),
         ];
         for (flag, field) in flipped {
             let o = options(&[flag]);

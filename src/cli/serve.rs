@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// tokenization). cuda devices only.
     #[arg(long, default_value = "auto")]
     pub gpu_sync: ptm_runtime::gpu::HostSync,
+    /// A/B: executors' inputs and outputs through pinned host memory of their own instead of
+    /// pageable memory (`KernelOptions::pinned_staging`; cuda devices only).
+    #[arg(long)]
+    pub pinned_staging: bool,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
     /// the zoo on the device at start-up). One of another model architecture, device or
     /// dtype than the zoo is refused.
@@ -125,6 +129,10 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         },
         token,
         gpu_sync: args.gpu_sync,
+        kernel_options: ptm_runtime::KernelOptions {
+            pinned_staging: args.pinned_staging,
+            ..Default::default()
+        },
     };
     // Refuse bad flags before reading a profile or calibrating.
     options.validate()?;

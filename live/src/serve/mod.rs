@@ -89,6 +89,8 @@ pub struct ServeOptions {
     pub allow_profile_mismatch: bool,
     /// How executor threads wait for the GPU (`--gpu-sync`; `auto`: the driver's default).
     pub gpu_sync: ptm_runtime::gpu::HostSync,
+    /// The runtime's kernel options (the default but for A/B runs: `--pinned-staging`).
+    pub kernel_options: ptm_runtime::KernelOptions,
 }
 
 impl ServeOptions {
@@ -217,6 +219,7 @@ pub fn serve_with(mut o: ServeOptions, hooks: Hooks) -> anyhow::Result<Arc<Metri
                 instances: o.instances,
                 pet: pet.is_some(),
                 delta_slots,
+                options: o.kernel_options,
             },
         )?),
     };

@@ -225,7 +225,50 @@ pub struct Gpu {
     _module: Arc<cudarc::driver::CudaModule>,
     /// Element dtype of the kernels and GEMM inputs.
     pub dtype: DType,
+    /// Pinned host memory the transfers go through (`KernelOptions::pinned_staging`).
+    staging: RefCell<Option<Staging>>,
 }
+
+/// Pinned host memory a model's transfers go through: [`Gpu::upload_async`] copies its source
+/// in and the device reads it from there asynchronously; [`Gpu::download_f32`] has the device
+/// write there and copies out after the stream synchronises. A bump allocation: copies queued
+/// since the stream last synchronised in `download_f32` hold what it took; a transfer that does
+/// not fit goes through pageable memory instead, as without staging.
+struct Staging {
+    buf: PinnedBuf,
+    bump: Bump,
+}
+
+/// A bump allocation of `capacity` bytes: each transfer aligned to [`STAGING_ALIGN`], all freed
+/// at once by `reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bump {
+    capacity: usize,
+    used: usize,
+}
+
+impl Bump {
+    /// The offset of `bytes` that fit after those taken, if they do.
+    fn take(&mut self, bytes: usize) -> Option<usize> {
+        let at = self.used.next_multiple_of(STAGING_ALIGN);
+        (at.checked_add(bytes)? <= self.capacity).then(|| {
+            self.used = at + bytes;
+            at
+        })
+    }
+
+    fn reset(&mut self) {
+        self.used = 0;
+    }
+}
+
+/// Pinned host memory of a model's staging (`KernelOptions::pinned_staging`): a pass's inputs
+/// (three `i32` per token) and outputs (its logits or embeddings) up to 32 rows × 512 tokens
+/// fit many times over; a larger transfer goes through pageable memory.
+pub const STAGING_BYTES: usize = 4 << 20;
+
+/// Alignment of each transfer in the staging memory (bytes).
+const STAGING_ALIGN: usize = 256;
 
 // SAFETY: the raw handles (cuBLAS handle, kernel functions) belong to the process-wide primary
 // context; this module is private to the GPU backend, every public method of `GpuModel` binds
@@ -309,7 +352,20 @@ impl Gpu {
             kernels,
             _module: module,
             dtype,
+            staging: RefCell::new(None),
         })
+    }
+
+    /// Routes this model's transfers through `bytes` of pinned host memory of its own,
+    /// allocated now on GPU `ordinal` (`KernelOptions::pinned_staging`; see [`Staging`]).
+    pub fn pin_staging(&self, ordinal: usize, bytes: usize) -> Result<()> {
+        let buf = PinnedBuf::new(ordinal, bytes)?;
+        let bump = Bump {
+            capacity: buf.bytes,
+            used: 0,
+        };
+        *self.staging.borrow_mut() = Some(Staging { buf, bump });
+        Ok(())
     }
 
     /// Launches `k` on the stream with grid `(x, y)`.
@@ -501,7 +557,25 @@ impl Gpu {
     }
 
     /// Copies host data to the device on the stream (ordered with kernels).
-    pub fn upload_async<T>(&self, dst: u64, src: &[T]) -> Result<()> {
+    pub fn upload_async<T: Copy>(&self, dst: u64, src: &[T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(src);
+        if let Some(st) = self.staging.borrow_mut().as_mut() {
+            if let Some(at) = st.bump.take(bytes) {
+                // SAFETY: `src` is plain data (`Copy`) of `bytes` bytes; `[at, at + bytes)` lies
+                // in the pinned buffer (`take`) and no queued copy reads it (the bump only
+                // grows until the stream has synchronised); the copy below reads it before the next
+                // synchronisation frees it.
+                unsafe {
+                    let staged = st.buf.ptr.add(at);
+                    std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, staged, bytes);
+                    let from = std::slice::from_raw_parts(staged as *const u8, bytes);
+                    return cu(
+                        drv::memcpy_htod_async(dst, from, self.stream.cu_stream()),
+                        "cuMemcpyHtoDAsync (pinned staging)",
+                    );
+                }
+            }
+        }
         // SAFETY: dst is a DevBuf large enough; src outlives the copy since callers
         // synchronise the stream before returning.
         cu(
@@ -513,6 +587,27 @@ impl Gpu {
     /// Copies device f32 data to the host after the stream's work (synchronises).
     pub fn download_f32(&self, src: u64, n: usize) -> Result<Vec<f32>> {
         let mut out = vec![0f32; n];
+        let bytes = std::mem::size_of_val(out.as_slice());
+        let mut staging = self.staging.borrow_mut();
+        if let Some(st) = staging.as_mut() {
+            if let Some(at) = st.bump.take(bytes) {
+                // SAFETY: `[at, at + bytes)` lies in the pinned buffer and nothing else writes
+                // it; src holds at least n floats; the stream is synchronised before the bytes
+                // are read, after which no queued copy uses the buffer and it is free again.
+                unsafe {
+                    let staged = st.buf.ptr.add(at);
+                    let to = std::slice::from_raw_parts_mut(staged, bytes);
+                    cu(
+                        drv::memcpy_dtoh_async(to, src, self.stream.cu_stream()),
+                        "cuMemcpyDtoHAsync (pinned staging)",
+                    )?;
+                    cu(self.stream.synchronize(), "cuStreamSynchronize")?;
+                    std::ptr::copy_nonoverlapping(staged, out.as_mut_ptr() as *mut u8, bytes);
+                }
+                st.bump.reset();
+                return Ok(out);
+            }
+        }
         // SAFETY: src holds at least n floats; the stream is synchronised before reading.
         unsafe {
             cu(
@@ -521,6 +616,9 @@ impl Gpu {
             )?;
         }
         cu(self.stream.synchronize(), "cuStreamSynchronize")?;
+        if let Some(st) = staging.as_mut() {
+            st.bump.reset();
+        }
         Ok(out)
     }
 }
@@ -536,5 +634,28 @@ impl Drop for Gpu {
                 let _ = cudarc::cublaslt::result::destroy_handle(h);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Bump, STAGING_ALIGN};
+
+    #[test]
+    fn the_staging_bump_aligns_each_transfer_refuses_what_does_not_fit_and_resets() {
+        let mut b = Bump {
+            capacity: 3 * STAGING_ALIGN,
+            used: 0,
+        };
+        assert_eq!(b.take(10), Some(0));
+        assert_eq!(b.take(STAGING_ALIGN), Some(STAGING_ALIGN));
+        // The rest after alignment is one aligned block: more does not fit, and a refusal
+        // takes nothing.
+        assert_eq!(b.take(STAGING_ALIGN + 1), None);
+        assert_eq!(b.take(STAGING_ALIGN), Some(2 * STAGING_ALIGN));
+        assert_eq!(b.take(1), None);
+        assert_eq!(b.take(usize::MAX), None);
+        b.reset();
+        assert_eq!(b.take(3 * STAGING_ALIGN), Some(0));
     }
 }

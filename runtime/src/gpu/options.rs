@@ -1,7 +1,8 @@
-//! Which kernels a GPU model runs: typed options set by the caller (never read from the
-//! environment). [`KernelOptions::default`] is what `ptm serve`, `ptm run --live` and `ptm
-//! calibrate` run, and what a calibrated profile records; only `ptm bench infer` exposes flags
-//! to change them, for A/B measurements.
+//! Which kernels (and transfer path) a GPU model runs: typed options set by the caller (never
+//! read from the environment). [`KernelOptions::default`] is what `ptm serve`, `ptm run --live`
+//! and `ptm calibrate` run, and what a calibrated profile records; only the benchmarks (`ptm
+//! bench infer`, `ptm bench pet`) and `ptm serve --pinned-staging` expose flags to change them,
+//! for A/B measurements.
 
 use std::fmt;
 
@@ -35,6 +36,13 @@ pub struct KernelOptions {
     /// 32 distinct BERT-base fp16 LoRA tenants took 2.765 ms against 4.032 with the warp
     /// kernels (BENCHMARKS.md). Plain (non-PET) models run no LoRA kernel either way.
     pub pet_tiled: bool,
+    /// A model's transfers (a pass's inputs up, its outputs down, a PET pass's tables) go
+    /// through pinned host memory of its own, copied into and out of on the host: the driver
+    /// then copies asynchronously, where from or to pageable memory it stages every copy itself,
+    /// synchronously — a download waits for the pass before it, and several executors' copies
+    /// take turns on the driver's staging. Off: pageable copies. Off by default until measured
+    /// on a GPU (`runtime/bench/device-round2.sh p`). The bytes moved are the same either way.
+    pub pinned_staging: bool,
 }
 
 impl Default for KernelOptions {
@@ -45,6 +53,7 @@ impl Default for KernelOptions {
             cublaslt: true,
             residual_epilogue: false,
             pet_tiled: true,
+            pinned_staging: false,
         }
     }
 }
@@ -52,13 +61,14 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 5] {
+    pub fn fields(&self) -> [(&'static str, bool); 6] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
             ("cublaslt", self.cublaslt),
             ("residual_epilogue", self.residual_epilogue),
             ("pet_tiled", self.pet_tiled),
+            ("pinned_staging", self.pinned_staging),
         ]
     }
 }
@@ -83,10 +93,10 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
-             pet_tiled=on"
+             pet_tiled=on pinned_staging=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 6);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

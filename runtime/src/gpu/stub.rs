@@ -217,6 +217,16 @@ impl GpuPetSlot {
         match *self {}
     }
 
+    /// Turns the step profile on or off.
+    pub fn set_profile_steps(&mut self, _on: bool) {
+        match *self {}
+    }
+
+    /// The last profiled pass's device milliseconds per step.
+    pub fn last_steps(&self) -> &[(&'static str, f64)] {
+        match *self {}
+    }
+
     /// CUDA graphs captured so far.
     pub fn graph_count(&self) -> usize {
         match *self {}

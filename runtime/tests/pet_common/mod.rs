@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use ptm_runtime::gpu::pet::LoraSegDev;
+use ptm_runtime::pet::twin::LoraSeg;
 use ptm_runtime::DType;
 use rand::Rng;
 use std::sync::Arc;
@@ -54,6 +56,38 @@ impl Dev {
         let bytes = self.stream.clone_dtoh(s).expect("download");
         dtype.decode_f32(&bytes[..n * dtype.size_bytes()])
     }
+}
+
+/// One LoRA pair per entry of `ranks` (0: none there) with weights `w[i] = (A, B)`, scaled by
+/// `scale`: the device table (its matrices uploaded through `d`) and the CPU twin's.
+pub fn lora_tables<'w>(
+    d: &mut Dev,
+    dtype: DType,
+    ranks: &[usize],
+    w: &'w [(Vec<f32>, Vec<f32>)],
+    scale: f32,
+) -> (Vec<LoraSegDev>, Vec<Option<LoraSeg<'w>>>) {
+    ranks
+        .iter()
+        .zip(w)
+        .map(|(&q, (a, b))| match q {
+            0 => (LoraSegDev::default(), None),
+            _ => (
+                LoraSegDev {
+                    a: d.vals(dtype, a),
+                    b: d.vals(dtype, b),
+                    rank: q as i32,
+                    scale,
+                },
+                Some(LoraSeg {
+                    a,
+                    b,
+                    rank: q,
+                    scale,
+                }),
+            ),
+        })
+        .unzip()
 }
 
 /// Largest |got − want| over the largest |want|, at most `tol`.

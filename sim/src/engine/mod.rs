@@ -284,8 +284,9 @@ impl<'s, 'a> Engine<'s, 'a> {
         }
         for &tenant in &out.prefetch {
             if self.ledger.prefetch(self.now_ns, tenant).is_some() {
-                // A prefetch is a copy from the host, like a switch's, on the copy engine.
-                let cost = self.setup.load_cost(Load::Switch, None, tenant);
+                // A prefetch is a copy from the host on the copy engine: a switch's weights, or
+                // a parameter-efficient tenant's delta.
+                let cost = self.setup.prefetch_cost(tenant);
                 let key = (1 << 63) | self.prefetches_done;
                 let mut rng = keyed(self.seed, Stream::Load, key);
                 self.prefetches_done += 1;

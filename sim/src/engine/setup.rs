@@ -460,6 +460,17 @@ impl<'a> Setup<'a> {
         }
     }
 
+    /// The cost of a prefetch of `tenant` from host memory into the GPU pool: its delta's load
+    /// (`pet.load_host`) where the run serves parameter-efficient tenants, else the copy of a
+    /// weight switch.
+    pub(crate) fn prefetch_cost(&self, tenant: TenantId) -> Option<&Cost> {
+        let model = self.models[self.estimates.model_of(tenant)];
+        match self.serving.pet.and_then(|s| model.pet.get(&s.kind.key())) {
+            Some(p) => Some(&p.load_host),
+            None => self.load_cost(Load::Switch, None, tenant),
+        }
+    }
+
     /// The cost of a load of kind `load` of `tenant` into an executor that held `from`
     /// (`None` for no load).
     pub(crate) fn load_cost(
@@ -708,5 +719,44 @@ fn ms_to_ns_saturating(ms: f64) -> Nanos {
         ms_to_ns(ms.clamp(0.0, Nanos::MAX as f64 / 1e6))
     } else {
         Nanos::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Batching, PetServing};
+    use crate::ledger::Capacity;
+    use crate::profile::{PetKind, Profile};
+    use crate::workload::{self, Arrivals, NoFiles, Popularity, RequestDefaults, WorkloadSpec};
+
+    #[test]
+    fn a_prefetch_copies_a_delta_for_pet_tenants_and_weights_otherwise() {
+        let profile = Profile::example();
+        let spec = WorkloadSpec::Generate {
+            requests: 10,
+            arrivals: Arrivals::Poisson { rate_rps: 10.0 },
+            tenants: 4,
+            popularity: Popularity::Zipf { s: 1.0 },
+        };
+        let w =
+            workload::build(&spec, &RequestDefaults::default(), "bert-base", 1, &NoFiles).unwrap();
+        let full = Serving {
+            instances: 1,
+            batching: Some(Batching { max_wait_ms: 0.0 }),
+            ..Serving::default()
+        };
+        let pet = Serving {
+            pet: Some(PetServing {
+                kind: PetKind::Lora { rank: 8 },
+                delta_pool: Capacity::Tenants(64),
+            }),
+            ..full
+        };
+        let m = &profile.models["bert-base"];
+        let full = Setup::new(&profile, "example", &w, full).unwrap();
+        assert_eq!(full.prefetch_cost(0), Some(&m.switch.split));
+        let pet = Setup::new(&profile, "example", &w, pet).unwrap();
+        assert_eq!(pet.prefetch_cost(0), Some(&m.pet["lora-r8"].load_host));
     }
 }

@@ -77,7 +77,9 @@ impl Shares {
     pub fn new(models: Vec<Contention>) -> Self {
         Shares {
             lanes: Default::default(),
-            sized_copies: models.iter().any(|c| c.copy_during_forward_large.is_some()),
+            sized_copies: models
+                .iter()
+                .any(|c| !c.copy_during_forward_sizes.is_empty()),
             models,
             due: Vec::new(),
         }
@@ -258,7 +260,7 @@ mod tests {
             host: Sharing::Shared(vec![1.0, 2.0]),
             forward_during_copy: 1.0,
             copy_during_forward: 1.0,
-            copy_during_forward_large: None,
+            copy_during_forward_sizes: Vec::new(),
         }
     }
 
@@ -413,7 +415,7 @@ mod tests {
         // 7,000. Without re-timing on B's join the copy would end when it was due at ½: 8,000.
         let c = Contention {
             copy_during_forward: 2.0,
-            copy_during_forward_large: Some((2048, 1.0)),
+            copy_during_forward_sizes: vec![(2048, 1.0)],
             ..contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo)
         };
         let mut s = Shares::new(vec![c]);

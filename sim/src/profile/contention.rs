@@ -26,10 +26,10 @@
 //! `forward_during_copy` while a copy is in flight, a copy by `copy_during_forward` while a
 //! forward runs. Host work (cold loads) is not known to slow the others, nor they it. How much
 //! a copy slows depends on the forwards beside it: `copy_during_forward` was measured with
-//! passes of `sm_tokens` tokens running back to back; when `copy_during_forward_large` gives the
-//! factor measured with larger passes too, a copy's factor is interpolated like the SMs' sharing
-//! — linear in log(tokens), clamped outside — at the *total* tokens of the passes on the SMs
-//! ([`Contention::copy_factor`]).
+//! passes of `sm_tokens` tokens running back to back; when `copy_during_forward_sizes` gives the
+//! factors measured beside larger passes too, a copy's factor is interpolated between the
+//! measured sizes like the SMs' sharing — linear in log(tokens), clamped outside — at the
+//! *total* tokens of the passes on the SMs ([`Contention::copy_factor`]).
 //!
 //! [`HostOverhead`]: what a dispatch costs besides its load and its passes on the executor path
 //! live uses — the hand-off of a job to an instance's worker thread and the report back, and the
@@ -142,11 +142,38 @@ pub struct Contention {
     /// Factor of a copy while a forward pass runs (measured: switches while another instance
     /// runs passes, over switches alone).
     pub copy_during_forward: f64,
-    /// The same factor measured while the other instance runs larger passes, and their tokens
-    /// (rows × sequence length), when measured. Without it every copy beside a forward slows
-    /// by `copy_during_forward`, whatever the forwards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy_during_forward_large: Option<(u32, f64)>,
+    /// The same factor measured while the other instance runs larger passes: `(tokens,
+    /// factor)` per size (rows × sequence length), sizes increasing and above `sm_tokens`, when
+    /// measured. Without it every copy beside a forward slows by `copy_during_forward`,
+    /// whatever the forwards. A profile's older `copy_during_forward_large: Some((tokens,
+    /// factor))` (one size) reads as one entry.
+    #[serde(
+        default,
+        alias = "copy_during_forward_large",
+        deserialize_with = "sizes_or_one",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub copy_during_forward_sizes: Vec<(u32, f64)>,
+}
+
+/// The most sizes `copy_during_forward_sizes` may list.
+pub const MAX_COPY_SIZES: usize = 16;
+
+/// `copy_during_forward_sizes` as written (a list) or as older profiles wrote its one size
+/// (`copy_during_forward_large: Some((tokens, factor))` or `None`).
+fn sizes_or_one<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<(u32, f64)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Sizes {
+        Many(Vec<(u32, f64)>),
+        One(Option<(u32, f64)>),
+    }
+    Ok(match Sizes::deserialize(d)? {
+        Sizes::Many(v) => v,
+        Sizes::One(o) => o.into_iter().collect(),
+    })
 }
 
 impl Contention {
@@ -171,8 +198,9 @@ impl Contention {
 
     /// The factor of a copy while passes of `tokens` tokens in total run on the SMs (≥ 1; the
     /// caller applies no factor when none runs): `copy_during_forward` without
-    /// `copy_during_forward_large`; with it, the two measured factors interpolated linearly in
-    /// log(tokens) between `sm_tokens` and the large passes' tokens, clamped outside.
+    /// `copy_during_forward_sizes`; with them, the measured factors — `copy_during_forward` at
+    /// `sm_tokens`, then each size's — interpolated linearly in log(tokens) between the two
+    /// sizes around `tokens`, clamped outside.
     ///
     /// Total tokens, not the largest pass's: the factor measures how busy the device is beside
     /// the copy (one other instance running passes back to back), and concurrent passes add up
@@ -180,21 +208,23 @@ impl Contention {
     /// more than one, up to the large pass's saturation where the clamp holds. With one pass
     /// in flight, as measured, total and largest agree.
     pub fn copy_factor(&self, tokens: u64) -> f64 {
-        match self.copy_during_forward_large {
-            Some((large, factor)) if large > self.sm_tokens => {
-                let w = log_weight(tokens, self.sm_tokens, large);
-                self.copy_during_forward + w * (factor - self.copy_during_forward)
+        let (mut at, mut factor) = (self.sm_tokens, self.copy_during_forward);
+        for &(size, f) in &self.copy_during_forward_sizes {
+            if tokens <= size as u64 {
+                let w = log_weight(tokens, at, size);
+                return factor + w * (f - factor);
             }
-            _ => self.copy_during_forward,
+            (at, factor) = (size, f);
         }
+        factor
     }
 
     /// The largest factor a copy can see beside forwards (bounds a run's end).
     pub fn max_copy_factor(&self) -> f64 {
-        self.copy_during_forward_large
-            .map_or(self.copy_during_forward, |(_, f)| {
-                f.max(self.copy_during_forward)
-            })
+        self.copy_during_forward_sizes
+            .iter()
+            .map(|&(_, f)| f)
+            .fold(self.copy_during_forward, f64::max)
     }
 
     /// Refuses empty shared curves, factors outside (0, [`MAX_STRETCH`]] and a large pass size
@@ -226,24 +256,34 @@ impl Contention {
             };
             self.sharing(r).validate(&format!("{field}.{name}"))?;
         }
-        if let Some((tokens, _)) = self.copy_during_forward_large {
-            if tokens <= self.sm_tokens {
+        let sizes = &self.copy_during_forward_sizes;
+        if sizes.len() > MAX_COPY_SIZES {
+            return Err(Error::invalid(
+                format!("{field}.copy_during_forward_sizes"),
+                format!("{} sizes: expected at most {MAX_COPY_SIZES}", sizes.len()),
+            ));
+        }
+        let mut below = self.sm_tokens;
+        for (i, &(tokens, _)) in sizes.iter().enumerate() {
+            if tokens <= below {
                 return Err(Error::invalid(
-                    format!("{field}.copy_during_forward_large"),
+                    format!("{field}.copy_during_forward_sizes[{i}]"),
                     format!(
-                        "{tokens} tokens: expected larger passes than sm_tokens ({})",
+                        "{tokens} tokens: expected sizes increasing and above sm_tokens ({})",
                         self.sm_tokens
                     ),
                 ));
             }
+            below = tokens;
         }
-        let large = self.copy_during_forward_large.map(|(_, f)| f);
-        for (name, f) in [
-            ("forward_during_copy", Some(self.forward_during_copy)),
-            ("copy_during_forward", Some(self.copy_during_forward)),
-            ("copy_during_forward_large", large),
-        ] {
-            let Some(f) = f else { continue };
+        let named = |i: usize| format!("copy_during_forward_sizes[{i}]");
+        let factors = [
+            ("forward_during_copy".to_string(), self.forward_during_copy),
+            ("copy_during_forward".to_string(), self.copy_during_forward),
+        ]
+        .into_iter()
+        .chain(sizes.iter().enumerate().map(|(i, &(_, f))| (named(i), f)));
+        for (name, f) in factors {
             if !(f > 0.0 && f <= MAX_STRETCH) {
                 return Err(Error::invalid(
                     format!("{field}.{name}"),
@@ -351,7 +391,7 @@ mod tests {
             host: Sharing::Shared(vec![]),
             forward_during_copy: 1.05,
             copy_during_forward: 1.1,
-            copy_during_forward_large: None,
+            copy_during_forward_sizes: Vec::new(),
         };
         let e = c.validate("m.contention").unwrap_err().to_string();
         assert!(e.contains("m.contention.host"), "{e}");
@@ -410,7 +450,7 @@ mod tests {
         assert!(e.contains("handoff_busy_ms"), "{e}");
     }
 
-    fn sized(large: Option<(u32, f64)>) -> Contention {
+    fn sized(sizes: &[(u32, f64)]) -> Contention {
         Contention {
             sm: Sharing::Shared(vec![1.0, 1.4]),
             sm_tokens: 128,
@@ -419,21 +459,21 @@ mod tests {
             host: Sharing::Fifo,
             forward_during_copy: 1.0,
             copy_during_forward: 1.35,
-            copy_during_forward_large: large,
+            copy_during_forward_sizes: sizes.to_vec(),
         }
     }
 
     #[test]
     fn copy_factor_interpolates_in_log_tokens_between_the_measured_ends() {
         // Without the large figure: the small one at every size.
-        let c = sized(None);
+        let c = sized(&[]);
         for t in [0, 1, 128, 2048, 1 << 30] {
             assert_eq!(c.copy_factor(t), 1.35);
         }
         assert_eq!(c.max_copy_factor(), 1.35);
         // Measured 1.35 at 128 tokens and 1.05 at 2,048: the ends hold (clamped outside),
         // 512 tokens is halfway in log(tokens), and the factor moves one way in between.
-        let c = sized(Some((2048, 1.05)));
+        let c = sized(&[(2048, 1.05)]);
         c.validate("m.contention").unwrap();
         assert_eq!(c.copy_factor(1), 1.35);
         assert_eq!(c.copy_factor(128), 1.35);
@@ -448,17 +488,72 @@ mod tests {
         }
         assert_eq!(c.max_copy_factor(), 1.35);
         // A larger factor with larger passes: increasing, and the bound is the large one.
-        let c = sized(Some((2048, 1.8)));
+        let c = sized(&[(2048, 1.8)]);
         assert!(c.copy_factor(300) > 1.35 && c.copy_factor(300) < 1.8);
         assert_eq!(c.max_copy_factor(), 1.8);
         // Refused: large passes not larger than the small ones, a factor out of range.
-        let e = sized(Some((128, 1.1)))
+        let e = sized(&[(128, 1.1)]).validate("m.contention").unwrap_err();
+        assert!(
+            e.to_string().contains("copy_during_forward_sizes[0]"),
+            "{e}"
+        );
+        let e = sized(&[(4096, 0.0)]).validate("m.contention").unwrap_err();
+        assert!(
+            e.to_string().contains("copy_during_forward_sizes[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn several_sizes_interpolate_piece_by_piece_and_must_increase() {
+        // 1.35 at 128 tokens, 1.5 at 1,024, 4.0 at 16,384.
+        let c = sized(&[(1024, 1.5), (16384, 4.0)]);
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.copy_factor(64), 1.35);
+        assert!((c.copy_factor(1024) - 1.5).abs() < 1e-12);
+        // 4,096 is halfway between 1,024 and 16,384 in log(tokens).
+        assert!((c.copy_factor(4096) - 2.75).abs() < 1e-12);
+        // 362 tokens: halfway between 128 and 1,024 (2^8.5 ≈ 362.04).
+        let mid = (128.0f64 * 1024.0).sqrt().round() as u64;
+        assert!((c.copy_factor(mid) - 1.425).abs() < 1e-3);
+        assert_eq!(c.copy_factor(1 << 30), 4.0);
+        assert_eq!(c.max_copy_factor(), 4.0);
+        let e = sized(&[(2048, 1.5), (1024, 2.0)])
             .validate("m.contention")
             .unwrap_err();
-        assert!(e.to_string().contains("copy_during_forward_large"), "{e}");
-        let e = sized(Some((4096, 0.0)))
-            .validate("m.contention")
-            .unwrap_err();
-        assert!(e.to_string().contains("copy_during_forward_large"), "{e}");
+        assert!(
+            e.to_string().contains("copy_during_forward_sizes[1]"),
+            "{e}"
+        );
+        let many: Vec<(u32, f64)> = (0..=MAX_COPY_SIZES as u32)
+            .map(|i| (256 + i, 1.1))
+            .collect();
+        let e = sized(&many).validate("m.contention").unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+    }
+
+    #[test]
+    fn an_older_profile_s_one_large_size_reads_as_one_entry() {
+        let text = |field: &str| {
+            format!(
+                "(sm: Shared([1.0, 1.4]), sm_tokens: 128, link: Fifo, host: Fifo, \
+                 forward_during_copy: 1.0, copy_during_forward: 1.35{field})"
+            )
+        };
+        let read = |field: &str| ron::from_str::<Contention>(&text(field)).unwrap();
+        assert_eq!(
+            read(", copy_during_forward_large: Some((2048, 1.8))").copy_during_forward_sizes,
+            vec![(2048, 1.8)]
+        );
+        assert!(read(", copy_during_forward_large: None")
+            .copy_during_forward_sizes
+            .is_empty());
+        assert!(read("").copy_during_forward_sizes.is_empty());
+        let c = read(", copy_during_forward_sizes: [(1024, 1.5), (16384, 4.0)]");
+        assert_eq!(c.copy_during_forward_sizes, vec![(1024, 1.5), (16384, 4.0)]);
+        // Written back, the list.
+        let back = ron::to_string(&c).unwrap();
+        assert!(back.contains("copy_during_forward_sizes"), "{back}");
+        assert_eq!(ron::from_str::<Contention>(&back).unwrap(), c);
     }
 }

@@ -32,7 +32,7 @@ pub mod forward;
 pub mod identity;
 pub mod pet;
 
-pub use contention::{Contention, HostOverhead, Resource, Sharing};
+pub use contention::{Contention, HostOverhead, Resource, Sharing, MAX_COPY_SIZES};
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};

@@ -105,7 +105,9 @@ impl DeadlineMixed {
                 continue;
             }
             rows += r.samples as u64;
-            let request = self.late.remove(k).expect("k < len");
+            let Some(request) = self.late.remove(k) else {
+                break;
+            };
             out.push(Dispatch {
                 instance: e,
                 request,

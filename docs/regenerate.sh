@@ -64,7 +64,7 @@ cp results/tiers-plan/capacity.csv "$results/plan-synthetic-tiers-capacity.csv"
 cp results/tiers-plan/capacity-vs-instances.png "$figures/tiers-capacity-vs-instances.png"
 
 step "ptm plan synthetic/tiers (evictions)"
-"$ptm" plan synthetic/tiers --gpu-pools 100 --max-waits 1 --evictions lru,lfu,gdsf,belady \
+"$ptm" plan synthetic/tiers --gpu-pools 100 --max-waits 1 --evictions lru,lfu,gdsf,tinylfu,belady \
     --slo 0.99 --instance-counts 4 --rate 1000 > "$results/plan-synthetic-tiers-evictions.txt"
 
 # 10,000 LoRA tenants against full fine-tunes over offered load.

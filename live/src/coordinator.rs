@@ -364,6 +364,7 @@ impl<'a> Core<'a> {
             estimates: &self.estimates,
             residency: self.ledger.residency(),
             batching: self.batching,
+            copy_free_at_est_ns: self.ledger.copy_free_at_est_ns(),
         };
         self.scheduler.on_arrival(id, &view);
         self.waiting_est_ns += estimate;
@@ -423,7 +424,7 @@ impl<'a> Core<'a> {
                     tenant,
                     message: e.to_string(),
                 })?;
-                self.ledger.prefetch_done(tenant);
+                self.ledger.prefetch_done(t, tenant);
                 Ok(true)
             }
             Msg::Stopped { instance } => match self.ledger.serving(instance) {
@@ -543,6 +544,7 @@ impl<'a> Core<'a> {
                 estimates: &self.estimates,
                 residency: self.ledger.residency(),
                 batching: self.batching,
+                copy_free_at_est_ns: self.ledger.copy_free_at_est_ns(),
             };
             self.scheduler.decide(&view, &mut out);
             if let Some(w) = out.wake_at_ns.filter(|&w| w > t) {
@@ -550,7 +552,7 @@ impl<'a> Core<'a> {
             }
             if self.prefetches.is_some() {
                 for &tenant in &out.prefetch {
-                    if let Some((slot, _)) = self.ledger.prefetch(t, tenant) {
+                    if let Some((slot, _)) = self.ledger.prefetch(t, tenant, &self.estimates) {
                         let (after, fills) = self.book_write(slot);
                         let sent = self
                             .prefetches

@@ -305,6 +305,79 @@ mod tests {
     }
 
     /// One setup for the ledger tests: `requests` requests over 3 tenants, one every `gap_ms`.
+    /// Live mode books host copies in the shared ledger as the simulator does: a scheduler
+    /// sees the copies queued on the copy engine in its `View`.
+    #[test]
+    fn live_schedulers_see_the_copies_queued_on_the_copy_engine() {
+        struct Spy {
+            inner: Box<dyn scheduler::Scheduler>,
+            max_wait_ns: u64,
+        }
+        impl scheduler::Scheduler for Spy {
+            fn name(&self) -> &'static str {
+                "fcfs"
+            }
+            fn on_arrival(&mut self, id: RequestId, view: &scheduler::View<'_>) {
+                self.max_wait_ns = self.max_wait_ns.max(view.copy_wait_ns());
+                self.inner.on_arrival(id, view);
+            }
+            fn decide(&mut self, view: &scheduler::View<'_>, out: &mut scheduler::Decision) {
+                self.max_wait_ns = self.max_wait_ns.max(view.copy_wait_ns());
+                self.inner.decide(view, out);
+            }
+            fn preload(&self) -> Vec<Option<TenantId>> {
+                vec![Some(2), Some(2)]
+            }
+        }
+        // Both instances hold tenant 2; tenants 0 and 1 arrive at 0 and 10 ms and each needs a
+        // 200 ms switch from the host; tenant 2's request at 20 ms finds both copies booked,
+        // one behind the other: about 380 ms to go.
+        let profile = constant_profile(5.0, 200.0, 0.1);
+        let spec = WorkloadSpec::Sequence {
+            repeat: 1,
+            types: 3,
+            shuffle: false,
+            gap_ms: 10.0,
+        };
+        let w =
+            workload::build(&spec, &RequestDefaults::default(), "bert-base", 1, &NoFiles).unwrap();
+        let serving = Serving {
+            instances: 2,
+            loading: LoadingMode::Split,
+            ..Serving::default()
+        };
+        let setup = Setup::new(&profile, "p", &w, serving).unwrap();
+        let shape = Shape {
+            instances: 2,
+            tenants: 3,
+        };
+        let mut spy = Spy {
+            inner: scheduler::by_name("fcfs", &Default::default(), shape).unwrap(),
+            max_wait_ns: 0,
+        };
+        let live = replay(
+            &setup,
+            &mut spy,
+            sleepers(2, 5, 200, 1),
+            None,
+            Preload::Policy,
+        )
+        .unwrap();
+        // Tenant 2's request waits for an instance and switches too.
+        assert_eq!(
+            live.load
+                .iter()
+                .filter(|&&l| l == ptm_sim::ledger::Load::Switch)
+                .count(),
+            3
+        );
+        assert!(
+            spy.max_wait_ns > 200_000_000,
+            "two 200 ms copies queued, seen: {} ns",
+            spy.max_wait_ns
+        );
+    }
+
     fn workload(requests: u32, gap_ms: f64) -> workload::Workload {
         let spec = WorkloadSpec::Sequence {
             repeat: (requests / 3) as usize,

@@ -83,7 +83,7 @@ pub struct Scenario {
     /// The host cache (tier 2), with a pool; absent: every tenant, read before time 0.
     #[serde(default)]
     pub host_cache: Option<Capacity>,
-    /// Who a full pool or host cache evicts: Lru (default), Lfu, Gdsf or Belady (offline).
+    /// Who a full pool or host cache evicts: Lru (default), Lfu, Gdsf, TinyLfu or Belady (offline).
     #[serde(default)]
     pub eviction: Eviction,
     /// Cross-request batching: `Some((max_wait_ms: 2.0))` lets policies that batch join

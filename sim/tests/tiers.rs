@@ -124,6 +124,17 @@ fn belady_misses_least_on_one_executor() {
 }
 
 #[test]
+fn tinylfu_keeps_the_zipf_head_that_lru_lets_the_tail_push_out() {
+    // One executor, FIFO, a pool of 8 of 60 Zipf(1.0) tenants: LRU admits every tail tenant's
+    // one request and evicts a warmer one for it; TinyLFU admits only the more frequent.
+    let w = generated(4000, 30.0, 60, 4);
+    let misses = |e: Eviction| run(&w, serving(1, Some(8), e, false), "fcfs").1.switches;
+    let (lru, tinylfu) = (misses(Eviction::Lru), misses(Eviction::TinyLfu));
+    assert!(tinylfu < lru, "tinylfu {tinylfu} ≥ lru {lru}");
+    assert!(misses(Eviction::Belady) <= tinylfu);
+}
+
+#[test]
 fn batches_join_one_tenants_requests_within_the_row_limit() {
     // 4 rows a request, 16 rows a batch: at most 4 requests a batch.
     let w = generated(3000, 400.0, 5, 4);

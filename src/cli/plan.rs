@@ -34,7 +34,7 @@ pub struct PlanArgs {
     /// dispatch).
     #[arg(long, value_delimiter = ',', value_parser = parse_wait)]
     pub max_waits: Vec<Option<f64>>,
-    /// Eviction policies to search (comma separated): lru, lfu, gdsf, belady (the offline
+    /// Eviction policies to search (comma separated): lru, lfu, gdsf, tinylfu, belady (the offline
     /// optimum, for reference); they differ only with a pool smaller than the tenants.
     #[arg(long, value_delimiter = ',', value_parser = super::scenario_flags::parse_eviction)]
     pub evictions: Vec<ptm_sim::ledger::Eviction>,

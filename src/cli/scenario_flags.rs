@@ -71,7 +71,7 @@ pub struct ScenarioFlags {
     /// `auto` (what fits after the instances).
     #[arg(long, value_parser = parse_pool, value_name = "POOL")]
     pub gpu_pool: Option<PoolArg>,
-    /// Replace who a full pool evicts: lru, lfu, gdsf or belady (the offline optimum).
+    /// Replace who a full pool evicts: lru, lfu, gdsf, tinylfu or belady (the offline optimum).
     #[arg(long, value_parser = parse_eviction)]
     pub eviction: Option<Eviction>,
     /// Turn cross-request batching on with this window, milliseconds (`--no-batching`: off).
@@ -190,7 +190,7 @@ pub fn parse_capacity(s: &str) -> Result<Capacity, String> {
     ))
 }
 
-/// `--eviction`: lru, lfu, gdsf (belady is the simulator's).
+/// `--eviction`: lru, lfu, gdsf, tinylfu (belady is the simulator's).
 pub fn parse_eviction(s: &str) -> Result<Eviction, String> {
     Eviction::by_name(s).map_err(|e| e.to_string())
 }

@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// (what the device holds after the instances). Absent: FastPTM's model, no pool.
     #[arg(long, value_parser = super::scenario_flags::parse_capacity)]
     pub gpu_pool: Option<Capacity>,
-    /// Who a full pool evicts: lru, lfu or gdsf.
+    /// Who a full pool evicts: lru, lfu, gdsf or tinylfu.
     #[arg(long, default_value = "lru", value_parser = super::scenario_flags::parse_eviction)]
     pub eviction: Eviction,
     /// Cross-request batching: how long a policy may hold a partial batch, milliseconds

@@ -179,6 +179,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                     estimates: &self.setup.estimates,
                     residency: self.ledger.residency(),
                     batching,
+                    copy_free_at_est_ns: self.ledger.copy_free_at_est_ns(),
                 };
                 self.scheduler.on_arrival(id, &view);
                 changed = true;
@@ -232,6 +233,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                     estimates: &self.setup.estimates,
                     residency: self.ledger.residency(),
                     batching,
+                    copy_free_at_est_ns: self.ledger.copy_free_at_est_ns(),
                 };
                 self.scheduler.decide(&view, &mut out);
                 dispatched = !out.is_empty();
@@ -283,7 +285,11 @@ impl<'s, 'a> Engine<'s, 'a> {
             }
         }
         for &tenant in &out.prefetch {
-            if self.ledger.prefetch(self.now_ns, tenant).is_some() {
+            if self
+                .ledger
+                .prefetch(self.now_ns, tenant, &self.setup.estimates)
+                .is_some()
+            {
                 // A prefetch is a copy from the host on the copy engine: a switch's weights, or
                 // a parameter-efficient tenant's delta.
                 let cost = self.setup.prefetch_cost(tenant);
@@ -441,7 +447,7 @@ impl<'s, 'a> Engine<'s, 'a> {
         match job {
             Job::Instance(i) => self.phase_done(i as usize),
             Job::Prefetch(t) => {
-                self.ledger.prefetch_done(t);
+                self.ledger.prefetch_done(self.now_ns, t);
                 Ok(true)
             }
         }

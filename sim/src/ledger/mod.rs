@@ -25,6 +25,7 @@
 //! [`compact`](Ledger::compact) to forget the finished prefix, so its memory is bounded by the
 //! requests in flight; ids keep increasing (wrapping after 2³² requests).
 
+mod copies;
 mod pet;
 mod preload;
 mod residency;
@@ -39,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::estimates::Estimates;
 use crate::time::Nanos;
 use crate::workload::{Request, RequestId, TenantId};
+use copies::CopyQueue;
 
 /// Start `request` on `instance` (which must be idle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +131,8 @@ pub struct Ledger {
     state: Vec<State>,
     first_id: RequestId,
     residency: Residency,
+    /// The host→GPU copy engine's booked copies (switches, prefetches).
+    copies: CopyQueue,
     /// Most rows a batch of several requests may have (`None`: one request a dispatch).
     batch_rows: Option<u32>,
     batches_started: u32,
@@ -184,6 +188,7 @@ impl Ledger {
             state: vec![State::NotArrived; requests],
             first_id: 0,
             residency: Residency::fastptm(),
+            copies: CopyQueue::new(residency.len()),
             batch_rows: None,
             batches_started: 0,
             run,
@@ -195,16 +200,33 @@ impl Ledger {
         }
     }
 
-    /// Starts a prefetch of `tenant` into the GPU pool (see [`Residency::prefetch`]).
-    pub fn prefetch(&mut self, now_ns: Nanos, tenant: TenantId) -> Option<(u32, Option<TenantId>)> {
+    /// Starts a prefetch of `tenant` into the GPU pool (see [`Residency::prefetch`]); its copy
+    /// from the host is booked on the copy engine at its estimated cost.
+    pub fn prefetch(
+        &mut self,
+        now_ns: Nanos,
+        tenant: TenantId,
+        estimates: &Estimates,
+    ) -> Option<(u32, Option<TenantId>)> {
         let placed = self.residency.prefetch(now_ns, tenant)?;
         self.run.prefetches += 1;
+        let copy_ns = estimates.load_kind_ns(Load::Switch, None, tenant);
+        self.copies.book_prefetch(now_ns, tenant, copy_ns);
         Some(placed)
     }
 
-    /// A prefetch of `tenant` landed.
-    pub fn prefetch_done(&mut self, tenant: TenantId) {
+    /// A prefetch of `tenant` landed at `now_ns`.
+    pub fn prefetch_done(&mut self, now_ns: Nanos, tenant: TenantId) {
         self.residency.prefetch_done(tenant);
+        self.copies.prefetch_done(now_ns, tenant);
+    }
+
+    /// When the host→GPU copy engine is estimated to be done with the copies booked so far
+    /// (switches from the host and prefetches; ≤ now when it is idle): a host switch started
+    /// now would begin its copy then. From the profile's means, re-anchored as copies end
+    /// (see the `copies` module).
+    pub fn copy_free_at_est_ns(&self) -> Nanos {
+        self.copies.free_at_ns()
     }
 
     /// The same books over the tiers of `residency`.
@@ -429,7 +451,11 @@ impl Ledger {
         } else {
             estimates.batch_service_ns(s.tenant, rows, seq)
         };
-        let estimate_ns = estimates.load_kind_ns(load, s.from, s.tenant) + service_ns;
+        let load_ns = estimates.load_kind_ns(load, s.from, s.tenant);
+        if load == Load::Switch {
+            self.copies.book_instance(now_ns, i, load_ns);
+        }
+        let estimate_ns = load_ns + service_ns;
         let view = &mut self.views[i];
         view.resident = Some(s.tenant);
         view.free_at_est_ns = now_ns + estimate_ns;
@@ -490,6 +516,7 @@ impl Ledger {
         };
         self.span(i, &phase, now_ns);
         self.residency.load_ended(phase.tenant, phase.load);
+        self.copies.instance_done(now_ns, i);
         self.phases[i] = Some(Phase {
             kind: SpanKind::Inference,
             start_ns: now_ns,
@@ -519,6 +546,7 @@ impl Ledger {
                 if p.kind != SpanKind::Inference {
                     self.views[i].resident = None;
                     self.residency.load_ended(p.tenant, p.load);
+                    self.copies.instance_done(now_ns, i);
                 }
                 self.failed += self.batches[i].len();
                 Ok(self.end(now_ns, i, p, true))

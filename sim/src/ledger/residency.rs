@@ -174,6 +174,11 @@ impl Residency {
             }
         }
         let next_ns = self.next.as_ref().map_or(0, |n| n.next_ns(tenant));
+        for cache in [&mut self.host, &mut self.pool].into_iter().flatten() {
+            for _ in 0..requests {
+                cache.record_use(tenant);
+            }
+        }
         if let Some(host) = &mut self.host {
             if load == Load::Cold {
                 host.insert(tenant, now_ns, next_ns);

@@ -179,3 +179,50 @@ fn a_server_forgets_answered_requests_and_keeps_numbering() {
     assert_eq!(l.run().instances[0].requests, 5000);
     assert!(l.run().start_ns.len() <= 2048);
 }
+
+#[test]
+fn host_copies_and_prefetches_queue_on_the_copy_engine() {
+    // Two instances holding tenants 0 and 1, a pool of 2 over 4 tenants; switch 100 ms.
+    let reqs = requests(&[2, 3, 3]);
+    let est = crate::scheduler::testing::estimates(3);
+    let tiers = Tiers {
+        pool_tenants: Some(2),
+        ..Tiers::default()
+    };
+    let residency = Residency::new(tiers, 4, vec![1.0; 4], None).unwrap();
+    let mut l = Ledger::new("test", &[Some(0), Some(1)], 4, 3, false).with_tiers(residency);
+    for id in 0..3 {
+        l.arrive(0, id).unwrap();
+    }
+    assert_eq!(l.copy_free_at_est_ns(), 0);
+    let mut starts = Vec::new();
+    l.dispatch(10, &[d(0, 0), d(1, 1)], &reqs, &est, &mut starts)
+        .unwrap();
+    assert_eq!(
+        (starts[0].load, starts[1].load),
+        (Load::Switch, Load::Switch)
+    );
+    assert_eq!(
+        l.copy_free_at_est_ns(),
+        10 + 200_000_000,
+        "one copy after the other"
+    );
+    // A prefetch queues behind them.
+    assert!(l.prefetch(20, 0, &est).is_some());
+    assert_eq!(l.copy_free_at_est_ns(), 10 + 300_000_000);
+    // The first copy ended early: the rest are re-anchored to its end.
+    l.load_done(50_000_000, 0).unwrap();
+    assert_eq!(l.copy_free_at_est_ns(), 250_000_000);
+    l.prefetch_done(60_000_000, 0);
+    assert_eq!(l.copy_free_at_est_ns(), 160_000_000);
+    // A failed load ends its copy too; the engine is then idle.
+    l.fail(70_000_000, 1).unwrap();
+    assert_eq!(l.copy_free_at_est_ns(), 70_000_000);
+    // A load from the pool is no host copy.
+    l.complete(80_000_000, 0).unwrap();
+    starts.clear();
+    l.dispatch(90_000_000, &[d(1, 2)], &reqs, &est, &mut starts)
+        .unwrap();
+    assert_eq!(starts[0].load, Load::Pool);
+    assert_eq!(l.copy_free_at_est_ns(), 70_000_000);
+}

@@ -47,24 +47,37 @@ pub enum Eviction {
     /// Belady's MIN, the offline optimum: the tenant whose next request comes last. Needs the
     /// whole trace, so the simulator only.
     Belady,
+    /// TinyLFU's frequency admission over LRU (Einziger, Friedman & Manes 2017): a full tier
+    /// evicts its least recently used member only for a tenant used more often than it lately;
+    /// otherwise the newcomer is served without entering the tier (a tail tenant's one request
+    /// does not push out a warmer one). Uses are counted for every tenant, in the tier or not,
+    /// and halved each time the tier has seen [`TINYLFU_WINDOW_PER_SLOT`] uses per slot (the
+    /// aging that lets yesterday's popular tenants go). Ties refuse.
+    TinyLfu,
 }
+
+/// TinyLFU's sample: counts halve after this many uses per slot of the tier (10, Caffeine's
+/// choice for its W-TinyLFU: the sample is ten times the cache).
+pub const TINYLFU_WINDOW_PER_SLOT: u64 = 10;
 
 impl Eviction {
     /// Every policy, in the order reports list them.
-    pub const ALL: [Eviction; 4] = [
+    pub const ALL: [Eviction; 5] = [
         Eviction::Lru,
         Eviction::Lfu,
         Eviction::Gdsf,
         Eviction::Belady,
+        Eviction::TinyLfu,
     ];
 
-    /// Lower-case name: `lru`, `lfu`, `gdsf`, `belady`.
+    /// Lower-case name: `lru`, `lfu`, `gdsf`, `belady`, `tinylfu`.
     pub fn name(self) -> &'static str {
         match self {
             Eviction::Lru => "lru",
             Eviction::Lfu => "lfu",
             Eviction::Gdsf => "gdsf",
             Eviction::Belady => "belady",
+            Eviction::TinyLfu => "tinylfu",
         }
     }
 
@@ -76,7 +89,9 @@ impl Eviction {
             .ok_or_else(|| {
                 Error::invalid(
                     "eviction",
-                    format!("unknown policy {name:?}; expected one of lru, lfu, gdsf, belady"),
+                    format!(
+                        "unknown policy {name:?}; expected one of lru, lfu, gdsf, belady, tinylfu"
+                    ),
                 )
             })
     }
@@ -115,7 +130,13 @@ pub(crate) struct TierCache {
     /// GDSF's clock and each tenant's reload cost per byte.
     clock: f64,
     cost_per_byte: Vec<f64>,
+    /// TinyLFU: every tenant's recent uses (halved every `window` uses) and the uses since.
+    freq: Vec<u32>,
+    window: u64,
+    sampled: u64,
     pub(crate) evictions: u64,
+    /// Newcomers TinyLFU kept out of a full tier.
+    pub(crate) refusals: u64,
 }
 
 impl TierCache {
@@ -131,7 +152,14 @@ impl TierCache {
             order: BTreeSet::new(),
             clock: 0.0,
             cost_per_byte: vec![1.0; tenants],
+            freq: match eviction {
+                Eviction::TinyLfu => vec![0; tenants],
+                _ => Vec::new(),
+            },
+            window: (capacity as u64 * TINYLFU_WINDOW_PER_SLOT).max(1),
+            sampled: 0,
             evictions: 0,
+            refusals: 0,
         }
     }
 
@@ -154,10 +182,27 @@ impl TierCache {
         self.slots.iter().flatten().copied()
     }
 
+    /// A request for `tenant` (in the tier or not): TinyLFU counts it; other policies count
+    /// their members' uses in [`touch`](Self::touch) and [`insert`](Self::insert).
+    pub(crate) fn record_use(&mut self, tenant: TenantId) {
+        if self.eviction != Eviction::TinyLfu {
+            return;
+        }
+        let f = &mut self.freq[tenant as usize];
+        *f = f.saturating_add(1);
+        self.sampled += 1;
+        if self.sampled >= self.window {
+            self.sampled = 0;
+            for f in &mut self.freq {
+                *f /= 2;
+            }
+        }
+    }
+
     fn new_key(&mut self, tenant: TenantId, now_ns: Nanos, next_use_ns: Nanos) -> (u64, u64) {
         let t = tenant as usize;
         match self.eviction {
-            Eviction::Lru => (now_ns, 0),
+            Eviction::Lru | Eviction::TinyLfu => (now_ns, 0),
             Eviction::Lfu => (self.uses[t], now_ns),
             Eviction::Gdsf => {
                 let h = self.clock + self.uses[t] as f64 * self.cost_per_byte[t];
@@ -185,7 +230,8 @@ impl TierCache {
     }
 
     /// Puts `tenant` into a slot, evicting the first unpinned member by key when full; returns
-    /// the slot and the evicted tenant, or `None` when every member is pinned. A tenant already
+    /// the slot and the evicted tenant, or `None` when every member is pinned or (TinyLFU) the
+    /// newcomer is used no more often than that member. A tenant already
     /// in (a prefetch still landing, when an executor loads it from the host meanwhile) is
     /// touched: its key must follow its uses (Belady's next use above all: a key left at the
     /// request just served would keep the tenant forever).
@@ -205,6 +251,11 @@ impl TierCache {
             Some(s) => s,
             None => {
                 let &(k0, _, victim) = self.order.first()?;
+                if self.eviction == Eviction::TinyLfu && self.freq[t] <= self.freq[victim as usize]
+                {
+                    self.refusals += 1;
+                    return None;
+                }
                 self.order.pop_first();
                 if self.eviction == Eviction::Gdsf {
                     self.clock = f64::from_bits(k0);
@@ -374,6 +425,51 @@ mod tests {
         c.pin(0, false);
         assert_eq!(c.insert(1, 3, 0), Some((0, Some(0))));
         assert_eq!(c.members().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn tinylfu_keeps_a_warm_member_against_one_off_newcomers() {
+        let mut c = cache(2, Eviction::TinyLfu);
+        for (t, now) in [(0, 1), (1, 2)] {
+            c.record_use(t);
+            c.insert(t, now, 0);
+        }
+        // Tenant 0 is used twice more; tenant 1 is the least recently used.
+        c.record_use(0);
+        c.touch(0, 3, 0);
+        c.record_use(0);
+        c.touch(0, 4, 0);
+        // A one-off tenant (1 use) against the LRU member (1 use): refused, nothing evicted.
+        c.record_use(2);
+        assert_eq!(c.insert(2, 5, 0), None);
+        assert_eq!((c.evictions, c.refusals), (0, 1));
+        assert_eq!(c.members().collect::<Vec<_>>(), vec![0, 1]);
+        // Its second use outweighs tenant 1's one: admitted in tenant 1's slot.
+        c.record_use(2);
+        assert_eq!(c.insert(2, 6, 0), Some((1, Some(1))));
+        // Tenant 0 is now the least recently used: a newcomer with fewer uses stays out.
+        c.record_use(3);
+        c.record_use(3);
+        assert_eq!(c.insert(3, 7, 0), None, "2 uses against tenant 0's 3");
+    }
+
+    #[test]
+    fn tinylfu_halves_its_counts_every_ten_uses_per_slot() {
+        let mut c = cache(1, Eviction::TinyLfu);
+        for _ in 0..9 {
+            c.record_use(0);
+        }
+        assert_eq!(c.freq[0], 9);
+        c.record_use(1);
+        assert_eq!(
+            (c.freq[0], c.freq[1], c.sampled),
+            (4, 0, 0),
+            "the 10th use halves"
+        );
+        // Other policies count nothing here.
+        let mut lru = cache(1, Eviction::Lru);
+        lru.record_use(0);
+        assert!(lru.freq.is_empty());
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `deadline-batch`: ours, in Clockwork's spirit: predicted finish against the deadline decides
 //! what runs, how large its batch is, and which requests are already lost.
 //!
-//! Per-tenant FIFO queues; their heads ordered by absolute deadline. At each decision, for each
-//! idle executor in index order:
+//! Per-tenant FIFO queues; their heads ordered by absolute deadline. Every estimate of a load
+//! from the host counts the wait behind the copies already booked on the copy engine
+//! ([`View::copy_wait_ns`], this decision's earlier switches included): the engine runs one
+//! copy at a time, so in a burst a host switch waits for several copies, not one. At each
+//! decision, for each idle executor in index order:
 //! 1. **Lost requests step aside.** A head that cannot finish by its deadline even if started
 //!    now (the cheapest load any idle executor needs for its tenant, plus its service) moves to
 //!    its tenant's late queue — so that one late request does not make the ones behind it late
@@ -41,6 +44,9 @@ pub struct DeadlineBatch {
     late: Vec<VecDeque<RequestId>>,
     /// Every late request in the order it stepped aside (served ones are skipped lazily).
     late_order: VecDeque<(RequestId, TenantId)>,
+    /// When the host→GPU copy engine is estimated to be done with the copies booked so far,
+    /// this decision's switches included.
+    copy_free_ns: Nanos,
 }
 
 impl DeadlineBatch {
@@ -51,6 +57,7 @@ impl DeadlineBatch {
             heads: BTreeSet::new(),
             late: vec![VecDeque::new(); shape.tenants],
             late_order: VecDeque::new(),
+            copy_free_ns: 0,
         }
     }
 
@@ -74,10 +81,20 @@ impl DeadlineBatch {
         }
     }
 
+    /// Estimated time until executor `e` could start serving `tenant`: its load, and for a
+    /// switch from the host the wait behind the copies already on the copy engine.
+    fn load_ns(&self, e: u32, tenant: TenantId, view: &View<'_>) -> Nanos {
+        let queued = match view.load_needed(e, tenant) {
+            Load::Switch => self.copy_free_ns.saturating_sub(view.now_ns),
+            _ => 0,
+        };
+        view.est_load_ns(e, tenant) + queued
+    }
+
     /// The cheapest load of `tenant` on any idle executor not yet given work.
     fn cheapest_load_ns(&self, tenant: TenantId, free: &[u32], view: &View<'_>) -> Nanos {
         free.iter()
-            .map(|&e| view.est_load_ns(e, tenant))
+            .map(|&e| self.load_ns(e, tenant, view))
             .min()
             .unwrap_or(0)
     }
@@ -151,7 +168,7 @@ impl DeadlineBatch {
     /// Whether `tenant`'s other holders will clear its queue about as soon as `e` could load
     /// it (within two loads): then `e` leaves it to them.
     fn left_to_holders(&self, e: u32, tenant: TenantId, taken: &[u32], view: &View<'_>) -> bool {
-        let load = view.est_load_ns(e, tenant);
+        let load = self.load_ns(e, tenant, view);
         holders_backlog_ns(view, tenant, e, taken, &self.queues[tenant as usize])
             .is_some_and(|b| b <= 2 * load)
     }
@@ -171,7 +188,7 @@ impl DeadlineBatch {
         match (own, urgent) {
             (Some(c), Some((due, id, t))) => {
                 let slack = due.saturating_sub(now);
-                let alone = view.est_load_ns(e, t) + view.est_service_ns(id);
+                let alone = self.load_ns(e, t, view) + view.est_service_ns(id);
                 let after_own = self.batch_ns(c, view) + alone;
                 Some(if slack >= alone && slack < after_own {
                     t
@@ -186,12 +203,12 @@ impl DeadlineBatch {
                 // nanosecond, load included), if the most urgent head can still make its
                 // deadline after it; else the most urgent.
                 let slack = due.saturating_sub(now);
-                let urgent_ns = view.est_load_ns(e, t) + view.est_service_ns(id);
+                let urgent_ns = self.load_ns(e, t, view) + view.est_service_ns(id);
                 let best = std::iter::once(&(due, id, t))
                     .chain(heads.take(LOOKAHEAD - 1))
                     .map(|&(_, _, c)| {
                         let (rows, batch_ns) = self.batch(c, view);
-                        let cost_ns = view.est_load_ns(e, c) + batch_ns;
+                        let cost_ns = self.load_ns(e, c, view) + batch_ns;
                         (c, rows, cost_ns)
                     })
                     .filter(|&(c, _, cost_ns)| c == t || cost_ns + urgent_ns <= slack)
@@ -223,6 +240,7 @@ impl Scheduler for DeadlineBatch {
 
     fn decide(&mut self, view: &View<'_>, out: &mut Decision) {
         let mut free: Vec<u32> = view.idle().collect();
+        self.copy_free_ns = view.copy_free_at_est_ns;
         self.set_aside_lost(&free, view);
         let idle = free.clone();
         let mut taken = Vec::new();
@@ -261,6 +279,10 @@ impl Scheduler for DeadlineBatch {
                     out.wake_at(hold_until);
                     continue;
                 }
+            }
+            if view.load_needed(e, tenant) == Load::Switch {
+                self.copy_free_ns =
+                    self.copy_free_ns.max(view.now_ns) + view.est_load_ns(e, tenant);
             }
             let old = self.head_key(tenant, view);
             self.queues[tenant as usize].pop_front();
@@ -333,6 +355,40 @@ mod tests {
         let inst = instances(&[Some(1), None], &[false, false]);
         let out = arrive_all_then_decide(&mut policy(3), &reqs, &inst, 0);
         assert_eq!(out, vec![d(0, 1), d(1, 0)]);
+    }
+
+    #[test]
+    fn a_host_switch_counts_the_copies_queued_before_it() {
+        // Executor 0 holds tenant 1 (request 1 waits for it); request 0 of tenant 0 needs a
+        // 100 ms switch from the host and has 115 ms left: with the copy engine idle it must go
+        // now (after tenant 1's 10 ms it could not make it); with 50 ms of copies queued it
+        // cannot make it at all, steps aside, and tenant 1 is served.
+        let reqs = requests(&[0, 1]);
+        let inst = instances(&[Some(1)], &[false]);
+        let est = estimates(reqs.len());
+        let residency = crate::ledger::Residency::fastptm();
+        let now = 3_000_000_000 - 115_000_000;
+        let decide = |copy_free_at_est_ns: Nanos| {
+            let view = View {
+                now_ns: now,
+                instances: &inst,
+                requests: &reqs,
+                first_id: 0,
+                estimates: &est,
+                residency: &residency,
+                batching: None,
+                copy_free_at_est_ns,
+            };
+            let mut s = policy(2);
+            for id in 0..2 {
+                s.on_arrival(id, &view);
+            }
+            let mut out = Decision::default();
+            s.decide(&view, &mut out);
+            (out.dispatches, s.late[0].len())
+        };
+        assert_eq!(decide(0), (vec![d(0, 0)], 0));
+        assert_eq!(decide(now + 50_000_000), (vec![d(0, 1)], 1));
     }
 
     #[test]

@@ -230,6 +230,7 @@ mod tests {
                 max_rows: 32,
                 max_wait_ns: 1_000_000,
             }),
+            copy_free_at_est_ns: 0,
         };
         let mut s = DeadlineMixed::new();
         for id in 0..4 {

@@ -141,6 +141,9 @@ pub struct View<'a> {
     pub residency: &'a Residency,
     /// Cross-request batching, when on.
     pub batching: Option<BatchLimits>,
+    /// When the host→GPU copy engine is estimated to be done with the copies already booked
+    /// (the ledger's [`copy_free_at_est_ns`](crate::ledger::Ledger::copy_free_at_est_ns)).
+    pub copy_free_at_est_ns: Nanos,
 }
 
 impl View<'_> {
@@ -168,6 +171,12 @@ impl View<'_> {
     pub fn load_needed(&self, instance: u32, tenant: TenantId) -> Load {
         self.residency
             .load_needed(self.instances[instance as usize].resident, tenant)
+    }
+
+    /// How long a copy from the host issued now would wait behind the copies already on the
+    /// copy engine (estimated; 0 when it is idle).
+    pub fn copy_wait_ns(&self) -> Nanos {
+        self.copy_free_at_est_ns.saturating_sub(self.now_ns)
     }
 
     /// Estimated load before `instance` can serve `tenant`: 0 if it holds it, else a load from
@@ -347,6 +356,7 @@ pub(crate) mod testing {
             estimates: &est,
             residency: &residency,
             batching: None,
+            copy_free_at_est_ns: 0,
         };
         for id in 0..reqs.len() as RequestId {
             s.on_arrival(id, &view);
@@ -371,6 +381,7 @@ pub(crate) mod testing {
             estimates: &est,
             residency: &residency,
             batching: None,
+            copy_free_at_est_ns: 0,
         };
         let mut out = Decision::default();
         s.decide(&view, &mut out);

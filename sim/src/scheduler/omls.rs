@@ -246,6 +246,7 @@ mod tests {
             estimates: &est,
             residency: &crate::ledger::Residency::fastptm(),
             batching: None,
+            copy_free_at_est_ns: 0,
         };
         for id in ids {
             s.on_arrival(id, &view);

@@ -90,6 +90,7 @@ mod tests {
             estimates: &est,
             residency: &crate::ledger::Residency::fastptm(),
             batching: None,
+            copy_free_at_est_ns: 0,
         };
         let mut s = Sjf::new(Shape {
             instances: 2,

@@ -44,7 +44,7 @@
 # deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
 # WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
 # ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), SKIP_TODAY=1 (not the
-# first round's configuration), STAGING_AB=1 (also the
+# first round's configuration), UPLOADS_AB=1 (also the new configuration with --pinned-uploads), STAGING_AB=1 (also the
 # new configuration with --pageable-staging; before pinned staging became the default, parts p
 # and q of device-round2.sh ran it as --pinned-staging), ONLY_PET=1 with PET_ZOO (only
 # `ptm serve` over that PET zoo, Zipf(1.0) unless ZIPF says otherwise), LIVE_SCENARIO (the cell of (e)); DEVICE, ARCH, DTYPE (cuda:0, bert-base, fp16: a dry run of the
@@ -171,6 +171,10 @@ fi
 if [ -n "${STAGING_AB:-}" ]; then
   # The same configuration with each executor's inputs and outputs through pinned memory.
   serve_run new-12-pageable "$Z/z12" "${NEW[@]}" --pageable-staging
+fi
+if [ -n "${UPLOADS_AB:-}" ]; then
+  # The same configuration with each executor's uploads through its pinned memory too.
+  serve_run new-12-pinned-uploads "$Z/z12" "${NEW[@]}" --pinned-uploads
 fi
 if [ -n "${SECOND_POLICY:-}" ] && [ "$(left)" -gt 260 ]; then
   serve_run new-12-deadline "$Z/z12" --instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 \

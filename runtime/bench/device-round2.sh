@@ -56,6 +56,9 @@
 #      PET serving and cell, 12-tenant serving.
 #   s  (about 9 minutes) the final build of the day (part q's fused kernel, defaults on): the
 #      shipped profile, step profile, PET serving and cell, 12- and 200-tenant serving, cells.
+#   t  (about 8 minutes) pinned staging of downloads only (`pinned_uploads` off): gpu_equals_cpu,
+#      the shipped profile, 12-tenant serving A/B (uploads pinned, all pageable), the tiers and
+#      Azure cells, PET serving and cell, step profile.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -67,7 +70,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r or s}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s or t}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -399,6 +402,33 @@ s)
   cat "$O/i14/summary.txt" >> "$S"
   [ $SECONDS -lt 430 ] && fidelity_cells
   ;;
+t)
+  # Pinned staging of downloads only (`pinned_uploads` off: part s's switch-heavy live cells
+  # were slower than part m's, their passes' inputs queued behind weight switches on the copy
+  # engine): `gpu_equals_cpu` (both directions staged, and neither, bit-equal to the default),
+  # the shipped profile, the 12-tenant serving A/B (default, --pinned-uploads,
+  # --pageable-staging), the tiers and Azure cells, PET serving and the PET cell.
+  pet_zoos &
+  ZOOS_PID=$!
+  zoo12
+  gpu_tests gpu_equals_cpu:120
+  wait $ZOOS_PID
+  if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
+  calibrate_shipped
+  grep -E "copy_during_forward|forward_during_copy" -A2 "$PROF" | head -12 | tr -s ' \n' ' ' | tee -a "$S"; echo >> "$S"
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 SKIP_TODAY=1 STAGING_AB=1 UPLOADS_AB=1 ZOOS=/tmp/c14 \
+    Z12="$Z12" BUDGET=$((400 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
+    > "$O/issue14.txt" 2>&1
+  note "serving A/B (12 tenants):"
+  cat "$O/i14/summary.txt" >> "$S"
+  fidelity_cells
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
+  note "PET serving:"
+  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  [ $SECONDS -lt 520 ] && pet_live_cell
+  [ $SECONDS -lt 560 ] && pet_profile
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -409,7 +439,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r or s" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s or t" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

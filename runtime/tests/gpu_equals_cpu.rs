@@ -109,12 +109,20 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             ..defaults
         };
         let mut other = GpuModel::new(&w, cfg, 0, other_options).expect("gpu");
-        // The transfers through pinned staging memory: the same bytes, so the same bits.
+        // The transfers through pinned staging memory in both directions, and through pageable
+        // memory in both (the default stages downloads only): the same bytes, so the same bits.
         let staged_options = KernelOptions {
             pinned_staging: true,
+            pinned_uploads: true,
             ..defaults
         };
         let mut staged = GpuModel::new(&w, cfg, 0, staged_options).expect("gpu");
+        let pageable_options = KernelOptions {
+            pinned_staging: false,
+            pinned_uploads: false,
+            ..defaults
+        };
+        let mut pageable = GpuModel::new(&w, cfg, 0, pageable_options).expect("gpu");
         let fused = matches!(&gpu, Engine::Cuda(m) if m.uses_fused_attention());
         let deep = cfg.num_hidden_layers > 2;
         let tol = same_dtype_tol(dtype, deep);
@@ -180,7 +188,12 @@ fn check_model(cfg: &Config, name: &str, shapes: &[Vec<usize>]) {
             let st = staged.forward(&b).expect("pinned-staging forward");
             assert_eq!(
                 st.values, g.values,
-                "{what}: pinned staging changed the outputs"
+                "{what}: pinned staging of uploads changed the outputs"
+            );
+            let pg = pageable.forward(&b).expect("pageable forward");
+            assert_eq!(
+                pg.values, g.values,
+                "{what}: pinned staging of downloads changed the outputs"
             );
             // Replaying the captured graph on the same inputs gives the same bits.
             if let Engine::Cuda(m) = &mut gpu {

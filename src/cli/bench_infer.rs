@@ -56,6 +56,9 @@ pub struct InferArgs {
     /// instead of pinned host memory of the model's own.
     #[arg(long)]
     pub pageable_staging: bool,
+    /// A/B: inputs through the pinned memory too (asynchronous host→device copies).
+    #[arg(long)]
+    pub pinned_uploads: bool,
 }
 
 impl InferArgs {
@@ -70,6 +73,7 @@ impl InferArgs {
             pet_tiled: d.pet_tiled,
             pet_fused: d.pet_fused,
             pinned_staging: d.pinned_staging && !self.pageable_staging,
+            pinned_uploads: d.pinned_uploads || self.pinned_uploads,
         }
     }
 }
@@ -204,6 +208,7 @@ mod tests {
             ("--no-cublaslt", "cublaslt"),
             ("--residual-epilogue", "residual_epilogue"),
             ("--pageable-staging", "pinned_staging"),
+            ("--pinned-uploads", "pinned_uploads"),
         ];
         for (flag, field) in flipped {
             let o = options(&[flag]);

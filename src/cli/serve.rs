@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// (`KernelOptions::pinned_staging` off; cuda devices only).
     #[arg(long)]
     pub pageable_staging: bool,
+    /// A/B: executors' uploads (a pass's inputs) through their pinned memory too
+    /// (`KernelOptions::pinned_uploads`; asynchronous host→device copies, queued behind weight
+    /// switches on the copy engine; cuda devices only).
+    #[arg(long, conflicts_with = "pageable_staging")]
+    pub pinned_uploads: bool,
     /// A profile for the policy's and admission's estimates (default: a quick calibration of
     /// the zoo on the device at start-up). One of another model architecture, device or
     /// dtype than the zoo is refused.
@@ -132,6 +137,7 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         gpu_sync: args.gpu_sync,
         kernel_options: ptm_runtime::KernelOptions {
             pinned_staging: !args.pageable_staging,
+            pinned_uploads: args.pinned_uploads,
             ..Default::default()
         },
     };

@@ -229,14 +229,17 @@ pub struct Gpu {
     staging: RefCell<Option<Staging>>,
 }
 
-/// Pinned host memory a model's transfers go through: [`Gpu::upload_async`] copies its source
-/// in and the device reads it from there asynchronously; [`Gpu::download_f32`] has the device
-/// write there and copies out after the stream synchronises. A bump allocation: copies queued
+/// Pinned host memory a model's transfers go through: [`Gpu::download_f32`] has the device
+/// write there and copies out after the stream synchronises; where `uploads`,
+/// [`Gpu::upload_async`] copies its source in and the device reads it from there asynchronously
+/// (a host→device copy the copy engine then queues behind other executors' weight copies). A bump allocation: copies queued
 /// since the stream last synchronised in `download_f32` hold what it took; a transfer that does
 /// not fit goes through pageable memory instead, as without staging.
 struct Staging {
     buf: PinnedBuf,
     bump: Bump,
+    /// Whether uploads go through it too (else only downloads do).
+    uploads: bool,
 }
 
 /// A bump allocation of `capacity` bytes: each transfer aligned to [`STAGING_ALIGN`], all freed
@@ -356,15 +359,16 @@ impl Gpu {
         })
     }
 
-    /// Routes this model's transfers through `bytes` of pinned host memory of its own,
-    /// allocated now on GPU `ordinal` (`KernelOptions::pinned_staging`; see [`Staging`]).
-    pub fn pin_staging(&self, ordinal: usize, bytes: usize) -> Result<()> {
+    /// Routes this model's downloads — and its uploads where `uploads` — through `bytes` of
+    /// pinned host memory of its own, allocated now on GPU `ordinal`
+    /// (`KernelOptions::pinned_staging`, `KernelOptions::pinned_uploads`; see [`Staging`]).
+    pub fn pin_staging(&self, ordinal: usize, bytes: usize, uploads: bool) -> Result<()> {
         let buf = PinnedBuf::new(ordinal, bytes)?;
         let bump = Bump {
             capacity: buf.bytes,
             used: 0,
         };
-        *self.staging.borrow_mut() = Some(Staging { buf, bump });
+        *self.staging.borrow_mut() = Some(Staging { buf, bump, uploads });
         Ok(())
     }
 
@@ -559,7 +563,7 @@ impl Gpu {
     /// Copies host data to the device on the stream (ordered with kernels).
     pub fn upload_async<T: Copy>(&self, dst: u64, src: &[T]) -> Result<()> {
         let bytes = std::mem::size_of_val(src);
-        if let Some(st) = self.staging.borrow_mut().as_mut() {
+        if let Some(st) = self.staging.borrow_mut().as_mut().filter(|st| st.uploads) {
             if let Some(at) = st.bump.take(bytes) {
                 // SAFETY: `src` is plain data (`Copy`) of `bytes` bytes; `[at, at + bytes)` lies
                 // in the pinned buffer (`take`) and no queued copy reads it (the bump only

@@ -96,7 +96,7 @@ impl GpuModel {
     ) -> Result<Self> {
         let gpu = Gpu::new(ordinal, dtype)?;
         if options.pinned_staging {
-            gpu.pin_staging(ordinal, super::cuda::STAGING_BYTES)?;
+            gpu.pin_staging(ordinal, super::cuda::STAGING_BYTES, options.pinned_uploads)?;
         }
         let arena = DevBuf::new(&gpu.ctx, layout.total_elements() * dtype.size_bytes())?;
         let weights = ArenaWeights::resolve(layout, cfg, arena.ptr, dtype.size_bytes())?;

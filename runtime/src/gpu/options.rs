@@ -46,16 +46,23 @@ pub struct KernelOptions {
     /// fp16 LoRA tenants took 0.554 ms against the tiled kernels' 0.685 in the same call
     /// (`runtime/bench/device-round2.sh q`, BENCHMARKS.md).
     pub pet_fused: bool,
-    /// A model's transfers (a pass's inputs up, its outputs down, a PET pass's tables) go
-    /// through pinned host memory of its own, copied into and out of on the host: the driver
-    /// then copies asynchronously, where from or to pageable memory it stages every copy itself,
-    /// synchronously — a download waits for the pass before it, and several executors' copies
-    /// take turns on the driver's staging. Off: pageable copies. The bytes moved are the same
-    /// either way (`tests/gpu_equals_cpu.rs`, bit for bit on the H200). On by default: one
-    /// model alone runs as fast either way, but `ptm serve` over 12 BERT-base fp16 tenants on 8
-    /// executors served 4,022.9 req/s against 3,115.5 at 32 clients and 5,914.6 against 5,599.4
-    /// at 128 (`runtime/bench/device-round2.sh q`, BENCHMARKS.md).
+    /// A model's downloads (a pass's outputs) go through pinned host memory of its own, copied
+    /// out of on the host: the driver then copies asynchronously, where to pageable memory it
+    /// stages every copy itself, synchronously — a download waits for the pass before it, and
+    /// several executors' copies take turns on the driver's staging. Off: pageable copies. The
+    /// bytes moved are the same either way (`tests/gpu_equals_cpu.rs`, bit for bit on the
+    /// H200). On by default: one model alone runs as fast either way, but `ptm serve` over 12
+    /// BERT-base fp16 tenants on 8 executors served 4,022.9 req/s against 3,115.5 at 32 clients
+    /// and 5,914.6 against 5,599.4 at 128 with uploads staged too (`runtime/bench/
+    /// device-round2.sh q`, BENCHMARKS.md).
     pub pinned_staging: bool,
+    /// With `pinned_staging`, a model's uploads too (a pass's inputs, a PET pass's tables):
+    /// asynchronous host→device copies, which the copy engine queues behind weight switches of
+    /// other executors in flight (a 4 ms copy of BERT-base fp16 from the host) — on the H200 a
+    /// switch-heavy replay (the Azure cell on 4 executors, affinity) took 45.8 ms a request on
+    /// average with them against 29.1 without (parts m and s, BENCHMARKS.md). Off by default:
+    /// uploads from pageable memory, which the driver copies itself, synchronously.
+    pub pinned_uploads: bool,
 }
 
 impl Default for KernelOptions {
@@ -68,6 +75,7 @@ impl Default for KernelOptions {
             pet_tiled: true,
             pet_fused: true,
             pinned_staging: true,
+            pinned_uploads: false,
         }
     }
 }
@@ -75,7 +83,7 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 7] {
+    pub fn fields(&self) -> [(&'static str, bool); 8] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
@@ -84,6 +92,7 @@ impl KernelOptions {
             ("pet_tiled", self.pet_tiled),
             ("pet_fused", self.pet_fused),
             ("pinned_staging", self.pinned_staging),
+            ("pinned_uploads", self.pinned_uploads),
         ]
     }
 }
@@ -108,10 +117,10 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
-             pet_tiled=on pet_fused=on pinned_staging=on"
+             pet_tiled=on pet_fused=on pinned_staging=on pinned_uploads=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

@@ -136,6 +136,30 @@ pet_live_cell() {
   grep -E "^\| pet" "$O/pet-live.md" | cut -c1-200 | tee -a "$S"
 }
 
+# `ptm bench pet --profile` on 1,000 of the 10,000 LoRA tenants with the tiled and the fused
+# LoRA kernels (parts q, r).
+pet_kernels_ab() {
+  local k
+  for k in tiled fused; do
+    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
+      --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
+    note "bench pet --pet-kernels $k: rc $?"
+    grep -E "^\| (PET|plain|total|head)" "$O/bench_pet_$k.txt" | tee -a "$S"
+  done
+}
+
+# `ptm bench infer` of BERT-base fp16 with pageable and with pinned staging (parts p, q; they
+# ran it as `--pinned-staging` against none, when pinned staging was off by default).
+staging_ab_infer() {
+  local v
+  for v in pageable:--pageable-staging pinned:""; do
+    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
+      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
+    note "bench infer (${v%%:*}): rc $?"
+    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
+  done
+}
+
 # At most 8 files come back from $OUT: everything but the summary goes into one archive.
 pack_out() {
   ( cd "$O" && find . -type f ! -name summary.txt ! -name all.tgz | sort > /tmp/pack.list \
@@ -302,12 +326,7 @@ p)
   # needs `gpu_equals_cpu-*`. Uses the shipped profile.
   zoo12
   gpu_tests gpu_equals_cpu:120
-  for v in pageable:--pageable-staging pinned:""; do
-    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
-      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
-    note "bench infer (${v%%:*}): rc $?"
-    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
-  done
+  staging_ab_infer
   env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 STAGING_AB=1 ZOOS=/tmp/c14 Z12="$Z12" \
     BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
   note "serving A/B (pinned staging):"
@@ -324,12 +343,7 @@ q)
   zoo12
   gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
   wait $ZOOS_PID
-  for k in tiled fused; do
-    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
-      --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
-    note "bench pet --pet-kernels $k: rc $?"
-    grep -E "^\| (PET|plain|total|head)" "$O/bench_pet_$k.txt" | tee -a "$S"
-  done
+  pet_kernels_ab
   if command -v nsys > /dev/null || [ -x /usr/local/cuda/bin/nsys ]; then
     NSYS=$(command -v nsys || echo /usr/local/cuda/bin/nsys)
     timeout 90 "$NSYS" profile -o /tmp/petq --force-overwrite true "$B/ptm" bench pet --zoo "$PZ" \
@@ -340,12 +354,7 @@ q)
   else
     note "no nsys on this machine ($(ls /usr/local/cuda/bin 2> /dev/null | tr '\n' ' ' | cut -c1-200))"
   fi
-  for v in pageable:--pageable-staging pinned:""; do
-    timeout 90 "$B/ptm" bench infer --arch bert-base --dtype fp16 --batch 1,8,32 --seq 128 \
-      --iters 200 ${v#*:} > "$O/bench_infer_${v%%:*}.txt" 2>&1
-    note "bench infer (${v%%:*}): rc $?"
-    grep -E "^\| *(1|8|32) " "$O/bench_infer_${v%%:*}.txt" | head -3 | tee -a "$S"
-  done
+  staging_ab_infer
   env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 STAGING_AB=1 ZOOS=/tmp/c14 \
     Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
     > "$O/issue14.txt" 2>&1
@@ -364,12 +373,7 @@ r)
   gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
   wait $ZOOS_PID
   if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
-  for k in tiled fused; do
-    timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
-      --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
-    note "bench pet --pet-kernels $k: rc $?"
-    grep -E "^\| (PET|plain|total|head)" "$O/bench_pet_$k.txt" | tee -a "$S"
-  done
+  pet_kernels_ab
   calibrate_shipped
   env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
     BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1

@@ -59,6 +59,8 @@
 #   t  (about 8 minutes) pinned staging of downloads only (`pinned_uploads` off): gpu_equals_cpu,
 #      the shipped profile, 12-tenant serving A/B (uploads pinned, all pageable), the tiers and
 #      Azure cells, PET serving and cell, step profile.
+#   v  (about 4 minutes; not run yet) 12-tenant serving, default spin against `--gpu-sync block`,
+#      twice each (the server's CPU doubled with pinned downloads).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -70,7 +72,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s or t}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t or v}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -433,6 +435,21 @@ t)
   [ $SECONDS -lt 520 ] && pet_live_cell
   [ $SECONDS -lt 560 ] && pet_profile
   ;;
+v)
+  # Not run yet (for the next call): the 12-tenant serving with executors that sleep on the GPU
+  # (`--gpu-sync block`) against the default spin, twice each. With pinned downloads the server's
+  # CPU per 16,000 requests at 128 clients doubled (28.7 s against 14.0 with pageable transfers,
+  # part t: about 10.6 of the machine's 16 cores), so the spinning executors may now take the
+  # cores the HTTP threads and tokenizers need.
+  zoo12
+  for r in 1 2; do
+    env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 SYNC_AB=1 ZOOS=/tmp/c14 \
+      Z12="$Z12" BUDGET=$((280 * r - SECONDS)) OUT="$O/i14-$r" bash runtime/bench/device-issue14.sh "$B" \
+      > "$O/issue14-$r.txt" 2>&1
+    note "serving, gpu-sync A/B, run $r:"
+    grep -E "c=(32|128): throughput" "$O/i14-$r/summary.txt" | cut -c1-160 >> "$S"
+  done
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -443,7 +460,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s or t" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t or v" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

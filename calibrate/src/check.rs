@@ -360,6 +360,36 @@ mod tests {
     }
 
     #[test]
+    fn an_a_b_run_with_other_kernel_options_is_warned_about_and_a_cpu_run_has_none() {
+        let ab = KernelOptions {
+            pinned_uploads: true,
+            ..KernelOptions::default()
+        };
+        let run = gpu_run("NVIDIA H200", Arch::BertBase, DType::Fp16).with_options(ab);
+        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &run).unwrap();
+        assert!(c.refused().is_empty(), "{}", c.table());
+        assert!(c.table().contains("pinned_uploads=on"), "{}", c.table());
+        let warnings = c.enforce(false).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("kernel options")),
+            "{warnings:?}"
+        );
+        // The defaults: the shipped profile's own options, nothing to warn about.
+        let same = gpu_run("NVIDIA H200", Arch::BertBase, DType::Fp16)
+            .with_options(KernelOptions::default());
+        let c = Check::new(&h200(), "h200.ron", Some("bert-base-fp16"), &same).unwrap();
+        let warnings = c.enforce(false).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("kernel options")),
+            "{warnings:?}"
+        );
+        // The CPU runs no kernel option: an A/B flag changes nothing there.
+        let cpu = Expected::run(None, Some(Device::Cpu), None).unwrap();
+        assert!(cpu.build.kernel_options.is_empty());
+        assert!(cpu.with_options(ab).build.kernel_options.is_empty());
+    }
+
+    #[test]
     fn an_option_the_profile_does_not_record_is_read_as_off() {
         // h200.ron as a profile written before `pet_tiled` existed (the line removed): a run
         // with it off matches, the default run (on) warns.

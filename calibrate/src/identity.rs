@@ -130,6 +130,16 @@ impl Expected {
             build: this_build(options),
         })
     }
+
+    /// The same run with kernel options `options` instead of the defaults (an A/B run's: `ptm
+    /// serve --pageable-staging`, `ptm run --live --pinned-uploads`); nothing changes on the CPU,
+    /// which runs no kernel option.
+    pub fn with_options(mut self, options: KernelOptions) -> Self {
+        if !self.build.kernel_options.is_empty() {
+            self.build = this_build(Some(options));
+        }
+        self
+    }
 }
 
 #[cfg(test)]

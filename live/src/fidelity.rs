@@ -30,6 +30,9 @@ pub struct LiveOptions<'a> {
     /// Compare against a profile of another model, device or dtype all the same (warned about
     /// instead of refused).
     pub allow_profile_mismatch: bool,
+    /// The runtime's kernel options (the default but for A/B runs: `ptm run --live
+    /// --pageable-staging`, `--pinned-uploads`); a profile measured with others is warned about.
+    pub options: ptm_runtime::KernelOptions,
     /// Told before each cell starts (and once at the end), for a progress display.
     pub progress: Option<&'a (dyn Fn(&Progress<'_>) + Sync)>,
 }
@@ -64,7 +67,7 @@ pub fn run_cells(
     let (profile, profile_name) = s.load_profile(files)?;
     if o.compare {
         // The simulation answers for the profile's machine and model: refuse another one.
-        let run = Expected::run(Some(o.zoo), Some(device), Some(dtype))?;
+        let run = Expected::run(Some(o.zoo), Some(device), Some(dtype))?.with_options(o.options);
         let check = Check::new(&profile, &profile_name, Some(&s.model), &run)?;
         for w in check.enforce(o.allow_profile_mismatch)? {
             eprintln!("ptm: warning: {w}");
@@ -113,7 +116,7 @@ pub fn run_cells(
                 instances: s.instances,
                 pet: s.pet.is_some(),
                 delta_slots: setup.tiers.pool_tenants.unwrap_or(1),
-                options: ptm_runtime::KernelOptions::default(),
+                options: o.options,
             },
         )?;
         fleet.check_fit(s.instances)?;

@@ -53,12 +53,32 @@ pub struct RunArgs {
     /// With --compare: compare against a profile of another model, device or dtype anyway.
     #[arg(long, requires = "compare")]
     pub allow_profile_mismatch: bool,
+    /// With --live, A/B: executors' outputs through pageable memory instead of pinned memory of
+    /// their own (`KernelOptions::pinned_staging` off; cuda devices only).
+    #[arg(long, requires = "live")]
+    pub pageable_staging: bool,
+    /// With --live, A/B: executors' inputs through their pinned memory too
+    /// (`KernelOptions::pinned_uploads`; queued behind weight switches on the copy engine).
+    #[arg(long, requires = "live", conflicts_with = "pageable_staging")]
+    pub pinned_uploads: bool,
     /// Re-simulate a recorded `ptm run --live --compare --json` FILE with this build: its live
     /// half kept as measured, its simulated half made again from this scenario (pass the flags
     /// the recording used, e.g. --rate, --instances, --profile). Prints the fidelity tables, or
     /// with --json the cells, which `ptm fidelity-table` reads.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["live", "timeline", "requests", "per_tenant"])]
     pub resimulate: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The kernel options of a live run: the defaults, but for the A/B flags.
+    fn kernel_options(&self) -> ptm_runtime::KernelOptions {
+        let d = ptm_runtime::KernelOptions::default();
+        ptm_runtime::KernelOptions {
+            pinned_staging: d.pinned_staging && !self.pageable_staging,
+            pinned_uploads: d.pinned_uploads || self.pinned_uploads,
+            ..d
+        }
+    }
 }
 
 /// Creates the folder `path` is to be written in.
@@ -246,6 +266,7 @@ fn live(args: &RunArgs, loaded: &crate::embedded::Loaded) -> anyhow::Result<()> 
         dtype: args.dtype,
         compare: args.compare,
         allow_profile_mismatch: args.allow_profile_mismatch,
+        options: args.kernel_options(),
         progress: Some(&show),
     };
     let cells = fidelity::run_cells(&loaded.scenario, loaded.files.as_ref(), &options)?;
@@ -260,4 +281,45 @@ fn live(args: &RunArgs, loaded: &crate::embedded::Loaded) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunArgs;
+    use clap::Parser;
+    use ptm_runtime::KernelOptions;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn options(flags: &[&str]) -> KernelOptions {
+        let argv = ["run", "--live", "--zoo", "z"]
+            .into_iter()
+            .chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.kernel_options()
+    }
+
+    #[test]
+    fn a_live_run_takes_the_default_kernel_options_but_for_its_staging_flags() {
+        let d = KernelOptions::default();
+        assert_eq!(options(&[]), d);
+        assert!(!options(&["--pageable-staging"]).pinned_staging);
+        assert!(options(&["--pinned-uploads"]).pinned_uploads);
+        let both = [
+            "run",
+            "--live",
+            "--zoo",
+            "z",
+            "--pageable-staging",
+            "--pinned-uploads",
+        ];
+        assert!(Cli::try_parse_from(both).is_err(), "the two flags conflict");
+        assert!(
+            Cli::try_parse_from(["run", "--pinned-uploads"]).is_err(),
+            "a staging flag needs --live"
+        );
+    }
 }

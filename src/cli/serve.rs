@@ -135,10 +135,13 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         },
         token,
         gpu_sync: args.gpu_sync,
-        kernel_options: ptm_runtime::KernelOptions {
-            pinned_staging: !args.pageable_staging,
-            pinned_uploads: args.pinned_uploads,
-            ..Default::default()
+        kernel_options: {
+            let d = ptm_runtime::KernelOptions::default();
+            ptm_runtime::KernelOptions {
+                pinned_staging: d.pinned_staging && !args.pageable_staging,
+                pinned_uploads: d.pinned_uploads || args.pinned_uploads,
+                ..d
+            }
         },
     };
     // Refuse bad flags before reading a profile or calibrating.

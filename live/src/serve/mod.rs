@@ -461,7 +461,8 @@ fn check_profile(
     (profile, name, model): &(Profile, String, String),
     o: &ServeOptions,
 ) -> anyhow::Result<()> {
-    let run = Expected::run(Some(&o.zoo), Some(o.device), Some(o.dtype))?;
+    let run =
+        Expected::run(Some(&o.zoo), Some(o.device), Some(o.dtype))?.with_options(o.kernel_options);
     let check = Check::new(profile, name, Some(model), &run)?;
     for w in check.enforce(o.allow_profile_mismatch)? {
         eprintln!("ptm serve: warning: {w}");

@@ -61,6 +61,8 @@
 #      Azure cells, PET serving and cell, step profile.
 #   v  (about 4 minutes; not run yet) 12-tenant serving, default spin against `--gpu-sync block`,
 #      twice each (the server's CPU doubled with pinned downloads).
+#   w  (seconds; not run yet) each LoRA kernel alone at the mixed pass's shape
+#      (`runtime/examples/lora_kernels.rs`).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -72,7 +74,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t or v}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v or w}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -450,6 +452,16 @@ v)
     grep -E "c=(32|128): throughput" "$O/i14-$r/summary.txt" | cut -c1-160 >> "$S"
   done
   ;;
+w)
+  # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
+  # (`runtime/examples/lora_kernels.rs`; BIN_DIR also needs its stripped release binary,
+  # `cargo build --release -p ptm-runtime --example lora_kernels`): the split of the Q/K/V
+  # step's 46 µs a layer between shrink and expand that the per-step profile cannot give.
+  for dt in fp16 bf16; do
+    timeout 60 "$B/lora_kernels" $dt 4096 8 > "$O/lora_kernels_$dt.txt" 2>&1
+    note "lora_kernels $dt: rc $?"; cat "$O/lora_kernels_$dt.txt" >> "$S"
+  done
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -460,7 +472,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t or v" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v or w" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

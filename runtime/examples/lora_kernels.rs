@@ -1,0 +1,230 @@
+//! Device time of each segmented LoRA kernel alone, at the shape of the mixed pass that
+//! `ptm bench pet --profile` measures (BERT-base: 32 rows × 128 tokens, Q, K and V of 768
+//! columns, rank 8 on Q and V): the warp kernels' shrink and expand, the row-tiled ones'
+//! shrink and expand, the fused kernel — so that the Q/K/V step's time splits into its
+//! launches. Segments: one tenant over all rows, and 32 tenants of 128 rows each.
+//!
+//! A benchmark program (not a test; it asserts nothing): CUDA events around `ITERS` launches,
+//! the median of `GROUPS` groups, per launch in µs. Needs a GPU and the CUDA libraries on
+//! `LD_LIBRARY_PATH` (cudarc loads them at run time).
+//!
+//! ```sh
+//! cargo build --release -p ptm-runtime --example lora_kernels
+//! target/release/examples/lora_kernels [DTYPE (fp16)] [ROWS (4096)] [RANK (8)]
+//! ```
+#![allow(unsafe_code)]
+
+#[cfg(feature = "cuda")]
+mod bench {
+    use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+    use ptm_runtime::gpu::pet::{
+        DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
+    };
+    use ptm_runtime::pet::twin::Segments;
+    use ptm_runtime::DType;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+
+    /// Launches timed between two events.
+    const ITERS: usize = 50;
+    /// Groups of `ITERS` launches; the median group is reported.
+    const GROUPS: usize = 11;
+    /// Width of Q, K and V (BERT-base).
+    const HIDDEN: usize = 768;
+
+    type Res<T> = Result<T, String>;
+
+    fn e<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+        move |err| format!("{what}: {err:?}")
+    }
+
+    /// Device buffers kept alive, addressed by `u64`.
+    struct Dev {
+        stream: Arc<CudaStream>,
+        bufs: Vec<CudaSlice<u8>>,
+    }
+
+    impl Dev {
+        fn up(&mut self, bytes: &[u8]) -> Res<u64> {
+            let s = self.stream.clone_htod(bytes).map_err(e("upload"))?;
+            let p = s.device_ptr(&self.stream).0;
+            self.bufs.push(s);
+            Ok(p)
+        }
+
+        fn vals(
+            &mut self,
+            dtype: DType,
+            r: &mut rand_pcg::Pcg64Mcg,
+            n: usize,
+            scale: f32,
+        ) -> Res<u64> {
+            let v: Vec<f32> = (0..n)
+                .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+                .collect();
+            let mut b = Vec::new();
+            dtype.encode_f32(&v, &mut b);
+            self.up(&b)
+        }
+    }
+
+    /// Median device µs per launch of `f` (which enqueues one launch).
+    fn time(stream: &Arc<CudaStream>, f: &mut dyn FnMut() -> Res<()>) -> Res<f64> {
+        let ctx = stream.context();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (e0, e1) = (
+            ctx.new_event(flags).map_err(e("cuEventCreate"))?,
+            ctx.new_event(flags).map_err(e("cuEventCreate"))?,
+        );
+        for _ in 0..5 {
+            f()?;
+        }
+        let mut us = Vec::with_capacity(GROUPS);
+        for _ in 0..GROUPS {
+            e0.record(stream).map_err(e("cuEventRecord"))?;
+            for _ in 0..ITERS {
+                f()?;
+            }
+            e1.record(stream).map_err(e("cuEventRecord"))?;
+            e1.synchronize().map_err(e("cuEventSynchronize"))?;
+            let ms = e0.elapsed_ms(&e1).map_err(e("cuEventElapsedTime"))?;
+            us.push(f64::from(ms) * 1e3 / ITERS as f64);
+        }
+        us.sort_by(f64::total_cmp);
+        Ok(us[GROUPS / 2])
+    }
+
+    pub fn run(dtype: DType, rows: usize, rank: usize) -> Res<()> {
+        // The runtime's probe first: a clear error where there is no driver or GPU.
+        let gpu = ptm_runtime::gpu::device_name(0).map_err(|x| x.to_string())?;
+        let ctx = CudaContext::new(0).map_err(e("GPU 0"))?;
+        let stream = ctx.new_stream().map_err(e("stream"))?;
+        let kernels = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
+            .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
+        let [warp, tiled, fused] = kernels;
+        let (warp, tiled, fused) = (warp?, tiled?, fused?);
+        let mut d = Dev {
+            stream: stream.clone(),
+            bufs: vec![],
+        };
+        let mut r = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+        let x = DevMat {
+            ptr: d.vals(dtype, &mut r, rows * HIDDEN, 1.0)?,
+            ld: HIDDEN as i64,
+        };
+        let y = DevMat {
+            ptr: d.vals(dtype, &mut r, 3 * rows * HIDDEN, 1.0)?,
+            ld: HIDDEN as i64,
+        };
+        let y32 = DevMat {
+            ptr: d.vals(DType::Fp32, &mut r, 3 * rows * HIDDEN, 1.0)?,
+            ld: HIDDEN as i64,
+        };
+        let t = DevMat {
+            ptr: d.vals(dtype, &mut r, rows * 3 * rank, 0.0)?,
+            ld: (3 * rank) as i64,
+        };
+        let sites = Sites {
+            count: 3,
+            t_cols: rank as i32,
+            y_stride: (rows * HIDDEN) as i64,
+        };
+        println!(
+            "LoRA kernels alone on {gpu}, {dtype}, {rows} rows × {HIDDEN} (Q, K, V), rank {rank} on Q and V; \
+             µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}",
+            PetKernels::fits_fused(sites)
+        );
+        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for tenants in [1usize, 32] {
+            let per = rows.div_ceil(tenants);
+            let seg_rows: Vec<usize> = (0..tenants)
+                .map(|i| per.min(rows.saturating_sub(i * per)))
+                .collect();
+            let seg = Segments::new(&seg_rows, 1).map_err(|x| x.to_string())?;
+            let dseg = DevSegments {
+                seg_start: d.up(&seg.to_bytes())?,
+                nseg: seg.len() as i32,
+            };
+            let mut table = Vec::with_capacity(tenants * 3);
+            for _ in 0..tenants {
+                for site in 0..3 {
+                    table.push(if site == 1 {
+                        LoraSegDev::default()
+                    } else {
+                        LoraSegDev {
+                            a: d.vals(dtype, &mut r, rank * HIDDEN, 0.2)?,
+                            b: d.vals(dtype, &mut r, HIDDEN * rank, 0.2)?,
+                            rank: rank as i32,
+                            scale: 2.0,
+                        }
+                    });
+                }
+            }
+            let tab = d.up(&LoraSegDev::to_bytes(&table))?;
+            let hd = HIDDEN as i32;
+            let ms = |x: ptm_runtime::Result<()>| x.map_err(|err| err.to_string());
+            // SAFETY: every address is a live buffer of the sizes the tables and dimensions
+            // imply (x: rows × 768; t: rows × 3·rank; y: 3 × rows × 768; the tables' matrices).
+            let row = unsafe {
+                [
+                    time(&stream, &mut || {
+                        ms(warp.lora_shrink(x, dseg, tab, sites, t, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(warp.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(tiled.lora_shrink(x, dseg, tab, sites, t, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(tiled.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(tiled.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(fused.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))
+                    })?,
+                ]
+            };
+            let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
+            println!("| {tenants} | {} |", cells.join(" | "));
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dtype = args.next().unwrap_or_else(|| "fp16".into());
+    let rows = args.next().unwrap_or_else(|| "4096".into());
+    let rank = args.next().unwrap_or_else(|| "8".into());
+    let parsed = (
+        dtype.parse::<ptm_runtime::DType>(),
+        rows.parse::<usize>(),
+        rank.parse::<usize>(),
+    );
+    let (Ok(dtype), Ok(rows), Ok(rank)) = parsed else {
+        eprintln!("usage: lora_kernels [fp32|fp16|bf16] [ROWS ≥ 32] [RANK 1–32]");
+        std::process::exit(2);
+    };
+    if !(32..=1 << 16).contains(&rows) || !(1..=32).contains(&rank) {
+        eprintln!("lora_kernels: ROWS must be 32 to 65536 and RANK 1 to 32 (got {rows}, {rank})");
+        std::process::exit(2);
+    }
+    #[cfg(feature = "cuda")]
+    if let Err(err) = bench::run(dtype, rows, rank) {
+        eprintln!("lora_kernels: {err}");
+        std::process::exit(1);
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (dtype, rows, rank);
+        eprintln!("lora_kernels: built without the `cuda` feature");
+        std::process::exit(1);
+    }
+}

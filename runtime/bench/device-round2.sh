@@ -131,6 +131,14 @@ pet_profile() {
   grep -E "^\| " "$O/bench_pet_profile.txt" | grep -vE "^\|---|register|load |GPU|host|RSS" | tee -a "$S"
 }
 
+# `ptm serve` over the 10,000 LoRA tenants under the load client, with the profile (issue 15).
+pet_serving() {
+  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
+    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
+  note "PET serving:"
+  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+}
+
 # The PET cell (runtime/bench/pet-live.ron) live against the profile.
 pet_live_cell() {
   timeout 90 "$B/ptm" run runtime/bench/pet-live.ron --profile "$PROF" --model bert-base-fp16 \
@@ -315,10 +323,7 @@ m)
     bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
   note "serving (12 tenants A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
-  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
-    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
-  note "PET serving:"
-  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_serving
   [ $SECONDS -lt 500 ] && pet_live_cell
   [ $SECONDS -lt 440 ] && fidelity_cells
   ;;
@@ -379,10 +384,7 @@ r)
   if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
   pet_kernels_ab
   calibrate_shipped
-  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
-    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
-  note "PET serving:"
-  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_serving
   pet_live_cell
   env PROFILE_FILE="$PROF" ONLY_SERVE=1 SKIP_TODAY=1 SECOND_POLICY=1 ZOOS=/tmp/c14 Z12="$Z12" \
     BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
@@ -398,10 +400,7 @@ s)
   pet_zoos
   calibrate_shipped
   pet_profile
-  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
-    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
-  note "PET serving:"
-  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_serving
   pet_live_cell
   env PROFILE_FILE="$PROF" ONLY_SERVE=1 SKIP_TODAY=1 SECOND_POLICY=1 WITH_200=1 ZIPF1_200=1 \
     ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
@@ -430,10 +429,7 @@ t)
   note "serving A/B (12 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   fidelity_cells
-  env PROFILE_FILE="$PROF" ONLY_SERVE=1 ONLY_PET=1 PET_ZOO="$PZ" ZOOS=/tmp/c14 Z12="$Z12" \
-    BUDGET=60 OUT="$O/i15" bash runtime/bench/device-issue14.sh "$B" > "$O/issue15.txt" 2>&1
-  note "PET serving:"
-  grep -E "pet c=|listening" "$O/i15/summary.txt" >> "$S"
+  pet_serving
   [ $SECONDS -lt 520 ] && pet_live_cell
   [ $SECONDS -lt 560 ] && pet_profile
   ;;

@@ -64,7 +64,7 @@ pub struct InferArgs {
 impl InferArgs {
     /// The kernel options the flags choose (all absent: the default every other command runs).
     fn kernel_options(&self) -> KernelOptions {
-        let d = KernelOptions::default();
+        let d = super::staging::kernel_options(self.pageable_staging, self.pinned_uploads);
         KernelOptions {
             fused_attention: d.fused_attention && !self.no_fused_attention,
             single_pass_attention: d.single_pass_attention && !self.no_single_pass_attention,
@@ -72,8 +72,8 @@ impl InferArgs {
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
             pet_tiled: d.pet_tiled,
             pet_fused: d.pet_fused,
-            pinned_staging: d.pinned_staging && !self.pageable_staging,
-            pinned_uploads: d.pinned_uploads || self.pinned_uploads,
+            pinned_staging: d.pinned_staging,
+            pinned_uploads: d.pinned_uploads,
         }
     }
 }

@@ -17,6 +17,7 @@ mod profile;
 mod run;
 mod scenario_flags;
 mod serve;
+mod staging;
 mod sweep;
 mod trace;
 mod zoo;

@@ -72,12 +72,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The kernel options of a live run: the defaults, but for the A/B flags.
     fn kernel_options(&self) -> ptm_runtime::KernelOptions {
-        let d = ptm_runtime::KernelOptions::default();
-        ptm_runtime::KernelOptions {
-            pinned_staging: d.pinned_staging && !self.pageable_staging,
-            pinned_uploads: d.pinned_uploads || self.pinned_uploads,
-            ..d
-        }
+        super::staging::kernel_options(self.pageable_staging, self.pinned_uploads)
     }
 }
 

@@ -135,14 +135,7 @@ pub fn execute(args: ServeArgs) -> anyhow::Result<()> {
         },
         token,
         gpu_sync: args.gpu_sync,
-        kernel_options: {
-            let d = ptm_runtime::KernelOptions::default();
-            ptm_runtime::KernelOptions {
-                pinned_staging: d.pinned_staging && !args.pageable_staging,
-                pinned_uploads: d.pinned_uploads || args.pinned_uploads,
-                ..d
-            }
-        },
+        kernel_options: super::staging::kernel_options(args.pageable_staging, args.pinned_uploads),
     };
     // Refuse bad flags before reading a profile or calibrating.
     options.validate()?;

@@ -74,7 +74,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v or w}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w or x}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -148,11 +148,11 @@ pet_live_cell() {
   grep -E "^\| pet" "$O/pet-live.md" | cut -c1-200 | tee -a "$S"
 }
 
-# `ptm bench pet --profile` on 1,000 of the 10,000 LoRA tenants with the tiled and the fused
-# LoRA kernels (parts q, r).
+# `ptm bench pet --profile` on 1,000 of the 10,000 LoRA tenants with each LoRA kernel choice
+# given (parts q, r: tiled and fused; x: fused and rows).
 pet_kernels_ab() {
   local k
-  for k in tiled fused; do
+  for k in "$@"; do
     timeout 60 "$B/ptm" bench pet --zoo "$PZ" --tenants 1000 --batch 32 --seq 128 --mixed 32 \
       --iters 50 --misses 32 --threads 16 --profile --pet-kernels $k > "$O/bench_pet_$k.txt" 2>&1
     note "bench pet --pet-kernels $k: rc $?"
@@ -352,7 +352,7 @@ q)
   zoo12
   gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
   wait $ZOOS_PID
-  pet_kernels_ab
+  pet_kernels_ab tiled fused
   if command -v nsys > /dev/null || [ -x /usr/local/cuda/bin/nsys ]; then
     NSYS=$(command -v nsys || echo /usr/local/cuda/bin/nsys)
     timeout 90 "$NSYS" profile -o /tmp/petq --force-overwrite true "$B/ptm" bench pet --zoo "$PZ" \
@@ -382,7 +382,7 @@ r)
   gpu_tests pet_tiled_gpu:60 pet_gpu:170 gpu_equals_cpu:120
   wait $ZOOS_PID
   if grep -q "FAILED\|panicked" "$O"/test_*.txt; then note "tests failed: stopping"; exit 1; fi
-  pet_kernels_ab
+  pet_kernels_ab tiled fused
   calibrate_shipped
   pet_serving
   pet_live_cell
@@ -441,7 +441,7 @@ v)
   # cores the HTTP threads and tokenizers need.
   zoo12
   for r in 1 2; do
-    env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 SYNC_AB=1 ZOOS=/tmp/c14 \
+    env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 SYNC_AB=1 SKIP_LIVE=1 SKIP_200=1 ZOOS=/tmp/c14 \
       Z12="$Z12" BUDGET=$((280 * r - SECONDS)) OUT="$O/i14-$r" bash runtime/bench/device-issue14.sh "$B" \
       > "$O/issue14-$r.txt" 2>&1
     note "serving, gpu-sync A/B, run $r:"
@@ -458,6 +458,30 @@ w)
     note "lora_kernels $dt: rc $?"; cat "$O/lora_kernels_$dt.txt" >> "$S"
   done
   ;;
+x)
+  # The row-item LoRA kernels (`pet_rows_kernels.cu`, `KernelOptions::pet_rows`): bit-equal to
+  # the warp kernels (`pet_tiled_gpu`, `pet_gpu`), each LoRA kernel alone (part w's program,
+  # with the row-item kernel added), the mixed pass's step profile with the fused and the
+  # row-item kernels in one call, then part v's serving A/B once in the time left.
+  pet_zoos &
+  ZOOS_PID=$!
+  gpu_tests pet_tiled_gpu:60
+  for dt in fp16 bf16; do
+    timeout 60 "$B/lora_kernels" $dt 4096 8 > "$O/lora_kernels_$dt.txt" 2>&1
+    note "lora_kernels $dt: rc $?"; cat "$O/lora_kernels_$dt.txt" >> "$S"
+  done
+  wait $ZOOS_PID
+  pet_kernels_ab fused rows
+  gpu_tests pet_gpu:170
+  zoo12
+  if [ $SECONDS -lt 400 ]; then
+    env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 SYNC_AB=1 SKIP_LIVE=1 SKIP_200=1 ZOOS=/tmp/c14 \
+      Z12="$Z12" BUDGET=$((570 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
+      > "$O/issue14.txt" 2>&1
+    note "serving, gpu-sync A/B:"
+    grep -E "c=(32|128): (throughput|statuses)" "$O/i14/summary.txt" | cut -c1-200 >> "$S"
+  fi
+  ;;
 h)
   # Serving: the same 12-tenant configurations as part c plus executors that sleep on the GPU
   # (`--gpu-sync block`) instead of spinning, then the 200-tenant zoo part c had no time for.
@@ -468,7 +492,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v or w" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w or x" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

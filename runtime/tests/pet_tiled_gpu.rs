@@ -1,7 +1,8 @@
 #![cfg(feature = "cuda")]
-//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) and the fused
-//! ones (`pet_fused_kernels.cu`, `pet_fused`) against the warp kernels they replace, on a GPU:
-//! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused kernels'
+//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`), the fused
+//! ones (`pet_fused_kernels.cu`, `pet_fused`) and the row-item ones (`pet_rows_kernels.cu`,
+//! `pet_rows`) against the warp kernels they replace, on a GPU:
+//! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused and row-item kernels'
 //! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
 //! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
 //! (1, 5, 23, 37 rows), empty ones and ones without a pair at some site; ranks above the 8 rows
@@ -41,7 +42,7 @@ fn bits(got: &[f32], want: &[f32], what: &str) {
 /// One case: `rows` per segment, ranks per (segment, site) over three sites, `din` input and
 /// `dout` output columns.
 fn case(
-    (stream, k): (&Arc<CudaStream>, &[PetKernels; 3]),
+    (stream, k): (&Arc<CudaStream>, &[PetKernels; 4]),
     dtype: DType,
     rows: &[usize],
     ranks: &[[usize; 3]],
@@ -95,7 +96,7 @@ fn case(
     // where the ranks fit, leaving t as it was; shrink and expand otherwise).
     let mut got = Vec::new();
     for ks in k {
-        let fused = ks.lora == LoraKernels::Fused;
+        let fused = matches!(ks.lora, LoraKernels::Fused | LoraKernels::Rows);
         let dt = d.vals(dtype, &vec![0.0; n * ld_t]);
         let dy32 = d.vals(DType::Fp32, &y0);
         let dyt = d.vals(dtype, &y0);
@@ -130,7 +131,17 @@ fn case(
             d.down(dyt, dtype, 3 * n * dout),
         ));
     }
-    let (warp, tiled, fused) = (&got[0], &got[1], &got[2]);
+    let (warp, tiled, fused, rows_k) = (&got[0], &got[1], &got[2], &got[3]);
+    bits(
+        &rows_k.1,
+        &warp.1,
+        &format!("{what}: expand f32, rows vs warp"),
+    );
+    bits(
+        &rows_k.2,
+        &warp.2,
+        &format!("{what}: expand {dtype}, rows vs warp"),
+    );
     bits(
         &fused.1,
         &warp.1,
@@ -174,8 +185,13 @@ fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
     let ctx = CudaContext::new(0).expect("GPU 0");
     let stream = ctx.new_stream().expect("stream");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
-        let k = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
-            .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
+        let k = [
+            LoraKernels::Warp,
+            LoraKernels::Tiled,
+            LoraKernels::Fused,
+            LoraKernels::Rows,
+        ]
+        .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
         let rows = [5, 0, 37, 1, 16, 23];
         let ranks = [
             [8, 0, 8],

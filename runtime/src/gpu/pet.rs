@@ -41,6 +41,12 @@ const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
 /// The fused LoRA kernels, appended after [`TILED_SOURCE`] (they use its block scan).
 const FUSED_SOURCE: &str = include_str!("pet_fused_kernels.cu");
 
+/// The row-item LoRA kernels, appended after [`FUSED_SOURCE`] (they use its B loads).
+const ROWS_SOURCE: &str = include_str!("pet_rows_kernels.cu");
+
+/// Blocks of the row-item LoRA kernels per multiprocessor (their `__launch_bounds__`).
+const ROWS_BLOCKS_PER_SM: u32 = 3;
+
 /// The most `t` columns a fused LoRA item stages per row (`PET_FT_RMAX`): every site's rank
 /// padded to 4, over the launch's sites.
 pub const FUSED_RANK_COLS: usize = 96;
@@ -86,10 +92,15 @@ pub enum PetKernel {
     LoraFusedF32 = 14,
     /// `pet_lora_fused_t`.
     LoraFusedT = 15,
+    /// `pet_lora_rows_f32`.
+    LoraRowsF32 = 16,
+    /// `pet_lora_rows_t`.
+    LoraRowsT = 17,
 }
 
-/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu` and `pet_fused_kernels.cu`.
-pub const NAMES: [&str; 16] = [
+/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu`, `pet_fused_kernels.cu` and
+/// `pet_rows_kernels.cu`.
+pub const NAMES: [&str; 18] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -106,6 +117,8 @@ pub const NAMES: [&str; 16] = [
     "pet_lora_expand_tiled_t",
     "pet_lora_fused_f32",
     "pet_lora_fused_t",
+    "pet_lora_rows_f32",
+    "pet_lora_rows_t",
 ];
 
 /// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
@@ -122,12 +135,19 @@ pub enum LoraKernels {
     /// `t` in shared memory and add the expand at once (`pet_fused_kernels.cu`), where the
     /// ranks fit ([`PetKernels::fits_fused`]); the tiled kernels elsewhere.
     Fused,
+    /// One launch per shrink-and-expand, items of 8 consecutive rows of the batch whatever
+    /// their segments: a warp a row for the shrink, 16-byte vectors of 8 output columns for the
+    /// expand (`pet_rows_kernels.cu`), where the ranks fit ([`PetKernels::fits_fused`]); the
+    /// tiled kernels elsewhere.
+    Rows,
 }
 
 impl LoraKernels {
-    /// The kernels `options` select (`pet_fused` before `pet_tiled`).
+    /// The kernels `options` select (`pet_rows`, then `pet_fused`, then `pet_tiled`).
     pub fn from_options(options: super::KernelOptions) -> Self {
-        if options.pet_fused {
+        if options.pet_rows {
+            LoraKernels::Rows
+        } else if options.pet_fused {
             LoraKernels::Fused
         } else if options.pet_tiled {
             LoraKernels::Tiled
@@ -202,7 +222,7 @@ impl Sites {
 /// The source for `dtype` (the dtype's `#define` and storage types prepended).
 pub fn source(dtype: DType) -> String {
     format!(
-        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}",
+        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}\n{ROWS_SOURCE}",
         super::kernels::dtype_define(dtype),
         super::kernels::DTYPE_CUH
     )
@@ -240,6 +260,8 @@ pub struct PetKernels {
     /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
     /// multiprocessors.
     pub grid: u32,
+    /// Blocks of a row-item LoRA launch: as many as stay resident at once.
+    rows_grid: u32,
 }
 
 // SAFETY: the function handles belong to the module this value keeps alive and to its
@@ -271,6 +293,7 @@ impl PetKernels {
             dtype,
             lora,
             grid: (2 * sms.max(1)) as u32,
+            rows_grid: ROWS_BLOCKS_PER_SM * sms.max(1) as u32,
         })
     }
 
@@ -280,6 +303,15 @@ impl PetKernels {
     /// `args` must match the kernel's parameters and point to live device memory of the sizes
     /// its tables and dimensions imply.
     unsafe fn launch(&self, k: PetKernel, args: &[Arg]) -> Result<()> {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.launch_grid(k, self.grid, args) }
+    }
+
+    /// Enqueues kernel `k` with a 1-D grid of `grid` blocks.
+    ///
+    /// # Safety
+    /// As [`PetKernels::launch`].
+    unsafe fn launch_grid(&self, k: PetKernel, grid: u32, args: &[Arg]) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
         let mut params = params(&mut vals);
         self.stream
@@ -290,7 +322,7 @@ impl PetKernels {
         unsafe {
             drv::launch_kernel(
                 self.functions[k as usize],
-                (self.grid, 1, 1),
+                (grid, 1, 1),
                 (THREADS, 1, 1),
                 0,
                 self.stream.cu_stream(),
@@ -334,7 +366,9 @@ impl PetKernels {
         Self::check(seg, sites.count)?;
         let k = match self.lora {
             LoraKernels::Warp => PetKernel::LoraShrink,
-            LoraKernels::Tiled | LoraKernels::Fused => PetKernel::LoraShrinkTiled,
+            LoraKernels::Tiled | LoraKernels::Fused | LoraKernels::Rows => {
+                PetKernel::LoraShrinkTiled
+            }
         };
         let args = [
             Arg::P(x.ptr),
@@ -372,8 +406,8 @@ impl PetKernels {
         let k = match (self.lora, out) {
             (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
             (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
-            (LoraKernels::Tiled | LoraKernels::Fused, Output::F32) => PetKernel::LoraExpandTiledF32,
-            (LoraKernels::Tiled | LoraKernels::Fused, Output::Model) => PetKernel::LoraExpandTiledT,
+            (_, Output::F32) => PetKernel::LoraExpandTiledF32,
+            (_, Output::Model) => PetKernel::LoraExpandTiledT,
         };
         let args = [
             Arg::P(t.ptr),
@@ -399,9 +433,10 @@ impl PetKernels {
         i64::from(sites.count) * padded <= FUSED_RANK_COLS as i64
     }
 
-    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one fused launch where
-    /// [`LoraKernels::Fused`] is chosen and [`PetKernels::fits_fused`], else the shrink into
-    /// `t` and the expand (the same bits either way; `t` is left as it was by a fused launch).
+    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one launch where
+    /// [`LoraKernels::Fused`] or [`LoraKernels::Rows`] is chosen and
+    /// [`PetKernels::fits_fused`], else the shrink into `t` and the expand (the same bits
+    /// either way; `t` is left as it was by a one-launch call).
     ///
     /// # Safety
     /// As [`PetKernels::lora_shrink`] and [`PetKernels::lora_expand`] together.
@@ -418,7 +453,8 @@ impl PetKernels {
         y: DevMat,
         out_dim: i32,
     ) -> Result<()> {
-        if self.lora != LoraKernels::Fused || !Self::fits_fused(sites) {
+        let one_launch = matches!(self.lora, LoraKernels::Fused | LoraKernels::Rows);
+        if !one_launch || !Self::fits_fused(sites) {
             // SAFETY: the caller's guarantee.
             unsafe {
                 self.lora_shrink(x, seg, segs, sites, t, in_dim)?;
@@ -426,9 +462,11 @@ impl PetKernels {
             }
         }
         Self::check(seg, sites.count)?;
-        let k = match out {
-            Output::F32 => PetKernel::LoraFusedF32,
-            Output::Model => PetKernel::LoraFusedT,
+        let (k, grid) = match (self.lora, out) {
+            (LoraKernels::Rows, Output::F32) => (PetKernel::LoraRowsF32, self.rows_grid),
+            (LoraKernels::Rows, Output::Model) => (PetKernel::LoraRowsT, self.rows_grid),
+            (_, Output::F32) => (PetKernel::LoraFusedF32, self.grid),
+            (_, Output::Model) => (PetKernel::LoraFusedT, self.grid),
         };
         let args = [
             Arg::P(x.ptr),
@@ -443,8 +481,9 @@ impl PetKernels {
             Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_fused_*`.
-        unsafe { self.launch(k, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_fused_*` and
+        // `pet_lora_rows_*`.
+        unsafe { self.launch_grid(k, grid, &args) }
     }
 
     /// `y_k += bias_{s,k} − base_k` per segment and site (`bias`: `nseg × sites.count` device

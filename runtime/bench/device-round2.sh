@@ -74,7 +74,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w or x}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x or y}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -458,11 +458,15 @@ w)
     note "lora_kernels $dt: rc $?"; cat "$O/lora_kernels_$dt.txt" >> "$S"
   done
   ;;
-x)
-  # The row-item LoRA kernels (`pet_rows_kernels.cu`, `KernelOptions::pet_rows`): bit-equal to
-  # the warp kernels (`pet_tiled_gpu`, `pet_gpu`), each LoRA kernel alone (part w's program,
-  # with the row-item kernel added), the mixed pass's step profile with the fused and the
-  # row-item kernels in one call, then part v's serving A/B once in the time left.
+x|y)
+  # x: the first design of `pet_rows` (one launch, items of 8 rows whatever their tenants, a
+  # warp a row for the shrink into shared memory, 16-byte output vectors): bit-equal, but 70 µs
+  # a launch against the fused kernel's 35 (results/h200-2026-11-30/x); replaced by y's design
+  # (`pet_rows_kernels.cu` now: a warp a row for the shrink into memory, a thread a vector for
+  # the expand, two launches). Each part: the kernels bit-equal to the warp kernels
+  # (`pet_tiled_gpu`, `pet_gpu`), each LoRA kernel alone (part w's program with the row
+  # kernels added), the mixed pass's step profile with the fused and the row kernels in one
+  # call, then (x only) part v's serving A/B once.
   pet_zoos &
   ZOOS_PID=$!
   gpu_tests pet_tiled_gpu:60
@@ -474,7 +478,7 @@ x)
   pet_kernels_ab fused rows
   gpu_tests pet_gpu:170
   zoo12
-  if [ $SECONDS -lt 400 ]; then
+  if [ "$PART" = x ] && [ $SECONDS -lt 400 ]; then
     env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 SYNC_AB=1 SKIP_LIVE=1 SKIP_200=1 ZOOS=/tmp/c14 \
       Z12="$Z12" BUDGET=$((570 - SECONDS)) OUT="$O/i14" bash runtime/bench/device-issue14.sh "$B" \
       > "$O/issue14.txt" 2>&1
@@ -492,7 +496,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w or x" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x or y" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -582,7 +582,7 @@ fn check_mixed_both(
     for (kernels, o) in [
         ("tiled", with(true, false, false)),
         ("fused", with(true, true, false)),
-        ("row-item", with(true, true, true)),
+        ("row-streaming", with(true, true, true)),
     ] {
         let b = check_mixed(arch, name, spec, dtypes, o);
         for ((dtype, a), b) in dtypes.iter().zip(&a).zip(&b) {

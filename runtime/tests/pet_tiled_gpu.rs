@@ -1,8 +1,8 @@
 #![cfg(feature = "cuda")]
 //! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`), the fused
-//! ones (`pet_fused_kernels.cu`, `pet_fused`) and the row-item ones (`pet_rows_kernels.cu`,
+//! ones (`pet_fused_kernels.cu`, `pet_fused`) and the row-streaming ones (`pet_rows_kernels.cu`,
 //! `pet_rows`) against the warp kernels they replace, on a GPU:
-//! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused and row-item kernels'
+//! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused kernels'
 //! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
 //! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
 //! (1, 5, 23, 37 rows), empty ones and ones without a pair at some site; ranks above the 8 rows
@@ -96,7 +96,7 @@ fn case(
     // where the ranks fit, leaving t as it was; shrink and expand otherwise).
     let mut got = Vec::new();
     for ks in k {
-        let fused = matches!(ks.lora, LoraKernels::Fused | LoraKernels::Rows);
+        let fused = ks.lora == LoraKernels::Fused;
         let dt = d.vals(dtype, &vec![0.0; n * ld_t]);
         let dy32 = d.vals(DType::Fp32, &y0);
         let dyt = d.vals(dtype, &y0);
@@ -132,6 +132,7 @@ fn case(
         ));
     }
     let (warp, tiled, fused, rows_k) = (&got[0], &got[1], &got[2], &got[3]);
+    bits(&rows_k.0, &warp.0, &format!("{what}: shrink, rows vs warp"));
     bits(
         &rows_k.1,
         &warp.1,

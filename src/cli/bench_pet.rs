@@ -60,7 +60,7 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// A/B of the LoRA kernels: `rows` (one launch, items of 8 rows whatever their tenants),
+    /// A/B of the LoRA kernels: `rows` (a warp a row, a thread 8 output columns of a row),
     /// `fused` (one launch, tiles of one tenant's rows), `tiled` (shrink and expand by row
     /// tiles) or `warp` (one warp per row); none given: the default every other command runs.
     #[arg(long, value_enum)]
@@ -74,8 +74,8 @@ pub struct PetArgs {
 /// `--pet-kernels`: which segmented LoRA kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PetKernelChoice {
-    /// The row-item kernels (`KernelOptions::pet_rows` on, `pet_fused` and `pet_tiled` on for
-    /// what they leave).
+    /// The row-streaming kernels (`KernelOptions::pet_rows` on; `pet_fused` and `pet_tiled` on,
+    /// as by default, though they then run nothing).
     Rows,
     /// The fused kernels (`pet_rows` off, `pet_fused` on, `pet_tiled` on for what they leave).
     Fused,

@@ -46,12 +46,11 @@ pub struct KernelOptions {
     /// fp16 LoRA tenants took 0.554 ms against the tiled kernels' 0.685 in the same call
     /// (`runtime/bench/device-round2.sh q`, BENCHMARKS.md).
     pub pet_fused: bool,
-    /// A PET slot's LoRA deltas through the row-item kernels (`pet_rows_kernels.cu`: one launch
-    /// per shrink and expand, items of 8 consecutive rows of the batch whatever their
-    /// segments, a warp a row for the shrink, 16-byte vectors of 8 output columns for the
-    /// expand) wherever the ranks fit (as `pet_fused`), the kernels `pet_fused` and
-    /// `pet_tiled` select elsewhere. The same products summed in the same order (bit-equal
-    /// outputs, `tests/pet_tiled_gpu.rs` and `tests/pet_gpu.rs`).
+    /// A PET slot's LoRA deltas through the row-streaming kernels (`pet_rows_kernels.cu`: a
+    /// warp a row for the shrink, a thread a 16-byte vector of 8 output columns of one row and
+    /// site for the expand, each row looking its own segment up), for every rank, in place of
+    /// the kernels `pet_fused` and `pet_tiled` select. The same products summed in the same
+    /// order (bit-equal outputs, `tests/pet_tiled_gpu.rs` and `tests/pet_gpu.rs`).
     pub pet_rows: bool,
     /// A model's downloads (a pass's outputs) go through pinned host memory of its own, copied
     /// out of on the host: the driver then copies asynchronously, where to pageable memory it

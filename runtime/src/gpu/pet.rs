@@ -41,11 +41,13 @@ const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
 /// The fused LoRA kernels, appended after [`TILED_SOURCE`] (they use its block scan).
 const FUSED_SOURCE: &str = include_str!("pet_fused_kernels.cu");
 
-/// The row-item LoRA kernels, appended after [`FUSED_SOURCE`] (they use its B loads).
+/// The row-streaming LoRA kernels, appended after [`FUSED_SOURCE`] (they use its vector
+/// loads).
 const ROWS_SOURCE: &str = include_str!("pet_rows_kernels.cu");
 
-/// Blocks of the row-item LoRA kernels per multiprocessor (their `__launch_bounds__`).
-const ROWS_BLOCKS_PER_SM: u32 = 3;
+/// Blocks of a row-streaming LoRA launch per multiprocessor (a grid-stride loop covers the rest;
+/// more than stay resident at once, so that none is short of work).
+const ROWS_BLOCKS_PER_SM: u32 = 8;
 
 /// The most `t` columns a fused LoRA item stages per row (`PET_FT_RMAX`): every site's rank
 /// padded to 4, over the launch's sites.
@@ -92,15 +94,17 @@ pub enum PetKernel {
     LoraFusedF32 = 14,
     /// `pet_lora_fused_t`.
     LoraFusedT = 15,
-    /// `pet_lora_rows_f32`.
-    LoraRowsF32 = 16,
-    /// `pet_lora_rows_t`.
-    LoraRowsT = 17,
+    /// `pet_lora_shrink_rows`.
+    LoraShrinkRows = 16,
+    /// `pet_lora_expand_rows_f32`.
+    LoraExpandRowsF32 = 17,
+    /// `pet_lora_expand_rows_t`.
+    LoraExpandRowsT = 18,
 }
 
 /// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu`, `pet_fused_kernels.cu` and
 /// `pet_rows_kernels.cu`.
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -117,8 +121,9 @@ pub const NAMES: [&str; 18] = [
     "pet_lora_expand_tiled_t",
     "pet_lora_fused_f32",
     "pet_lora_fused_t",
-    "pet_lora_rows_f32",
-    "pet_lora_rows_t",
+    "pet_lora_shrink_rows",
+    "pet_lora_expand_rows_f32",
+    "pet_lora_expand_rows_t",
 ];
 
 /// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
@@ -135,10 +140,9 @@ pub enum LoraKernels {
     /// `t` in shared memory and add the expand at once (`pet_fused_kernels.cu`), where the
     /// ranks fit ([`PetKernels::fits_fused`]); the tiled kernels elsewhere.
     Fused,
-    /// One launch per shrink-and-expand, items of 8 consecutive rows of the batch whatever
-    /// their segments: a warp a row for the shrink, 16-byte vectors of 8 output columns for the
-    /// expand (`pet_rows_kernels.cu`), where the ranks fit ([`PetKernels::fits_fused`]); the
-    /// tiled kernels elsewhere.
+    /// Work spread as thinly as the data allows (`pet_rows_kernels.cu`): a warp a row for the
+    /// shrink, a thread a 16-byte vector of 8 output columns of one (row, site) for the expand;
+    /// each row looks its own segment up. Any rank.
     Rows,
 }
 
@@ -260,7 +264,7 @@ pub struct PetKernels {
     /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
     /// multiprocessors.
     pub grid: u32,
-    /// Blocks of a row-item LoRA launch: as many as stay resident at once.
+    /// Blocks of a row-streaming LoRA launch.
     rows_grid: u32,
 }
 
@@ -364,11 +368,10 @@ impl PetKernels {
         in_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
-        let k = match self.lora {
-            LoraKernels::Warp => PetKernel::LoraShrink,
-            LoraKernels::Tiled | LoraKernels::Fused | LoraKernels::Rows => {
-                PetKernel::LoraShrinkTiled
-            }
+        let (k, grid) = match self.lora {
+            LoraKernels::Warp => (PetKernel::LoraShrink, self.grid),
+            LoraKernels::Tiled | LoraKernels::Fused => (PetKernel::LoraShrinkTiled, self.grid),
+            LoraKernels::Rows => (PetKernel::LoraShrinkRows, self.rows_grid),
         };
         let args = [
             Arg::P(x.ptr),
@@ -383,7 +386,7 @@ impl PetKernels {
             Arg::I(in_dim),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink*`.
-        unsafe { self.launch(k, &args) }
+        unsafe { self.launch_grid(k, grid, &args) }
     }
 
     /// `y_k += scale · t_k·B_kᵀ` per segment and site, onto an f32 or model-dtype `y` (site k's
@@ -403,11 +406,13 @@ impl PetKernels {
         out_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
-        let k = match (self.lora, out) {
-            (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
-            (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
-            (_, Output::F32) => PetKernel::LoraExpandTiledF32,
-            (_, Output::Model) => PetKernel::LoraExpandTiledT,
+        let (k, grid) = match (self.lora, out) {
+            (LoraKernels::Warp, Output::F32) => (PetKernel::LoraExpandF32, self.grid),
+            (LoraKernels::Warp, Output::Model) => (PetKernel::LoraExpandT, self.grid),
+            (LoraKernels::Rows, Output::F32) => (PetKernel::LoraExpandRowsF32, self.rows_grid),
+            (LoraKernels::Rows, Output::Model) => (PetKernel::LoraExpandRowsT, self.rows_grid),
+            (_, Output::F32) => (PetKernel::LoraExpandTiledF32, self.grid),
+            (_, Output::Model) => (PetKernel::LoraExpandTiledT, self.grid),
         };
         let args = [
             Arg::P(t.ptr),
@@ -422,8 +427,9 @@ impl PetKernels {
             Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp or tiled).
-        unsafe { self.launch(k, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp, tiled or
+        // rows).
+        unsafe { self.launch_grid(k, grid, &args) }
     }
 
     /// Whether a fused launch covers `sites`: each site's rank (at most `t_cols`) padded to 4,
@@ -433,10 +439,9 @@ impl PetKernels {
         i64::from(sites.count) * padded <= FUSED_RANK_COLS as i64
     }
 
-    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one launch where
-    /// [`LoraKernels::Fused`] or [`LoraKernels::Rows`] is chosen and
-    /// [`PetKernels::fits_fused`], else the shrink into `t` and the expand (the same bits
-    /// either way; `t` is left as it was by a one-launch call).
+    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one fused launch where
+    /// [`LoraKernels::Fused`] is chosen and [`PetKernels::fits_fused`], else the shrink into
+    /// `t` and the expand (the same bits either way; `t` is left as it was by a fused launch).
     ///
     /// # Safety
     /// As [`PetKernels::lora_shrink`] and [`PetKernels::lora_expand`] together.
@@ -453,8 +458,7 @@ impl PetKernels {
         y: DevMat,
         out_dim: i32,
     ) -> Result<()> {
-        let one_launch = matches!(self.lora, LoraKernels::Fused | LoraKernels::Rows);
-        if !one_launch || !Self::fits_fused(sites) {
+        if self.lora != LoraKernels::Fused || !Self::fits_fused(sites) {
             // SAFETY: the caller's guarantee.
             unsafe {
                 self.lora_shrink(x, seg, segs, sites, t, in_dim)?;
@@ -462,11 +466,9 @@ impl PetKernels {
             }
         }
         Self::check(seg, sites.count)?;
-        let (k, grid) = match (self.lora, out) {
-            (LoraKernels::Rows, Output::F32) => (PetKernel::LoraRowsF32, self.rows_grid),
-            (LoraKernels::Rows, Output::Model) => (PetKernel::LoraRowsT, self.rows_grid),
-            (_, Output::F32) => (PetKernel::LoraFusedF32, self.grid),
-            (_, Output::Model) => (PetKernel::LoraFusedT, self.grid),
+        let k = match out {
+            Output::F32 => PetKernel::LoraFusedF32,
+            Output::Model => PetKernel::LoraFusedT,
         };
         let args = [
             Arg::P(x.ptr),
@@ -481,9 +483,8 @@ impl PetKernels {
             Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_fused_*` and
-        // `pet_lora_rows_*`.
-        unsafe { self.launch_grid(k, grid, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_fused_*`.
+        unsafe { self.launch(k, &args) }
     }
 
     /// `y_k += bias_{s,k} − base_k` per segment and site (`bias`: `nseg × sites.count` device

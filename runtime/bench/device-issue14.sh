@@ -42,6 +42,8 @@
 # Z12 if it exists; what runtime/bench/device-round2.sh c runs), BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
 # deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
+# EXEC_SWEEP=1 (also 4, 6 and 12 executors, and a 2 ms window), THREADS_CPU=1 (the server's CPU
+# by thread name after each run),
 # WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
 # ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), SKIP_TODAY=1 (not the
 # first round's configuration), UPLOADS_AB=1 (also the new configuration with --pinned-uploads), STAGING_AB=1 (also the
@@ -122,6 +124,19 @@ metric() {
   curl -s "localhost:$PORT/metrics" | awk -v k="ptm_$1_total" '$1 == k {v = $2} END {print v + 0}'
 }
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2> /dev/null; }
+# Each thread of process $1: its id, name and CPU ticks so far (names have no spaces here).
+threads_cpu() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v n="$(cat "$t/comm" 2> /dev/null)" '{print $1, n, $14 + $15}' "$t/stat" 2> /dev/null
+  done
+}
+# CPU seconds between two `threads_cpu` snapshots, summed by thread name less its number.
+threads_delta() {
+  awk 'NR == FNR {a[$1] = $3; next} {d = $3 - a[$1]; n = $2; sub(/[-_]?[0-9]+$/, "", n); s[n] += d; c[n]++}
+       END {for (n in s) if (s[n] > 0) printf "%s×%d %.1f s; ", n, c[n], s[n] / 100}' "$1" "$2" |
+    tr ';' '\n' | sort -t' ' -k2 -gr | tr '\n' ';'
+}
 serve_run() {
   local name=$1 zoo=$2; shift 2
   local log="$W/serve_$name" t0=$SECONDS
@@ -143,12 +158,13 @@ serve_run() {
   for c in 32 128; do
     local sw0 pl0 ba0 ev0 cpu0 cpu1
     sw0=$(metric switches); pl0=$(metric pool_loads); ba0=$(metric batches)
-    ev0=$(metric pool_evictions); cpu0=$(cpu_s $pid)
+    ev0=$(metric pool_evictions); cpu0=$(cpu_s $pid); threads_cpu $pid > "$log.c$c.thr0"
     timeout 120 "$B/ptm" bench load --url "http://127.0.0.1:$PORT" --processes 8 \
       --concurrency $c --requests "${REQS:-16000}" --zipf "${ZIPF:-1.1}" > "$log.c$c.txt" 2>&1
-    cpu1=$(cpu_s $pid)
+    cpu1=$(cpu_s $pid); threads_cpu $pid > "$log.c$c.thr1"
     note "$name c=$c: $(sed -n 2p "$log.c$c.txt" | cut -c1-230)"
     note "$name c=$c: statuses $(awk -F'|' '/^\| [0-9]/ {gsub(/ /, ""); printf "%s×%s ", $3, $2}' "$log.c$c.txt"); host→GPU switches +$(( $(metric switches) - sw0 )), pool loads +$(( $(metric pool_loads) - pl0 )), pool evictions +$(( $(metric pool_evictions) - ev0 )), batches +$(( $(metric batches) - ba0 )); server CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}') s"
+    [ -n "${THREADS_CPU:-}" ] && note "$name c=$c: server threads' CPU: $(threads_delta "$log.c$c.thr0" "$log.c$c.thr1" | cut -c1-400)"
   done
   kill -TERM $pid; wait $pid
 }
@@ -164,6 +180,13 @@ if [ -n "${ONLY_PET:-}" ]; then
 fi
 [ -z "${SKIP_TODAY:-}" ] && serve_run today-12 "$Z/z12" "${TODAY[@]}"
 serve_run new-12 "$Z/z12" "${NEW[@]}"
+if [ -n "${EXEC_SWEEP:-}" ]; then
+  # The new configuration with other executor counts and batching windows.
+  serve_run new-12-x4 "$Z/z12" --instances 4 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity
+  serve_run new-12-x6 "$Z/z12" --instances 6 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity
+  serve_run new-12-x12 "$Z/z12" --instances 12 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity
+  serve_run new-12-w2 "$Z/z12" --instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 2 --policy tier-affinity
+fi
 if [ -n "${SYNC_AB:-}" ]; then
   # The same configuration with executor threads sleeping on the GPU instead of spinning.
   serve_run new-12-block "$Z/z12" "${NEW[@]}" --gpu-sync block

@@ -74,7 +74,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x or y}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x, y or z}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -458,7 +458,21 @@ w)
     note "lora_kernels $dt: rc $?"; cat "$O/lora_kernels_$dt.txt" >> "$S"
   done
   ;;
+z)
+  # The 12-tenant serving configuration beside 4, 6 and 12 executors and a 2 ms window, with
+  # the server's CPU by thread name (which threads take the ~10 cores the server uses at 128
+  # clients since pinned downloads; `--gpu-sync block` did not lower it, part x).
+  zoo12
+  env PROFILE_FILE=scenarios/profiles/h200.ron ONLY_SERVE=1 SKIP_TODAY=1 EXEC_SWEEP=1 THREADS_CPU=1 \
+    SKIP_LIVE=1 SKIP_200=1 ZOOS=/tmp/c14 Z12="$Z12" BUDGET=$((560 - SECONDS)) OUT="$O/i14" \
+    bash runtime/bench/device-issue14.sh "$B" > "$O/issue14.txt" 2>&1
+  note "serving, executor sweep:"
+  grep -E "c=(32|128): " "$O/i14/summary.txt" | cut -c1-420 >> "$S"
+  ;;
 x|y)
+  # Both ran builds since taken back out of main (commits 5e209d7 and c2d2b8a, where
+  # `KernelOptions::pet_rows` and runtime/src/gpu/pet_rows_kernels.cu lived): neither design
+  # beat the fused kernels, so the runtime went back to the shipped profile's build.
   # x: the first design of `pet_rows` (one launch, items of 8 rows whatever their tenants, a
   # warp a row for the shrink into shared memory, 16-byte output vectors): bit-equal, but 70 µs
   # a launch against the fused kernel's 35 (results/h200-2026-11-30/x); replaced by y's design
@@ -496,7 +510,7 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x or y" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x, y or z" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

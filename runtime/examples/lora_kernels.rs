@@ -1,7 +1,7 @@
 //! Device time of each segmented LoRA kernel alone, at the shape of the mixed pass that
 //! `ptm bench pet --profile` measures (BERT-base: 32 rows × 128 tokens, Q, K and V of 768
 //! columns, rank 8 on Q and V): the warp kernels' shrink and expand, the row-tiled ones'
-//! shrink and expand, the fused kernel, the row-streaming shrink and expand — so that the Q/K/V step's time splits into its
+//! shrink and expand, the fused kernel — so that the Q/K/V step's time splits into its
 //! launches. Segments: one tenant over all rows, and 32 tenants of 128 rows each.
 //!
 //! A benchmark program (not a test; it asserts nothing): CUDA events around `ITERS` launches,
@@ -99,15 +99,10 @@ mod bench {
         let gpu = ptm_runtime::gpu::device_name(0).map_err(|x| x.to_string())?;
         let ctx = CudaContext::new(0).map_err(e("GPU 0"))?;
         let stream = ctx.new_stream().map_err(e("stream"))?;
-        let kernels = [
-            LoraKernels::Warp,
-            LoraKernels::Tiled,
-            LoraKernels::Fused,
-            LoraKernels::Rows,
-        ]
-        .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
-        let [warp, tiled, fused, rows_k] = kernels;
-        let (warp, tiled, fused, rows_k) = (warp?, tiled?, fused?, rows_k?);
+        let kernels = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
+            .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
+        let [warp, tiled, fused] = kernels;
+        let (warp, tiled, fused) = (warp?, tiled?, fused?);
         let mut d = Dev {
             stream: stream.clone(),
             bufs: vec![],
@@ -139,8 +134,8 @@ mod bench {
              µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}",
             PetKernels::fits_fused(sites)
         );
-        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | rows shrink | rows expand | rows expand (f32 out) |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) |");
+        println!("|---|---|---|---|---|---|---|---|");
         for tenants in [1usize, 32] {
             let per = rows.div_ceil(tenants);
             let seg_rows: Vec<usize> = (0..tenants)
@@ -193,15 +188,6 @@ mod bench {
                     })?,
                     time(&stream, &mut || {
                         ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(rows_k.lora_shrink(x, dseg, tab, sites, t, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(rows_k.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(rows_k.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))
                     })?,
                 ]
             };

@@ -572,18 +572,13 @@ fn check_mixed_both(
     dtypes: &[DType],
     options: KernelOptions,
 ) {
-    let with = |pet_tiled, pet_fused, pet_rows| KernelOptions {
+    let with = |pet_tiled, pet_fused| KernelOptions {
         pet_tiled,
         pet_fused,
-        pet_rows,
         ..options
     };
-    let a = check_mixed(arch, name, spec, dtypes, with(false, false, false));
-    for (kernels, o) in [
-        ("tiled", with(true, false, false)),
-        ("fused", with(true, true, false)),
-        ("row-streaming", with(true, true, true)),
-    ] {
+    let a = check_mixed(arch, name, spec, dtypes, with(false, false));
+    for (kernels, o) in [("tiled", with(true, false)), ("fused", with(true, true))] {
         let b = check_mixed(arch, name, spec, dtypes, o);
         for ((dtype, a), b) in dtypes.iter().zip(&a).zip(&b) {
             for (r, (p, q)) in a.iter().zip(b).enumerate() {
@@ -638,16 +633,10 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
     if !enabled("pipelined_loads_and_replayed_graphs_equal_resident_eager_passes") {
         return;
     }
-    for (pet_tiled, pet_fused, pet_rows) in [
-        (false, false, false),
-        (true, false, false),
-        (true, true, false),
-        (true, true, true),
-    ] {
+    for (pet_tiled, pet_fused) in [(false, false), (true, false), (true, true)] {
         check_pipelined(KernelOptions {
             pet_tiled,
             pet_fused,
-            pet_rows,
             ..KernelOptions::default()
         });
     }

@@ -1,7 +1,6 @@
 #![cfg(feature = "cuda")]
-//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`), the fused
-//! ones (`pet_fused_kernels.cu`, `pet_fused`) and the row-streaming ones (`pet_rows_kernels.cu`,
-//! `pet_rows`) against the warp kernels they replace, on a GPU:
+//! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) and the fused
+//! ones (`pet_fused_kernels.cu`, `pet_fused`) against the warp kernels they replace, on a GPU:
 //! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused kernels'
 //! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
 //! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
@@ -42,7 +41,7 @@ fn bits(got: &[f32], want: &[f32], what: &str) {
 /// One case: `rows` per segment, ranks per (segment, site) over three sites, `din` input and
 /// `dout` output columns.
 fn case(
-    (stream, k): (&Arc<CudaStream>, &[PetKernels; 4]),
+    (stream, k): (&Arc<CudaStream>, &[PetKernels; 3]),
     dtype: DType,
     rows: &[usize],
     ranks: &[[usize; 3]],
@@ -131,18 +130,7 @@ fn case(
             d.down(dyt, dtype, 3 * n * dout),
         ));
     }
-    let (warp, tiled, fused, rows_k) = (&got[0], &got[1], &got[2], &got[3]);
-    bits(&rows_k.0, &warp.0, &format!("{what}: shrink, rows vs warp"));
-    bits(
-        &rows_k.1,
-        &warp.1,
-        &format!("{what}: expand f32, rows vs warp"),
-    );
-    bits(
-        &rows_k.2,
-        &warp.2,
-        &format!("{what}: expand {dtype}, rows vs warp"),
-    );
+    let (warp, tiled, fused) = (&got[0], &got[1], &got[2]);
     bits(
         &fused.1,
         &warp.1,
@@ -186,13 +174,8 @@ fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
     let ctx = CudaContext::new(0).expect("GPU 0");
     let stream = ctx.new_stream().expect("stream");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
-        let k = [
-            LoraKernels::Warp,
-            LoraKernels::Tiled,
-            LoraKernels::Fused,
-            LoraKernels::Rows,
-        ]
-        .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
+        let k = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
+            .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
         let rows = [5, 0, 37, 1, 16, 23];
         let ranks = [
             [8, 0, 8],

@@ -60,9 +60,8 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// A/B of the LoRA kernels: `rows` (a warp a row, a thread 8 output columns of a row),
-    /// `fused` (one launch, tiles of one tenant's rows), `tiled` (shrink and expand by row
-    /// tiles) or `warp` (one warp per row); none given: the default every other command runs.
+    /// A/B of the LoRA kernels: `fused` (shrink and expand in one launch), `tiled` (row tiles)
+    /// or `warp` (one warp per row); none given: the default every other command runs.
     #[arg(long, value_enum)]
     pub pet_kernels: Option<PetKernelChoice>,
     /// Also one eager pass of each batch with a CUDA event after every step: device ms per
@@ -74,14 +73,11 @@ pub struct PetArgs {
 /// `--pet-kernels`: which segmented LoRA kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PetKernelChoice {
-    /// The row-streaming kernels (`KernelOptions::pet_rows` on; `pet_fused` and `pet_tiled` on,
-    /// as by default, though they then run nothing).
-    Rows,
-    /// The fused kernels (`pet_rows` off, `pet_fused` on, `pet_tiled` on for what they leave).
+    /// The fused kernels (`KernelOptions::pet_fused` on, `pet_tiled` on for what they leave).
     Fused,
-    /// The row-tiled kernels (`pet_rows` and `pet_fused` off, `pet_tiled` on).
+    /// The row-tiled kernels (`pet_fused` off, `pet_tiled` on).
     Tiled,
-    /// The warp kernels (`pet_rows`, `pet_fused` and `pet_tiled` off).
+    /// The warp kernels (`pet_fused` and `pet_tiled` off).
     Warp,
 }
 
@@ -89,15 +85,13 @@ impl PetArgs {
     /// The kernel options the flags choose (none given: the default every other command runs).
     fn kernel_options(&self) -> KernelOptions {
         let d = KernelOptions::default();
-        let (pet_rows, pet_fused, pet_tiled) = match self.pet_kernels {
-            None => (d.pet_rows, d.pet_fused, d.pet_tiled),
-            Some(PetKernelChoice::Rows) => (true, true, true),
-            Some(PetKernelChoice::Fused) => (false, true, true),
-            Some(PetKernelChoice::Tiled) => (false, false, true),
-            Some(PetKernelChoice::Warp) => (false, false, false),
+        let (pet_fused, pet_tiled) = match self.pet_kernels {
+            None => (d.pet_fused, d.pet_tiled),
+            Some(PetKernelChoice::Fused) => (true, true),
+            Some(PetKernelChoice::Tiled) => (false, true),
+            Some(PetKernelChoice::Warp) => (false, false),
         };
         KernelOptions {
-            pet_rows,
             pet_fused,
             pet_tiled,
             ..d
@@ -344,17 +338,15 @@ mod tests {
     fn no_flag_is_the_default_and_pet_kernels_sets_one_option() {
         let d = KernelOptions::default();
         assert_eq!(options(&[]), d);
-        for (flag, rows, fused, tiled) in [
-            ("rows", true, true, true),
-            ("fused", false, true, true),
-            ("tiled", false, false, true),
-            ("warp", false, false, false),
+        for (flag, fused, tiled) in [
+            ("fused", true, true),
+            ("tiled", false, true),
+            ("warp", false, false),
         ] {
             let o = options(&["--pet-kernels", flag]);
-            let got = (o.pet_rows, o.pet_fused, o.pet_tiled);
-            assert_eq!(got, (rows, fused, tiled), "{flag}");
+            assert_eq!((o.pet_fused, o.pet_tiled), (fused, tiled), "{flag}");
             for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
-                if !["pet_tiled", "pet_fused", "pet_rows"].contains(name) {
+                if *name != "pet_tiled" && *name != "pet_fused" {
                     assert_eq!(*on, default, "{name}");
                 }
             }

@@ -46,12 +46,6 @@ pub struct KernelOptions {
     /// fp16 LoRA tenants took 0.554 ms against the tiled kernels' 0.685 in the same call
     /// (`runtime/bench/device-round2.sh q`, BENCHMARKS.md).
     pub pet_fused: bool,
-    /// A PET slot's LoRA deltas through the row-streaming kernels (`pet_rows_kernels.cu`: a
-    /// warp a row for the shrink, a thread a 16-byte vector of 8 output columns of one row and
-    /// site for the expand, each row looking its own segment up), for every rank, in place of
-    /// the kernels `pet_fused` and `pet_tiled` select. The same products summed in the same
-    /// order (bit-equal outputs, `tests/pet_tiled_gpu.rs` and `tests/pet_gpu.rs`).
-    pub pet_rows: bool,
     /// A model's downloads (a pass's outputs) go through pinned host memory of its own, copied
     /// out of on the host: the driver then copies asynchronously, where to pageable memory it
     /// stages every copy itself, synchronously — a download waits for the pass before it, and
@@ -80,7 +74,6 @@ impl Default for KernelOptions {
             residual_epilogue: false,
             pet_tiled: true,
             pet_fused: true,
-            pet_rows: false,
             pinned_staging: true,
             pinned_uploads: false,
         }
@@ -90,7 +83,7 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 9] {
+    pub fn fields(&self) -> [(&'static str, bool); 8] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
@@ -98,7 +91,6 @@ impl KernelOptions {
             ("residual_epilogue", self.residual_epilogue),
             ("pet_tiled", self.pet_tiled),
             ("pet_fused", self.pet_fused),
-            ("pet_rows", self.pet_rows),
             ("pinned_staging", self.pinned_staging),
             ("pinned_uploads", self.pinned_uploads),
         ]
@@ -125,10 +117,10 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
-             pet_tiled=on pet_fused=on pet_rows=off pinned_staging=on pinned_uploads=off"
+             pet_tiled=on pet_fused=on pinned_staging=on pinned_uploads=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 8);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

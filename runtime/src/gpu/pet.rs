@@ -41,14 +41,6 @@ const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
 /// The fused LoRA kernels, appended after [`TILED_SOURCE`] (they use its block scan).
 const FUSED_SOURCE: &str = include_str!("pet_fused_kernels.cu");
 
-/// The row-streaming LoRA kernels, appended after [`FUSED_SOURCE`] (they use its vector
-/// loads).
-const ROWS_SOURCE: &str = include_str!("pet_rows_kernels.cu");
-
-/// Blocks of a row-streaming LoRA launch per multiprocessor (a grid-stride loop covers the rest;
-/// more than stay resident at once, so that none is short of work).
-const ROWS_BLOCKS_PER_SM: u32 = 8;
-
 /// The most `t` columns a fused LoRA item stages per row (`PET_FT_RMAX`): every site's rank
 /// padded to 4, over the launch's sites.
 pub const FUSED_RANK_COLS: usize = 96;
@@ -94,17 +86,10 @@ pub enum PetKernel {
     LoraFusedF32 = 14,
     /// `pet_lora_fused_t`.
     LoraFusedT = 15,
-    /// `pet_lora_shrink_rows`.
-    LoraShrinkRows = 16,
-    /// `pet_lora_expand_rows_f32`.
-    LoraExpandRowsF32 = 17,
-    /// `pet_lora_expand_rows_t`.
-    LoraExpandRowsT = 18,
 }
 
-/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu`, `pet_fused_kernels.cu` and
-/// `pet_rows_kernels.cu`.
-pub const NAMES: [&str; 19] = [
+/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu` and `pet_fused_kernels.cu`.
+pub const NAMES: [&str; 16] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -121,9 +106,6 @@ pub const NAMES: [&str; 19] = [
     "pet_lora_expand_tiled_t",
     "pet_lora_fused_f32",
     "pet_lora_fused_t",
-    "pet_lora_shrink_rows",
-    "pet_lora_expand_rows_f32",
-    "pet_lora_expand_rows_t",
 ];
 
 /// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
@@ -140,18 +122,12 @@ pub enum LoraKernels {
     /// `t` in shared memory and add the expand at once (`pet_fused_kernels.cu`), where the
     /// ranks fit ([`PetKernels::fits_fused`]); the tiled kernels elsewhere.
     Fused,
-    /// Work spread as thinly as the data allows (`pet_rows_kernels.cu`): a warp a row for the
-    /// shrink, a thread a 16-byte vector of 8 output columns of one (row, site) for the expand;
-    /// each row looks its own segment up. Any rank.
-    Rows,
 }
 
 impl LoraKernels {
-    /// The kernels `options` select (`pet_rows`, then `pet_fused`, then `pet_tiled`).
+    /// The kernels `options` select (`pet_fused` before `pet_tiled`).
     pub fn from_options(options: super::KernelOptions) -> Self {
-        if options.pet_rows {
-            LoraKernels::Rows
-        } else if options.pet_fused {
+        if options.pet_fused {
             LoraKernels::Fused
         } else if options.pet_tiled {
             LoraKernels::Tiled
@@ -226,7 +202,7 @@ impl Sites {
 /// The source for `dtype` (the dtype's `#define` and storage types prepended).
 pub fn source(dtype: DType) -> String {
     format!(
-        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}\n{ROWS_SOURCE}",
+        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}",
         super::kernels::dtype_define(dtype),
         super::kernels::DTYPE_CUH
     )
@@ -264,8 +240,6 @@ pub struct PetKernels {
     /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
     /// multiprocessors.
     pub grid: u32,
-    /// Blocks of a row-streaming LoRA launch.
-    rows_grid: u32,
 }
 
 // SAFETY: the function handles belong to the module this value keeps alive and to its
@@ -297,7 +271,6 @@ impl PetKernels {
             dtype,
             lora,
             grid: (2 * sms.max(1)) as u32,
-            rows_grid: ROWS_BLOCKS_PER_SM * sms.max(1) as u32,
         })
     }
 
@@ -307,15 +280,6 @@ impl PetKernels {
     /// `args` must match the kernel's parameters and point to live device memory of the sizes
     /// its tables and dimensions imply.
     unsafe fn launch(&self, k: PetKernel, args: &[Arg]) -> Result<()> {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.launch_grid(k, self.grid, args) }
-    }
-
-    /// Enqueues kernel `k` with a 1-D grid of `grid` blocks.
-    ///
-    /// # Safety
-    /// As [`PetKernels::launch`].
-    unsafe fn launch_grid(&self, k: PetKernel, grid: u32, args: &[Arg]) -> Result<()> {
         let mut vals: Vec<Arg> = args.to_vec();
         let mut params = params(&mut vals);
         self.stream
@@ -326,7 +290,7 @@ impl PetKernels {
         unsafe {
             drv::launch_kernel(
                 self.functions[k as usize],
-                (grid, 1, 1),
+                (self.grid, 1, 1),
                 (THREADS, 1, 1),
                 0,
                 self.stream.cu_stream(),
@@ -368,10 +332,9 @@ impl PetKernels {
         in_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
-        let (k, grid) = match self.lora {
-            LoraKernels::Warp => (PetKernel::LoraShrink, self.grid),
-            LoraKernels::Tiled | LoraKernels::Fused => (PetKernel::LoraShrinkTiled, self.grid),
-            LoraKernels::Rows => (PetKernel::LoraShrinkRows, self.rows_grid),
+        let k = match self.lora {
+            LoraKernels::Warp => PetKernel::LoraShrink,
+            LoraKernels::Tiled | LoraKernels::Fused => PetKernel::LoraShrinkTiled,
         };
         let args = [
             Arg::P(x.ptr),
@@ -386,7 +349,7 @@ impl PetKernels {
             Arg::I(in_dim),
         ];
         // SAFETY: the caller's guarantee; the list matches `pet_lora_shrink*`.
-        unsafe { self.launch_grid(k, grid, &args) }
+        unsafe { self.launch(k, &args) }
     }
 
     /// `y_k += scale · t_k·B_kᵀ` per segment and site, onto an f32 or model-dtype `y` (site k's
@@ -406,13 +369,11 @@ impl PetKernels {
         out_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
-        let (k, grid) = match (self.lora, out) {
-            (LoraKernels::Warp, Output::F32) => (PetKernel::LoraExpandF32, self.grid),
-            (LoraKernels::Warp, Output::Model) => (PetKernel::LoraExpandT, self.grid),
-            (LoraKernels::Rows, Output::F32) => (PetKernel::LoraExpandRowsF32, self.rows_grid),
-            (LoraKernels::Rows, Output::Model) => (PetKernel::LoraExpandRowsT, self.rows_grid),
-            (_, Output::F32) => (PetKernel::LoraExpandTiledF32, self.grid),
-            (_, Output::Model) => (PetKernel::LoraExpandTiledT, self.grid),
+        let k = match (self.lora, out) {
+            (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
+            (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
+            (LoraKernels::Tiled | LoraKernels::Fused, Output::F32) => PetKernel::LoraExpandTiledF32,
+            (LoraKernels::Tiled | LoraKernels::Fused, Output::Model) => PetKernel::LoraExpandTiledT,
         };
         let args = [
             Arg::P(t.ptr),
@@ -427,9 +388,8 @@ impl PetKernels {
             Arg::L(sites.y_stride),
             Arg::I(out_dim),
         ];
-        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp, tiled or
-        // rows).
-        unsafe { self.launch_grid(k, grid, &args) }
+        // SAFETY: the caller's guarantee; the list matches `pet_lora_expand_*` (warp or tiled).
+        unsafe { self.launch(k, &args) }
     }
 
     /// Whether a fused launch covers `sites`: each site's rank (at most `t_cols`) padded to 4,

@@ -42,8 +42,9 @@
 # Z12 if it exists; what runtime/bench/device-round2.sh c runs), BUDGET (s, default 530), WARM (warm-up requests, 4000), REQS (measured requests, 16000),
 # N200 (tenants of the big zoo, 200), PORT, SKIP_TESTS=1, SKIP_LIVE=1, SKIP_200=1, SECOND_POLICY=1 (also
 # deadline-batch on 12 tenants), SYNC_AB=1 (also the new configuration with `--gpu-sync block`),
-# EXEC_SWEEP=1 (also 4, 6 and 12 executors, and a 2 ms window), THREADS_CPU=1 (the server's CPU
-# by thread name after each run),
+# EXEC_SWEEP=1 (also 4, 6 and 12 executors, and a 2 ms window), X4_RUNS=N (also N runs with 4
+# executors), X4_200=1 (the big zoo with 4 executors too), THREADS_CPU=1 (the server's CPU by
+# thread name after each run),
 # WITH_200=1 (the 200-tenant runs even with ONLY_SERVE), ZIPF (the client's exponent, 1.1),
 # ZIPF1_200=1 (also the new configuration on the big zoo at Zipf(1.0)), SKIP_TODAY=1 (not the
 # first round's configuration), UPLOADS_AB=1 (also the new configuration with --pinned-uploads), STAGING_AB=1 (also the
@@ -170,6 +171,7 @@ serve_run() {
 }
 TODAY=(--instances 3 --forward-batch 8)
 NEW=(--instances 8 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity)
+NEW4=(--instances 4 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity)
 if [ -n "${ONLY_PET:-}" ]; then
   # Issue 15: the PET zoo PET_ZOO (10,000 LoRA tenants) under the same client, Zipf(1.0):
   # executors of the device share its PET slot, mixed batches of up to 32 rows.
@@ -180,6 +182,10 @@ if [ -n "${ONLY_PET:-}" ]; then
 fi
 [ -z "${SKIP_TODAY:-}" ] && serve_run today-12 "$Z/z12" "${TODAY[@]}"
 serve_run new-12 "$Z/z12" "${NEW[@]}"
+for r in $(seq "${X4_RUNS:-0}"); do
+  # The configuration with 4 executors (part z's best at 128 clients), run after run.
+  serve_run "new-12-x4-run$r" "$Z/z12" "${NEW4[@]}"
+done
 if [ -n "${EXEC_SWEEP:-}" ]; then
   # The new configuration with other executor counts and batching windows.
   serve_run new-12-x4 "$Z/z12" --instances 4 --gpu-pool auto --max-batch 32 --max-wait-ms 1 --policy tier-affinity
@@ -223,6 +229,7 @@ if [ -z "${SKIP_200:-}" ] && [ "$(left)" -gt 90 ]; then
   note "zoo of $N tenants (hard links to the 12): $(tail -1 "$W/zoo$N.txt")"
   [ -z "${SKIP_TODAY:-}" ] && serve_run today-$N "$Z/z$N" "${TODAY[@]}"
   [ "$(left)" -gt 40 ] && serve_run new-$N "$Z/z$N" "${NEW[@]}"
+  [ -n "${X4_200:-}" ] && [ "$(left)" -gt 40 ] && serve_run new-$N-x4 "$Z/z$N" "${NEW4[@]}"
   if [ -n "${ZIPF1_200:-}" ] && [ "$(left)" -gt 40 ]; then
     # Issue 15's comparison (a): full fine-tunes with the GPU tier under the client the PET zoo
     # was served with (Zipf(1.0)).

@@ -12,6 +12,8 @@
 //!   at the largest `k` measured, the first of the `k` finished within the middle of `1/k` and
 //!   1 of the last (median over rounds of first/last below `(1 + 1/k)/2`): one at a time, not
 //!   shared.
+//!   A FIFO resource also gets its occupancy ([`fifo_occupancy`]: the curve's slope, the
+//!   fraction of one operation alone that holds it while the rest overlaps the one ahead).
 //! - **Across resources**: a forward request timed on one slot while another switches back to
 //!   back, over it alone; a switch timed while another slot runs forward requests back to back,
 //!   over alone — with requests of the stretch shape and then of each larger size of
@@ -92,14 +94,33 @@ fn ms(d: &Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One resource's sharing: curve of last-finish medians and the FIFO test (see the module doc).
+/// The fraction of an operation's time alone that holds a FIFO resource, from its measured
+/// last-finish curve (`curve[k-1]`: `k` at once until the last finished, over one alone): `k`
+/// operations queued at once end at `L + k·X` for a latency `L` that overlaps the operation
+/// ahead and a time `X` on the resource, so `curve[k-1] = 1 + (k − 1)·o` with `o = X / (L +
+/// X)`; `o` is the least-squares slope through `(1, 1)`, clamped to `(0, 1]`. `None` with
+/// fewer than two points or no positive slope.
+pub fn fifo_occupancy(curve: &[f64]) -> Option<f64> {
+    let (num, den) = curve
+        .iter()
+        .enumerate()
+        .skip(1)
+        .fold((0.0, 0.0), |(n, d), (i, &c)| {
+            (n + i as f64 * (c - 1.0), d + (i * i) as f64)
+        });
+    let o = num / den;
+    (den > 0.0 && o.is_finite() && o > 0.0).then(|| o.min(1.0))
+}
+
+/// One resource's sharing: curve of last-finish medians and the FIFO test (see the module
+/// doc); for a FIFO resource also its occupancy ([`fifo_occupancy`]).
 fn sharing(
     path: &mut dyn LivePath,
     op: PathOp,
     max_k: usize,
     warmup: usize,
     repeats: usize,
-) -> Result<(Sharing, Vec<f64>)> {
+) -> Result<(Sharing, Vec<f64>, Option<f64>)> {
     let mut alone = Vec::new();
     let mut curve = Vec::with_capacity(max_k);
     let mut first_over_last = Vec::new();
@@ -132,12 +153,12 @@ fn sharing(
         let threshold = (1.0 + 1.0 / max_k as f64) / 2.0;
         stats::median(&first_over_last) < threshold
     };
-    let s = if fifo {
-        Sharing::Fifo
+    let (s, occupancy) = if fifo {
+        (Sharing::Fifo, fifo_occupancy(&curve))
     } else {
-        Sharing::Shared(curve.clone())
+        (Sharing::Shared(curve.clone()), None)
     };
-    Ok((s, alone))
+    Ok((s, alone, occupancy))
 }
 
 /// What [`measure`] found: the contention figures and the host overhead.
@@ -173,7 +194,7 @@ pub fn measure(
         seq_len,
         passes: PASSES,
     };
-    let (sm, forward_alone) = sharing(path, forward, max_k, plan.warmup, plan.repeats)?;
+    let (sm, forward_alone, _) = sharing(path, forward, max_k, plan.warmup, plan.repeats)?;
     let sm_large = match shapes(plan).get(1) {
         Some(&(b, s)) => {
             let op = PathOp::Forward {
@@ -189,10 +210,11 @@ pub fn measure(
         None => None,
     };
     step("forward requests on 1–k instances at once (SMs), small and large passes");
-    let (link, switch_alone) = sharing(path, PathOp::Switch, max_k, plan.warmup, plan.repeats)?;
+    let (link, switch_alone, link_occupancy) =
+        sharing(path, PathOp::Switch, max_k, plan.warmup, plan.repeats)?;
     step("switches on 1–k instances at once (copy engine)");
     let slow_k = plan.slow_max_instances.clamp(1, max_k);
-    let (host, _) = sharing(
+    let (host, _, _) = sharing(
         path,
         PathOp::ColdLoad,
         slow_k,
@@ -254,6 +276,7 @@ pub fn measure(
             forward_during_copy,
             copy_during_forward,
             copy_during_forward_sizes,
+            link_occupancy,
         },
         host: HostOverhead {
             handoff_ms: stats::fit(&handoff),
@@ -278,6 +301,23 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fifo_occupancy_is_the_slope_of_the_last_finish_curve() {
+        // Copies of 4.17 ms alone, 0.12 of it latency that overlaps the copy ahead: k at once
+        // end at 0.12 + 4.05·k.
+        let alone = 4.17;
+        let curve: Vec<f64> = (1..=8).map(|k| (0.12 + 4.05 * k as f64) / alone).collect();
+        let o = fifo_occupancy(&curve).unwrap();
+        assert!((o - 4.05 / alone).abs() < 1e-12, "{o}");
+        // Pure FIFO (no overlap): 1; a curve above it is clamped to 1.
+        assert_eq!(fifo_occupancy(&[1.0, 2.0, 3.0]), Some(1.0));
+        assert_eq!(fifo_occupancy(&[1.0, 2.5]), Some(1.0));
+        // Nothing to fit, or no positive slope.
+        assert_eq!(fifo_occupancy(&[1.0]), None);
+        assert_eq!(fifo_occupancy(&[]), None);
+        assert_eq!(fifo_occupancy(&[1.0, 0.9]), None);
+    }
 
     #[test]
     fn switches_are_timed_beside_each_doubling_of_the_plan_s_pass_sizes() {

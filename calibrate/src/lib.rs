@@ -24,6 +24,7 @@ pub mod gpu_target;
 pub mod identity;
 pub mod pet;
 pub mod plan;
+pub mod refit;
 pub mod runtime_target;
 pub mod slot_path;
 pub mod stats;

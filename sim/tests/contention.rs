@@ -26,6 +26,7 @@ fn shared_profile(sm: Vec<f64>) -> Profile {
         forward_during_copy: 1.0,
         copy_during_forward: 1.0,
         copy_during_forward_sizes: Vec::new(),
+        link_occupancy: None,
     });
     p
 }
@@ -154,6 +155,35 @@ fn copies_queue_and_cross_factors_slow_both_sides() {
     let mut ends = run.end_ns.clone();
     ends.sort_unstable();
     assert_eq!(ends, vec![106 * MS, 207 * MS, 1004 * MS]);
+}
+
+/// With a measured link occupancy `o`, a switch's `(1 − o)` is latency that overlaps the copy
+/// ahead of it and only `o` of it holds the link: two switches of 100 ms started together land
+/// at 100 ms (10 of latency, 90 on the link) and 190 ms (its latency overlapped the first's
+/// copy, then 90 on the link) — k at once end at `(1 − o + k·o)` of one alone, the FIFO curve
+/// calibration measures.
+#[test]
+fn a_copys_latency_overlaps_the_copy_ahead() {
+    let mut profile = shared_profile(vec![1.0, 1.0]);
+    profile
+        .models
+        .get_mut("bert-base")
+        .unwrap()
+        .contention
+        .as_mut()
+        .unwrap()
+        .link_occupancy = Some(0.9);
+    let w = requests(&[(3, 1, 0), (4, 1, 0), (5, 1, 0)], 6);
+    let (run, _) = simulate(&profile, &w, 3, "affinity", Preload::FastPtm);
+    let mut switches: Vec<(u64, u64)> = run
+        .timeline
+        .unwrap()
+        .iter()
+        .filter(|s| s.kind == SpanKind::Switch)
+        .map(|s| (s.start_ns, s.end_ns))
+        .collect();
+    switches.sort_unstable();
+    assert_eq!(switches, vec![(0, 100 * MS), (0, 190 * MS)]);
 }
 
 /// The host's work per dispatch is added unshared: the hand-off to the first phase, the staging

@@ -18,6 +18,20 @@ pub enum ProfileCommand {
     /// side by side; fails when the profile describes another device kind, GPU, model
     /// architecture or dtype.
     Check(CheckArgs),
+    /// Refit a profile's figures with this build's estimators from what it recorded (each
+    /// cost centred on its measured median; the FIFO copy engine's link occupancy from the
+    /// switch's stretch curve), without the device; writes the refitted profile.
+    Refit(RefitArgs),
+}
+
+/// Flags of `ptm profile refit`.
+#[derive(Debug, Args)]
+pub struct RefitArgs {
+    /// The profile (ron).
+    pub profile: PathBuf,
+    /// Where to write the refitted profile.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Flags of `ptm profile check`.
@@ -90,10 +104,49 @@ pub fn execute(cmd: ProfileCommand) -> anyhow::Result<()> {
     match cmd {
         ProfileCommand::Diff(args) => diff(args),
         ProfileCommand::Check(args) => check(args),
+        ProfileCommand::Refit(args) => refit(args),
     }
 }
 
 /// Runs `ptm profile check`.
+fn refit(args: RefitArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.profile)
+        .with_context(|| format!("cannot read {}", args.profile.display()))?;
+    let mut profile = Profile::from_ron(&text, &args.profile.display().to_string())?;
+    let notes = ptm_calibrate::refit::refit(&mut profile);
+    profile.validate(&args.out.display().to_string())?;
+    // The original's leading comments (its provenance), then what the refit changed.
+    let mut out: String = text
+        .lines()
+        .take_while(|l| l.trim_start().starts_with("//"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!(
+        "// Refit by `ptm profile refit` (ptm {}) from {}: {} figure(s) changed.\n",
+        env!("CARGO_PKG_VERSION"),
+        args.profile.display(),
+        notes.len()
+    ));
+    for n in &notes {
+        out.push_str(&format!("//   {n}\n"));
+        println!("{n}");
+    }
+    out.push_str(&ron::ser::to_string_pretty(
+        &profile,
+        ron::ser::PrettyConfig::default(),
+    )?);
+    out.push('\n');
+    crate::cli::run::create_parent(&args.out)?;
+    std::fs::write(&args.out, out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} figure(s) changed)",
+        args.out.display(),
+        notes.len()
+    );
+    Ok(())
+}
+
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let profile = read(&args.profile)?;
     let name = args.profile.display().to_string();

@@ -299,15 +299,19 @@ impl<'s, 'a> Engine<'s, 'a> {
                 let ms = cost.map_or(0.0, |c| c.ms.sample(&mut rng));
                 let model = self.setup.model_index(tenant);
                 let fixed_ns = self.host_ns(model, key, |h| h.handoff(false));
-                let work = match self.shares {
+                let work = match &self.shares {
                     None => Work {
                         fixed_ns: fixed_ns + ms_to_ns(ms),
                         shared: None,
                     },
-                    Some(_) => Work {
-                        fixed_ns,
-                        shared: Some((Resource::Link, model, SharedWork::plain(ms_to_ns(ms)))),
-                    },
+                    // Its latency first, then its time on the link (`link_occupancy`).
+                    Some(shares) => {
+                        let (latency_ns, link_ns) = shares.split_copy(model, ms_to_ns(ms));
+                        Work {
+                            fixed_ns: fixed_ns + latency_ns,
+                            shared: Some((Resource::Link, model, SharedWork::plain(link_ns))),
+                        }
+                    }
                 };
                 self.start(Job::Prefetch(tenant), work);
             }
@@ -345,7 +349,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                     );
                     self.loads_done[i] += 1;
                     let alone_ms = cost.ms.sample(&mut rng);
-                    let work = match self.shares {
+                    let work = match &self.shares {
                         // A load from the GPU pool is a device-to-device copy on its own stream
                         // and engine, not behind the host link's copies: its measured curve over
                         // concurrent pool loads stretches it at its start, as without shares.
@@ -357,13 +361,19 @@ impl<'s, 'a> Engine<'s, 'a> {
                             fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
                             shared: None,
                         },
-                        Some(_) => {
+                        Some(shares) => {
                             let r = self
                                 .setup
                                 .load_resource(start.load, start.from, start.tenant);
+                            // A copy's latency overlaps the copies ahead of it on the link; only
+                            // its `link_occupancy` holds the link (host reads: all of it).
+                            let (latency_ns, shared_ns) = match r {
+                                Resource::Link => shares.split_copy(model, ms_to_ns(alone_ms)),
+                                _ => (0, ms_to_ns(alone_ms)),
+                            };
                             Work {
-                                fixed_ns: handoff_ns,
-                                shared: Some((r, model, SharedWork::plain(ms_to_ns(alone_ms)))),
+                                fixed_ns: handoff_ns + latency_ns,
+                                shared: Some((r, model, SharedWork::plain(shared_ns))),
                             }
                         }
                     };

@@ -85,6 +85,14 @@ impl Shares {
         }
     }
 
+    /// A copy of model `model` of `alone_ns` alone as (unshared latency, time on the link):
+    /// [`Contention::split_copy`].
+    pub fn split_copy(&self, model: usize, alone_ns: Nanos) -> (Nanos, Nanos) {
+        self.models
+            .get(model)
+            .map_or((0, alone_ns), |c| c.split_copy(alone_ns))
+    }
+
     /// Phases on `resource` now.
     pub fn count(&self, resource: Resource) -> usize {
         self.lanes[resource.index()].members.len()
@@ -261,6 +269,7 @@ mod tests {
             forward_during_copy: 1.0,
             copy_during_forward: 1.0,
             copy_during_forward_sizes: Vec::new(),
+            link_occupancy: None,
         }
     }
 

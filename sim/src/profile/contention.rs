@@ -16,6 +16,13 @@
 //!   stream is one in-order queue); calibration chooses it when the first of `k` simultaneous
 //!   phases finished in about the time of one alone.
 //!
+//! A copy alone is not all link time: its issue, its first chunk's latency and the wait for its
+//! last are latency that, with copies queued back to back on the one stream, overlaps with the
+//! copy before it. `link_occupancy` (when measured) is the fraction of a copy's time alone that
+//! holds the link: `k` copies started at once end at `(1 − o + k·o)` times one alone (the slope
+//! of the FIFO curve calibration measured), so a copy's phase is `(1 − o)` of its time alone as
+//! unshared latency, then `o` of it on the link. Without it the whole copy holds the link.
+//!
 //! How passes share the SMs depends on their size: a small pass leaves most SMs idle, a large
 //! one fills them. The SMs' sharing is measured with passes of `sm_tokens` tokens (rows ×
 //! sequence length) and, when `sm_large` is given, with larger ones too; a pass in between
@@ -154,6 +161,10 @@ pub struct Contention {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub copy_during_forward_sizes: Vec<(u32, f64)>,
+    /// The fraction of a copy's time alone that holds the link, in (0, 1] (see the module
+    /// doc), when measured; `None`: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_occupancy: Option<f64>,
 }
 
 /// The most sizes `copy_during_forward_sizes` may list.
@@ -219,6 +230,16 @@ impl Contention {
         factor
     }
 
+    /// A copy of `alone_ns` alone split into its unshared latency and its time on the link
+    /// (`link_occupancy` of it, rounded to the nanosecond; see the module doc); the two add up
+    /// to `alone_ns`.
+    pub fn split_copy(&self, alone_ns: u64) -> (u64, u64) {
+        let o = self.link_occupancy.unwrap_or(1.0).clamp(0.0, 1.0);
+        let link = ((alone_ns as f64) * o).round() as u64;
+        let link = link.min(alone_ns);
+        (alone_ns - link, link)
+    }
+
     /// The largest factor a copy can see beside forwards (bounds a run's end).
     pub fn max_copy_factor(&self) -> f64 {
         self.copy_during_forward_sizes
@@ -275,6 +296,14 @@ impl Contention {
                 ));
             }
             below = tokens;
+        }
+        if let Some(o) = self.link_occupancy {
+            if !(o > 0.0 && o <= 1.0) {
+                return Err(Error::invalid(
+                    format!("{field}.link_occupancy"),
+                    format!("{o}: expected a fraction of a copy's time alone in (0, 1]"),
+                ));
+            }
         }
         let named = |i: usize| format!("copy_during_forward_sizes[{i}]");
         let factors = [
@@ -392,6 +421,7 @@ mod tests {
             forward_during_copy: 1.05,
             copy_during_forward: 1.1,
             copy_during_forward_sizes: Vec::new(),
+            link_occupancy: None,
         };
         let e = c.validate("m.contention").unwrap_err().to_string();
         assert!(e.contains("m.contention.host"), "{e}");
@@ -460,6 +490,34 @@ mod tests {
             forward_during_copy: 1.0,
             copy_during_forward: 1.35,
             copy_during_forward_sizes: sizes.to_vec(),
+            link_occupancy: None,
+        }
+    }
+
+    #[test]
+    fn a_copy_splits_into_latency_and_link_time_that_add_up() {
+        let c = sized(&[]);
+        assert_eq!(
+            c.split_copy(4_000_000),
+            (0, 4_000_000),
+            "unmeasured: all on the link"
+        );
+        let c = Contention {
+            link_occupancy: Some(0.975),
+            ..c
+        };
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.split_copy(4_000_000), (100_000, 3_900_000));
+        let (l, k) = c.split_copy(4_000_001);
+        assert_eq!(l + k, 4_000_001);
+        assert_eq!(c.split_copy(0), (0, 0));
+        for bad in [0.0, -0.5, 1.01, f64::NAN] {
+            let c = Contention {
+                link_occupancy: Some(bad),
+                ..c.clone()
+            };
+            let e = c.validate("m.contention").unwrap_err().to_string();
+            assert!(e.contains("m.contention.link_occupancy"), "{e}");
         }
     }
 

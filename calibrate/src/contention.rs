@@ -20,11 +20,17 @@
 //!   [`copy_shapes`]: the plan's batches at the stretch shape's length, at least twice the
 //!   tokens of the size before, and its largest batch at its largest length (how much a copy
 //!   slows depends on the passes beside it, and serving runs passes of every size between).
-//! - **Host overhead**: a job handed to a parked worker thread and reported back (median
-//!   round trip), and the same back to back (each job sent the instant the previous report
-//!   arrives: a dispatch to an instance that just finished); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
-//!   them, less the hand-off and the passes as the profile's forward table has them: the rest
-//!   is the staging of one request and, per further pass, the slope.
+//! - **Host overhead**: a job handed to a parked worker thread and reported back (the
+//!   hand-off to a parked worker), and the same back to back (each job sent the instant the
+//!   previous report arrives: the busy hand-off, a dispatch to an instance that just
+//!   finished); requests of 1 and of [`PASSES_MANY`] passes through a worker as live runs
+//!   them, sent back to back as the busy hand-offs are, less the *busy* hand-off's median and
+//!   the passes as the profile's forward table has them: the rest is the staging of one
+//!   request and, per further pass, the slope. Staging and the busy hand-off are measured
+//!   under the same conditions, so their split is consistent (the difference of a parked
+//!   request and a parked hand-off splits the wake-up's noise between the two at random); what
+//!   a worker parked for a while costs more is the parked hand-off's excess over the busy one,
+//!   charged to a dispatch to a parked worker, never to the staging every inference pays.
 
 use crate::slot_path::{LivePath, PathOp};
 use crate::{stats, Plan, Result};
@@ -161,6 +167,35 @@ fn sharing(
     Ok((s, alone, occupancy))
 }
 
+/// The staging of a request of one pass (one sample per request) and the host work each
+/// further pass adds (ms, ≥ 0): `reps` requests of 1 and of [`PASSES_MANY`] passes of `batch`
+/// × `seq_len` sent back to back, less the median of `handoff_busy` (round trips measured back
+/// to back too, ms) and the passes at `forward_ms` (the forward table's pass); see the module
+/// doc.
+pub fn staging(
+    path: &mut dyn LivePath,
+    batch: u32,
+    seq_len: u32,
+    reps: usize,
+    handoff_busy: &[f64],
+    forward_ms: &dyn Fn(u32, u32) -> f64,
+) -> Result<(Vec<f64>, f64)> {
+    let handoff_busy_median = stats::median(handoff_busy);
+    let pass_ms = forward_ms(batch, seq_len);
+    let mut beyond = |passes: u32| -> Result<Vec<f64>> {
+        Ok(path
+            .requests_busy(batch, seq_len, passes, reps)?
+            .iter()
+            .map(|d| ms(d) - handoff_busy_median - passes as f64 * pass_ms)
+            .collect())
+    };
+    let one = beyond(1)?;
+    let many = beyond(PASSES_MANY)?;
+    let per_pass = (stats::median(&many) - stats::median(&one)) / (PASSES_MANY - 1) as f64;
+    let one = one.into_iter().map(|x| x.max(0.0)).collect();
+    Ok((one, per_pass.max(0.0)))
+}
+
 /// What [`measure`] found: the contention figures and the host overhead.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figures {
@@ -249,23 +284,8 @@ pub fn measure(
     let reps = plan.repeats.max(2);
     let handoff: Vec<f64> = path.handoffs(reps * 4)?.iter().map(ms).collect();
     let handoff_busy: Vec<f64> = path.handoffs_busy(reps * 4)?.iter().map(ms).collect();
-    let handoff_median = stats::median(&handoff);
-    let pass_ms = forward_ms(batch, seq_len);
-    let one: Vec<f64> = path
-        .requests(batch, seq_len, 1, reps)?
-        .iter()
-        .map(|d| (ms(d) - handoff_median - pass_ms).max(0.0))
-        .collect();
-    let many: Vec<f64> = path
-        .requests(batch, seq_len, PASSES_MANY, reps)?
-        .iter()
-        .map(ms)
-        .collect();
-    let extra = PASSES_MANY as f64 - 1.0;
-    let per_pass = ((stats::median(&many) - handoff_median - PASSES_MANY as f64 * pass_ms)
-        - stats::median(&one))
-        / extra;
-    step("host overhead: hand-offs parked and back to back, requests of 1 and 16 passes");
+    let (staging, per_pass) = staging(path, batch, seq_len, reps, &handoff_busy, forward_ms)?;
+    step("host overhead: hand-offs parked and back to back, requests of 1 and 16 passes back to back");
     Ok(Figures {
         contention: Contention {
             sm,
@@ -281,18 +301,24 @@ pub fn measure(
         host: HostOverhead {
             handoff_ms: stats::fit(&handoff),
             handoff_busy_ms: Some(stats::fit(&handoff_busy)),
-            staging_ms: stats::fit(&one),
-            staging_per_pass_ms: per_pass.max(0.0),
+            staging_ms: stats::fit(&staging),
+            staging_per_pass_ms: per_pass,
             method: format!(
                 "hand-off: {n} round trips of a job to a worker thread parked {park} ms before \
-                 each; busy hand-off: {n} round trips back to back (each job sent the instant \
-                 the previous report arrived, as live dispatches to an instance that just \
-                 reported; no work between, so the coordinating thread is barely parked too); \
-                 staging: {reps} requests of 1 and of {PASSES_MANY} passes of batch {batch} × {seq_len} tokens \
-                 through a worker (hand-off to report), less the median hand-off and the forward \
-                 table's {pass_ms:.4} ms per pass, clipped at 0",
+                 each (a dispatch to a parked worker: what parking costs more lands here); busy \
+                 hand-off: {n} round trips back to back (each job sent the instant the previous \
+                 report arrived, as live dispatches to an instance that just reported; the \
+                 first, untimed, starts the sequence); staging: {reps} requests of 1 and of \
+                 {PASSES_MANY} passes of batch {batch} × {seq_len} tokens through a worker, back \
+                 to back as the busy hand-offs (hand-off to report, the first untimed), less \
+                 the busy hand-off's median {busy:.4} ms and the forward table's {pass:.4} ms \
+                 per pass, clipped at 0; per further pass: the two requests' medians' \
+                 difference over {extra}, clipped at 0",
                 n = reps * 4,
                 park = crate::slot_path::PARK.as_secs_f64() * 1e3,
+                busy = stats::median(&handoff_busy),
+                pass = forward_ms(batch, seq_len),
+                extra = PASSES_MANY - 1,
             ),
         },
     })

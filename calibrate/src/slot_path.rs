@@ -15,9 +15,11 @@
 //!   instant it reports (`live/src/coordinator.rs`: the worker sends its report and waits on its
 //!   channel again, the coordinating thread receives the report and sends the next job at
 //!   once) — neither thread parked for long;
-//! - [`LivePath::requests`]: requests through a worker thread as `SlotExecutor::infer` runs
-//!   them: random token rows, a batch per pass, `forward_many`, one output vector per row, the
-//!   report back — timed from the hand-off to the report's arrival.
+//! - [`LivePath::requests_busy`]: requests through a worker thread as `SlotExecutor::infer`
+//!   runs them — random token rows, a batch per pass, `forward_many`, one output vector per
+//!   row, the report back — back to back like [`LivePath::handoffs_busy`] (each sent the instant
+//!   the previous report arrives, as live runs an instance's next work on a busy worker), timed
+//!   from the hand-off to the report's arrival.
 //!
 //! Slot `i` starts on tenant `i` of a rotation over the zoo's first [`ROTATION`] tenants and each
 //! switch or cold load moves it to the next, so loads read all over the host cache as a
@@ -70,12 +72,13 @@ pub trait LivePath {
     fn during(&mut self, op: PathOp, background: PathOp, n: usize) -> Result<Vec<Duration>>;
     /// `n` hand-offs to a parked worker thread and reports back, no work.
     fn handoffs(&mut self, n: usize) -> Result<Vec<Duration>>;
-    /// `n` hand-offs back to back, each sent the instant the previous report arrives, and
-    /// their reports, no work.
+    /// `n` hand-offs back to back, each sent the instant the previous report arrives (the
+    /// first after an untimed one), and their reports, no work.
     fn handoffs_busy(&mut self, n: usize) -> Result<Vec<Duration>>;
-    /// `n` requests of `passes` passes of `batch` × `seq_len` through a worker thread, from the
-    /// hand-off to the report's arrival.
-    fn requests(
+    /// `n` requests of `passes` passes of `batch` × `seq_len` through a worker thread, back to
+    /// back as [`LivePath::handoffs_busy`] sends its jobs (each the instant the previous report
+    /// arrives, the first after an untimed one), from the hand-off to the report's arrival.
+    fn requests_busy(
         &mut self,
         batch: u32,
         seq_len: u32,
@@ -351,7 +354,7 @@ impl LivePath for SlotPath {
         round_trips(n, None)
     }
 
-    fn requests(
+    fn requests_busy(
         &mut self,
         batch: u32,
         seq_len: u32,
@@ -395,8 +398,9 @@ impl LivePath for SlotPath {
                 }
             });
             let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                std::thread::sleep(PARK);
+            // Back to back: job `i` goes out the instant report `i − 1` arrives; job 0, sent
+            // to a worker just started, is not timed.
+            for i in 0..=n {
                 let t = Instant::now();
                 job_tx
                     .send(batch * passes)
@@ -404,7 +408,9 @@ impl LivePath for SlotPath {
                 let outputs = done_rx
                     .recv()
                     .map_err(|_| Error::Invalid("the worker thread stopped".into()))??;
-                out.push(t.elapsed());
+                if i > 0 {
+                    out.push(t.elapsed());
+                }
                 if outputs.len() != (batch * passes) as usize {
                     return Err(Error::Invalid(format!(
                         "{} outputs for {} rows",
@@ -424,7 +430,8 @@ impl LivePath for SlotPath {
 /// `n` jobs handed to a worker thread over a channel and reported back over another, as the
 /// live coordinator and an instance's worker do, timed from the send to the report's arrival;
 /// with `pause`, the coordinating thread sleeps that long before each (the worker parks on its
-/// channel meanwhile), without, each job goes out the instant the previous report arrives.
+/// channel meanwhile), without, each job goes out the instant the previous report arrives (a
+/// first, untimed job starts the sequence).
 fn round_trips(n: usize, pause: Option<Duration>) -> Result<Vec<Duration>> {
     let (job_tx, job_rx) = mpsc::channel::<usize>();
     let (done_tx, done_rx) = mpsc::channel::<usize>();
@@ -437,7 +444,9 @@ fn round_trips(n: usize, pause: Option<Duration>) -> Result<Vec<Duration>> {
             }
         });
         let mut out = Vec::with_capacity(n);
-        for i in 0..n {
+        // Back to back, job 0 (to a worker just started) only starts the sequence.
+        let first = usize::from(pause.is_none());
+        for i in 0..n + first {
             if let Some(p) = pause {
                 std::thread::sleep(p);
             }
@@ -448,7 +457,9 @@ fn round_trips(n: usize, pause: Option<Duration>) -> Result<Vec<Duration>> {
             done_rx
                 .recv()
                 .map_err(|_| Error::Invalid("the worker thread stopped".into()))?;
-            out.push(t.elapsed());
+            if i >= first {
+                out.push(t.elapsed());
+            }
         }
         drop(job_tx);
         Ok(out)

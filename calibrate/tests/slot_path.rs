@@ -32,7 +32,7 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     assert_eq!(path.handoffs(5).unwrap().len(), 5);
     assert_eq!(path.handoffs_busy(5).unwrap().len(), 5);
     // Requests check their outputs (one per row) inside.
-    assert_eq!(path.requests(2, 16, 4, 3).unwrap().len(), 3);
+    assert_eq!(path.requests_busy(2, 16, 4, 3).unwrap().len(), 3);
 
     let plan = Plan {
         batches: vec![2, 4],

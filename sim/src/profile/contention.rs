@@ -349,7 +349,9 @@ pub struct HostOverhead {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_busy_ms: Option<Dist>,
     /// The worker's host work around a request's passes that a forward-pass figure does not
-    /// time (inputs built and staged, outputs gathered), for a request of one pass.
+    /// time (inputs built and staged, outputs gathered), for a request of one pass; measured
+    /// on requests sent to a worker that just reported, beyond the busy hand-off (what a
+    /// parked worker costs more is `handoff_ms`'s).
     pub staging_ms: Dist,
     /// Each further pass of the request adds this much host work, milliseconds (≥ 0).
     pub staging_per_pass_ms: f64,

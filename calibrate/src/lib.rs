@@ -12,8 +12,9 @@
 //! threads, jobs handed over channels), [`contention`] then measures what contention by
 //! resource and the host overhead need: how forward requests, switches and cold loads share the
 //! SMs, the copy engine and the host, how forwards and switches slow each other, and the host's
-//! work per dispatch. A target without a live path leaves those sections out, and the profile
-//! says so by their absence.
+//! work per dispatch; on a path with a weight pool, [`pool_contention`] measures how pool loads
+//! and forward passes slow each other. A target without a live path leaves those sections out,
+//! and the profile says so by their absence.
 //!
 //! The runtime implements [`Target`] (see the CLI's `ptm calibrate`); tests use a synthetic
 //! target with known costs.
@@ -24,6 +25,7 @@ pub mod gpu_target;
 pub mod identity;
 pub mod pet;
 pub mod plan;
+pub mod pool_contention;
 pub mod refit;
 pub mod runtime_target;
 pub mod slot_path;
@@ -291,17 +293,28 @@ pub fn calibrate(
         } else {
             None
         };
+        let mut pool_contention = None;
         let figures = match path {
-            Some(path) => Some(
-                contention::measure(path, plan, &|b, s| forward.mean_ms(b, s), &mut |what| {
-                    step(format!("{model}: {what}"))
-                })
+            Some(path) => {
+                let f = contention::measure(
+                    &mut *path,
+                    plan,
+                    &|b, s| forward.mean_ms(b, s),
+                    &mut |what| step(format!("{model}: {what}")),
+                )
                 .map_err(|e| Error::Target {
                     model: model.clone(),
                     what: "contention and host overhead".into(),
                     source: Box::new(e),
-                })?,
-            ),
+                })?;
+                pool_contention =
+                    pool_contention::measure(path, plan).map_err(|e| Error::Target {
+                        model: model.clone(),
+                        what: "pool loads beside forward passes".into(),
+                        source: Box::new(e),
+                    })?;
+                Some(f)
+            }
             None => {
                 for _ in 0..contention::STEPS {
                     step(format!(
@@ -339,6 +352,7 @@ pub fn calibrate(
                 pet: Default::default(),
                 contention: figures.as_ref().map(|f| f.contention.clone()),
                 host: figures.map(|f| f.host),
+                pool_contention,
             },
         );
     }

@@ -9,6 +9,9 @@
 //!   and synchronised once: `Slot::forward_many`), a switch from the host cache
 //!   (`Slot::switch`, returns when the weights have landed) or a cold load (`Slot::load_file`);
 //! - [`LivePath::during`]: an operation timed on slot 0 while slot 1 runs another back to back;
+//! - loads from the GPU weight pool ([`PathOp::PoolLoad`]) on a path made with a pool
+//!   ([`SlotPath::pooled`]: the zoo's first [`POOL_TENANTS`] tenants prefetched into it, as
+//!   `LivePaths` makes every path), for [`crate::pool_contention`];
 //! - [`LivePath::handoffs`]: a job handed to a worker thread blocked on its channel and the
 //!   report back, with no work (the coordinator's hand-off and the worker's report);
 //! - [`LivePath::handoffs_busy`]: the same back to back, as live dispatches to an instance the
@@ -26,6 +29,7 @@
 //! multi-tenant server's do.
 
 use crate::{Error, Result};
+use ptm_runtime::slot::{Executors, PoolSize};
 use ptm_runtime::tokenize::random_rows;
 use ptm_runtime::zoo::model_dir;
 use ptm_runtime::{
@@ -60,12 +64,20 @@ pub enum PathOp {
     Switch,
     /// A cold load from the tenant's checkpoint.
     ColdLoad,
+    /// A load from the GPU weight pool (`Slot::load_pool`: on a GPU a device-to-device copy on
+    /// the pool stream, returning when it has landed); only on a path made with a pool
+    /// ([`SlotPath::pooled`]).
+    PoolLoad,
 }
 
 /// Figures measured through the live path (see the module doc).
 pub trait LivePath {
     /// Slots (instances) it drives.
     fn instances(&self) -> usize;
+    /// Whether it has a GPU weight pool to time [`PathOp::PoolLoad`] on.
+    fn has_pool(&self) -> bool {
+        false
+    }
     /// `op` on slots `0..k` at once: each one's latency.
     fn together(&mut self, op: PathOp, k: usize) -> Result<Vec<Duration>>;
     /// `op` timed `n` times back to back on slot 0 while slot 1 runs `background` back to back.
@@ -101,7 +113,12 @@ pub struct SlotPath {
     /// Which tenant of the rotation each slot holds.
     holds: Vec<usize>,
     token_state: u64,
+    /// Tenants in the weight pool (pool slot `i` holds tenant `i`); 0 without a pool.
+    pooled: usize,
 }
+
+/// Tenants a pooled path keeps in its weight pool, at most: pool loads rotate over them.
+pub const POOL_TENANTS: usize = 4;
 
 impl SlotPath {
     /// `instances` slots for the zoo at `dir` on `device`, each holding a tenant, for passes
@@ -112,6 +129,29 @@ impl SlotPath {
         dtype: DType,
         instances: usize,
         shapes: &[(usize, usize)],
+    ) -> Result<Self> {
+        Self::make(dir, device, dtype, instances, shapes, false)
+    }
+
+    /// [`SlotPath::new`] with a GPU weight pool (the CPU twin's pool on the CPU) holding the
+    /// zoo's first [`POOL_TENANTS`] tenants, so that [`PathOp::PoolLoad`] can be timed.
+    pub fn pooled(
+        dir: &std::path::Path,
+        device: Device,
+        dtype: DType,
+        instances: usize,
+        shapes: &[(usize, usize)],
+    ) -> Result<Self> {
+        Self::make(dir, device, dtype, instances, shapes, true)
+    }
+
+    fn make(
+        dir: &std::path::Path,
+        device: Device,
+        dtype: DType,
+        instances: usize,
+        shapes: &[(usize, usize)],
+        pool: bool,
     ) -> Result<Self> {
         let max_batch = shapes.iter().map(|s| s.0).max().unwrap_or(1).max(1);
         let max_seq = shapes.iter().map(|s| s.1).max().unwrap_or(1).max(1);
@@ -140,9 +180,21 @@ impl SlotPath {
             .iter()
             .map(|&(b, s)| (b.max(1), s.clamp(1, max_seq)))
             .collect();
-        let host = SlotHost::new(device, arch, n, Eviction::Refuse, KernelOptions::default())?;
+        let mut host = SlotHost::new(device, arch, n, Eviction::Refuse, KernelOptions::default())?;
+        let pooled = if pool { n.min(POOL_TENANTS) } else { 0 };
+        if pool {
+            let room = Executors {
+                count: instances,
+                max_batch,
+                max_seq,
+            };
+            host = host.with_pool(PoolSize::Tenants(pooled), room)?;
+        }
         for t in &tenants {
             host.register(&t.name, &t.dir)?;
+        }
+        for (i, t) in tenants[..pooled].iter().enumerate() {
+            host.prefetch(i as u32, &t.name)?;
         }
         host.check_fit(instances, max_batch, max_seq)?;
         let heads: Vec<(&str, &Config)> =
@@ -162,6 +214,7 @@ impl SlotPath {
             tenants,
             holds,
             token_state: 0x5EED,
+            pooled,
         })
     }
 
@@ -185,6 +238,8 @@ impl SlotPath {
 enum Prepared<'a> {
     Forward(Vec<Batch>),
     Load(&'a Tenant),
+    /// A load of the tenant from pool slot `.1`.
+    Pool(&'a Tenant, u32),
 }
 
 fn run_op(slot: &mut Slot, host: &SlotHost, work: &Prepared<'_>, cold: bool) -> Result<()> {
@@ -194,6 +249,7 @@ fn run_op(slot: &mut Slot, host: &SlotHost, work: &Prepared<'_>, cold: bool) -> 
         }
         Prepared::Load(t) if cold => slot.load_file(host, &t.name, &t.dir)?,
         Prepared::Load(t) => slot.switch(host, &t.name)?,
+        Prepared::Pool(t, i) => slot.load_pool(host, *i, &t.name)?,
     }
     Ok(())
 }
@@ -204,10 +260,22 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>, what: &str) -> Res
     })?
 }
 
-/// What slot `i` does next: its batches, or the index of the tenant it loads.
+/// What slot `i` does next: its batches, or the index of the tenant it loads (from the host
+/// cache or its checkpoint, or from the pool slot of that index).
 enum Next {
     Forward(Vec<Batch>),
     Load(usize),
+    Pool(usize),
+}
+
+impl Next {
+    fn prepared(self, tenants: &[Tenant]) -> Prepared<'_> {
+        match self {
+            Next::Forward(b) => Prepared::Forward(b),
+            Next::Load(t) => Prepared::Load(&tenants[t]),
+            Next::Pool(t) => Prepared::Pool(&tenants[t], t as u32),
+        }
+    }
 }
 
 impl SlotPath {
@@ -232,6 +300,18 @@ impl SlotPath {
                 self.holds[i] = next;
                 Next::Load(next)
             }
+            PathOp::PoolLoad if self.pooled < 2 => {
+                return Err(Error::Invalid(
+                    "pool loads need a path made with a weight pool of at least 2 tenants \
+                     (SlotPath::pooled, a zoo of 2 or more)"
+                        .into(),
+                ))
+            }
+            PathOp::PoolLoad => {
+                let next = (self.holds[i] + 1) % self.pooled;
+                self.holds[i] = next;
+                Next::Pool(next)
+            }
         })
     }
 }
@@ -239,6 +319,10 @@ impl SlotPath {
 impl LivePath for SlotPath {
     fn instances(&self) -> usize {
         self.slots.len()
+    }
+
+    fn has_pool(&self) -> bool {
+        self.pooled >= 2
     }
 
     fn together(&mut self, op: PathOp, k: usize) -> Result<Vec<Duration>> {
@@ -261,10 +345,7 @@ impl LivePath for SlotPath {
                 .map(|(slot, plan)| {
                     let barrier = &barrier;
                     scope.spawn(move || -> Result<Duration> {
-                        let work = match plan {
-                            Next::Forward(b) => Prepared::Forward(b),
-                            Next::Load(t) => Prepared::Load(&tenants[t]),
-                        };
+                        let work = plan.prepared(tenants);
                         barrier.wait();
                         let t = Instant::now();
                         run_op(slot, host, &work, cold)?;
@@ -297,10 +378,7 @@ impl LivePath for SlotPath {
         let (host, tenants) = (&self.host, &self.tenants);
         let (first, rest) = self.slots.split_at_mut(1);
         let (timed, other) = (&mut first[0], &mut rest[0]);
-        let to_work = |p: Next| match p {
-            Next::Forward(b) => Prepared::Forward(b),
-            Next::Load(t) => Prepared::Load(&tenants[t]),
-        };
+        let to_work = |p: Next| p.prepared(tenants);
         let work: Vec<Prepared<'_>> = plans.into_iter().map(to_work).collect();
         let bg_work: Vec<Prepared<'_>> = bg.into_iter().map(to_work).collect();
         std::thread::scope(|scope| {
@@ -502,7 +580,7 @@ impl LivePaths {
             return Ok(None);
         };
         if !self.made.contains_key(model) {
-            let p = SlotPath::new(dir, self.device, self.dtype, self.instances, &self.shapes)?;
+            let p = SlotPath::pooled(dir, self.device, self.dtype, self.instances, &self.shapes)?;
             self.made.insert(model.to_string(), p);
         }
         Ok(self.made.get_mut(model).map(|p| p as &mut dyn LivePath))

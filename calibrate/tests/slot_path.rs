@@ -66,3 +66,46 @@ fn the_cpu_live_path_times_every_operation_and_its_figures_validate() {
     assert_eq!(sizes.last(), Some(&(4 * 32)), "{sizes:?}");
     assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
 }
+
+#[test]
+fn pool_loads_are_timed_on_a_pooled_cpu_path_and_their_factors_validate() {
+    use ptm_calibrate::pool_contention;
+    let tmp = tempfile::tempdir().unwrap();
+    make_zoo(Arch::Tiny, 3, tmp.path(), DType::Fp32, 5).unwrap();
+    let forward = PathOp::Forward {
+        batch: 2,
+        seq_len: 16,
+        passes: 2,
+    };
+    let plan = Plan {
+        batches: vec![2],
+        seq_lens: vec![16],
+        max_instances: 2,
+        warmup: 1,
+        repeats: 3,
+        slow_repeats: 2,
+        slow_max_instances: 2,
+    };
+    // Without a pool: no figure, and a pool load is refused naming what it needs.
+    let mut plain = SlotPath::new(tmp.path(), Device::Cpu, DType::Fp32, 2, &[(2, 16)]).unwrap();
+    assert!(!plain.has_pool());
+    assert_eq!(pool_contention::measure(&mut plain, &plan).unwrap(), None);
+    let err = plain.together(PathOp::PoolLoad, 1).unwrap_err().to_string();
+    assert!(err.contains("weight pool"), "{err}");
+
+    let mut path = SlotPath::pooled(tmp.path(), Device::Cpu, DType::Fp32, 2, &[(2, 16)]).unwrap();
+    assert!(path.has_pool());
+    for k in 1..=2 {
+        assert_eq!(path.together(PathOp::PoolLoad, k).unwrap().len(), k);
+    }
+    assert_eq!(path.during(forward, PathOp::PoolLoad, 3).unwrap().len(), 3);
+    assert_eq!(path.during(PathOp::PoolLoad, forward, 2).unwrap().len(), 2);
+    // Forwards still run after pool loads (the slot holds a tenant from the pool).
+    assert_eq!(path.together(forward, 2).unwrap().len(), 2);
+    let f = pool_contention::measure(&mut path, &plan)
+        .unwrap()
+        .expect("a pooled path with 2 slots measures the factors");
+    f.validate("cpu.pool_contention").unwrap();
+    assert_eq!(f.tokens, 2 * 16);
+    assert!(f.method.contains("3 requests"), "{}", f.method);
+}

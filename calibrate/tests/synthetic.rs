@@ -57,6 +57,7 @@ impl SyntheticPath {
             } => passes as f64 * pass_ms(batch, seq_len),
             PathOp::Switch => 4.0,
             PathOp::ColdLoad => 100.0,
+            PathOp::PoolLoad => 0.2,
         }
     }
 }
@@ -65,13 +66,16 @@ impl LivePath for SyntheticPath {
     fn instances(&self) -> usize {
         4
     }
+    fn has_pool(&self) -> bool {
+        true
+    }
     fn together(&mut self, op: PathOp, k: usize) -> Result<Vec<Duration>, Error> {
         let a = Self::alone(op);
         let kf = (k - 1) as f64;
         Ok((0..k)
             .map(|i| match op {
                 PathOp::Forward { .. } => self.jitter.ms(a * (1.0 + 0.5 * kf)),
-                PathOp::Switch => self.jitter.ms(a * (i + 1) as f64),
+                PathOp::Switch | PathOp::PoolLoad => self.jitter.ms(a * (i + 1) as f64),
                 PathOp::ColdLoad => self.jitter.ms(a * (1.0 + 0.25 * kf)),
             })
             .collect())
@@ -80,6 +84,8 @@ impl LivePath for SyntheticPath {
         let f = match (op, bg) {
             (PathOp::Switch, PathOp::Forward { batch, seq_len, .. }) if batch * seq_len > 32 => 1.1,
             (PathOp::Switch, _) => 1.5,
+            (PathOp::PoolLoad, _) => 1.4,
+            (_, PathOp::PoolLoad) => 1.3,
             _ => 1.2,
         };
         let a = Self::alone(op);
@@ -286,6 +292,19 @@ fn the_live_path_figures_recover_the_known_contention_and_host_overhead() {
         "{sizes:?}"
     );
     assert!(near(c.copy_factor(64), 1.3, 0.03), "{}", c.copy_factor(64));
+    // Pool loads beside forwards and forwards beside pool loads, each over alone.
+    let p = m.pool_contention.as_ref().expect("the path has a pool");
+    assert!(
+        near(p.forward_during_pool_copy, 1.3, 0.03),
+        "{}",
+        p.forward_during_pool_copy
+    );
+    assert!(
+        near(p.pool_copy_during_forward, 1.4, 0.03),
+        "{}",
+        p.pool_copy_during_forward
+    );
+    assert_eq!(p.tokens, 32);
     let h = m.host.as_ref().expect("measured");
     assert!(near(h.handoff_ms.mean(), 0.05, 0.03), "{:?}", h.handoff_ms);
     let busy = h.handoff_busy_ms.as_ref().expect("measured");

@@ -63,6 +63,12 @@
 #      twice each (the server's CPU doubled with pinned downloads).
 #   w  (seconds; not run yet) each LoRA kernel alone at the mixed pass's shape
 #      (`runtime/examples/lora_kernels.rs`).
+#   p2 (about 4 minutes; not run yet) loads from the GPU weight pool beside forward passes
+#      (issue 14's tiers-live cell, deadline-batch: live inference 18 % above the simulator's,
+#      pool loads 23 % below, part t): the shipped profile's calibration with this build, which
+#      also measures `pool_contention` through the live path (a forward request during pool
+#      loads back to back, a pool load during forward requests back to back, each over alone),
+#      then the tiers-live and Azure cells live against it (`fidelity_cells`).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -74,7 +80,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x, y, z, m3, s3 or c3}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3 or c3}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -550,7 +556,15 @@ h)
   note "issue 14 serving (gpu-sync A/B, 200 tenants):"
   cat "$O/i14/summary.txt" >> "$S"
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, q, r, s, t, v, w, x, y, z, m3, s3 or c3" >&2; exit 2 ;;
+p2)
+  # Pool loads beside forward passes: calibrate (with `pool_contention`), then the cells.
+  [ -f /tmp/pz32/pet.ron ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
+    --targets query,value --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null
+  calibrate_shipped
+  grep -E "pool_contention" -A4 "$PROF" | tr -s ' \n' ' ' | tee -a "$S"; echo >> "$S"
+  fidelity_cells
+  ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3 or c3" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -11,9 +11,12 @@
 //! A phase's work is drawn at its start from the profile (its time alone). How long it takes:
 //!
 //! - **by resource** (every model of the run has measured contention figures): the phase holds
-//!   the SMs (an inference), the copy engine (a switch, a pool load, a prefetch) or the host (a
-//!   cold load, a rebuild) and progresses at the rate its resource's sharing gives it; its
-//!   remaining work is re-timed whenever a phase on its resource starts or ends ([`share`]);
+//!   the SMs (an inference), the copy engine (a switch, a prefetch) or the host (a cold load, a
+//!   rebuild) and progresses at the rate its resource's sharing gives it; its remaining work is
+//!   re-timed whenever a phase on its resource starts or ends ([`share`]). A load from the GPU
+//!   pool runs on the pool stream's FIFO track, slowing and slowed by the passes, when the
+//!   profile measured that ([`crate::profile::pool_copy`]); else it is stretched at its start
+//!   by the pool loads' curve at the instances busy;
 //! - **stretch at the start** (otherwise: older profiles, FastPTM's published costs): its
 //!   duration is stretched by its cost's curve at the number of instances busy when it starts,
 //!   and fixed then. [`Setup::cost_model`] says which, and every report carries it.
@@ -39,7 +42,7 @@ mod tiers;
 pub use crate::ledger::{initial_residency, InstanceStats, Load, Preload, Run, Span, SpanKind};
 pub use queue::{Event, Job, Queue};
 pub use setup::{Batching, Estimates, LoadingMode, PetServing, Serving, Setup};
-pub use share::{Shares, Work as SharedWork};
+pub use share::{Shares, Track, Work as SharedWork};
 
 use crate::error::Result;
 use crate::ledger::{Ledger, Start};
@@ -86,18 +89,21 @@ struct Engine<'s, 'a> {
     shares: Option<Shares>,
     /// Shared work (resource, model, nanoseconds alone) of a job waiting for its unshared host
     /// work to end: per instance, and per prefetch (by tenant).
-    pending: Vec<Option<(Resource, usize, SharedWork)>>,
-    pending_prefetches: Vec<(TenantId, Resource, usize, SharedWork)>,
+    pending: Vec<Option<(Track, usize, SharedWork)>>,
+    pending_prefetches: Vec<(TenantId, Track, usize, SharedWork)>,
     /// Jobs a completion on a resource ended (reused).
     done: Vec<Job>,
     /// Promotions into the GPU pool in flight and the pool loads waiting for them.
     promotions: promotion::Promotions,
+    /// Per model, whether its pool loads run on the pool stream's track (their cross factors
+    /// with the passes measured).
+    pool_track: Vec<bool>,
 }
 
 /// What a job does once started: unshared host work, then (by resource) work on a resource.
 struct Work {
     fixed_ns: Nanos,
-    shared: Option<(Resource, usize, SharedWork)>,
+    shared: Option<(Track, usize, SharedWork)>,
 }
 
 impl<'s, 'a> Engine<'s, 'a> {
@@ -135,11 +141,14 @@ impl<'s, 'a> Engine<'s, 'a> {
             starts: Vec::new(),
             wake_ns: None,
             prefetches_done: 0,
-            shares: setup.contention().map(Shares::new),
+            shares: setup
+                .contention()
+                .map(|c| Shares::new(c).with_pool_copies(setup.pool_copies())),
             pending: vec![None; m],
             pending_prefetches: Vec::new(),
             done: Vec::new(),
             promotions: promotion::Promotions::new(tenants, m),
+            pool_track: setup.pool_copies().iter().map(Option::is_some).collect(),
         })
     }
 
@@ -309,7 +318,11 @@ impl<'s, 'a> Engine<'s, 'a> {
                         let (latency_ns, link_ns) = shares.split_copy(model, ms_to_ns(ms));
                         Work {
                             fixed_ns: fixed_ns + latency_ns,
-                            shared: Some((Resource::Link, model, SharedWork::plain(link_ns))),
+                            shared: Some((
+                                Resource::Link.into(),
+                                model,
+                                SharedWork::plain(link_ns),
+                            )),
                         }
                     }
                 };
@@ -350,16 +363,29 @@ impl<'s, 'a> Engine<'s, 'a> {
                     self.loads_done[i] += 1;
                     let alone_ms = cost.ms.sample(&mut rng);
                     let work = match &self.shares {
-                        // A load from the GPU pool is a device-to-device copy on its own stream
-                        // and engine, not behind the host link's copies: its measured curve over
-                        // concurrent pool loads stretches it at its start, as without shares.
+                        // A load from the GPU pool is a device-to-device copy on its own stream,
+                        // not behind the host link's copies. Without its cross factors measured,
+                        // its curve over concurrent pool loads stretches it at its start, as
+                        // without shares.
                         None => Work {
                             fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
                             shared: None,
                         },
-                        Some(_) if start.load == Load::Pool => Work {
-                            fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
-                            shared: None,
+                        // With the pool copies' figures measured, it runs on the pool
+                        // stream's FIFO track, slowing and slowed by the passes on the SMs.
+                        Some(_) if start.load == Load::Pool => match self.pool_track[model] {
+                            true => Work {
+                                fixed_ns: handoff_ns,
+                                shared: Some((
+                                    Track::PoolCopy,
+                                    model,
+                                    SharedWork::plain(ms_to_ns(alone_ms)),
+                                )),
+                            },
+                            false => Work {
+                                fixed_ns: handoff_ns + ms_to_ns(alone_ms * cost.stretch_at(busy)),
+                                shared: None,
+                            },
                         },
                         Some(shares) => {
                             let r = self
@@ -373,7 +399,7 @@ impl<'s, 'a> Engine<'s, 'a> {
                             };
                             Work {
                                 fixed_ns: handoff_ns + latency_ns,
-                                shared: Some((r, model, SharedWork::plain(shared_ns))),
+                                shared: Some((r.into(), model, SharedWork::plain(shared_ns))),
                             }
                         }
                     };
@@ -497,7 +523,7 @@ impl<'s, 'a> Engine<'s, 'a> {
             Some(_) => Work {
                 fixed_ns,
                 shared: Some((
-                    Resource::Sm,
+                    Resource::Sm.into(),
                     model,
                     SharedWork {
                         ns: ms_to_ns(alone_ms),

@@ -8,7 +8,7 @@
 //! generation: re-timing the resource schedules a new one and makes the old one stale
 //! ([`super::share`]).
 
-use crate::profile::Resource;
+use super::share::Track;
 use crate::time::Nanos;
 use crate::workload::TenantId;
 use std::cmp::Reverse;
@@ -29,8 +29,9 @@ pub enum Event {
     /// A job's unshared part ends: its whole duration under the stretch model, its fixed host
     /// work before it joins a resource otherwise.
     Step(Job),
-    /// The next completion on a resource, valid while the resource's generation is `.1`.
-    Share(Resource, u32),
+    /// The next completion on a resource (or the pool stream), valid while its generation is
+    /// `.1`.
+    Share(Track, u32),
     /// A tenant's copy into the GPU pool (its promotion) lands.
     Promoted(TenantId),
     /// The time a scheduler asked to decide again at (a batching window closes).
@@ -96,13 +97,16 @@ mod tests {
         q.push(5, Event::Step(Job::Prefetch(4)));
         q.push(5, phase(2));
         q.push(3, phase(9));
-        q.push(5, Event::Share(Resource::Sm, 7));
+        q.push(5, Event::Share(Track::On(crate::profile::Resource::Sm), 7));
         q.push(5, phase(1));
         assert_eq!(q.next_time(), Some(3));
         assert_eq!(q.pop_at(3), Some(phase(9)));
         assert_eq!(q.pop_at(3), None);
         assert_eq!(q.pop_at(5), Some(phase(2)));
-        assert_eq!(q.pop_at(5), Some(Event::Share(Resource::Sm, 7)));
+        assert_eq!(
+            q.pop_at(5),
+            Some(Event::Share(Track::On(crate::profile::Resource::Sm), 7))
+        );
         assert_eq!(q.pop_at(5), Some(phase(1)));
         assert_eq!(q.pop_at(5), Some(Event::Step(Job::Prefetch(4))));
         assert_eq!(q.pop_at(5), Some(Event::Tick));

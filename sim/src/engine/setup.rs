@@ -421,7 +421,43 @@ impl<'a> Setup<'a> {
         } else {
             format!("no host overhead (not measured for {})", missing.join(", "))
         };
-        format!("{contention}; {host}")
+        match self.pool_copy_note() {
+            Some(pool) => format!("{contention}; {host}; {pool}"),
+            None => format!("{contention}; {host}"),
+        }
+    }
+
+    /// Per model, how its loads from the GPU weight pool and its passes slow each other, when
+    /// measured ([`crate::profile::pool_copy`]).
+    pub fn pool_copies(&self) -> Vec<Option<crate::profile::PoolCopyContention>> {
+        self.models
+            .iter()
+            .map(|m| m.pool_contention.clone())
+            .collect()
+    }
+
+    /// For a run with a GPU weight pool and contention by resource: whether pool loads and
+    /// passes slow each other as measured, or for which models that was not measured (their
+    /// pool loads keep the stretch at their start). `None` otherwise.
+    fn pool_copy_note(&self) -> Option<String> {
+        self.serving.gpu_pool?;
+        let names = self.workload.models();
+        let missing: Vec<&str> = self
+            .models
+            .iter()
+            .zip(&names)
+            .filter(|(m, _)| m.contention.is_none() || m.pool_contention.is_none())
+            .map(|(_, n)| n.as_str())
+            .collect();
+        Some(if missing.is_empty() {
+            "pool loads on the pool stream beside passes as measured".to_string()
+        } else {
+            format!(
+                "pool loads stretched at their start, passes not slowed by them (not measured \
+                 for {})",
+                missing.join(", ")
+            )
+        })
     }
 
     /// The index of `tenant`'s model.

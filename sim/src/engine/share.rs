@@ -1,5 +1,7 @@
 //! Contention by resource: the phases on the SMs, the copy engine and the host, each progressing
-//! at the rate its resource's sharing gives it now ([`crate::profile::contention`]).
+//! at the rate its resource's sharing gives it now ([`crate::profile::contention`]), and — when
+//! the profile measured them — loads from the GPU weight pool on the pool stream's own FIFO
+//! track, slowing and slowed by the passes on the SMs ([`crate::profile::pool_copy`]).
 //!
 //! A phase's work is nanoseconds of the phase alone. Whenever a phase joins or leaves a
 //! resource, the progress of every phase is settled up to that instant at the rates that held
@@ -19,8 +21,63 @@
 //! operations on any thread.
 
 use super::queue::{Event, Job, Queue};
-use crate::profile::{Contention, Resource, Sharing};
+use crate::profile::{Contention, PoolCopyContention, Resource, Sharing};
 use crate::time::Nanos;
+
+/// Where shared work runs: one of the profile's resources, or the GPU weight pool's copy stream
+/// (loads from the pool, when the profile measured how they and the passes slow each other:
+/// [`crate::profile::pool_copy`]). The pool stream is FIFO — one copy at a time, in the order
+/// issued, as the runtime's one pool stream runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Track {
+    /// A resource of [`Contention`].
+    On(Resource),
+    /// The GPU weight pool's copy stream.
+    PoolCopy,
+}
+
+impl Track {
+    /// Every track, in index order.
+    const ALL: [Track; 4] = [
+        Track::On(Resource::Sm),
+        Track::On(Resource::Link),
+        Track::On(Resource::Host),
+        Track::PoolCopy,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Track::On(r) => r.index(),
+            Track::PoolCopy => Resource::ALL.len(),
+        }
+    }
+
+    /// Lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::On(r) => r.name(),
+            Track::PoolCopy => "pool stream",
+        }
+    }
+
+    /// Whether a phase on `self` progresses at a rate that depends on whether `other` is busy.
+    fn depends_on(self, other: Track) -> bool {
+        const SM: Track = Track::On(Resource::Sm);
+        matches!(
+            (self, other),
+            (SM, Track::On(Resource::Link))
+                | (SM, Track::PoolCopy)
+                | (Track::On(Resource::Link), SM)
+                | (Track::PoolCopy, SM)
+        )
+    }
+}
+
+impl From<Resource> for Track {
+    fn from(r: Resource) -> Self {
+        Track::On(r)
+    }
+}
 
 /// Shared work: nanoseconds alone, and the tokens of its passes (forwards; 0 for copies and
 /// reads).
@@ -39,11 +96,11 @@ impl Work {
     }
 }
 
-/// One phase on a resource.
+/// One phase on a track.
 #[derive(Debug, Clone, Copy)]
 struct Member {
     job: Job,
-    /// Nanoseconds of work (alone) left as of the resource's `since_ns`.
+    /// Nanoseconds of work (alone) left as of the track's `since_ns`.
     left_ns: f64,
     /// Index of its model's contention figures.
     model: usize,
@@ -53,7 +110,7 @@ struct Member {
     tokens: u32,
 }
 
-/// One resource's phases, in the order they joined.
+/// One track's phases, in the order they joined.
 #[derive(Debug, Default)]
 struct Lane {
     members: Vec<Member>,
@@ -62,11 +119,14 @@ struct Lane {
     generation: u32,
 }
 
-/// The phases on every resource and how fast each progresses.
+/// The phases on every track and how fast each progresses.
 #[derive(Debug)]
 pub struct Shares {
-    lanes: [Lane; 3],
+    lanes: [Lane; 4],
     models: Vec<Contention>,
+    /// Per model, the pool copies' cross factors when measured (none: nothing joins the pool
+    /// stream's track, and passes never slow for it).
+    pool: Vec<Option<PoolCopyContention>>,
     /// Whether a copy's factor depends on the passes' size (some model measured it).
     sized_copies: bool,
     due: Vec<Job>,
@@ -80,6 +140,7 @@ impl Shares {
             sized_copies: models
                 .iter()
                 .any(|c| !c.copy_during_forward_sizes.is_empty()),
+            pool: vec![None; models.len()],
             models,
             due: Vec::new(),
         }
@@ -93,19 +154,44 @@ impl Shares {
             .map_or((0, alone_ns), |c| c.split_copy(alone_ns))
     }
 
-    /// Phases on `resource` now.
-    pub fn count(&self, resource: Resource) -> usize {
-        self.lanes[resource.index()].members.len()
+    /// The same, with `pool[m]` the measured cross factors of model `m`'s pool copies.
+    pub fn with_pool_copies(mut self, pool: Vec<Option<PoolCopyContention>>) -> Self {
+        assert_eq!(pool.len(), self.models.len(), "one entry per model");
+        self.pool = pool;
+        self
     }
 
-    /// The rate (work per nanosecond) of the `k`-th member of `resource` in the current state.
-    fn rate(&self, resource: Resource, k: usize) -> f64 {
-        let lane = &self.lanes[resource.index()];
+    /// Phases on `track` now.
+    pub fn count(&self, track: impl Into<Track>) -> usize {
+        self.lanes[track.into().index()].members.len()
+    }
+
+    /// The rate (work per nanosecond) of the `k`-th member of `track` in the current state.
+    fn rate(&self, track: Track, k: usize) -> f64 {
+        let lane = &self.lanes[track.index()];
         let m = &lane.members[k];
         let c = &self.models[m.model];
-        let cross = match resource {
-            Resource::Sm if self.count(Resource::Link) > 0 => c.forward_during_copy,
-            Resource::Link if self.count(Resource::Sm) > 0 => c.copy_factor(self.sm_tokens()),
+        let pool = self.pool[m.model].as_ref();
+        let busy = |t: Track| self.count(t) > 0;
+        let cross = match track {
+            Track::On(Resource::Sm) => {
+                let copy = match busy(Track::On(Resource::Link)) {
+                    true => c.forward_during_copy,
+                    false => 1.0,
+                };
+                let pool_copy = match (busy(Track::PoolCopy), pool) {
+                    (true, Some(p)) => p.forward_during_pool_copy,
+                    _ => 1.0,
+                };
+                copy * pool_copy
+            }
+            Track::On(Resource::Link) if busy(Track::On(Resource::Sm)) => {
+                c.copy_factor(self.sm_tokens())
+            }
+            Track::PoolCopy => match (busy(Track::On(Resource::Sm)), pool) {
+                (true, Some(p)) => p.pool_copy_during_forward,
+                _ => 1.0,
+            },
             _ => 1.0,
         };
         let n = lane.members.len();
@@ -115,9 +201,12 @@ impl Shares {
             Sharing::Fifo if k == 0 => 1.0,
             Sharing::Fifo => 0.0,
         };
-        let small = side(c.sharing(resource));
-        let rate = match (&c.sm_large, resource) {
-            (Some((_, large)), Resource::Sm) if m.weight > 0.0 => {
+        let small = match track {
+            Track::On(r) => side(c.sharing(r)),
+            Track::PoolCopy => side(&Sharing::Fifo),
+        };
+        let rate = match (&c.sm_large, track) {
+            (Some((_, large)), Track::On(Resource::Sm)) if m.weight > 0.0 => {
                 (1.0 - m.weight) * small + m.weight * side(large)
             }
             _ => small,
@@ -136,11 +225,11 @@ impl Shares {
 
     /// Settles every phase's progress up to `now_ns` at the rates of the current state.
     fn settle(&mut self, now_ns: Nanos) {
-        for r in Resource::ALL {
-            let rates: Vec<f64> = (0..self.lanes[r.index()].members.len())
-                .map(|k| self.rate(r, k))
+        for t in Track::ALL {
+            let rates: Vec<f64> = (0..self.lanes[t.index()].members.len())
+                .map(|k| self.rate(t, k))
                 .collect();
-            let lane = &mut self.lanes[r.index()];
+            let lane = &mut self.lanes[t.index()];
             debug_assert!(now_ns >= lane.since_ns, "time never goes back");
             let elapsed = (now_ns - lane.since_ns) as f64;
             for (m, rate) in lane.members.iter_mut().zip(rates) {
@@ -150,91 +239,98 @@ impl Shares {
         }
     }
 
-    /// Schedules the next completion on `resource` (a new generation; none when it is empty or
+    /// Schedules the next completion on `track` (a new generation; none when it is empty or
     /// nothing on it progresses).
-    fn reschedule(&mut self, now_ns: Nanos, resource: Resource, queue: &mut Queue) {
-        let next = (0..self.lanes[resource.index()].members.len())
+    fn reschedule(&mut self, now_ns: Nanos, track: Track, queue: &mut Queue) {
+        let next = (0..self.lanes[track.index()].members.len())
             .filter_map(|k| {
-                let rate = self.rate(resource, k);
-                (rate > 0.0).then(|| self.lanes[resource.index()].members[k].left_ns / rate)
+                let rate = self.rate(track, k);
+                (rate > 0.0).then(|| self.lanes[track.index()].members[k].left_ns / rate)
             })
             .min_by(f64::total_cmp);
-        let lane = &mut self.lanes[resource.index()];
+        let lane = &mut self.lanes[track.index()];
         lane.generation = lane.generation.wrapping_add(1);
         if let Some(ns) = next {
             let at = now_ns + ns.round() as Nanos;
-            queue.push(at, Event::Share(resource, lane.generation));
+            queue.push(at, Event::Share(track, lane.generation));
         }
     }
 
-    /// Re-times after `resource` changed at `now_ns`: it, and the resource whose cross factor
+    /// Re-times after `track` changed at `now_ns`: it, and every track whose cross factor
     /// depends on whether it is empty when that changed (or, with copies' factors by pass
     /// size, on the passes on the SMs whenever they change).
-    fn changed(&mut self, now_ns: Nanos, resource: Resource, was_empty: bool, queue: &mut Queue) {
-        self.reschedule(now_ns, resource, queue);
-        let other = match resource {
-            Resource::Sm => Some(Resource::Link),
-            Resource::Link => Some(Resource::Sm),
-            Resource::Host => None,
-        };
-        if let Some(o) = other {
-            let sized = self.sized_copies && resource == Resource::Sm;
-            if (sized || was_empty != (self.count(resource) == 0)) && self.count(o) > 0 {
+    fn changed(&mut self, now_ns: Nanos, track: Track, was_empty: bool, queue: &mut Queue) {
+        self.reschedule(now_ns, track, queue);
+        let flipped = was_empty != (self.count(track) == 0);
+        for o in Track::ALL {
+            if o == track || !o.depends_on(track) || self.count(o) == 0 {
+                continue;
+            }
+            let sized = self.sized_copies
+                && track == Track::On(Resource::Sm)
+                && o == Track::On(Resource::Link);
+            if sized || flipped {
                 self.reschedule(now_ns, o, queue);
             }
         }
     }
 
-    /// `job` (of model `model`) starts `work.ns` nanoseconds (alone) of work on `resource` at
-    /// `now_ns`, in passes of `work.tokens` tokens on the SMs; every phase is re-timed.
+    /// `job` (of model `model`) starts `work.ns` nanoseconds (alone) of work on `track` at
+    /// `now_ns`, in passes of `work.tokens` tokens on the SMs; every phase is re-timed. On the
+    /// pool stream's track only a model with pool-copy figures may join.
     pub fn join(
         &mut self,
         now_ns: Nanos,
-        resource: Resource,
+        track: impl Into<Track>,
         job: Job,
         model: usize,
         work: Work,
         queue: &mut Queue,
     ) {
+        let track = track.into();
         assert!(model < self.models.len(), "model {model} has no figures");
+        assert!(
+            track != Track::PoolCopy || self.pool[model].is_some(),
+            "model {model} has no pool-copy figures"
+        );
         self.settle(now_ns);
-        let was_empty = self.count(resource) == 0;
-        let weight = match resource {
-            Resource::Sm => self.models[model].sm_weight(work.tokens),
+        let was_empty = self.count(track) == 0;
+        let weight = match track {
+            Track::On(Resource::Sm) => self.models[model].sm_weight(work.tokens),
             _ => 0.0,
         };
-        self.lanes[resource.index()].members.push(Member {
+        self.lanes[track.index()].members.push(Member {
             job,
             left_ns: work.ns as f64,
             model,
             weight,
             tokens: work.tokens,
         });
-        self.changed(now_ns, resource, was_empty, queue);
+        self.changed(now_ns, track, was_empty, queue);
     }
 
-    /// Handles `Share(resource, generation)` at `now_ns`: the phases whose work is done leave
+    /// Handles `Share(track, generation)` at `now_ns`: the phases whose work is done leave
     /// (in job order, returned), and the rest are re-timed. A stale event returns nothing.
     pub fn complete(
         &mut self,
         now_ns: Nanos,
-        resource: Resource,
+        track: Track,
         generation: u32,
         queue: &mut Queue,
     ) -> &[Job] {
         self.due.clear();
-        if self.lanes[resource.index()].generation != generation {
+        if self.lanes[track.index()].generation != generation {
             return &self.due;
         }
         self.settle(now_ns);
         // Due: what would finish within half a nanosecond (the event time was rounded).
-        let done: Vec<bool> = (0..self.lanes[resource.index()].members.len())
+        let done: Vec<bool> = (0..self.lanes[track.index()].members.len())
             .map(|k| {
-                let rate = self.rate(resource, k);
-                rate > 0.0 && self.lanes[resource.index()].members[k].left_ns / rate <= 0.5
+                let rate = self.rate(track, k);
+                rate > 0.0 && self.lanes[track.index()].members[k].left_ns / rate <= 0.5
             })
             .collect();
-        let lane = &mut self.lanes[resource.index()];
+        let lane = &mut self.lanes[track.index()];
         let mut k = 0;
         lane.members.retain(|m| {
             let d = done[k];
@@ -247,10 +343,10 @@ impl Shares {
         assert!(
             !self.due.is_empty(),
             "a current completion event on the {} finds a phase done",
-            resource.name()
+            track.name()
         );
         self.due.sort_unstable();
-        self.changed(now_ns, resource, false, queue);
+        self.changed(now_ns, track, false, queue);
         &self.due
     }
 }
@@ -468,6 +564,143 @@ mod tests {
         );
     }
 
+    fn pool_figures(forward: f64, copy: f64) -> Option<PoolCopyContention> {
+        Some(PoolCopyContention {
+            forward_during_pool_copy: forward,
+            pool_copy_during_forward: copy,
+            tokens: 128,
+            method: String::new(),
+        })
+    }
+
+    #[test]
+    fn pool_copies_run_one_at_a_time_and_slow_the_passes_both_ways() {
+        // Two pool loads at 0 (the pool stream: 4 then 4 more), a forward of 6 at 0 slowed by
+        // 1.5 while a pool load is in flight, the loads by 2 while the forward runs: the same
+        // arithmetic as the copy engine's cross factors. Copy 0 ends at 8,000 (4,000 × 2), the
+        // forward at 9,000 (6,000 × 1.5), copy 1 has done 500 by then and runs 3,500 alone.
+        let c = contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo);
+        let mut s = Shares::new(vec![c]).with_pool_copies(vec![pool_figures(1.5, 2.0)]);
+        let mut q = Queue::default();
+        for (i, track) in [(0, Track::PoolCopy), (1, Track::PoolCopy)] {
+            s.join(0, track, Job::Instance(i), 0, Work::plain(4_000), &mut q);
+        }
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(2),
+            0,
+            Work::plain(6_000),
+            &mut q,
+        );
+        assert_eq!(s.count(Track::PoolCopy), 2);
+        assert_eq!(
+            drain(&mut s, &mut q),
+            vec![
+                (Job::Instance(0), 8_000),
+                (Job::Instance(2), 9_000),
+                (Job::Instance(1), 12_500),
+            ]
+        );
+    }
+
+    #[test]
+    fn pool_copies_conserve_work_and_only_measured_models_slow() {
+        // Model 0 measured its pool copies (a forward ×2 beside one, a copy ×1 beside passes);
+        // model 1 did not: its passes never slow for a pool copy. A pool load of 3,000 from 0;
+        // forwards of 2,000 of each model from 1,000. Model 0's forward runs at ½ while the copy
+        // is in flight (until 3,000: 1,000 done), then alone: ends at 4,000. Model 1's ends at
+        // 3,000. Work is conserved: every phase's work alone is done at its rates.
+        let c = contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo);
+        let mut s =
+            Shares::new(vec![c.clone(), c]).with_pool_copies(vec![pool_figures(2.0, 1.0), None]);
+        let mut q = Queue::default();
+        s.join(
+            0,
+            Track::PoolCopy,
+            Job::Prefetch(3),
+            0,
+            Work::plain(3_000),
+            &mut q,
+        );
+        s.join(
+            1_000,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            Work::plain(2_000),
+            &mut q,
+        );
+        s.join(
+            1_000,
+            Resource::Sm,
+            Job::Instance(1),
+            1,
+            Work::plain(2_000),
+            &mut q,
+        );
+        assert_eq!(
+            drain(&mut s, &mut q),
+            vec![
+                (Job::Prefetch(3), 3_000),
+                (Job::Instance(1), 3_000),
+                (Job::Instance(0), 4_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pass_beside_a_host_copy_and_a_pool_copy_slows_by_both() {
+        // forward_during_copy 1.5 × forward_during_pool_copy 2: a pass of 3,000 beside both
+        // (each longer than it) takes 9,000.
+        let c = Contention {
+            forward_during_copy: 1.5,
+            ..contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo)
+        };
+        let mut s = Shares::new(vec![c]).with_pool_copies(vec![pool_figures(2.0, 1.0)]);
+        let mut q = Queue::default();
+        s.join(
+            0,
+            Resource::Link,
+            Job::Prefetch(1),
+            0,
+            Work::plain(20_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Track::PoolCopy,
+            Job::Prefetch(2),
+            0,
+            Work::plain(20_000),
+            &mut q,
+        );
+        s.join(
+            0,
+            Resource::Sm,
+            Job::Instance(0),
+            0,
+            Work::plain(3_000),
+            &mut q,
+        );
+        assert_eq!(drain(&mut s, &mut q)[0], (Job::Instance(0), 9_000));
+    }
+
+    #[test]
+    #[should_panic(expected = "no pool-copy figures")]
+    fn a_model_without_pool_figures_never_joins_the_pool_stream() {
+        let c = contention(Sharing::Shared(vec![1.0, 1.0]), Sharing::Fifo);
+        let mut s = Shares::new(vec![c]);
+        s.join(
+            0,
+            Track::PoolCopy,
+            Job::Instance(0),
+            0,
+            Work::plain(1),
+            &mut Queue::default(),
+        );
+    }
+
     #[test]
     fn stale_events_are_ignored() {
         let mut s = Shares::new(vec![contention(
@@ -492,7 +725,7 @@ mod tests {
             Work::plain(1_000),
             &mut q,
         );
-        assert!(s.complete(1_000, Resource::Sm, 1, &mut q).is_empty());
+        assert!(s.complete(1_000, Resource::Sm.into(), 1, &mut q).is_empty());
         assert_eq!(
             drain(&mut s, &mut q),
             vec![(Job::Instance(0), 2_000), (Job::Instance(1), 2_000)]

@@ -31,12 +31,14 @@ pub mod dist;
 pub mod forward;
 pub mod identity;
 pub mod pet;
+pub mod pool_copy;
 
 pub use contention::{Contention, HostOverhead, Resource, Sharing, MAX_COPY_SIZES};
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};
 pub use pet::{PetCosts, PetKind};
+pub use pool_copy::PoolCopyContention;
 
 use crate::error::{Error, Result};
 use crate::limits::MAX_STRETCH;
@@ -227,6 +229,10 @@ pub struct ModelProfile {
     /// The host's work per dispatch besides loads and passes, when measured (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostOverhead>,
+    /// How loads from the GPU weight pool and forward passes slow each other, when measured
+    /// (absent: not measured, see [`pool_copy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_contention: Option<PoolCopyContention>,
 }
 
 fn zero_ms() -> Dist {
@@ -288,6 +294,9 @@ impl Profile {
             if let Some(h) = &m.host {
                 h.validate(&f("host"))?;
             }
+            if let Some(c) = &m.pool_contention {
+                c.validate(&f("pool_contention"))?;
+            }
         }
         Ok(())
     }
@@ -333,6 +342,7 @@ impl Profile {
                 pet: BTreeMap::from([("lora-r8".to_string(), PetCosts::example())]),
                 contention: None,
                 host: None,
+                pool_contention: None,
             },
         );
         Profile {

@@ -467,14 +467,20 @@ w)
 m3)
   # The shipped profile made again by this build's calibration (the fits on the median and
   # 1.4826·MAD, the copy engine's occupancy from the live path's FIFO curve, the host work per
-  # request as the calibration now measures it), then the whole validation matrix (zipf-bursty,
-  # the Azure code trace, the FastPTM prefixes) live against it.
+  # request as the calibration now measures it, pool copies beside passes), then the tiers cell
+  # and the whole validation matrix (zipf-bursty, the Azure code trace, the FastPTM prefixes)
+  # live against it.
   pet_zoos &
   ZOOS_PID=$!
   zoo12
   wait $ZOOS_PID
   calibrate_shipped
-  grep -E "link_occupancy|staging_ms|handoff" -A1 "$PROF" | tr -s ' \n' ' ' | cut -c1-400 | tee -a "$S"; echo >> "$S"
+  grep -E "link_occupancy|staging_ms|handoff|pool_contention" -A2 "$PROF" | tr -s ' \n' ' ' | cut -c1-600 | tee -a "$S"; echo >> "$S"
+  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  "$B/ptm" fidelity-table "$O/tiers-live.json" --min-requests 1000 --out "$O/tiers-live.md" > /dev/null
+  grep -E "^\| tiers" "$O/tiers-live.md" | cut -c1-200 | tee -a "$S"
   env PROFILE="$PROF" ZOO="$Z12" BUDGET_S=$((590 - SECONDS)) OUT="$O/i16" \
     bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
   note "validation matrix: rc $?"
@@ -493,14 +499,10 @@ s3)
   grep -E "c=(32|128): (throughput|statuses|server)|listening|zoo of" "$O/i14/summary.txt" | cut -c1-300 >> "$S"
   ;;
 c3)
-  # With the shipped profile of part m3 (committed as scenarios/profiles/h200.ron): the tiers
-  # and Azure cells, PET serving and the PET cell.
+  # With the shipped profile of part m3 (committed as scenarios/profiles/h200.ron): PET serving
+  # and the PET cell.
   PROF=scenarios/profiles/h200.ron
-  pet_zoos &
-  ZOOS_PID=$!
-  zoo12
-  wait $ZOOS_PID
-  fidelity_cells
+  pet_zoos
   pet_serving
   pet_live_cell
   ;;

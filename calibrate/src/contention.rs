@@ -5,8 +5,9 @@
 //!
 //! - **Sharing of a resource** (`k` = 1 … the plan's instances; cold loads up to its slow
 //!   instances): each round runs the operation on `k` slots at once (forward requests of the
-//!   plan's stretch shape, and of its largest batch at its largest length when larger: how
-//!   passes share the SMs depends on their size); the curve's `k`-th value
+//!   plan's stretch shape, of its largest batch at its largest length when larger, and of the
+//!   sizes of [`sm_shapes`] in between: how passes share the SMs depends on their size, and
+//!   not log-linearly between the two ends); the curve's `k`-th value
 //!   is the median over rounds of the *last* finish over the median time of one alone (what
 //!   processor sharing needs: the resource's total rate with `k`). The resource is FIFO when,
 //!   at the largest `k` measured, the first of the `k` finished within the middle of `1/k` and
@@ -78,6 +79,36 @@ pub fn copy_shapes(plan: &Plan) -> Vec<(u32, u32, u32)> {
         out.truncate(max - 1);
         out.push(largest);
     }
+    out
+}
+
+/// How much larger (in tokens) each of [`sm_shapes`] is than the size before, at least.
+pub const SM_SIZE_STEP: u64 = 4;
+
+/// The pass shapes `(rows, tokens)` the SMs' sharing is measured at between the stretch shape
+/// and the largest ([`shapes`]), requests of [`PASSES`] passes: the plan's batches at the
+/// stretch shape's length whose tokens are at least [`SM_SIZE_STEP`] times the size before and
+/// below the largest shape's; at most `MAX_SM_SIZES` (the smallest kept). The H200 plan
+/// (batches 1–32, lengths 32–512, stretch 1 × 128): 4 × 128 and 16 × 128 (512 and 2,048
+/// tokens).
+pub fn sm_shapes(plan: &Plan) -> Vec<(u32, u32)> {
+    let all = shapes(plan);
+    let (b0, s0) = all[0];
+    let (bl, sl) = all[all.len() - 1];
+    let large = bl.saturating_mul(sl) as u64;
+    let mut last = b0.saturating_mul(s0) as u64;
+    let mut batches = plan.batches.clone();
+    batches.sort_unstable();
+    batches.dedup();
+    let mut out = Vec::new();
+    for b in batches {
+        let tokens = b.saturating_mul(s0) as u64;
+        if tokens >= SM_SIZE_STEP * last && tokens < large {
+            out.push((b, s0));
+            last = tokens;
+        }
+    }
+    out.truncate(ptm_sim::profile::MAX_SM_SIZES);
     out
 }
 
@@ -244,7 +275,19 @@ pub fn measure(
         }
         None => None,
     };
-    step("forward requests on 1–k instances at once (SMs), small and large passes");
+    let sm_sizes = sm_shapes(plan)
+        .into_iter()
+        .map(|(b, s)| {
+            let op = PathOp::Forward {
+                batch: b,
+                seq_len: s,
+                passes: PASSES,
+            };
+            let sharing = sharing(path, op, max_k, plan.warmup, plan.repeats)?.0;
+            Ok((b.saturating_mul(s), sharing))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    step("forward requests on 1–k instances at once (SMs), small, intermediate and large passes");
     let (link, switch_alone, link_occupancy) =
         sharing(path, PathOp::Switch, max_k, plan.warmup, plan.repeats)?;
     step("switches on 1–k instances at once (copy engine)");
@@ -291,6 +334,7 @@ pub fn measure(
             sm,
             sm_tokens: batch.saturating_mul(seq_len),
             sm_large,
+            sm_sizes,
             link,
             host,
             forward_during_copy,
@@ -343,6 +387,40 @@ mod tests {
         assert_eq!(fifo_occupancy(&[1.0]), None);
         assert_eq!(fifo_occupancy(&[]), None);
         assert_eq!(fifo_occupancy(&[1.0, 0.9]), None);
+    }
+
+    #[test]
+    fn the_sms_are_measured_at_each_quadrupling_between_the_small_and_large_passes() {
+        // The H200 plan: 512 and 2,048 tokens between 1 × 128 and 32 × 512.
+        let plan = Plan {
+            batches: vec![1, 2, 4, 8, 16, 32],
+            seq_lens: vec![32, 64, 128, 256, 512],
+            ..Plan::full()
+        };
+        assert_eq!(sm_shapes(&plan), vec![(4, 128), (16, 128)]);
+        // Nothing at or above the largest shape's tokens; one shape only: nothing between.
+        let plan = Plan {
+            batches: vec![1, 4, 16],
+            seq_lens: vec![128],
+            ..Plan::full()
+        };
+        assert_eq!(sm_shapes(&plan), vec![(4, 128)]);
+        let plan = Plan {
+            batches: vec![1],
+            seq_lens: vec![128],
+            ..Plan::full()
+        };
+        assert!(sm_shapes(&plan).is_empty());
+        let plan = Plan {
+            batches: (0..40).map(|i| 1u32 << i.min(31)).collect(),
+            seq_lens: vec![1, 2],
+            ..Plan::full()
+        };
+        // u32 tokens hold 15 quadruplings above 2 tokens: within MAX_SM_SIZES, increasing.
+        let sizes = sm_shapes(&plan);
+        assert_eq!(sizes.len(), 15);
+        assert!(sizes.len() <= ptm_sim::profile::MAX_SM_SIZES);
+        assert!(sizes.windows(2).all(|w| w[1].0 == 4 * w[0].0), "{sizes:?}");
     }
 
     #[test]

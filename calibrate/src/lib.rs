@@ -102,9 +102,11 @@ pub fn target_for(
     dtype: ptm_runtime::DType,
     plan: &Plan,
 ) -> Result<(Box<dyn Target>, Vec<String>)> {
-    // The live path runs the stretch shape's passes and the plan's largest.
+    // The live path runs the stretch shape's passes, the plan's largest and the SMs' sizes
+    // between.
     let path_shapes = contention::shapes(plan)
         .iter()
+        .chain(&contention::sm_shapes(plan))
         .map(|&(b, s)| (b as usize, s as usize))
         .collect::<Vec<_>>();
     Ok(match device {
@@ -378,7 +380,9 @@ pub fn calibrate(
                 the last factor holding beyond the measured instance counts. Contention (when \
                 measured): a resource's curve is the last finish of k simultaneous operations \
                 over one alone, the total rate holding beyond the measured k; the SMs' curve is \
-                interpolated in log(tokens) between the small and the large passes measured."
+                interpolated in log(tokens) between the two nearest pass sizes measured (the \
+                small, the large and, when the plan has them, the sizes between: its batches at \
+                the small passes' length, each at least 4 times the tokens of the one before)."
                     .into(),
             runtime: target.runtime(),
         }),

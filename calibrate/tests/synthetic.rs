@@ -18,8 +18,8 @@ struct Synthetic {
     path: Option<SyntheticPath>,
 }
 
-/// A live path with known figures: forward requests share the SMs at 1 + 0.5 (k − 1) (all `k`
-/// end together), switches queue one after another (4 ms each), cold loads share the host at
+/// A live path with known figures: forward requests share the SMs at 1 + s (k − 1) (all `k`
+/// end together; s = [`sm_slope`] of their passes' tokens), switches queue one after another (4 ms each), cold loads share the host at
 /// 1 + 0.25 (k − 1); a forward takes 1.2× while a switch runs, a switch 1.5× while passes of up
 /// to 32 tokens run and 1.1× beside larger ones; hand-offs take 0.05 ms to a parked worker and
 /// 0.02 ms back to back, a request's staging 0.2 ms plus 0.01 ms per further pass (a request
@@ -39,6 +39,16 @@ impl Synthetic2 {
             .wrapping_add(1442695040888963407);
         let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
         Duration::from_secs_f64(ms * (0.99 + 0.02 * u) / 1e3)
+    }
+}
+
+/// The SMs' known sharing slope for passes of `tokens` tokens: 0.5 up to 128 tokens, 0.8 up
+/// to 512, 1 (no overlap) beyond — not log-linear in tokens.
+fn sm_slope(tokens: u32) -> f64 {
+    match tokens {
+        0..=128 => 0.5,
+        129..=512 => 0.8,
+        _ => 1.0,
     }
 }
 
@@ -74,7 +84,9 @@ impl LivePath for SyntheticPath {
         let kf = (k - 1) as f64;
         Ok((0..k)
             .map(|i| match op {
-                PathOp::Forward { .. } => self.jitter.ms(a * (1.0 + 0.5 * kf)),
+                PathOp::Forward { batch, seq_len, .. } => {
+                    self.jitter.ms(a * (1.0 + sm_slope(batch * seq_len) * kf))
+                }
                 PathOp::Switch | PathOp::PoolLoad => self.jitter.ms(a * (i + 1) as f64),
                 PathOp::ColdLoad => self.jitter.ms(a * (1.0 + 0.25 * kf)),
             })
@@ -339,6 +351,54 @@ fn the_live_path_figures_recover_the_known_contention_and_host_overhead() {
     )
     .unwrap();
     assert!(p.models["tiny"].contention.is_none() && p.models["tiny"].host.is_none());
+}
+
+#[test]
+fn the_sms_sharing_is_recovered_at_the_intermediate_sizes_too() {
+    // Stretch shape 1 × 128, largest 16 × 128 (2,048 tokens), and 4 × 128 between (512).
+    let plan = Plan {
+        batches: vec![1, 4, 16],
+        seq_lens: vec![32, 128],
+        max_instances: 4,
+        ..Plan::quick()
+    };
+    let (profile, _, _) = run(&plan);
+    let c = profile.models["tiny"].contention.clone().expect("measured");
+    let recovers = |s: &Sharing, slope: f64| match s {
+        Sharing::Shared(curve) => {
+            curve.len() == 4
+                && curve.iter().enumerate().all(|(i, &f)| {
+                    let want = 1.0 + slope * i as f64;
+                    (f - want).abs() <= 0.03 * want
+                })
+        }
+        Sharing::Fifo => false,
+    };
+    assert_eq!(c.sm_tokens, 128);
+    assert!(recovers(&c.sm, 0.5), "{:?}", c.sm);
+    assert!(
+        matches!(&c.sm_sizes[..], [(512, s)] if recovers(s, 0.8)),
+        "{:?}",
+        c.sm_sizes
+    );
+    assert!(
+        matches!(&c.sm_large, Some((2048, s)) if recovers(s, 1.0)),
+        "{:?}",
+        c.sm_large
+    );
+    c.validate("tiny.contention").unwrap();
+    // The simulator reads them: 512 tokens take the measured intermediate sharing, not the
+    // log-linear mix of the ends.
+    assert_eq!(c.sm_at(512), (0, 1.0));
+    assert_eq!(c.sm_at(1024).0, 1);
+    // Quick plans (no size between the ends) measure none: their profiles are as before.
+    let (quick, _, _) = run(&Plan::quick());
+    assert!(quick.models["tiny"]
+        .contention
+        .as_ref()
+        .expect("measured")
+        .sm_sizes
+        .is_empty());
 }
 
 #[test]

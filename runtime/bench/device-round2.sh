@@ -69,6 +69,12 @@
 #      also measures `pool_contention` through the live path (a forward request during pool
 #      loads back to back, a pool load during forward requests back to back, each over alone),
 #      then the tiers-live and Azure cells live against it (`fidelity_cells`).
+#   sm3 (about 230 s; not run yet) issue 16's SM sharing at intermediate pass sizes: part m3's
+#      calibration with this build, which also measures the SMs' curve at 512 and 2,048 tokens
+#      (`contention.sm_sizes`: 4 × 128 and 16 × 128, 1–8 executors, 20 repeats; a few seconds
+#      more), written to .device/prof/h200-sm.ron (NOT the shipped profile), `ptm profile
+#      check` of it, its `sm_sizes`, then the validation matrix's cells azure-m4, azure-m8 and
+#      zipf-m8 (device-issue16.sh) live against it, and their fidelity table.
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -80,7 +86,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3 or c3}
+PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -566,7 +572,27 @@ p2)
   grep -E "pool_contention" -A4 "$PROF" | tr -s ' \n' ' ' | tee -a "$S"; echo >> "$S"
   fidelity_cells
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3 or c3" >&2; exit 2 ;;
+sm3)
+  # The SMs' sharing at 512 and 2,048 tokens too (sm_sizes), into a profile of its own, and the
+  # cells where live passes ran slower than simulated (azure-m4, azure-m8) and the one an
+  # assumed curve broke (zipf-m8), live against it.
+  PROF=.device/prof/h200-sm.ron
+  [ -f /tmp/pz32/pet.ron ] || "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 \
+    --targets query,value --tenants 32 --dtype fp16 --out /tmp/pz32 > /dev/null &
+  ZOOS_PID=$!
+  zoo12
+  wait $ZOOS_PID
+  calibrate_shipped
+  mv "$O/h200.ron" "$O/h200-sm.ron"
+  { printf 'sm_tokens/sm_sizes/sm_large: '
+    awk '/ sm: Shared/,/ link:/' "$PROF" | tr -s ' \n' ' ' | cut -c1-1400; echo; } | tee -a "$S"
+  env PROFILE="$PROF" ZOO="$Z12" ONLY='azure-m4|azure-m8|zipf-m8' BUDGET_S=$((240 - SECONDS)) \
+    OUT="$O/i16" bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
+  note "cells: rc $?"
+  grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
+  cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
+  ;;
+*) echo "part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -21,6 +21,7 @@ fn shared_profile(sm: Vec<f64>) -> Profile {
         sm: Sharing::Shared(sm),
         sm_tokens: 128,
         sm_large: None,
+        sm_sizes: Vec::new(),
         link: Sharing::Fifo,
         host: Sharing::Shared(vec![1.0, 1.5]),
         forward_during_copy: 1.0,

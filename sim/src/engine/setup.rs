@@ -641,7 +641,11 @@ fn check_horizon(
                 Resource::Link => c.max_copy_factor(),
                 Resource::Host => 1.0,
             };
-            c.sharing(r).max_per_phase() * cross.max(1.0)
+            let per_phase = match r {
+                Resource::Sm => c.sm_max_per_phase(),
+                _ => c.sharing(r).max_per_phase(),
+            };
+            per_phase * cross.max(1.0)
         })
     };
     let longest = |m: &ModelProfile, c: &Cost, r: Resource| {

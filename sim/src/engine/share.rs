@@ -104,7 +104,9 @@ struct Member {
     left_ns: f64,
     /// Index of its model's contention figures.
     model: usize,
-    /// Weight of the large passes' sharing on the SMs (0 elsewhere).
+    /// Its size's place among the SMs' measured sizes ([`Contention::sm_at`]: the lower
+    /// size's index and the next one's weight; `(0, 0)` elsewhere).
+    segment: usize,
     weight: f64,
     /// Tokens of its passes (0 for copies and reads).
     tokens: u32,
@@ -201,15 +203,16 @@ impl Shares {
             Sharing::Fifo if k == 0 => 1.0,
             Sharing::Fifo => 0.0,
         };
-        let small = match track {
+        let rate = match track {
+            Track::On(Resource::Sm) => {
+                let lower = side(c.sm_sharing(m.segment));
+                match m.weight > 0.0 {
+                    true => (1.0 - m.weight) * lower + m.weight * side(c.sm_sharing(m.segment + 1)),
+                    false => lower,
+                }
+            }
             Track::On(r) => side(c.sharing(r)),
             Track::PoolCopy => side(&Sharing::Fifo),
-        };
-        let rate = match (&c.sm_large, track) {
-            (Some((_, large)), Track::On(Resource::Sm)) if m.weight > 0.0 => {
-                (1.0 - m.weight) * small + m.weight * side(large)
-            }
-            _ => small,
         };
         rate / cross
     }
@@ -295,14 +298,15 @@ impl Shares {
         );
         self.settle(now_ns);
         let was_empty = self.count(track) == 0;
-        let weight = match track {
-            Track::On(Resource::Sm) => self.models[model].sm_weight(work.tokens),
-            _ => 0.0,
+        let (segment, weight) = match track {
+            Track::On(Resource::Sm) => self.models[model].sm_at(work.tokens),
+            _ => (0, 0.0),
         };
         self.lanes[track.index()].members.push(Member {
             job,
             left_ns: work.ns as f64,
             model,
+            segment,
             weight,
             tokens: work.tokens,
         });
@@ -360,6 +364,7 @@ mod tests {
             sm,
             sm_tokens: 128,
             sm_large: None,
+            sm_sizes: Vec::new(),
             link,
             host: Sharing::Shared(vec![1.0, 2.0]),
             forward_during_copy: 1.0,
@@ -509,6 +514,40 @@ mod tests {
             drain(&mut s, &mut q),
             vec![(Job::Instance(1), 8_000), (Job::Instance(0), 9_300)]
         );
+    }
+
+    #[test]
+    fn a_pass_between_intermediate_sizes_takes_their_interpolated_rate() {
+        // Measured: 1.25 for two at 128 tokens, 1.6 at 512, 2 at 2,048. Two passes of 1,024
+        // tokens (halfway between 512 and 2,048 in log(tokens)) each progress at
+        // ½ / 1.6 + ½ / 2 = 0.5625: 5,625 ns of work alone ends at 10,000.
+        let two = |f: f64| Sharing::Shared(vec![1.0, f]);
+        let with_sizes = Contention {
+            sm_sizes: vec![(512, two(1.6))],
+            sm_large: Some((2048, two(2.0))),
+            ..contention(two(1.25), Sharing::Fifo)
+        };
+        let run = |c: Contention| {
+            let mut s = Shares::new(vec![c]);
+            let mut q = Queue::default();
+            for j in 0..2 {
+                let work = Work {
+                    ns: 5_625,
+                    tokens: 1024,
+                };
+                s.join(0, Resource::Sm, Job::Instance(j), 0, work, &mut q);
+            }
+            drain(&mut s, &mut q)
+        };
+        let both = |t| vec![(Job::Instance(0), t), (Job::Instance(1), t)];
+        assert_eq!(run(with_sizes.clone()), both(10_000));
+        // Without the intermediate size: the two-point rule, 1,024 three quarters of the way
+        // from 128 to 2,048: ¼ / 1.25 + ¾ / 2 = 0.575, so 5,625 / 0.575 ≈ 9,783.
+        let without = Contention {
+            sm_sizes: Vec::new(),
+            ..with_sizes
+        };
+        assert_eq!(run(without), both(9_783));
     }
 
     #[test]

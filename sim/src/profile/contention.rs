@@ -25,9 +25,10 @@
 //!
 //! How passes share the SMs depends on their size: a small pass leaves most SMs idle, a large
 //! one fills them. The SMs' sharing is measured with passes of `sm_tokens` tokens (rows ×
-//! sequence length) and, when `sm_large` is given, with larger ones too; a pass in between
-//! progresses at a rate interpolated linearly in log(tokens) between the two (clamped outside),
-//! each side computed as its sharing says.
+//! sequence length) and, when `sm_large` is given, with larger ones too, and — when `sm_sizes`
+//! lists them — at sizes in between; a pass progresses at a rate interpolated linearly in
+//! log(tokens) between the two nearest measured sizes (clamped outside), each side computed as
+//! its sharing says ([`Contention::sm_at`]).
 //!
 //! Across resources only what was measured acts: a forward pass slows by
 //! `forward_during_copy` while a copy is in flight, a copy by `copy_during_forward` while a
@@ -139,6 +140,12 @@ pub struct Contention {
     /// The SMs' sharing measured with larger passes, and their tokens, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sm_large: Option<(u32, Sharing)>,
+    /// The SMs' sharing measured at sizes between `sm_tokens` and `sm_large`'s: `(tokens,
+    /// sharing)` per size, sizes increasing, above `sm_tokens` and below `sm_large`'s (when
+    /// given), when measured; at most [`MAX_SM_SIZES`]. Without it the SMs' sharing is
+    /// interpolated between `sm` and `sm_large` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sm_sizes: Vec<(u32, Sharing)>,
     /// Copies on the copy engine (measured: `k` instances switching at once).
     pub link: Sharing,
     /// Checkpoint reads on the host (measured: `k` instances loading cold at once).
@@ -170,6 +177,9 @@ pub struct Contention {
 /// The most sizes `copy_during_forward_sizes` may list.
 pub const MAX_COPY_SIZES: usize = 16;
 
+/// The most sizes `sm_sizes` may list.
+pub const MAX_SM_SIZES: usize = 16;
+
 /// `copy_during_forward_sizes` as written (a list) or as older profiles wrote its one size
 /// (`copy_during_forward_large: Some((tokens, factor))` or `None`).
 fn sizes_or_one<'de, D: serde::Deserializer<'de>>(
@@ -197,14 +207,57 @@ impl Contention {
         }
     }
 
-    /// The weight of the large passes' sharing for a pass of `tokens` tokens on the SMs: 0 at
-    /// or below `sm_tokens` (or without `sm_large`), 1 at or above the large size, linear in
-    /// log(tokens) between.
-    pub fn sm_weight(&self, tokens: u32) -> f64 {
-        match &self.sm_large {
-            Some((large, _)) => log_weight(tokens as u64, self.sm_tokens, *large),
-            None => 0.0,
+    /// The SMs' measured sizes in increasing tokens: `sm_tokens`, each of `sm_sizes`, then
+    /// `sm_large`'s when measured.
+    fn sm_points(&self) -> impl Iterator<Item = (u32, &Sharing)> {
+        std::iter::once((self.sm_tokens, &self.sm))
+            .chain(self.sm_sizes.iter().map(|(t, s)| (*t, s)))
+            .chain(self.sm_large.iter().map(|(t, s)| (*t, s)))
+    }
+
+    /// The sharing of the `i`-th measured size of the SMs (0: `sm`, then `sm_sizes`, then
+    /// `sm_large`); the last one for `i` beyond them.
+    pub fn sm_sharing(&self, i: usize) -> &Sharing {
+        match i {
+            0 => &self.sm,
+            i if i <= self.sm_sizes.len() => &self.sm_sizes[i - 1].1,
+            _ => match &self.sm_large {
+                Some((_, s)) => s,
+                None => self.sm_sizes.last().map_or(&self.sm, |(_, s)| s),
+            },
         }
+    }
+
+    /// Where a pass of `tokens` tokens sits among the SMs' measured sizes: `(i, w)`, its rate
+    /// `(1 − w)` of size `i`'s sharing's and `w` of size `i + 1`'s ([`Contention::sm_sharing`]),
+    /// `w` linear in log(tokens) between the two nearest sizes: `(0, 0)` at or below
+    /// `sm_tokens` (or with one size measured), `w = 1` towards the last size at or above it.
+    pub fn sm_at(&self, tokens: u32) -> (usize, f64) {
+        let segments = self.sm_sizes.len() + usize::from(self.sm_large.is_some());
+        let (mut i, mut below) = (0, self.sm_tokens);
+        for (size, _) in self.sm_points().skip(1) {
+            // Clamped above: the last segment at full weight.
+            if tokens <= size || i + 1 == segments {
+                return (i, log_weight(tokens as u64, below, size));
+            }
+            (i, below) = (i + 1, size);
+        }
+        (0, 0.0)
+    }
+
+    /// The weight of the next measured size's sharing for a pass of `tokens` tokens on the SMs
+    /// (`sm_at(tokens).1`): without `sm_sizes`, 0 at or below `sm_tokens` (or without
+    /// `sm_large`), 1 at or above the large size, linear in log(tokens) between.
+    pub fn sm_weight(&self, tokens: u32) -> f64 {
+        self.sm_at(tokens).1
+    }
+
+    /// The largest factor a pass on the SMs can see relative to its time alone, per unit of
+    /// work beside it, over every measured size ([`Sharing::max_per_phase`]).
+    pub fn sm_max_per_phase(&self) -> f64 {
+        self.sm_points()
+            .map(|(_, s)| s.max_per_phase())
+            .fold(1.0, f64::max)
     }
 
     /// The factor of a copy while passes of `tokens` tokens in total run on the SMs (≥ 1; the
@@ -268,6 +321,31 @@ impl Contention {
                 ));
             }
             sharing.validate(&format!("{field}.sm_large"))?;
+        }
+        if self.sm_sizes.len() > MAX_SM_SIZES {
+            return Err(Error::invalid(
+                format!("{field}.sm_sizes"),
+                format!(
+                    "{} sizes: expected at most {MAX_SM_SIZES}",
+                    self.sm_sizes.len()
+                ),
+            ));
+        }
+        let mut below = self.sm_tokens;
+        for (i, (tokens, sharing)) in self.sm_sizes.iter().enumerate() {
+            let above = self.sm_large.as_ref().map_or(u32::MAX, |l| l.0);
+            if *tokens <= below || *tokens >= above {
+                return Err(Error::invalid(
+                    format!("{field}.sm_sizes[{i}]"),
+                    format!(
+                        "{tokens} tokens: expected sizes increasing, above sm_tokens ({}) and \
+                         below sm_large's tokens",
+                        self.sm_tokens
+                    ),
+                ));
+            }
+            sharing.validate(&format!("{field}.sm_sizes[{i}]"))?;
+            below = *tokens;
         }
         for r in Resource::ALL {
             let name = match r {
@@ -418,6 +496,7 @@ mod tests {
             sm: Sharing::Shared(vec![1.0, 1.4]),
             sm_tokens: 128,
             sm_large: None,
+            sm_sizes: Vec::new(),
             link: Sharing::Fifo,
             host: Sharing::Shared(vec![]),
             forward_during_copy: 1.05,
@@ -487,6 +566,7 @@ mod tests {
             sm: Sharing::Shared(vec![1.0, 1.4]),
             sm_tokens: 128,
             sm_large: None,
+            sm_sizes: Vec::new(),
             link: Sharing::Fifo,
             host: Sharing::Fifo,
             forward_during_copy: 1.0,
@@ -614,6 +694,99 @@ mod tests {
         // Written back, the list.
         let back = ron::to_string(&c).unwrap();
         assert!(back.contains("copy_during_forward_sizes"), "{back}");
+        assert_eq!(ron::from_str::<Contention>(&back).unwrap(), c);
+    }
+
+    fn measured_at(sizes: &[u32], large: Option<u32>) -> Contention {
+        let curve = |t: u32| Sharing::Shared(vec![1.0, 1.0 + t as f64 / 1000.0]);
+        Contention {
+            sm: curve(128),
+            sm_large: large.map(|t| (t, curve(t))),
+            sm_sizes: sizes.iter().map(|&t| (t, curve(t))).collect(),
+            ..sized(&[])
+        }
+    }
+
+    #[test]
+    fn the_sms_sharing_interpolates_between_the_two_nearest_measured_sizes() {
+        // Measured at 128, 512, 2,048 and 16,384 tokens.
+        let c = measured_at(&[512, 2048], Some(16384));
+        c.validate("m.contention").unwrap();
+        assert_eq!(c.sm_at(64), (0, 0.0));
+        assert_eq!(c.sm_at(128), (0, 0.0));
+        // 256 is halfway between 128 and 512 in log(tokens); 1,024 between 512 and 2,048.
+        assert!(matches!(c.sm_at(256), (0, w) if (w - 0.5).abs() < 1e-12));
+        assert_eq!(c.sm_at(512), (0, 1.0));
+        assert!(matches!(c.sm_at(1024), (1, w) if (w - 0.5).abs() < 1e-12));
+        assert_eq!(c.sm_at(2048), (1, 1.0));
+        // 4,096 is a third of the way from 2,048 to 16,384 (ratios 2 of 8).
+        assert!(matches!(c.sm_at(4096), (2, w) if (w - 1.0 / 3.0).abs() < 1e-12));
+        // Clamped above: the last size at full weight.
+        assert_eq!(c.sm_at(1 << 20), (2, 1.0));
+        let want = |t: u32| 1.0 + t as f64 / 1000.0;
+        let second = |i: usize| match c.sm_sharing(i) {
+            Sharing::Shared(v) => v[1],
+            Sharing::Fifo => f64::NAN,
+        };
+        assert_eq!(
+            [second(0), second(1), second(2), second(3)],
+            [128, 512, 2048, 16384].map(want)
+        );
+        assert_eq!(second(9), want(16384), "beyond the sizes: the last");
+        assert_eq!(c.sm_max_per_phase(), want(16384) / 2.0);
+        // Sizes without a large one: the last size clamps.
+        let c = measured_at(&[512], None);
+        c.validate("m.contention").unwrap();
+        assert!(matches!(c.sm_at(256), (0, w) if (w - 0.5).abs() < 1e-12));
+        assert_eq!(c.sm_at(4096), (0, 1.0));
+        assert_eq!(c.sm_sharing(1), &Sharing::Shared(vec![1.0, 1.512]));
+    }
+
+    #[test]
+    fn without_sm_sizes_the_two_point_rule_holds() {
+        // The weight of the large sharing, as it was before sm_sizes: segment 0 always.
+        let c = measured_at(&[], Some(16384));
+        for t in [1, 128, 129, 300, 1024, 16383, 16384, 1 << 30] {
+            let (i, w) = c.sm_at(t);
+            assert_eq!(i, 0, "{t}");
+            assert_eq!(
+                w.to_bits(),
+                log_weight(t as u64, 128, 16384).to_bits(),
+                "{t}"
+            );
+        }
+        assert_eq!(c.sm_sharing(1), &Sharing::Shared(vec![1.0, 17.384]));
+        let c = measured_at(&[], None);
+        assert_eq!(c.sm_at(1 << 20), (0, 0.0));
+        assert_eq!(c.sm_max_per_phase(), 1.0);
+    }
+
+    #[test]
+    fn sm_sizes_must_increase_between_the_small_and_large_sizes() {
+        let field = |c: Contention| c.validate("m.contention").unwrap_err().to_string();
+        let e = field(measured_at(&[128], Some(16384)));
+        assert!(
+            e.contains("m.contention.sm_sizes[0]") && e.contains("128 tokens"),
+            "{e}"
+        );
+        let e = field(measured_at(&[512, 512], Some(16384)));
+        assert!(e.contains("sm_sizes[1]"), "{e}");
+        let e = field(measured_at(&[512, 16384], Some(16384)));
+        assert!(e.contains("sm_sizes[1]"), "{e}");
+        let mut c = measured_at(&[512], None);
+        c.sm_sizes[0].1 = Sharing::Shared(vec![]);
+        assert!(field(c).contains("sm_sizes[0]"));
+        let many: Vec<u32> = (0..=MAX_SM_SIZES as u32).map(|i| 256 + i).collect();
+        assert!(field(measured_at(&many, None)).contains("at most"));
+        // Absent from older profiles, written only when measured, read back as written.
+        let text = "(sm: Shared([1.0, 1.4]), sm_tokens: 128, link: Fifo, host: Fifo, \
+                    forward_during_copy: 1.0, copy_during_forward: 1.35)";
+        let old = ron::from_str::<Contention>(text).unwrap();
+        assert!(old.sm_sizes.is_empty());
+        assert!(!ron::to_string(&old).unwrap().contains("sm_sizes"));
+        let c = measured_at(&[512, 2048], Some(16384));
+        let back = ron::to_string(&c).unwrap();
+        assert!(back.contains("sm_sizes"), "{back}");
         assert_eq!(ron::from_str::<Contention>(&back).unwrap(), c);
     }
 }

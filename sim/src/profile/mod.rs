@@ -33,7 +33,7 @@ pub mod identity;
 pub mod pet;
 pub mod pool_copy;
 
-pub use contention::{Contention, HostOverhead, Resource, Sharing, MAX_COPY_SIZES};
+pub use contention::{Contention, HostOverhead, Resource, Sharing, MAX_COPY_SIZES, MAX_SM_SIZES};
 pub use dist::Dist;
 pub use forward::{ForwardPoint, ForwardTable};
 pub use identity::{DeviceKind, EncoderShape, ModelIdentity, Provenance, RuntimeBuild};

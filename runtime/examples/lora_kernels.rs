@@ -1,12 +1,17 @@
 //! Device time of each segmented LoRA kernel alone, at the shape of the mixed pass that
 //! `ptm bench pet --profile` measures (BERT-base: 32 rows × 128 tokens, Q, K and V of 768
 //! columns, rank 8 on Q and V): the warp kernels' shrink and expand, the row-tiled ones'
-//! shrink and expand, the fused kernel — so that the Q/K/V step's time splits into its
-//! launches. Segments: one tenant over all rows, and 32 tenants of 128 rows each.
+//! shrink and expand, the fused kernel, and the prototypes of `lora_proto.cu` (not in the
+//! runtime; `lora_proto/`) — so that the Q/K/V step's time splits into its launches.
+//! Segments: one tenant over all rows, and 32 tenants of 128 rows each.
 //!
-//! A benchmark program (not a test; it asserts nothing): CUDA events around `ITERS` launches,
-//! the median of `GROUPS` groups, per launch in µs. Needs a GPU and the CUDA libraries on
-//! `LD_LIBRARY_PATH` (cudarc loads them at run time).
+//! Timing: CUDA events around `ITERS` launches, the median of `GROUPS` groups, per launch in
+//! µs. Then a check: the prototypes' `t` and `y` against the warp kernels' from the same inputs,
+//! bit for bit, for both segmentations and for ragged batches (segments of 1 to 13 rows,
+//! tenants with 0 to 3 pairs of ranks 1 to RANK, misaligned matrices, input and output widths
+//! that are not multiples of a vector or of a warp's columns); the program exits with status 1
+//! if any element differs. Needs a GPU and the CUDA libraries on `LD_LIBRARY_PATH` (cudarc
+//! loads them at run time).
 //!
 //! ```sh
 //! cargo build --release -p ptm-runtime --example lora_kernels
@@ -15,7 +20,13 @@
 #![allow(unsafe_code)]
 
 #[cfg(feature = "cuda")]
+#[path = "lora_proto/mod.rs"]
+mod proto;
+
+#[cfg(feature = "cuda")]
 mod bench {
+    use crate::proto::check::{compare, Case, Diff};
+    use crate::proto::Proto;
     use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
     use ptm_runtime::gpu::pet::{
         DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
@@ -103,6 +114,7 @@ mod bench {
             .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
         let [warp, tiled, fused] = kernels;
         let (warp, tiled, fused) = (warp?, tiled?, fused?);
+        let proto = Proto::new(&stream, dtype)?;
         let mut d = Dev {
             stream: stream.clone(),
             bufs: vec![],
@@ -131,11 +143,17 @@ mod bench {
         };
         println!(
             "LoRA kernels alone on {gpu}, {dtype}, {rows} rows × {HIDDEN} (Q, K, V), rank {rank} on Q and V; \
-             µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}",
-            PetKernels::fits_fused(sites)
+             µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}; \
+             proto shrink {} registers, {} blocks; proto expand {} registers, {} blocks",
+            PetKernels::fits_fused(sites),
+            proto.regs.0,
+            proto.grid_shrink,
+            proto.regs.1,
+            proto.grid_expand,
         );
-        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | proto shrink | proto expand |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let mut checks: Vec<(String, Diff)> = Vec::new();
         for tenants in [1usize, 32] {
             let per = rows.div_ceil(tenants);
             let seg_rows: Vec<usize> = (0..tenants)
@@ -189,12 +207,144 @@ mod bench {
                     time(&stream, &mut || {
                         ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))
                     })?,
+                    time(&stream, &mut || proto.shrink(x, dseg, tab, sites, t, hd))?,
+                    time(&stream, &mut || proto.expand(t, dseg, tab, sites, y, hd))?,
                 ]
             };
             let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
             println!("| {tenants} | {} |", cells.join(" | "));
+            let case = Case {
+                x,
+                seg: dseg,
+                tab,
+                sites,
+                rows,
+                ld_y: HIDDEN,
+                in_dim: hd,
+                out_dim: hd,
+                y0: bytes(dtype, &mut r, 3 * rows * HIDDEN),
+            };
+            // SAFETY: x and the table as for the timed launches; compare allocates t and y.
+            let diff = unsafe { compare(&stream, &warp, &proto, &case)? };
+            checks.push((format!("{tenants} tenant(s)"), diff));
+        }
+        checks.extend(ragged(&mut d, &stream, &warp, &proto, dtype, &mut r, x, rows, rank)?);
+        let mut bad = 0;
+        for (name, c) in &checks {
+            println!(
+                "check, prototypes against the warp kernels, {name}: t differs in {} of {} \
+                 elements, y in {} of {}",
+                c.t, c.t_total, c.y, c.y_total
+            );
+            bad += c.t + c.y;
+        }
+        if bad > 0 {
+            return Err(format!(
+                "the prototype kernels differ from the warp kernels in {bad} elements"
+            ));
         }
         Ok(())
+    }
+
+    /// `n` values in [-1, 1) in `dtype`'s bytes.
+    fn bytes(dtype: DType, r: &mut rand_pcg::Pcg64Mcg, n: usize) -> Vec<u8> {
+        let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+        let mut b = Vec::new();
+        dtype.encode_f32(&v, &mut b);
+        b
+    }
+
+    /// The check on ragged batches: segments of 1 to 13 rows; segment i's tenant has pairs at
+    /// Q and V, Q, Q, K and V, V, or none (i mod 5), rank 1 + 7i mod `rank`, and (i mod 3 = 1)
+    /// matrices one element past a 16-byte boundary; output width 760 (not a multiple of the
+    /// expand's 128 columns), input width 768 and then 764 (not a multiple of a vector).
+    #[allow(clippy::too_many_arguments)]
+    fn ragged(
+        d: &mut Dev,
+        stream: &Arc<CudaStream>,
+        warp: &PetKernels,
+        proto: &Proto,
+        dtype: DType,
+        r: &mut rand_pcg::Pcg64Mcg,
+        x: DevMat,
+        rows: usize,
+        rank: usize,
+    ) -> Res<Vec<(String, Diff)>> {
+        const SIZES: [usize; 10] = [1, 2, 3, 5, 7, 11, 13, 4, 9, 6];
+        let mut seg_rows = Vec::new();
+        let mut left = rows;
+        while left > 0 {
+            let n = SIZES[seg_rows.len() % SIZES.len()].min(left);
+            seg_rows.push(n);
+            left -= n;
+        }
+        let seg = Segments::new(&seg_rows, 1).map_err(|x| x.to_string())?;
+        let dseg = DevSegments {
+            seg_start: d.up(&seg.to_bytes())?,
+            nseg: seg.len() as i32,
+        };
+        // A few tenants' matrices (rank × 768 and 768 × rank, and a vector more for the
+        // misaligned ones), shared by the segments.
+        let mut mats = Vec::new();
+        for _ in 0..4 {
+            mats.push((
+                d.vals(dtype, r, rank * HIDDEN + 16, 0.2)?,
+                d.vals(dtype, r, HIDDEN * rank + 16, 0.2)?,
+            ));
+        }
+        let elem = dtype.size_bytes() as u64;
+        let mut table = Vec::with_capacity(seg.len() * 3);
+        for i in 0..seg.len() {
+            let on: [bool; 3] = match i % 5 {
+                0 => [true, false, true],
+                1 => [true, false, false],
+                2 => [true, true, true],
+                3 => [false, false, true],
+                _ => [false, false, false],
+            };
+            let off = if i % 3 == 1 { elem } else { 0 };
+            for (site, &has) in on.iter().enumerate() {
+                let (a, b) = mats[(i + site) % mats.len()];
+                table.push(if has {
+                    LoraSegDev {
+                        a: a + off,
+                        b: b + off,
+                        rank: (1 + (7 * i) % rank) as i32,
+                        scale: 0.5 + (i % 4) as f32,
+                    }
+                } else {
+                    LoraSegDev::default()
+                });
+            }
+        }
+        let tab = d.up(&LoraSegDev::to_bytes(&table))?;
+        let sites = Sites {
+            count: 3,
+            t_cols: rank as i32,
+            y_stride: (rows * HIDDEN) as i64,
+        };
+        let mut out = Vec::new();
+        for in_dim in [768, 764] {
+            let case = Case {
+                x,
+                seg: dseg,
+                tab,
+                sites,
+                rows,
+                ld_y: HIDDEN,
+                in_dim,
+                out_dim: 760,
+                y0: bytes(dtype, r, 3 * rows * HIDDEN),
+            };
+            // SAFETY: x is rows × 768; every A holds rank × 768 + 16 elements (≥ rank_i ×
+            // in_dim + 1) and every B 768 × rank + 16 (≥ 760 × rank_i + 1).
+            let diff = unsafe { compare(stream, warp, proto, &case)? };
+            out.push((
+                format!("ragged ({} segments, in {in_dim}, out 760)", seg.len()),
+                diff,
+            ));
+        }
+        Ok(out)
     }
 }
 

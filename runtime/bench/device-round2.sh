@@ -75,6 +75,13 @@
 #      more), written to .device/prof/h200-sm.ron (NOT the shipped profile), `ptm profile
 #      check` of it, its `sm_sizes`, then the validation matrix's cells azure-m4, azure-m8 and
 #      zipf-m8 (device-issue16.sh) live against it, and their fidelity table.
+#   k3 (about a minute; not run yet) the prototype LoRA kernels of issue 15's 0.9× target
+#      (`runtime/examples/lora_proto.cu`, not in the runtime: a register-tiled expand, a shrink
+#      that dots a row against all of its A rows at once): each alone beside the runtime's LoRA
+#      kernels, then bit for bit against the warp kernels (the program's status is 1 if any
+#      element differs); fp16 and bf16 at the mixed pass's shape, then fp32 and an odd shape
+#      (1,000 rows, rank 13) for the check alone. BIN_DIR needs only the stripped release
+#      `lora_kernels` (`cargo build --release -p ptm-runtime --example lora_kernels`).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -86,7 +93,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3}
+PART=${1:?part a, b, c, d, f, g, h, j, k, k3, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -460,6 +467,18 @@ v)
     grep -E "c=(32|128): throughput" "$O/i14-$r/summary.txt" | cut -c1-160 >> "$S"
   done
   ;;
+k3)
+  # The prototype LoRA kernels: timed at the mixed pass's shape and checked (see the top).
+  for run in "fp16 4096 8" "bf16 4096 8" "fp32 4096 8" "fp16 1000 13"; do
+    f="$O/lora_kernels_${run// /_}.txt"
+    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
+    note "lora_kernels $run: rc $?"
+    case $run in
+      fp16\ 4096\ 8 | bf16\ 4096\ 8) cat "$f" >> "$S" ;;
+      *) grep -E "^check|lora_kernels:" "$f" >> "$S" ;;
+    esac
+  done
+  ;;
 w)
   # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
   # (`runtime/examples/lora_kernels.rs`; BIN_DIR also needs its stripped release binary,
@@ -592,7 +611,7 @@ sm3)
   grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
   cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, k3, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

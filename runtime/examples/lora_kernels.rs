@@ -228,7 +228,9 @@ mod bench {
             let diff = unsafe { compare(&stream, &warp, &proto, &case)? };
             checks.push((format!("{tenants} tenant(s)"), diff));
         }
-        checks.extend(ragged(&mut d, &stream, &warp, &proto, dtype, &mut r, x, rows, rank)?);
+        checks.extend(ragged(
+            &mut d, &stream, &warp, &proto, dtype, &mut r, x, rows, rank,
+        )?);
         let mut bad = 0;
         for (name, c) in &checks {
             println!(

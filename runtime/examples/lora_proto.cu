@@ -30,10 +30,14 @@
 //   expand  per (row, c): acc = 0; acc += t[q]·B[c][q] for q in order (`row_dot`), then
 //           round(y + acc·scale) — the same expressions as `pet_lora_expand_tiled_t`.
 //
-// Registers (ptxas -arch=sm_90 -v of the concatenated source; sm_90 through NVRTC 13), no
-// spills in any dtype:
-//   pet_lora_shrink_proto     F16 __SH16__, BF16 __SHB16__, F32 __SH32__
-//   pet_lora_expand_proto_t   F16 __EX16__, BF16 __EXB16__, F32 __EX32__
+// Registers per thread (NVRTC 13 for compute_90, then `ptxas -arch=sm_90 -v`, on the
+// runtime's source with this file appended), no spills and no stack in any dtype; blocks of
+// 256 one multiprocessor holds at once (65,536 registers, allocated by warp in 256s):
+//   pet_lora_shrink_proto     F16 82 (2 blocks), BF16 72 (3), F32 78 (3) — most of them the
+//                             16 A slices of a step loaded before their FMAs;
+//   pet_lora_expand_proto_t   F16 120 (2), BF16 120 (2), F32 121 (2).
+// `__launch_bounds__(256, 3)` (80 registers) spills both kernels (expand 160 bytes in F16),
+// `(256, 4)` more: left out. For comparison the tiled expand uses 255 and spills 16 bytes.
 
 // A rows a shrink warp dots its x row against at once (the reduction below is written for 16).
 #define PX_JG 16

@@ -50,7 +50,10 @@ fn e<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
 
 /// Elements of `elem` bytes at which `a` and `b` differ.
 fn differing(a: &[u8], b: &[u8], elem: usize) -> usize {
-    a.chunks(elem).zip(b.chunks(elem)).filter(|(x, y)| x != y).count()
+    a.chunks(elem)
+        .zip(b.chunks(elem))
+        .filter(|(x, y)| x != y)
+        .count()
 }
 
 /// Runs the warp kernels and the prototypes on `case` and compares their `t` and `y`.
@@ -104,7 +107,9 @@ pub unsafe fn compare(
             case.out_dim,
         )?;
     }
-    stream.synchronize().map_err(e("synchronize after the check"))?;
+    stream
+        .synchronize()
+        .map_err(e("synchronize after the check"))?;
     let down = |s: &CudaSlice<u8>| stream.clone_dtoh(s).map_err(e("download"));
     let (tw, tp, yw, yp) = (down(tw)?, down(tp)?, down(yw)?, down(yp)?);
     Ok(Diff {

@@ -7,11 +7,11 @@
 //! stays the same).
 //!
 //! Grid: the blocks of 256 threads one multiprocessor holds at once (the driver's occupancy
-//! for the kernel's registers: 3 for the shrink's 82 and 2 for the expand's 120 on sm_90 fp16)
-//! times the multiprocessors — one full wave of blocks whose grid-stride loops share the items
-//! evenly. A fixed 4× would put 1⅓ waves of the shrink on the machine (the last third of the
-//! blocks starting only when the first finish) and two waves of the expand, each block paying
-//! its segment scan again.
+//! for the kernel's registers: 2 for the shrink's 82 and the expand's 120 in fp16, 3 for the
+//! bf16 shrink's 72; see `lora_proto.cu`) times the multiprocessors — one full wave of blocks
+//! whose grid-stride loops share the items evenly. A fixed 4× would put two waves of blocks on
+//! the machine (1⅓ for the bf16 shrink: its last third starting only as the first blocks
+//! finish), each block paying its segment scan again, for no more warps at once.
 
 pub mod check;
 
@@ -50,16 +50,15 @@ impl Proto {
     pub fn new(stream: &Arc<CudaStream>, dtype: DType) -> Result<Self, String> {
         // SAFETY: only probes whether the library can be opened.
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err("NVRTC (libnvrtc) was not found; add the CUDA lib64 folder to \
+            return Err(
+                "NVRTC (libnvrtc) was not found; add the CUDA lib64 folder to \
                         LD_LIBRARY_PATH"
-                .into());
+                    .into(),
+            );
         }
         let ctx = stream.context();
         let (major, minor) = ctx.compute_capability().map_err(e("compute capability"))?;
-        let src = format!(
-            "{}\n{PROTO_SOURCE}",
-            ptm_runtime::gpu::pet::source(dtype)
-        );
+        let src = format!("{}\n{PROTO_SOURCE}", ptm_runtime::gpu::pet::source(dtype));
         let opts = cudarc::nvrtc::CompileOptions {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()

@@ -4,33 +4,18 @@
 
 use ptm_sim::engine::{self, LoadingMode, Preload, Run, RunOptions, Serving, Setup, SpanKind};
 use ptm_sim::metrics::Report;
-use ptm_sim::profile::{Contention, Dist, HostOverhead, Profile, Sharing};
+use ptm_sim::profile::{Dist, HostOverhead, Profile};
 use ptm_sim::scheduler::{self, PolicyOptions, Shape, POLICIES};
 use ptm_sim::workload::{
     self, Arrivals, NoFiles, Popularity, Request, RequestDefaults, Tenant, Workload, WorkloadSpec,
 };
 
-const MS: u64 = 1_000_000;
+#[path = "support/contention_profile.rs"]
+mod contention_profile;
 
-/// The example profile (4 ms forwards at batch 1, 100 ms switches, 1 s cold loads) with
-/// contention figures: SMs shared by `sm`, copies FIFO, cold loads shared, no cross factors.
-fn shared_profile(sm: Vec<f64>) -> Profile {
-    let mut p = Profile::example();
-    let m = p.models.get_mut("bert-base").unwrap();
-    m.contention = Some(Contention {
-        sm: Sharing::Shared(sm),
-        sm_tokens: 128,
-        sm_large: None,
-        sm_sizes: Vec::new(),
-        link: Sharing::Fifo,
-        host: Sharing::Shared(vec![1.0, 1.5]),
-        forward_during_copy: 1.0,
-        copy_during_forward: 1.0,
-        copy_during_forward_sizes: Vec::new(),
-        link_occupancy: None,
-    });
-    p
-}
+use contention_profile::shared_profile;
+
+const MS: u64 = 1_000_000;
 
 fn tenants(n: usize) -> Vec<Tenant> {
     (0..n)

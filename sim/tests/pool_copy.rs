@@ -6,29 +6,22 @@
 use ptm_sim::engine::{self, LoadingMode, Run, RunOptions, Serving, Setup, SpanKind};
 use ptm_sim::ledger::Capacity;
 use ptm_sim::metrics::Report;
-use ptm_sim::profile::{Contention, PoolCopyContention, Profile, Sharing};
+use ptm_sim::profile::{PoolCopyContention, Profile};
 use ptm_sim::scheduler::{self, PolicyOptions, Shape};
 use ptm_sim::workload::{Request, Tenant, Workload};
+
+#[path = "support/contention_profile.rs"]
+mod contention_profile;
+
+use contention_profile::shared_profile;
 
 const MS: u64 = 1_000_000;
 
 /// The example profile (4 ms forwards, 2.5 ms pool loads, 100 ms switches) with contention
 /// figures (SMs shared, no cross factor for host copies) and, if given, pool-copy figures.
 fn profile(pool: Option<(f64, f64)>) -> Profile {
-    let mut p = Profile::example();
+    let mut p = shared_profile(vec![1.0, 1.5]);
     let m = p.models.get_mut("bert-base").unwrap();
-    m.contention = Some(Contention {
-        sm: Sharing::Shared(vec![1.0, 1.5]),
-        sm_tokens: 128,
-        sm_large: None,
-        sm_sizes: Vec::new(),
-        link: Sharing::Fifo,
-        host: Sharing::Shared(vec![1.0, 1.5]),
-        forward_during_copy: 1.0,
-        copy_during_forward: 1.0,
-        copy_during_forward_sizes: Vec::new(),
-        link_occupancy: None,
-    });
     m.pool_contention = pool.map(|(f, c)| PoolCopyContention {
         forward_during_pool_copy: f,
         pool_copy_during_forward: c,

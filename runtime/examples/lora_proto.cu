@@ -35,7 +35,7 @@
 // 256 one multiprocessor holds at once (65,536 registers, allocated by warp in 256s):
 //   pet_lora_shrink_proto     F16 82 (2 blocks), BF16 72 (3), F32 78 (3) — most of them the
 //                             16 A slices of a step loaded before their FMAs;
-//   pet_lora_expand_proto_t   F16 120 (2), BF16 120 (2), F32 121 (2).
+//   pet_lora_expand_proto_t   F16 128 (2), BF16 128 (2), F32 121 (2).
 // `__launch_bounds__(256, 3)` (80 registers) spills both kernels (expand 160 bytes in F16),
 // `(256, 4)` more: left out. For comparison the tiled expand uses 255 and spills 16 bytes.
 
@@ -166,17 +166,12 @@ template <int BYTES> struct PxVec;
 template <> struct PxVec<8> { typedef uint2 V; };
 template <> struct PxVec<16> { typedef uint4 V; };
 
-// PX_QC entries of a B or t row from `p` as f32 (`n` of them, zeros after): 16-byte loads where
-// the row is aligned and whole.
+// PX_QC entries of a B or t row from `p` as f32 (`n` of them, zeros after): a whole chunk as
+// pet_fused_kernels.cu's `fused_load_b` reads it (16-byte loads where the row is aligned).
+static_assert(PX_QC == 8, "fused_load_b reads 8 entries");
 __device__ __forceinline__ void px_load(const T* p, int n, float* f) {
-  if (n == PX_QC && (reinterpret_cast<size_t>(p) & 15) == 0) {
-#pragma unroll
-    for (int h = 0; h < PX_QC; h += PET_V) {
-      uint4 u = *reinterpret_cast<const uint4*>(p + h);
-      const T* pu = reinterpret_cast<const T*>(&u);
-#pragma unroll
-      for (int i = 0; i < PET_V; ++i) f[h + i] = D::ld(pu[i]);
-    }
+  if (n == PX_QC) {
+    fused_load_b(p, f);
   } else {
 #pragma unroll
     for (int q = 0; q < PX_QC; ++q) f[q] = q < n ? D::ld(p[q]) : 0.f;

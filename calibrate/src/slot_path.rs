@@ -11,7 +11,8 @@
 //! - [`LivePath::during`]: an operation timed on slot 0 while slot 1 runs another back to back;
 //! - loads from the GPU weight pool ([`PathOp::PoolLoad`]) on a path made with a pool
 //!   ([`SlotPath::pooled`]: the zoo's first [`POOL_TENANTS`] tenants prefetched into it, as
-//!   `LivePaths` makes every path), for [`crate::pool_contention`];
+//!   `LivePaths` makes every path where the pool fits beside the executors, the path without one
+//!   otherwise), for [`crate::pool_contention`];
 //! - [`LivePath::handoffs`]: a job handed to a worker thread blocked on its channel and the
 //!   report back, with no work (the coordinator's hand-off and the worker's report);
 //! - [`LivePath::handoffs_busy`]: the same back to back, as live dispatches to an instance the
@@ -580,7 +581,17 @@ impl LivePaths {
             return Ok(None);
         };
         if !self.made.contains_key(model) {
-            let p = SlotPath::pooled(dir, self.device, self.dtype, self.instances, &self.shapes)?;
+            // With a weight pool where one fits beside the executors (the pool-load figures);
+            // where it does not, the path without one: those figures are then not measured
+            // (`pool_contention::measure` returns none), the rest of the calibration runs.
+            let (device, dtype, n, shapes) =
+                (self.device, self.dtype, self.instances, &self.shapes);
+            let p = match SlotPath::pooled(dir, device, dtype, n, shapes) {
+                Err(Error::Runtime(ptm_runtime::Error::PoolDoesNotFit { .. })) => {
+                    SlotPath::new(dir, device, dtype, n, shapes)?
+                }
+                made => made?,
+            };
             self.made.insert(model.to_string(), p);
         }
         Ok(self.made.get_mut(model).map(|p| p as &mut dyn LivePath))

@@ -75,13 +75,20 @@
 #      more), written to .device/prof/h200-sm.ron (NOT the shipped profile), `ptm profile
 #      check` of it, its `sm_sizes`, then the validation matrix's cells azure-m4, azure-m8 and
 #      zipf-m8 (device-issue16.sh) live against it, and their fidelity table.
-#   k3 (about a minute; not run yet) the prototype LoRA kernels of issue 15's 0.9× target
-#      (`runtime/examples/lora_proto.cu`, not in the runtime: a register-tiled expand, a shrink
-#      that dots a row against all of its A rows at once): each alone beside the runtime's LoRA
-#      kernels, then bit for bit against the warp kernels (the program's status is 1 if any
-#      element differs); fp16 and bf16 at the mixed pass's shape, then fp32 and an odd shape
-#      (1,000 rows, rank 13) for the check alone. BIN_DIR needs only the stripped release
-#      `lora_kernels` (`cargo build --release -p ptm-runtime --example lora_kernels`).
+#   k3 (run: results/h200-2026-11-30/k3) the prototype LoRA kernels of `lora_proto.cu`, since
+#      removed (no faster than the tiled ones).
+#   k4 (about 3 minutes; not run yet) issue 15's tensor-core LoRA kernels (`pet_mma_kernels.cu`,
+#      kernel option `pet_mma`): each LoRA kernel alone at the mixed pass's shape and the
+#      tensor-core ones checked against the warp kernels (`lora_kernels`, status 1 beyond the
+#      16-bit tolerance; fp16 and bf16 timed, fp32 and an odd shape checked), the GPU tests
+#      `pet_tiled_gpu` and `pet_gpu`, then `ptm bench pet --profile` with `--pet-kernels mma`
+#      and `fused` on 1,000 LoRA tenants. BIN_DIR also needs the stripped release
+#      `lora_kernels` and the test binaries `pet_tiled_gpu-*`, `pet_gpu-*`.
+#   m4 (about 9.5 minutes; not run yet) the shipped profile again, by this build (the
+#      tensor-core LoRA kernels on by default, the SMs' sharing at 512 and 2,048 tokens:
+#      `sm_sizes`), then the tiers cell, the PET cell, `ptm bench pet --profile` with the
+#      default kernels and with `--pet-kernels fused`, and the whole validation matrix live
+#      against it (part m3's recipe plus the PET parts).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -93,7 +100,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, k3, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3}
+PART=${1:?part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3 or c3}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -467,8 +474,12 @@ v)
     grep -E "c=(32|128): throughput" "$O/i14-$r/summary.txt" | cut -c1-160 >> "$S"
   done
   ;;
-k3)
-  # The prototype LoRA kernels: timed at the mixed pass's shape and checked (see the top).
+k4)
+  # The tensor-core LoRA kernels: alone and checked, the GPU tests, the pass (see the top).
+  PZ=/tmp/pz1k
+  "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value --tenants 1000 \
+    --dtype fp16 --threads 16 --out "$PZ" > "$O/zoo_1k.txt" 2>&1 &
+  ZOOS_PID=$!
   for run in "fp16 4096 8" "bf16 4096 8" "fp32 4096 8" "fp16 1000 13"; do
     f="$O/lora_kernels_${run// /_}.txt"
     timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
@@ -478,6 +489,9 @@ k3)
       *) grep -E "^check|lora_kernels:" "$f" >> "$S" ;;
     esac
   done
+  gpu_tests pet_tiled_gpu:120 pet_gpu:240
+  wait $ZOOS_PID; note "1,000-tenant zoo: rc $?"
+  pet_kernels_ab mma fused
   ;;
 w)
   # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
@@ -591,6 +605,27 @@ p2)
   grep -E "pool_contention" -A4 "$PROF" | tr -s ' \n' ' ' | tee -a "$S"; echo >> "$S"
   fidelity_cells
   ;;
+m4)
+  # Part m3's recipe with this build, plus the PET cell and the PET pass (see the top).
+  pet_zoos &
+  ZOOS_PID=$!
+  zoo12
+  wait $ZOOS_PID
+  calibrate_shipped
+  { printf 'sm_sizes: '; awk '/ sm_sizes:/,/ link:/' "$PROF" | tr -s ' \n' ' ' | cut -c1-400; echo; } | tee -a "$S"
+  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  "$B/ptm" fidelity-table "$O/tiers-live.json" --min-requests 1000 --out "$O/tiers-live.md" > /dev/null
+  grep -E "^\| tiers" "$O/tiers-live.md" | cut -c1-200 | tee -a "$S"
+  pet_live_cell
+  pet_kernels_ab mma fused
+  env PROFILE="$PROF" ZOO="$Z12" BUDGET_S=$((585 - SECONDS)) OUT="$O/i16" \
+    bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
+  note "validation matrix: rc $?"
+  grep -E "^\| (zipf|azure|fastptm)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
+  cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
+  ;;
 sm3)
   # The SMs' sharing at 512 and 2,048 tokens too (sm_sizes), into a profile of its own, and the
   # cells where live passes ran slower than simulated (azure-m4, azure-m8) and the one an
@@ -611,7 +646,7 @@ sm3)
   grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
   cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, k3, m, p, p2, q, r, s, t, v, w, x, y, z, m3, s3, sm3 or c3" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3 or c3" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -1,17 +1,18 @@
 //! Device time of each segmented LoRA kernel alone, at the shape of the mixed pass that
 //! `ptm bench pet --profile` measures (BERT-base: 32 rows × 128 tokens, Q, K and V of 768
 //! columns, rank 8 on Q and V): the warp kernels' shrink and expand, the row-tiled ones'
-//! shrink and expand, the fused kernel, and the prototypes of `lora_proto.cu` (not in the
-//! runtime; `lora_proto/`) — so that the Q/K/V step's time splits into its launches.
+//! shrink and expand, the fused kernel, and the tensor-core shrink and expand
+//! (`pet_mma_kernels.cu`) — so that the Q/K/V step's time splits into its launches.
 //! Segments: one tenant over all rows, and 32 tenants of 128 rows each.
 //!
 //! Timing: CUDA events around `ITERS` launches, the median of `GROUPS` groups, per launch in
-//! µs. Then a check: the prototypes' `t` and `y` against the warp kernels' from the same inputs,
-//! bit for bit, for both segmentations and for ragged batches (segments of 1 to 13 rows,
-//! tenants with 0 to 3 pairs of ranks 1 to RANK, misaligned matrices, input and output widths
-//! that are not multiples of a vector or of a warp's columns); the program exits with status 1
-//! if any element differs. Needs a GPU and the CUDA libraries on `LD_LIBRARY_PATH` (cudarc
-//! loads them at run time).
+//! µs. Then a check (`lora_check/`): the tensor-core kernels' `t` and `y` against the warp
+//! kernels' from the same inputs, for both segmentations and for ragged batches (segments of 1
+//! to 13 rows, tenants with 0 to 3 pairs of ranks 1 to RANK, misaligned matrices, input and
+//! output widths that are not multiples of a vector or of a warp's columns — an input width
+//! that is not a multiple of 16 runs the tiled shrink); the program exits with status 1 if any
+//! element differs by more than the 16-bit tolerance (`TOL`). Needs a GPU and the CUDA
+//! libraries on `LD_LIBRARY_PATH` (cudarc loads them at run time).
 //!
 //! ```sh
 //! cargo build --release -p ptm-runtime --example lora_kernels
@@ -20,13 +21,12 @@
 #![allow(unsafe_code)]
 
 #[cfg(feature = "cuda")]
-#[path = "lora_proto/mod.rs"]
-mod proto;
+#[path = "lora_check/mod.rs"]
+mod check;
 
 #[cfg(feature = "cuda")]
 mod bench {
-    use crate::proto::check::{compare, Case, Diff};
-    use crate::proto::Proto;
+    use crate::check::{compare, Case, Diff};
     use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
     use ptm_runtime::gpu::pet::{
         DevMat, DevSegments, LoraKernels, LoraSegDev, Output, PetKernels, Sites,
@@ -42,6 +42,17 @@ mod bench {
     const GROUPS: usize = 11;
     /// Width of Q, K and V (BERT-base).
     const HIDDEN: usize = 768;
+
+    /// The check's tolerance, relative to `max(1, |value|)`: two units in the last place of a
+    /// value about 1 (a sum in another order may round `t` one unit the other way, and `y`
+    /// carries that on).
+    fn tol(dtype: DType) -> f64 {
+        match dtype {
+            DType::Fp32 => 1e-6,
+            DType::Fp16 => 2.0 * 2f64.powi(-10),
+            DType::Bf16 => 2.0 * 2f64.powi(-7),
+        }
+    }
 
     type Res<T> = Result<T, String>;
 
@@ -110,11 +121,15 @@ mod bench {
         let gpu = ptm_runtime::gpu::device_name(0).map_err(|x| x.to_string())?;
         let ctx = CudaContext::new(0).map_err(e("GPU 0"))?;
         let stream = ctx.new_stream().map_err(e("stream"))?;
-        let kernels = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
-            .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
-        let [warp, tiled, fused] = kernels;
-        let (warp, tiled, fused) = (warp?, tiled?, fused?);
-        let proto = Proto::new(&stream, dtype)?;
+        let kernels = [
+            LoraKernels::Warp,
+            LoraKernels::Tiled,
+            LoraKernels::Fused,
+            LoraKernels::Mma,
+        ]
+        .map(|l| PetKernels::new(&stream, dtype, l).map_err(|x| x.to_string()));
+        let [warp, tiled, fused, mma] = kernels;
+        let (warp, tiled, fused, mma) = (warp?, tiled?, fused?, mma?);
         let mut d = Dev {
             stream: stream.clone(),
             bufs: vec![],
@@ -144,15 +159,12 @@ mod bench {
         println!(
             "LoRA kernels alone on {gpu}, {dtype}, {rows} rows × {HIDDEN} (Q, K, V), rank {rank} on Q and V; \
              µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}; \
-             proto shrink {} registers, {} blocks; proto expand {} registers, {} blocks",
+             tensor cores run: {}",
             PetKernels::fits_fused(sites),
-            proto.regs.0,
-            proto.grid_shrink,
-            proto.regs.1,
-            proto.grid_expand,
+            mma.fits_mma(HIDDEN as i32),
         );
-        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | proto shrink | proto expand |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | mma expand | mma expand (f32 out) | mma both |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut checks: Vec<(String, Diff)> = Vec::new();
         for tenants in [1usize, 32] {
             let per = rows.div_ceil(tenants);
@@ -207,8 +219,18 @@ mod bench {
                     time(&stream, &mut || {
                         ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))
                     })?,
-                    time(&stream, &mut || proto.shrink(x, dseg, tab, sites, t, hd))?,
-                    time(&stream, &mut || proto.expand(t, dseg, tab, sites, y, hd))?,
+                    time(&stream, &mut || {
+                        ms(mma.lora_shrink(x, dseg, tab, sites, t, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(mma.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(mma.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))
+                    })?,
+                    time(&stream, &mut || {
+                        ms(mma.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))
+                    })?,
                 ]
             };
             let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
@@ -225,24 +247,34 @@ mod bench {
                 y0: bytes(dtype, &mut r, 3 * rows * HIDDEN),
             };
             // SAFETY: x and the table as for the timed launches; compare allocates t and y.
-            let diff = unsafe { compare(&stream, &warp, &proto, &case)? };
+            let diff = unsafe { compare(&stream, &warp, &mma, &case, tol(dtype))? };
             checks.push((format!("{tenants} tenant(s)"), diff));
         }
         checks.extend(ragged(
-            &mut d, &stream, &warp, &proto, dtype, &mut r, x, rows, rank,
+            &mut d, &stream, &warp, &mma, dtype, &mut r, x, rows, rank,
         )?);
         let mut bad = 0;
+        let tol = tol(dtype);
         for (name, c) in &checks {
             println!(
-                "check, prototypes against the warp kernels, {name}: t differs in {} of {} \
-                 elements, y in {} of {}",
-                c.t, c.t_total, c.y, c.y_total
+                "check, tensor-core kernels against the warp kernels, {name}: t differs in {} \
+                 of {} elements ({} beyond {tol:.1e}, worst {:.2e}), y in {} of {} ({} beyond, \
+                 worst {:.2e})",
+                c.t.differ,
+                c.t.total,
+                c.t.beyond,
+                c.t.worst,
+                c.y.differ,
+                c.y.total,
+                c.y.beyond,
+                c.y.worst
             );
-            bad += c.t + c.y;
+            bad += c.t.beyond + c.y.beyond;
         }
         if bad > 0 {
             return Err(format!(
-                "the prototype kernels differ from the warp kernels in {bad} elements"
+                "the tensor-core kernels differ from the warp kernels beyond {tol:.1e} in {bad} \
+                 elements"
             ));
         }
         Ok(())
@@ -265,7 +297,7 @@ mod bench {
         d: &mut Dev,
         stream: &Arc<CudaStream>,
         warp: &PetKernels,
-        proto: &Proto,
+        mma: &PetKernels,
         dtype: DType,
         r: &mut rand_pcg::Pcg64Mcg,
         x: DevMat,
@@ -340,7 +372,7 @@ mod bench {
             };
             // SAFETY: x is rows × 768; every A holds rank × 768 + 16 elements (≥ rank_i ×
             // in_dim + 1) and every B 768 × rank + 16 (≥ 760 × rank_i + 1).
-            let diff = unsafe { compare(stream, warp, proto, &case)? };
+            let diff = unsafe { compare(stream, warp, mma, &case, tol(dtype))? };
             out.push((
                 format!("ragged ({} segments, in {in_dim}, out 760)", seg.len()),
                 diff,

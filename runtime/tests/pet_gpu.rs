@@ -15,9 +15,11 @@
 //!    waits) equals the same pass with every tenant resident, bit for bit; graphs replayed for
 //!    other mixes of tenants equal eager launches bit for bit, one graph per signature.
 //!
-//! Parts 2 and 3 run with the three LoRA kernel choices (`KernelOptions::pet_tiled` off and
-//! on, `pet_fused` on), and their mixed passes are bit-equal; `tests/pet_tiled_gpu.rs` compares
-//! the kernel sets directly on awkward shapes.
+//! Parts 2 and 3 run with the four LoRA kernel choices (`KernelOptions::pet_tiled` off and
+//! on, `pet_fused` on, `pet_mma` on), and the first three's mixed passes are bit-equal (the
+//! tensor-core kernels sum in another order: held to the CPU reference's tolerances, and bit-equal
+//! to their own single-tenant passes); `tests/pet_tiled_gpu.rs` compares the kernel sets
+//! directly on awkward shapes.
 //!
 //! Runs only where `PTM_TEST_CUDA=1`; elsewhere it prints a skip line and passes.
 // The kernel launches take raw device pointers (unsafe functions).
@@ -564,7 +566,9 @@ fn check_mixed(
 
 /// `check_mixed` with the warp, the row-tiled and the fused LoRA kernels (`pet_tiled` off, then
 /// on; then `pet_fused` on) and otherwise `options`; the three mixed passes are bit-equal (the
-/// tiled and fused kernels sum the same products in the same order).
+/// tiled and fused kernels sum the same products in the same order). Then with the tensor-core
+/// kernels (`pet_mma`), which `check_mixed` holds to the CPU reference and to their own
+/// single-tenant passes.
 fn check_mixed_both(
     arch: Arch,
     name: &str,
@@ -575,6 +579,7 @@ fn check_mixed_both(
     let with = |pet_tiled, pet_fused| KernelOptions {
         pet_tiled,
         pet_fused,
+        pet_mma: false,
         ..options
     };
     let a = check_mixed(arch, name, spec, dtypes, with(false, false));
@@ -589,6 +594,11 @@ fn check_mixed_both(
             }
         }
     }
+    let mma = KernelOptions {
+        pet_mma: true,
+        ..with(true, true)
+    };
+    check_mixed(arch, name, spec, dtypes, mma);
 }
 
 #[test]
@@ -633,10 +643,16 @@ fn pipelined_loads_and_replayed_graphs_equal_resident_eager_passes() {
     if !enabled("pipelined_loads_and_replayed_graphs_equal_resident_eager_passes") {
         return;
     }
-    for (pet_tiled, pet_fused) in [(false, false), (true, false), (true, true)] {
+    for (pet_tiled, pet_fused, pet_mma) in [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, true, true),
+    ] {
         check_pipelined(KernelOptions {
             pet_tiled,
             pet_fused,
+            pet_mma,
             ..KernelOptions::default()
         });
     }

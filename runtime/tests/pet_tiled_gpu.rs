@@ -2,7 +2,10 @@
 //! The row-tiled LoRA kernels (`pet_tiled_kernels.cu`, `KernelOptions::pet_tiled`) and the fused
 //! ones (`pet_fused_kernels.cu`, `pet_fused`) against the warp kernels they replace, on a GPU:
 //! bit for bit (shrink output `t`, expand onto f32 and onto the model dtype; the fused kernels'
-//! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`.
+//! outputs), and against the CPU twins within the tolerances of `tests/pet_gpu.rs`. The
+//! tensor-core ones (`pet_mma_kernels.cu`, `pet_mma`; fp16 and bf16, inputs a multiple of 16
+//! wide) sum in the tensor cores' order: against the warp kernels and the twins within those
+//! tolerances.
 //! Shapes chosen to reach every path of the tiled kernels: segments that are not whole tiles
 //! (1, 5, 23, 37 rows), empty ones and ones without a pair at some site; ranks above the 8 rows
 //! a warp takes at once and above the 32 entries the expand stages at once (40); A rows that
@@ -41,7 +44,7 @@ fn bits(got: &[f32], want: &[f32], what: &str) {
 /// One case: `rows` per segment, ranks per (segment, site) over three sites, `din` input and
 /// `dout` output columns.
 fn case(
-    (stream, k): (&Arc<CudaStream>, &[PetKernels; 3]),
+    (stream, k): (&Arc<CudaStream>, &[PetKernels; 4]),
     dtype: DType,
     rows: &[usize],
     ranks: &[[usize; 3]],
@@ -130,7 +133,7 @@ fn case(
             d.down(dyt, dtype, 3 * n * dout),
         ));
     }
-    let (warp, tiled, fused) = (&got[0], &got[1], &got[2]);
+    let (warp, tiled, fused, mma) = (&got[0], &got[1], &got[2], &got[3]);
     bits(
         &fused.1,
         &warp.1,
@@ -164,6 +167,57 @@ fn case(
         );
         close(y, &want, tol, &format!("{what}: expand {out:?} vs twin"));
     }
+    // The tensor-core kernels (where they run; elsewhere the tiled ones, bit-equal): their t
+    // against the twin's and the warp kernels', their expand against the twin's expand of
+    // their own t, and against the warp kernels' outputs.
+    let ran = k[3].fits_mma(din as i32);
+    let which = if ran {
+        "tensor-core"
+    } else {
+        "mma set (tiled)"
+    };
+    close(
+        &mma.0,
+        &tt,
+        tol_t,
+        &format!("{what}: {which} shrink vs twin"),
+    );
+    close(
+        &mma.0,
+        &warp.0,
+        tol_t,
+        &format!("{what}: {which} shrink vs warp"),
+    );
+    if !ran {
+        bits(
+            &mma.0,
+            &warp.0,
+            &format!("{what}: shrink, mma set (tiled) vs warp"),
+        );
+    }
+    for (out, y, w, tol) in [
+        (Out::F32, &mma.1, &warp.1, 1e-4),
+        (Out::Model, &mma.2, &warp.2, tol_t),
+    ] {
+        let mut want = y0.clone();
+        twin::lora_expand(
+            dtype, out, &mma.0, ld_t, &seg, &host, hsites, &mut want, dout, dout,
+        );
+        close(
+            y,
+            &want,
+            tol,
+            &format!("{what}: {which} expand {out:?} vs twin"),
+        );
+        // From the warp kernels' t, one unit apart in places: the 16-bit tolerance of t.
+        let tol_w = if out == Out::F32 { tol_t } else { 2.0 * tol_t };
+        close(
+            y,
+            w,
+            tol_w,
+            &format!("{what}: {which} expand {out:?} vs warp"),
+        );
+    }
 }
 
 #[test]
@@ -174,8 +228,18 @@ fn tiled_lora_kernels_equal_the_warp_kernels_bit_for_bit() {
     let ctx = CudaContext::new(0).expect("GPU 0");
     let stream = ctx.new_stream().expect("stream");
     for dtype in [DType::Fp32, DType::Fp16, DType::Bf16] {
-        let k = [LoraKernels::Warp, LoraKernels::Tiled, LoraKernels::Fused]
-            .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
+        let k = [
+            LoraKernels::Warp,
+            LoraKernels::Tiled,
+            LoraKernels::Fused,
+            LoraKernels::Mma,
+        ]
+        .map(|l| PetKernels::new(&stream, dtype, l).expect("kernels compile and load"));
+        assert_eq!(
+            k[3].fits_mma(768),
+            dtype != DType::Fp32,
+            "tensor cores on the test GPU"
+        );
         let rows = [5, 0, 37, 1, 16, 23];
         let ranks = [
             [8, 0, 8],

@@ -72,6 +72,7 @@ impl InferArgs {
             residual_epilogue: d.residual_epilogue || self.residual_epilogue,
             pet_tiled: d.pet_tiled,
             pet_fused: d.pet_fused,
+            pet_mma: d.pet_mma,
             pinned_staging: d.pinned_staging,
             pinned_uploads: d.pinned_uploads,
         }

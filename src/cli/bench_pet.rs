@@ -60,8 +60,9 @@ pub struct PetArgs {
     /// Threads reading tenant folders.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// A/B of the LoRA kernels: `fused` (shrink and expand in one launch), `tiled` (row tiles)
-    /// or `warp` (one warp per row); none given: the default every other command runs.
+    /// A/B of the LoRA kernels: `mma` (tensor cores), `fused` (shrink and expand in one
+    /// launch), `tiled` (row tiles) or `warp` (one warp per row); none given: the default every
+    /// other command runs.
     #[arg(long, value_enum)]
     pub pet_kernels: Option<PetKernelChoice>,
     /// Also one eager pass of each batch with a CUDA event after every step: device ms per
@@ -73,6 +74,9 @@ pub struct PetArgs {
 /// `--pet-kernels`: which segmented LoRA kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PetKernelChoice {
+    /// The tensor-core kernels (`KernelOptions::pet_mma` on; `pet_fused` and `pet_tiled` on
+    /// for what they leave).
+    Mma,
     /// The fused kernels (`KernelOptions::pet_fused` on, `pet_tiled` on for what they leave).
     Fused,
     /// The row-tiled kernels (`pet_fused` off, `pet_tiled` on).
@@ -85,13 +89,15 @@ impl PetArgs {
     /// The kernel options the flags choose (none given: the default every other command runs).
     fn kernel_options(&self) -> KernelOptions {
         let d = KernelOptions::default();
-        let (pet_fused, pet_tiled) = match self.pet_kernels {
-            None => (d.pet_fused, d.pet_tiled),
-            Some(PetKernelChoice::Fused) => (true, true),
-            Some(PetKernelChoice::Tiled) => (false, true),
-            Some(PetKernelChoice::Warp) => (false, false),
+        let (pet_mma, pet_fused, pet_tiled) = match self.pet_kernels {
+            None => (d.pet_mma, d.pet_fused, d.pet_tiled),
+            Some(PetKernelChoice::Mma) => (true, true, true),
+            Some(PetKernelChoice::Fused) => (false, true, true),
+            Some(PetKernelChoice::Tiled) => (false, false, true),
+            Some(PetKernelChoice::Warp) => (false, false, false),
         };
         KernelOptions {
+            pet_mma,
             pet_fused,
             pet_tiled,
             ..d
@@ -338,15 +344,20 @@ mod tests {
     fn no_flag_is_the_default_and_pet_kernels_sets_one_option() {
         let d = KernelOptions::default();
         assert_eq!(options(&[]), d);
-        for (flag, fused, tiled) in [
-            ("fused", true, true),
-            ("tiled", false, true),
-            ("warp", false, false),
+        for (flag, mma, fused, tiled) in [
+            ("mma", true, true, true),
+            ("fused", false, true, true),
+            ("tiled", false, false, true),
+            ("warp", false, false, false),
         ] {
             let o = options(&["--pet-kernels", flag]);
-            assert_eq!((o.pet_fused, o.pet_tiled), (fused, tiled), "{flag}");
+            assert_eq!(
+                (o.pet_mma, o.pet_fused, o.pet_tiled),
+                (mma, fused, tiled),
+                "{flag}"
+            );
             for ((name, on), (_, default)) in o.fields().iter().zip(d.fields()) {
-                if *name != "pet_tiled" && *name != "pet_fused" {
+                if !["pet_tiled", "pet_fused", "pet_mma"].contains(name) {
                     assert_eq!(*on, default, "{name}");
                 }
             }

@@ -46,6 +46,16 @@ pub struct KernelOptions {
     /// fp16 LoRA tenants took 0.554 ms against the tiled kernels' 0.685 in the same call
     /// (`runtime/bench/device-round2.sh q`, BENCHMARKS.md).
     pub pet_fused: bool,
+    /// A PET slot's LoRA deltas on the tensor cores (`pet_mma_kernels.cu`: 16-row tiles of a
+    /// segment through `mma.sync`, fp16 and bf16 on compute capability 8.0 or newer, inputs a
+    /// multiple of 16 wide: `PetKernels::fits_mma`), the kernels `pet_fused` and `pet_tiled`
+    /// select elsewhere. The same products, summed in the tensor cores' order: outputs within
+    /// the 16-bit tolerances of the others, and a tenant's rows still bit-equal alone or mixed
+    /// (`tests/pet_gpu.rs`, `tests/pet_tiled_gpu.rs` on the H200). On by default: at the
+    /// mixed pass's shape (4,096 rows, BERT-base fp16, rank 8 on Q and V) shrink and expand took
+    /// 28.4 µs against the fused kernel's 35.4 in the same call (`runtime/bench/results/
+    /// h200-2026-11-30/k4c-notes.md`); the whole pass in BENCHMARKS.md.
+    pub pet_mma: bool,
     /// A model's downloads (a pass's outputs) go through pinned host memory of its own, copied
     /// out of on the host: the driver then copies asynchronously, where to pageable memory it
     /// stages every copy itself, synchronously — a download waits for the pass before it, and
@@ -74,6 +84,7 @@ impl Default for KernelOptions {
             residual_epilogue: false,
             pet_tiled: true,
             pet_fused: true,
+            pet_mma: true,
             pinned_staging: true,
             pinned_uploads: false,
         }
@@ -83,7 +94,7 @@ impl Default for KernelOptions {
 impl KernelOptions {
     /// The options as `(name, on)` in a fixed order: what a profile records and `ptm profile
     /// check` compares.
-    pub fn fields(&self) -> [(&'static str, bool); 8] {
+    pub fn fields(&self) -> [(&'static str, bool); 9] {
         [
             ("fused_attention", self.fused_attention),
             ("single_pass_attention", self.single_pass_attention),
@@ -91,6 +102,7 @@ impl KernelOptions {
             ("residual_epilogue", self.residual_epilogue),
             ("pet_tiled", self.pet_tiled),
             ("pet_fused", self.pet_fused),
+            ("pet_mma", self.pet_mma),
             ("pinned_staging", self.pinned_staging),
             ("pinned_uploads", self.pinned_uploads),
         ]
@@ -117,10 +129,10 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "fused_attention=on single_pass_attention=on cublaslt=on residual_epilogue=off \
-             pet_tiled=on pet_fused=on pinned_staging=on pinned_uploads=off"
+             pet_tiled=on pet_fused=on pet_mma=on pinned_staging=on pinned_uploads=off"
         );
         let names: Vec<_> = d.fields().iter().map(|f| f.0).collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 }

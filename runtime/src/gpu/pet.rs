@@ -5,9 +5,12 @@
 //! entry, or per row and site) or the row-tiled ones of `pet_tiled_kernels.cu` (the tenant's A
 //! or the tile's shrink output staged in shared memory once per tile of rows, a block-scan
 //! segment prefix), or the fused ones of `pet_fused_kernels.cu` (shrink and expand in one
-//! launch, `t` kept in shared memory) — [`LoraKernels`], chosen by
-//! [`super::KernelOptions::pet_fused`] and [`super::KernelOptions::pet_tiled`]; the tiled and
-//! fused ones are written to compute the same bits (`tests/pet_tiled_gpu.rs` checks it on a GPU).
+//! launch, `t` kept in shared memory), or the tensor-core ones of `pet_mma_kernels.cu` (16-row
+//! tiles through `mma.sync`, fp16 and bf16) — [`LoraKernels`], chosen by
+//! [`super::KernelOptions::pet_mma`], [`super::KernelOptions::pet_fused`] and
+//! [`super::KernelOptions::pet_tiled`]; the tiled and fused ones are written to compute the same
+//! bits as the warp kernels, the tensor-core ones the same products summed in the tensor cores'
+//! order (`tests/pet_tiled_gpu.rs` checks both on a GPU).
 //!
 //! The tables the kernels read are device data laid out by this module: `seg_start`
 //! (`nseg + 1` `i32` row offsets, [`crate::pet::twin::Segments::to_bytes`]), per site an array
@@ -40,6 +43,9 @@ const TILED_SOURCE: &str = include_str!("pet_tiled_kernels.cu");
 
 /// The fused LoRA kernels, appended after [`TILED_SOURCE`] (they use its block scan).
 const FUSED_SOURCE: &str = include_str!("pet_fused_kernels.cu");
+
+/// The tensor-core LoRA kernels, appended after [`FUSED_SOURCE`] (they use the block scan too).
+const MMA_SOURCE: &str = include_str!("pet_mma_kernels.cu");
 
 /// The most `t` columns a fused LoRA item stages per row (`PET_FT_RMAX`): every site's rank
 /// padded to 4, over the launch's sites.
@@ -86,10 +92,17 @@ pub enum PetKernel {
     LoraFusedF32 = 14,
     /// `pet_lora_fused_t`.
     LoraFusedT = 15,
+    /// `pet_lora_shrink_mma`.
+    LoraShrinkMma = 16,
+    /// `pet_lora_expand_mma_f32`.
+    LoraExpandMmaF32 = 17,
+    /// `pet_lora_expand_mma_t`.
+    LoraExpandMmaT = 18,
 }
 
-/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu` and `pet_fused_kernels.cu`.
-pub const NAMES: [&str; 16] = [
+/// Kernel names in `pet_kernels.cu`, `pet_tiled_kernels.cu`, `pet_fused_kernels.cu` and
+/// `pet_mma_kernels.cu`.
+pub const NAMES: [&str; 19] = [
     "pet_lora_shrink",
     "pet_lora_expand_f32",
     "pet_lora_expand_t",
@@ -106,6 +119,9 @@ pub const NAMES: [&str; 16] = [
     "pet_lora_expand_tiled_t",
     "pet_lora_fused_f32",
     "pet_lora_fused_t",
+    "pet_lora_shrink_mma",
+    "pet_lora_expand_mma_f32",
+    "pet_lora_expand_mma_t",
 ];
 
 /// Which LoRA kernels a [`PetKernels`] launches (the same arguments; the tiled kernels sum the
@@ -122,12 +138,18 @@ pub enum LoraKernels {
     /// `t` in shared memory and add the expand at once (`pet_fused_kernels.cu`), where the
     /// ranks fit ([`PetKernels::fits_fused`]); the tiled kernels elsewhere.
     Fused,
+    /// Shrink and expand on the tensor cores (`pet_mma_kernels.cu`: 16-row tiles of one
+    /// segment, `mma.sync` with f32 accumulation) where the dtype and shapes allow it
+    /// ([`PetKernels::fits_mma`]); the fused kernels (or the tiled ones) elsewhere.
+    Mma,
 }
 
 impl LoraKernels {
-    /// The kernels `options` select (`pet_fused` before `pet_tiled`).
+    /// The kernels `options` select (`pet_mma` before `pet_fused` before `pet_tiled`).
     pub fn from_options(options: super::KernelOptions) -> Self {
-        if options.pet_fused {
+        if options.pet_mma {
+            LoraKernels::Mma
+        } else if options.pet_fused {
             LoraKernels::Fused
         } else if options.pet_tiled {
             LoraKernels::Tiled
@@ -202,7 +224,7 @@ impl Sites {
 /// The source for `dtype` (the dtype's `#define` and storage types prepended).
 pub fn source(dtype: DType) -> String {
     format!(
-        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}",
+        "{}{}{SOURCE}\n{TILED_SOURCE}\n{FUSED_SOURCE}\n{MMA_SOURCE}",
         super::kernels::dtype_define(dtype),
         super::kernels::DTYPE_CUH
     )
@@ -240,6 +262,9 @@ pub struct PetKernels {
     /// Blocks per launch (grid-stride loops cover any amount of work): twice the device's
     /// multiprocessors.
     pub grid: u32,
+    /// Whether the device has the `mma.sync` shapes the tensor-core kernels use (compute
+    /// capability 8.0 or newer).
+    pub tensor_cores: bool,
 }
 
 // SAFETY: the function handles belong to the module this value keeps alive and to its
@@ -271,10 +296,12 @@ impl PetKernels {
             dtype,
             lora,
             grid: (2 * sms.max(1)) as u32,
+            tensor_cores: arch.0 >= 8,
         })
     }
 
-    /// Enqueues kernel `k` with a 1-D grid of [`PetKernels::grid`] blocks.
+    /// Enqueues kernel `k` with a 1-D grid of [`PetKernels::grid`] blocks (four times that for
+    /// the tensor-core expand).
     ///
     /// # Safety
     /// `args` must match the kernel's parameters and point to live device memory of the sizes
@@ -286,11 +313,18 @@ impl PetKernels {
             .context()
             .bind_to_thread()
             .map_err(|e| Error::Cuda(format!("bind context: {e:?}")))?;
+        // The tensor-core expand's items are one warp each and wait on memory: four times the
+        // blocks (about 4 resident a multiprocessor at its 64–80 registers) keep more loads in
+        // flight.
+        let grid = match k {
+            PetKernel::LoraExpandMmaF32 | PetKernel::LoraExpandMmaT => 4 * self.grid,
+            _ => self.grid,
+        };
         // SAFETY: the caller guarantees the arguments (see above).
         unsafe {
             drv::launch_kernel(
                 self.functions[k as usize],
-                (self.grid, 1, 1),
+                (grid, 1, 1),
                 (THREADS, 1, 1),
                 0,
                 self.stream.cu_stream(),
@@ -334,7 +368,10 @@ impl PetKernels {
         Self::check(seg, sites.count)?;
         let k = match self.lora {
             LoraKernels::Warp => PetKernel::LoraShrink,
-            LoraKernels::Tiled | LoraKernels::Fused => PetKernel::LoraShrinkTiled,
+            LoraKernels::Mma if self.fits_mma(in_dim) => PetKernel::LoraShrinkMma,
+            LoraKernels::Tiled | LoraKernels::Fused | LoraKernels::Mma => {
+                PetKernel::LoraShrinkTiled
+            }
         };
         let args = [
             Arg::P(x.ptr),
@@ -369,11 +406,15 @@ impl PetKernels {
         out_dim: i32,
     ) -> Result<()> {
         Self::check(seg, sites.count)?;
+        // The tensor-core expand has no shape condition of its own (`fits_mma(16)`).
+        let mma = self.lora == LoraKernels::Mma && self.fits_mma(16);
         let k = match (self.lora, out) {
             (LoraKernels::Warp, Output::F32) => PetKernel::LoraExpandF32,
             (LoraKernels::Warp, Output::Model) => PetKernel::LoraExpandT,
-            (LoraKernels::Tiled | LoraKernels::Fused, Output::F32) => PetKernel::LoraExpandTiledF32,
-            (LoraKernels::Tiled | LoraKernels::Fused, Output::Model) => PetKernel::LoraExpandTiledT,
+            (_, Output::F32) if mma => PetKernel::LoraExpandMmaF32,
+            (_, Output::Model) if mma => PetKernel::LoraExpandMmaT,
+            (_, Output::F32) => PetKernel::LoraExpandTiledF32,
+            (_, Output::Model) => PetKernel::LoraExpandTiledT,
         };
         let args = [
             Arg::P(t.ptr),
@@ -399,9 +440,18 @@ impl PetKernels {
         i64::from(sites.count) * padded <= FUSED_RANK_COLS as i64
     }
 
-    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: one fused launch where
-    /// [`LoraKernels::Fused`] is chosen and [`PetKernels::fits_fused`], else the shrink into
-    /// `t` and the expand (the same bits either way; `t` is left as it was by a fused launch).
+    /// Whether the tensor-core kernels run a shrink of `in_dim` inputs here: fp16 or bf16, a
+    /// device with [`PetKernels::tensor_cores`], `in_dim` a positive multiple of 16 (the
+    /// kernels check each pair load's alignment themselves).
+    pub fn fits_mma(&self, in_dim: i32) -> bool {
+        self.dtype != DType::Fp32 && self.tensor_cores && in_dim > 0 && in_dim % 16 == 0
+    }
+
+    /// `y_k += scale · round(x·A_kᵀ)·B_kᵀ` per segment and site: with [`LoraKernels::Mma`]
+    /// where [`PetKernels::fits_mma`], the tensor-core shrink and expand; one fused launch where
+    /// [`LoraKernels::Fused`] (or `Mma` outside its shapes) is chosen and
+    /// [`PetKernels::fits_fused`]; else the shrink into `t` and the expand (the same bits as
+    /// the fused launch; `t` is left as it was by a fused launch).
     ///
     /// # Safety
     /// As [`PetKernels::lora_shrink`] and [`PetKernels::lora_expand`] together.
@@ -418,7 +468,12 @@ impl PetKernels {
         y: DevMat,
         out_dim: i32,
     ) -> Result<()> {
-        if self.lora != LoraKernels::Fused || !Self::fits_fused(sites) {
+        let fused = match self.lora {
+            LoraKernels::Fused => true,
+            LoraKernels::Mma => !self.fits_mma(in_dim),
+            LoraKernels::Warp | LoraKernels::Tiled => false,
+        };
+        if !fused || !Self::fits_fused(sites) {
             // SAFETY: the caller's guarantee.
             unsafe {
                 self.lora_shrink(x, seg, segs, sites, t, in_dim)?;

@@ -89,6 +89,8 @@
 #      `sm_sizes`), then the tiers cell, the PET cell, `ptm bench pet --profile` with the
 #      default kernels and with `--pet-kernels fused`, and the whole validation matrix live
 #      against it (part m3's recipe plus the PET parts).
+#   c4 (about 100 s; not run yet) part c3's PET serving alone (`ptm serve` over 10,000 LoRA
+#      tenants under the load client) with this build and the shipped profile (part m4's).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -100,7 +102,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3 or c3}
+PART=${1:?part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -537,6 +539,12 @@ s3)
   note "serving:"
   grep -E "c=(32|128): (throughput|statuses|server)|listening|zoo of" "$O/i14/summary.txt" | cut -c1-300 >> "$S"
   ;;
+c4)
+  # PET serving again with the tensor-core LoRA kernels and part m4's profile (shipped).
+  PROF=scenarios/profiles/h200.ron
+  pet_zoos
+  pet_serving
+  ;;
 c3)
   # With the shipped profile of part m3 (committed as scenarios/profiles/h200.ron): PET serving
   # and the PET cell.
@@ -646,7 +654,7 @@ sm3)
   grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
   cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3 or c3" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -91,6 +91,9 @@
 #      against it (part m3's recipe plus the PET parts).
 #   c4 (about 100 s; not run yet) part c3's PET serving alone (`ptm serve` over 10,000 LoRA
 #      tenants under the load client) with this build and the shipped profile (part m4's).
+#   k5 (about 2.5 minutes; not run yet) part k4's checks alone on the final kernels (the
+#      expand on 4 × the blocks, `mma` not `volatile`): `lora_kernels` and the GPU tests
+#      `pet_tiled_gpu`, `pet_gpu` (BIN_DIR: those three binaries).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -102,7 +105,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4}
+PART=${1:?part a, b, c, d, f, g, h, j, k, k4, k5, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -495,6 +498,17 @@ k4)
   wait $ZOOS_PID; note "1,000-tenant zoo: rc $?"
   pet_kernels_ab mma fused
   ;;
+k5)
+  # The final tensor-core kernels (part m4's build) checked again: `lora_kernels` (status 1
+  # beyond the 16-bit tolerance) and the GPU tests `pet_tiled_gpu`, `pet_gpu`.
+  for run in "fp16 4096 8" "bf16 4096 8" "fp32 4096 8" "fp16 1000 13"; do
+    f="$O/lora_kernels_${run// /_}.txt"
+    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
+    note "lora_kernels $run: rc $?"
+    grep -E "^\| (1|32) |^check|lora_kernels:" "$f" | cut -c1-200 >> "$S"
+  done
+  gpu_tests pet_tiled_gpu:120 pet_gpu:240
+  ;;
 w)
   # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
   # (`runtime/examples/lora_kernels.rs`; BIN_DIR also needs its stripped release binary,
@@ -654,7 +668,7 @@ sm3)
   grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
   cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, k4, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, k4, k5, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

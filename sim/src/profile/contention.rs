@@ -233,16 +233,7 @@ impl Contention {
     /// `w` linear in log(tokens) between the two nearest sizes: `(0, 0)` at or below
     /// `sm_tokens` (or with one size measured), `w = 1` towards the last size at or above it.
     pub fn sm_at(&self, tokens: u32) -> (usize, f64) {
-        let segments = self.sm_sizes.len() + usize::from(self.sm_large.is_some());
-        let (mut i, mut below) = (0, self.sm_tokens);
-        for (size, _) in self.sm_points().skip(1) {
-            // Clamped above: the last segment at full weight.
-            if tokens <= size || i + 1 == segments {
-                return (i, log_weight(tokens as u64, below, size));
-            }
-            (i, below) = (i + 1, size);
-        }
-        (0, 0.0)
+        log_segment(self.sm_points().map(|(t, _)| t), u64::from(tokens))
     }
 
     /// The weight of the next measured size's sharing for a pass of `tokens` tokens on the SMs
@@ -272,15 +263,17 @@ impl Contention {
     /// more than one, up to the large pass's saturation where the clamp holds. With one pass
     /// in flight, as measured, total and largest agree.
     pub fn copy_factor(&self, tokens: u64) -> f64 {
-        let (mut at, mut factor) = (self.sm_tokens, self.copy_during_forward);
-        for &(size, f) in &self.copy_during_forward_sizes {
-            if tokens <= size as u64 {
-                let w = log_weight(tokens, at, size);
-                return factor + w * (f - factor);
-            }
-            (at, factor) = (size, f);
+        let sizes = std::iter::once(self.sm_tokens)
+            .chain(self.copy_during_forward_sizes.iter().map(|&(t, _)| t));
+        let factor = |i: usize| match i {
+            0 => self.copy_during_forward,
+            i => self.copy_during_forward_sizes[i - 1].1,
+        };
+        if self.copy_during_forward_sizes.is_empty() {
+            return self.copy_during_forward;
         }
-        factor
+        let (i, w) = log_segment(sizes, tokens);
+        factor(i) + w * (factor(i + 1) - factor(i))
     }
 
     /// A copy of `alone_ns` alone split into its unshared latency and its time on the link
@@ -404,6 +397,27 @@ impl Contention {
 
 /// The weight of the `large` end for `tokens`: 0 at or below `small`, 1 at or above `large`,
 /// linear in log(tokens) between (0 when `large` is not above `small`).
+/// Where `tokens` sits among increasing measured `sizes` (at least one): `(i, w)`, the point
+/// `(1 − w)` of the way at size `i` and `w` at size `i + 1`, `w` linear in log(tokens) between
+/// the two sizes around it; `(0, 0)` at or below the first size or with one size, the last
+/// segment at `w = 1` at or above the last size. One rule for every curve measured at several
+/// pass sizes (the SMs' sharing, a copy's factor beside passes).
+fn log_segment(sizes: impl Iterator<Item = u32>, tokens: u64) -> (usize, f64) {
+    let mut sizes = sizes.peekable();
+    let Some(mut below) = sizes.next() else {
+        return (0, 0.0);
+    };
+    let mut i = 0;
+    while let Some(size) = sizes.next() {
+        // Clamped above: the last segment at full weight.
+        if tokens <= u64::from(size) || sizes.peek().is_none() {
+            return (i, log_weight(tokens, below, size));
+        }
+        (i, below) = (i + 1, size);
+    }
+    (0, 0.0)
+}
+
 fn log_weight(tokens: u64, small: u32, large: u32) -> f64 {
     if large <= small || tokens <= small as u64 {
         return 0.0;

@@ -69,7 +69,7 @@
 #      also measures `pool_contention` through the live path (a forward request during pool
 #      loads back to back, a pool load during forward requests back to back, each over alone),
 #      then the tiers-live and Azure cells live against it (`fidelity_cells`).
-#   sm3 (about 230 s; not run yet) issue 16's SM sharing at intermediate pass sizes: part m3's
+#   sm3 (about 230 s; run: results/h200-2026-11-30/sm3) issue 16's SM sharing at intermediate pass sizes: part m3's
 #      calibration with this build, which also measures the SMs' curve at 512 and 2,048 tokens
 #      (`contention.sm_sizes`: 4 × 128 and 16 × 128, 1–8 executors, 20 repeats; a few seconds
 #      more), written to .device/prof/h200-sm.ron (NOT the shipped profile), `ptm profile
@@ -77,23 +77,25 @@
 #      zipf-m8 (device-issue16.sh) live against it, and their fidelity table.
 #   k3 (run: results/h200-2026-11-30/k3) the prototype LoRA kernels of `lora_proto.cu`, since
 #      removed (no faster than the tiled ones).
-#   k4 (about 3 minutes; not run yet) issue 15's tensor-core LoRA kernels (`pet_mma_kernels.cu`,
+#   k4 (about 3 minutes; run twice: results/h200-2026-11-30/k4a, k4b) issue 15's tensor-core LoRA kernels (`pet_mma_kernels.cu`,
 #      kernel option `pet_mma`): each LoRA kernel alone at the mixed pass's shape and the
 #      tensor-core ones checked against the warp kernels (`lora_kernels`, status 1 beyond the
 #      16-bit tolerance; fp16 and bf16 timed, fp32 and an odd shape checked), the GPU tests
 #      `pet_tiled_gpu` and `pet_gpu`, then `ptm bench pet --profile` with `--pet-kernels mma`
 #      and `fused` on 1,000 LoRA tenants. BIN_DIR also needs the stripped release
 #      `lora_kernels` and the test binaries `pet_tiled_gpu-*`, `pet_gpu-*`.
-#   m4 (about 9.5 minutes; not run yet) the shipped profile again, by this build (the
+#   m4 (about 8 minutes; run: results/h200-2026-11-30/m4) the shipped profile again, by this build (the
 #      tensor-core LoRA kernels on by default, the SMs' sharing at 512 and 2,048 tokens:
 #      `sm_sizes`), then the tiers cell, the PET cell, `ptm bench pet --profile` with the
 #      default kernels and with `--pet-kernels fused`, and the whole validation matrix live
 #      against it (part m3's recipe plus the PET parts).
-#   c4 (about 100 s; not run yet) part c3's PET serving alone (`ptm serve` over 10,000 LoRA
+#   c4 (about 20 s on a warm machine; run: results/h200-2026-11-30/c4) part c3's PET serving alone (`ptm serve` over 10,000 LoRA
 #      tenants under the load client) with this build and the shipped profile (part m4's).
-#   k5 (about 2.5 minutes; not run yet) part k4's checks alone on the final kernels (the
+#   k5 (about 2.5 minutes; run: results/h200-2026-11-30/k5) part k4's checks alone on the final kernels (the
 #      expand on 4 × the blocks, `mma` not `volatile`): `lora_kernels` and the GPU tests
 #      `pet_tiled_gpu`, `pet_gpu` (BIN_DIR: those three binaries).
+#   k6 (about 40 s; not run yet) `lora_kernels` with its new second table: the same launches
+#      in a CUDA graph (BIN_DIR: the stripped release `lora_kernels`).
 #   h  (about 9 minutes) serving again: part c's two 12-tenant configurations and the new one
 #      with `--gpu-sync block` (executors sleep on the GPU instead of spinning a core), then the
 #      200-tenant zoo (today's configuration against the new one).
@@ -105,7 +107,7 @@
 # Outputs under $OUT: summary.txt and all.tgz (every other file; at most 8 files come back); parts b and c reuse /tmp's zoos when the machine is
 # still the one part a ran on, and make them otherwise.
 set -u
-PART=${1:?part a, b, c, d, f, g, h, j, k, k4, k5, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4}
+PART=${1:?part a, b, c, d, f, g, h, j, k, k4, k5, k6, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4}
 B=$(cd "${2:-.device/r2}" && pwd)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} RUST_BACKTRACE=1
 O=${OUT:-/tmp/out}; mkdir -p "$O"
@@ -509,6 +511,16 @@ k5)
   done
   gpu_tests pet_tiled_gpu:120 pet_gpu:240
   ;;
+k6)
+  # Each LoRA kernel alone, eager and in a CUDA graph (`lora_kernels` now prints both tables):
+  # whether the eager figures carry host launch time.
+  for run in "fp16 4096 8" "bf16 4096 8"; do
+    f="$O/lora_kernels_${run// /_}.txt"
+    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
+    note "lora_kernels $run: rc $?"
+    grep -vE "^check" "$f" >> "$S"
+  done
+  ;;
 w)
   # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
   # (`runtime/examples/lora_kernels.rs`; BIN_DIR also needs its stripped release binary,
@@ -668,7 +680,7 @@ sm3)
   grep -E "^\| (zipf|azure)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
   cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
   ;;
-*) echo "part a, b, c, d, f, g, h, j, k, k4, k5, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4" >&2; exit 2 ;;
+*) echo "part a, b, c, d, f, g, h, j, k, k4, k5, k6, m, p, p2, q, r, s, t, v, w, x, y, z, m3, m4, s3, sm3, c3 or c4" >&2; exit 2 ;;
 esac
 echo "== summary"
 cat "$S"

@@ -6,7 +6,9 @@
 //! Segments: one tenant over all rows, and 32 tenants of 128 rows each.
 //!
 //! Timing: CUDA events around `ITERS` launches, the median of `GROUPS` groups, per launch in
-//! µs. Then a check (`lora_check/`): the tensor-core kernels' `t` and `y` against the warp
+//! µs; first enqueued one by one, then the same launches captured in a CUDA graph (a second
+//! table: no host launch between kernels, as in a pass's graph — the first table's figures
+//! may include the host's launch time where a kernel is shorter than it). Then a check (`lora_check/`): the tensor-core kernels' `t` and `y` against the warp
 //! kernels' from the same inputs, for both segmentations and for ragged batches (segments of 1
 //! to 13 rows, tenants with 0 to 3 pairs of ranks 1 to RANK, misaligned matrices, input and
 //! output widths that are not multiples of a vector or of a warp's columns — an input width
@@ -90,8 +92,10 @@ mod bench {
         }
     }
 
-    /// Median device µs per launch of `f` (which enqueues one launch).
-    fn time(stream: &Arc<CudaStream>, f: &mut dyn FnMut() -> Res<()>) -> Res<f64> {
+    /// Median device µs per launch of `f` (which enqueues one launch): each group `ITERS`
+    /// launches enqueued one by one, or (`graph`) one replay of a CUDA graph of `ITERS`
+    /// launches, as a pass's graph runs them (no host launch between kernels).
+    fn time(stream: &Arc<CudaStream>, f: &mut dyn FnMut() -> Res<()>, graph: bool) -> Res<f64> {
         let ctx = stream.context();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let (e0, e1) = (
@@ -101,11 +105,34 @@ mod bench {
         for _ in 0..5 {
             f()?;
         }
+        let captured = if graph {
+            stream.synchronize().map_err(e("cuStreamSynchronize"))?;
+            stream
+                .begin_capture(
+                    cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                )
+                .map_err(e("cuStreamBeginCapture"))?;
+            let enq = (0..ITERS).try_for_each(|_| f());
+            let g = stream
+                .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+                .map_err(e("cuStreamEndCapture"));
+            enq?;
+            let g = g?.ok_or_else(|| "captured an empty graph".to_string())?;
+            g.upload().map_err(e("cuGraphUpload"))?;
+            Some(g)
+        } else {
+            None
+        };
         let mut us = Vec::with_capacity(GROUPS);
         for _ in 0..GROUPS {
             e0.record(stream).map_err(e("cuEventRecord"))?;
-            for _ in 0..ITERS {
-                f()?;
+            match &captured {
+                Some(g) => g.launch().map_err(e("cuGraphLaunch"))?,
+                None => {
+                    for _ in 0..ITERS {
+                        f()?;
+                    }
+                }
             }
             e1.record(stream).map_err(e("cuEventRecord"))?;
             e1.synchronize().map_err(e("cuEventSynchronize"))?;
@@ -166,6 +193,7 @@ mod bench {
         println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | mma expand | mma expand (f32 out) | mma both |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut checks: Vec<(String, Diff)> = Vec::new();
+        let mut graph_rows: Vec<(usize, Vec<f64>)> = Vec::new();
         for tenants in [1usize, 32] {
             let per = rows.div_ceil(tenants);
             let seg_rows: Vec<usize> = (0..tenants)
@@ -196,43 +224,30 @@ mod bench {
             let ms = |x: ptm_runtime::Result<()>| x.map_err(|err| err.to_string());
             // SAFETY: every address is a live buffer of the sizes the tables and dimensions
             // imply (x: rows × 768; t: rows × 3·rank; y: 3 × rows × 768; the tables' matrices).
-            let row = unsafe {
-                [
-                    time(&stream, &mut || {
-                        ms(warp.lora_shrink(x, dseg, tab, sites, t, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(warp.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(tiled.lora_shrink(x, dseg, tab, sites, t, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(tiled.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(tiled.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(fused.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(mma.lora_shrink(x, dseg, tab, sites, t, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(mma.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(mma.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))
-                    })?,
-                    time(&stream, &mut || {
-                        ms(mma.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))
-                    })?,
+            let mut launches: Vec<Box<dyn FnMut() -> Res<()> + '_>> = unsafe {
+                vec![
+                    Box::new(|| ms(warp.lora_shrink(x, dseg, tab, sites, t, hd))),
+                    Box::new(|| ms(warp.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))),
+                    Box::new(|| ms(tiled.lora_shrink(x, dseg, tab, sites, t, hd))),
+                    Box::new(|| ms(tiled.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))),
+                    Box::new(|| ms(tiled.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))),
+                    Box::new(|| ms(fused.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))),
+                    Box::new(|| ms(fused.lora(Output::F32, x, hd, dseg, tab, sites, t, y32, hd))),
+                    Box::new(|| ms(mma.lora_shrink(x, dseg, tab, sites, t, hd))),
+                    Box::new(|| ms(mma.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))),
+                    Box::new(|| ms(mma.lora_expand(Output::F32, t, dseg, tab, sites, y32, hd))),
+                    Box::new(|| ms(mma.lora(Output::Model, x, hd, dseg, tab, sites, t, y, hd))),
                 ]
             };
+            let mut timed = |graph: bool| -> Res<Vec<f64>> {
+                launches
+                    .iter_mut()
+                    .map(|f| time(&stream, f.as_mut(), graph))
+                    .collect()
+            };
+            let row = timed(false)?;
+            graph_rows.push((tenants, timed(true)?));
+            drop(launches);
             let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
             println!("| {tenants} | {} |", cells.join(" | "));
             let case = Case {
@@ -249,6 +264,16 @@ mod bench {
             // SAFETY: x and the table as for the timed launches; compare allocates t and y.
             let diff = unsafe { compare(&stream, &warp, &mma, &case, tol(dtype))? };
             checks.push((format!("{tenants} tenant(s)"), diff));
+        }
+        println!(
+            "\nThe same launches in a CUDA graph of {ITERS} (no host launch between them, as a \
+             pass's graph runs them):"
+        );
+        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | mma expand | mma expand (f32 out) | mma both |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (tenants, row) in &graph_rows {
+            let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
+            println!("| {tenants} | {} |", cells.join(" | "));
         }
         checks.extend(ragged(
             &mut d, &stream, &warp, &mma, dtype, &mut r, x, rows, rank,

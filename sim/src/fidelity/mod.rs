@@ -13,6 +13,9 @@
 //! - Phase breakdown: a request's mean latency is its mean wait, plus its batch's load (loads of
 //!   each kind × their mean duration, shared over the batches), plus its batch's mean inference;
 //!   the row of a miss lists each part simulated and live, largest gap first.
+//! - Recordings of the same cell from several calls: live's range over them ([`repeats`]).
+
+pub mod repeats;
 
 use crate::ledger::{Span, SpanKind};
 use crate::metrics::summary::nearest_rank;
@@ -357,12 +360,57 @@ pub fn table(cells: &[(String, Cell)], targets: &Targets, resamples: usize, seed
     if !misses.is_empty() {
         let _ = writeln!(out, "\n### Misses and their phase breakdown\n\n{misses}");
     }
+    out.push_str(&repeats::section(cells));
     out
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::profile::Profile;
+    use crate::scenario::Scenario;
+    use crate::workload::NoFiles;
+
+    /// Cells of a small scenario on the example profile whose live half is its own simulation
+    /// (what `resimulate`'s tests call a recording), with the simulated half filled in.
+    pub(crate) fn recorded_cells() -> Vec<Cell> {
+        struct Files(Profile);
+        impl crate::workload::FileSource for Files {
+            fn read(&self, path: &std::path::Path) -> crate::Result<(String, String)> {
+                if path == std::path::Path::new("p.ron") {
+                    Ok((ron::ser::to_string(&self.0).unwrap(), "p.ron".into()))
+                } else {
+                    NoFiles.read(path)
+                }
+            }
+        }
+        let files = Files(Profile::example());
+        let s = Scenario::from_ron(
+            r#"Scenario(name: "rep", profile: "p.ron", model: "bert-base", instances: 2,
+               workload: Generate(requests: 200, arrivals: Poisson(rate_rps: 40.0), tenants: 4,
+                                  popularity: Zipf(s: 1.0)),
+               policies: ["fcfs-rr", "affinity"], seeds: [1])"#,
+            "rep.ron",
+        )
+        .unwrap();
+        let (profile, name) = s.load_profile(&files).unwrap();
+        let workload = s.load_workload(&files, 1).unwrap();
+        let setup = crate::engine::Setup::new(&profile, &name, &workload, s.serving()).unwrap();
+        s.policies
+            .iter()
+            .map(|policy| {
+                let r = s.run_cell(&setup, policy, 1).unwrap();
+                Cell {
+                    live: r.clone(),
+                    live_phases: Phases::default(),
+                    simulated: Some(r),
+                    simulated_phases: Some(Phases::default()),
+                    live_latencies_ns: Vec::new(),
+                    simulated_latencies_ns: Vec::new(),
+                }
+            })
+            .collect()
+    }
 
     #[test]
     fn bootstrap_is_seeded_and_brackets_the_p99() {

@@ -797,6 +797,27 @@ fn a_recorded_live_run_is_resimulated_by_this_build_and_tabled() {
     std::fs::write(&file, &out).unwrap();
     let table = ok(&["fidelity-table", file.to_str().unwrap()]);
     assert!(table.contains("| cells | omls | 1 | 1100 |"), "{table}");
+    assert!(!table.contains("Live between recordings"), "{table}");
+    // The same cells from another call (a file of the same name elsewhere): live's range over
+    // the two recordings, the same simulation in both.
+    let again = dir.join("other");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::write(again.join("cells.json"), &out).unwrap();
+    let table = ok(&[
+        "fidelity-table",
+        file.to_str().unwrap(),
+        again.join("cells.json").to_str().unwrap(),
+    ]);
+    assert!(
+        table.contains("### Live between recordings of the same cell"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| cells | omls | 1 | 2 |")
+            && table.contains("(0.0 %) | ")
+            && table.contains("| yes |"),
+        "{table}"
+    );
     // A recording of another run is refused, naming the cell and the difference.
     let err = fails(&args("2").iter().map(String::as_str).collect::<Vec<_>>());
     assert!(

@@ -316,7 +316,7 @@ mod bench {
     /// The check on ragged batches: segments of 1 to 13 rows; segment i's tenant has pairs at
     /// Q and V, Q, Q, K and V, V, or none (i mod 5), rank 1 + 7i mod `rank`, and (i mod 3 = 1)
     /// matrices one element past a 16-byte boundary; output width 760 (not a multiple of the
-    /// expand's 128 columns), input width 768 and then 764 (not a multiple of a vector).
+    /// expand's 64 columns), input width 768 and then 764 (not a multiple of a vector).
     #[allow(clippy::too_many_arguments)]
     fn ragged(
         d: &mut Dev,

@@ -2,10 +2,11 @@
 //! next, beside the simulator's error against each recording.
 //!
 //! A live replay is one run of a real system: the same cell recorded in two device calls (same
-//! build, scenario, policy, seed) gives two different live results, and on the H200 the mean
-//! latency of cells that batch on several executors moved by up to 8 % between calls
-//! (BENCHMARKS.md). A fidelity target tighter than that spread cannot be judged on one
-//! recording; the bootstrap intervals of the table cover the requests of one run, not this.
+//! scenario, policy, seed) gives two different live results — the device's own variation, and,
+//! where the recordings used other profiles, the live schedulers' estimates, which come from the
+//! profile (BENCHMARKS.md has the H200's figures). A fidelity target tighter than that spread
+//! cannot be judged on one recording; the bootstrap intervals of the table cover the requests of
+//! one run, not this.
 //! So `ptm fidelity-table`, given several recordings of a cell (files of the same name from
 //! several calls), adds a section with live's range over them — throughput, mean and p99 — and
 //! the simulator's mean error against each recording, and says whether every recording's

@@ -395,8 +395,6 @@ impl Contention {
     }
 }
 
-/// The weight of the `large` end for `tokens`: 0 at or below `small`, 1 at or above `large`,
-/// linear in log(tokens) between (0 when `large` is not above `small`).
 /// Where `tokens` sits among increasing measured `sizes` (at least one): `(i, w)`, the point
 /// `(1 − w)` of the way at size `i` and `w` at size `i + 1`, `w` linear in log(tokens) between
 /// the two sizes around it; `(0, 0)` at or below the first size or with one size, the last
@@ -418,6 +416,8 @@ fn log_segment(sizes: impl Iterator<Item = u32>, tokens: u64) -> (usize, f64) {
     (0, 0.0)
 }
 
+/// The weight of the `large` end for `tokens`: 0 at or below `small`, 1 at or above `large`,
+/// linear in log(tokens) between (0 when `large` is not above `small`).
 fn log_weight(tokens: u64, small: u32, large: u32) -> f64 {
     if large <= small || tokens <= small as u64 {
         return 0.0;

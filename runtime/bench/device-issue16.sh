@@ -27,6 +27,9 @@
 #   ZOO=DIR       a 12-tenant BERT-base fp16 zoo (made at /tmp/z12 when absent);
 #   BUDGET_S=N    seconds the whole call may use (cells that would pass it are skipped);
 #   ONLY=REGEX    run only the cells whose name matches (e.g. 'zipf-m[12]');
+#   REPEATS=N     record each cell N times live (1 unless set; the 2nd and later under
+#                 cells/rK/): `ptm fidelity-table` then adds live's range over the recordings
+#                 of each cell (one profile, so the spread is the device's alone);
 #   DEVICE, DTYPE, ARCH, SEQ_LENS  cuda:0, fp16, bert-base, 32,64,128,256,512 unless set
 #                 (DEVICE=cpu DTYPE=fp32 ARCH=tiny SEQ_LENS=16,32,64 runs the same script on
 #                 the CPU twin: a smoke test of the script, not a measurement).
@@ -114,16 +117,19 @@ table() {
 while IFS='|' read -r name scen m extra est; do
   [ -n "$name" ] || continue
   if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ $ONLY ]]; then continue; fi
-  if [ $((SECONDS + est)) -gt "$BUDGET" ]; then
-    echo "$name (estimated $est s at $SECONDS s of $BUDGET)" >> "$O/skipped.txt"; continue
-  fi
-  limit=$((est * 3 + 30)); left=$((BUDGET + 60 - SECONDS)); [ "$left" -lt "$limit" ] && limit=$left
-  log "cell $name"
-  # shellcheck disable=SC2086
-  timeout "$limit" "$B/ptm" run "$HERE/$scen" --profile "$O/profile.ron" \
-    --model "$MODEL" --instances "$m" $extra "${L[@]}" > "$O/cells/$name.json" \
-    2> "$O/cells/$name.err" || { echo "rc=$? $name" | tee -a "$O/log.txt"; tail -3 "$O/cells/$name.err"; }
-  table
+  for r in $(seq 1 "${REPEATS:-1}"); do
+    d="$O/cells"; [ "$r" -gt 1 ] && { d="$O/cells/r$r"; mkdir -p "$d"; }
+    if [ $((SECONDS + est)) -gt "$BUDGET" ]; then
+      echo "$name, recording $r (estimated $est s at $SECONDS s of $BUDGET)" >> "$O/skipped.txt"; continue
+    fi
+    limit=$((est * 3 + 30)); left=$((BUDGET + 60 - SECONDS)); [ "$left" -lt "$limit" ] && limit=$left
+    log "cell $name, recording $r"
+    # shellcheck disable=SC2086
+    timeout "$limit" "$B/ptm" run "$HERE/$scen" --profile "$O/profile.ron" \
+      --model "$MODEL" --instances "$m" $extra "${L[@]}" > "$d/$name.json" \
+      2> "$d/$name.err" || { echo "rc=$? $name" | tee -a "$O/log.txt"; tail -3 "$d/$name.err"; }
+    table
+  done
 done <<< "$CELLS"
 
 log "fidelity table"

@@ -62,7 +62,7 @@ pub fn section(cells: &[(String, Cell)]) -> String {
             let _ = writeln!(
                 out,
                 "\n### Live between recordings of the same cell\n\nThe same cell recorded more \
-                 than once (other calls): live's range over the recordings (spread = (max − \
+                 than once (other calls, or repeats in one): live's range over the recordings (spread = (max − \
                  min)/min) and the simulator's mean error against each, in order. A spread \
                  wider than a target means one recording cannot judge that target.\n"
             );

@@ -8,8 +8,9 @@
 //! Timing: CUDA events around `ITERS` launches, the median of `GROUPS` groups, per launch in
 //! µs; first enqueued one by one, then the same launches captured in a CUDA graph (a second
 //! table: no host launch between kernels, as in a pass's graph — the first table's figures
-//! may include the host's launch time where a kernel is shorter than it). Then a check (`lora_check/`): the tensor-core kernels' `t` and `y` against the warp
-//! kernels' from the same inputs, for both segmentations and for ragged batches (segments of 1
+//! may include the host's launch time where a kernel is shorter than it). Then a check
+//! (`lora_check/`): the tensor-core kernels' `t` and `y` against the warp kernels' from the
+//! same inputs, for both segmentations and for ragged batches (segments of 1
 //! to 13 rows, tenants with 0 to 3 pairs of ranks 1 to RANK, misaligned matrices, input and
 //! output widths that are not multiples of a vector or of a warp's columns — an input width
 //! that is not a multiple of 16 runs the tiled shrink); the program exits with status 1 if any
@@ -45,6 +46,12 @@ mod bench {
     /// Width of Q, K and V (BERT-base).
     const HIDDEN: usize = 768;
 
+    /// The head of both timing tables: a column per timed launch, in `launches`' order.
+    const TABLE_HEADER: &str = "| tenants | warp shrink | warp expand | tiled shrink | \
+        tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | \
+        mma expand | mma expand (f32 out) | mma both |\n\
+        |---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
     /// The check's tolerance, relative to `max(1, |value|)`: two units in the last place of a
     /// value about 1 (a sum in another order may round `t` one unit the other way, and `y`
     /// carries that on).
@@ -58,9 +65,7 @@ mod bench {
 
     type Res<T> = Result<T, String>;
 
-    fn e<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
-        move |err| format!("{what}: {err:?}")
-    }
+    use crate::check::e;
 
     /// Device buffers kept alive, addressed by `u64`.
     struct Dev {
@@ -184,14 +189,13 @@ mod bench {
             y_stride: (rows * HIDDEN) as i64,
         };
         println!(
-            "LoRA kernels alone on {gpu}, {dtype}, {rows} rows × {HIDDEN} (Q, K, V), rank {rank} on Q and V; \
-             µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}; \
+            "LoRA kernels alone on {gpu}, {dtype}, {rows} rows × {HIDDEN} (Q, K, V), rank {rank} \
+             on Q and V; µs per launch, median of {GROUPS} groups of {ITERS}; fused runs: {}; \
              tensor cores run: {}",
             PetKernels::fits_fused(sites),
             mma.fits_mma(HIDDEN as i32),
         );
-        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | mma expand | mma expand (f32 out) | mma both |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        print!("{TABLE_HEADER}");
         let mut checks: Vec<(String, Diff)> = Vec::new();
         let mut graph_rows: Vec<(usize, Vec<f64>)> = Vec::new();
         for tenants in [1usize, 32] {
@@ -224,7 +228,8 @@ mod bench {
             let ms = |x: ptm_runtime::Result<()>| x.map_err(|err| err.to_string());
             // SAFETY: every address is a live buffer of the sizes the tables and dimensions
             // imply (x: rows × 768; t: rows × 3·rank; y: 3 × rows × 768; the tables' matrices).
-            let mut launches: Vec<Box<dyn FnMut() -> Res<()> + '_>> = unsafe {
+            type Launch<'a> = Box<dyn FnMut() -> Res<()> + 'a>;
+            let mut launches: Vec<Launch<'_>> = unsafe {
                 vec![
                     Box::new(|| ms(warp.lora_shrink(x, dseg, tab, sites, t, hd))),
                     Box::new(|| ms(warp.lora_expand(Output::Model, t, dseg, tab, sites, y, hd))),
@@ -269,8 +274,7 @@ mod bench {
             "\nThe same launches in a CUDA graph of {ITERS} (no host launch between them, as a \
              pass's graph runs them):"
         );
-        println!("| tenants | warp shrink | warp expand | tiled shrink | tiled expand | tiled expand (f32 out) | fused | fused (f32 out) | mma shrink | mma expand | mma expand (f32 out) | mma both |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        print!("{TABLE_HEADER}");
         for (tenants, row) in &graph_rows {
             let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
             println!("| {tenants} | {} |", cells.join(" | "));

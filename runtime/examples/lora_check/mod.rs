@@ -55,7 +55,8 @@ pub struct Diff {
     pub y: Cmp,
 }
 
-fn e<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+/// Maps a driver error to a message naming `what` failed (shared with `lora_kernels.rs`).
+pub fn e<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
     move |err| format!("{what}: {err:?}")
 }
 

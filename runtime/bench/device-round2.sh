@@ -230,6 +230,39 @@ zoo12() {
   [ -f "$Z12/zoo.ron" ] || "$B/ptm" zoo make --arch bert-base --tenants 12 --dtype fp16 --out "$Z12" > /dev/null
 }
 
+# `lora_kernels` (BIN_DIR's stripped example) for each "DTYPE ROWS RANK" after PATTERN, its
+# output in $OUT/lora_kernels_DTYPE_ROWS_RANK.txt, the lines matching PATTERN (extended grep)
+# in the summary, cut to $CUT columns when set.
+lora_kernel_runs() {
+  local pat=$1 run f; shift
+  for run in "$@"; do
+    f="$O/lora_kernels_${run// /_}.txt"
+    # shellcheck disable=SC2086
+    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
+    note "lora_kernels $run: rc $?"
+    grep -E "$pat" "$f" | cut -c1-"${CUT:-100000}" >> "$S"
+  done
+}
+
+# The tiers cell (runtime/bench/tiers-live.ron) live against $PROF, its fidelity table.
+tiers_cell() {
+  local L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
+  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
+  note "tiers-live: rc $?"
+  "$B/ptm" fidelity-table "$O/tiers-live.json" --min-requests 1000 --out "$O/tiers-live.md" > /dev/null
+  grep -E "^\| tiers" "$O/tiers-live.md" | cut -c1-200 | tee -a "$S"
+}
+
+# The whole validation matrix (device-issue16.sh) live against $PROF until SECONDS reaches
+# $1, its judged rows and skipped cells in the summary.
+validation_matrix() {
+  env PROFILE="$PROF" ZOO="$Z12" BUDGET_S=$(($1 - SECONDS)) OUT="$O/i16" \
+    bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
+  note "validation matrix: rc $?"
+  grep -E "^\| (zipf|azure|fastptm)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
+  cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
+}
+
 case $PART in
 a)
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$O/gpu.txt"
@@ -487,15 +520,8 @@ k4)
   "$B/ptm" zoo make --arch bert-base --pet lora --rank 8 --targets query,value --tenants 1000 \
     --dtype fp16 --threads 16 --out "$PZ" > "$O/zoo_1k.txt" 2>&1 &
   ZOOS_PID=$!
-  for run in "fp16 4096 8" "bf16 4096 8" "fp32 4096 8" "fp16 1000 13"; do
-    f="$O/lora_kernels_${run// /_}.txt"
-    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
-    note "lora_kernels $run: rc $?"
-    case $run in
-      fp16\ 4096\ 8 | bf16\ 4096\ 8) cat "$f" >> "$S" ;;
-      *) grep -E "^check|lora_kernels:" "$f" >> "$S" ;;
-    esac
-  done
+  lora_kernel_runs '' "fp16 4096 8" "bf16 4096 8"
+  lora_kernel_runs '^check|lora_kernels:' "fp32 4096 8" "fp16 1000 13"
   gpu_tests pet_tiled_gpu:120 pet_gpu:240
   wait $ZOOS_PID; note "1,000-tenant zoo: rc $?"
   pet_kernels_ab mma fused
@@ -503,23 +529,14 @@ k4)
 k5)
   # The final tensor-core kernels (part m4's build) checked again: `lora_kernels` (status 1
   # beyond the 16-bit tolerance) and the GPU tests `pet_tiled_gpu`, `pet_gpu`.
-  for run in "fp16 4096 8" "bf16 4096 8" "fp32 4096 8" "fp16 1000 13"; do
-    f="$O/lora_kernels_${run// /_}.txt"
-    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
-    note "lora_kernels $run: rc $?"
-    grep -E "^\| (1|32) |^check|lora_kernels:" "$f" | cut -c1-200 >> "$S"
-  done
+  CUT=200 lora_kernel_runs '^\| (1|32) |^check|lora_kernels:' "fp16 4096 8" "bf16 4096 8" \
+    "fp32 4096 8" "fp16 1000 13"
   gpu_tests pet_tiled_gpu:120 pet_gpu:240
   ;;
 k6)
   # Each LoRA kernel alone, eager and in a CUDA graph (`lora_kernels` now prints both tables):
   # whether the eager figures carry host launch time.
-  for run in "fp16 4096 8" "bf16 4096 8"; do
-    f="$O/lora_kernels_${run// /_}.txt"
-    timeout 120 "$B/lora_kernels" $run > "$f" 2>&1
-    note "lora_kernels $run: rc $?"
-    grep -vE "^check" "$f" >> "$S"
-  done
+  lora_kernel_runs '^([^c]|c[^h]|$)' "fp16 4096 8" "bf16 4096 8"  # every line but the checks
   ;;
 w)
   # Not run yet (for the next call): each LoRA kernel alone at the mixed pass's shape
@@ -543,16 +560,8 @@ m3)
   wait $ZOOS_PID
   calibrate_shipped
   grep -E "link_occupancy|staging_ms|handoff|pool_contention" -A2 "$PROF" | tr -s ' \n' ' ' | cut -c1-600 | tee -a "$S"; echo >> "$S"
-  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
-  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
-  note "tiers-live: rc $?"
-  "$B/ptm" fidelity-table "$O/tiers-live.json" --min-requests 1000 --out "$O/tiers-live.md" > /dev/null
-  grep -E "^\| tiers" "$O/tiers-live.md" | cut -c1-200 | tee -a "$S"
-  env PROFILE="$PROF" ZOO="$Z12" BUDGET_S=$((590 - SECONDS)) OUT="$O/i16" \
-    bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
-  note "validation matrix: rc $?"
-  grep -E "^\| (zipf|azure|fastptm)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
-  cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
+  tiers_cell
+  validation_matrix 590
   ;;
 s3)
   # The 12-tenant serving — the first round's configuration, 8 executors, 4 executors three
@@ -647,18 +656,10 @@ m4)
   wait $ZOOS_PID
   calibrate_shipped
   { printf 'sm_sizes: '; awk '/ sm_sizes:/,/ link:/' "$PROF" | tr -s ' \n' ' ' | cut -c1-400; echo; } | tee -a "$S"
-  L=(--profile "$PROF" --model bert-base-fp16 --live --compare --zoo "$Z12" --device cuda:0 --dtype fp16 --json)
-  timeout 60 "$B/ptm" run runtime/bench/tiers-live.ron "${L[@]}" > "$O/tiers-live.json" 2> "$O/tiers-live.err"
-  note "tiers-live: rc $?"
-  "$B/ptm" fidelity-table "$O/tiers-live.json" --min-requests 1000 --out "$O/tiers-live.md" > /dev/null
-  grep -E "^\| tiers" "$O/tiers-live.md" | cut -c1-200 | tee -a "$S"
+  tiers_cell
   pet_live_cell
   pet_kernels_ab mma fused
-  env PROFILE="$PROF" ZOO="$Z12" BUDGET_S=$((585 - SECONDS)) OUT="$O/i16" \
-    bash runtime/bench/device-issue16.sh "$B" > "$O/issue16.txt" 2>&1
-  note "validation matrix: rc $?"
-  grep -E "^\| (zipf|azure|fastptm)|^Judged" "$O/i16/fidelity.md" | cut -c1-220 >> "$S"
-  cat "$O/i16/skipped.txt" >> "$S" 2> /dev/null
+  validation_matrix 585
   ;;
 sm3)
   # The SMs' sharing at 512 and 2,048 tokens too (sm_sizes), into a profile of its own, and the

@@ -88,12 +88,7 @@ mod bench {
             n: usize,
             scale: f32,
         ) -> Res<u64> {
-            let v: Vec<f32> = (0..n)
-                .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
-                .collect();
-            let mut b = Vec::new();
-            dtype.encode_f32(&v, &mut b);
-            self.up(&b)
+            self.up(&bytes(dtype, r, n, scale))
         }
     }
 
@@ -252,9 +247,7 @@ mod bench {
             };
             let row = timed(false)?;
             graph_rows.push((tenants, timed(true)?));
-            drop(launches);
-            let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
-            println!("| {tenants} | {} |", cells.join(" | "));
+            println!("{}", table_row(tenants, &row));
             let case = Case {
                 x,
                 seg: dseg,
@@ -264,7 +257,7 @@ mod bench {
                 ld_y: HIDDEN,
                 in_dim: hd,
                 out_dim: hd,
-                y0: bytes(dtype, &mut r, 3 * rows * HIDDEN),
+                y0: bytes(dtype, &mut r, 3 * rows * HIDDEN, 1.0),
             };
             // SAFETY: x and the table as for the timed launches; compare allocates t and y.
             let diff = unsafe { compare(&stream, &warp, &mma, &case, tol(dtype))? };
@@ -276,8 +269,7 @@ mod bench {
         );
         print!("{TABLE_HEADER}");
         for (tenants, row) in &graph_rows {
-            let cells: Vec<String> = row.iter().map(|us| format!("{us:.1}")).collect();
-            println!("| {tenants} | {} |", cells.join(" | "));
+            println!("{}", table_row(*tenants, row));
         }
         checks.extend(ragged(
             &mut d, &stream, &warp, &mma, dtype, &mut r, x, rows, rank,
@@ -309,9 +301,17 @@ mod bench {
         Ok(())
     }
 
-    /// `n` values in [-1, 1) in `dtype`'s bytes.
-    fn bytes(dtype: DType, r: &mut rand_pcg::Pcg64Mcg, n: usize) -> Vec<u8> {
-        let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+    /// One row of a timing table: the tenants, then each launch's µs.
+    fn table_row(tenants: usize, us: &[f64]) -> String {
+        let cells: Vec<String> = us.iter().map(|v| format!("{v:.1}")).collect();
+        format!("| {tenants} | {} |", cells.join(" | "))
+    }
+
+    /// `n` values in [-scale, scale) in `dtype`'s bytes.
+    fn bytes(dtype: DType, r: &mut rand_pcg::Pcg64Mcg, n: usize, scale: f32) -> Vec<u8> {
+        let v: Vec<f32> = (0..n)
+            .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+            .collect();
         let mut b = Vec::new();
         dtype.encode_f32(&v, &mut b);
         b
@@ -397,7 +397,7 @@ mod bench {
                 ld_y: HIDDEN,
                 in_dim,
                 out_dim: 760,
-                y0: bytes(dtype, r, 3 * rows * HIDDEN),
+                y0: bytes(dtype, r, 3 * rows * HIDDEN, 1.0),
             };
             // SAFETY: x is rows × 768; every A holds rank × 768 + 16 elements (≥ rank_i ×
             // in_dim + 1) and every B 768 × rank + 16 (≥ 760 × rank_i + 1).
